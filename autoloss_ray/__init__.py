@@ -1,0 +1,36 @@
+"""autoloss-ray: Auto Seg-Loss (Li et al., ICLR 2021) as a distributed search service on Ray.
+
+The library itself never imports ``ray``; ``searchers`` and ``trainables`` adapt it to Ray Tune.
+Public names are loaded lazily so that importing one part never pulls in the others.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "evaluate": "autoloss_ray.metrics",
+    "MetricAccumulator": "autoloss_ray.metrics",
+    "METRICS": "autoloss_ray.metrics",
+    "SurrogateLoss": "autoloss_ray.surrogates",
+    "SearchSpace": "autoloss_ray.surrogates",
+    "search_space": "autoloss_ray.surrogates",
+    "PPO2": "autoloss_ray.ppo",
+    "TruncatedNormal": "autoloss_ray.ppo",
+    "RandomSearch": "autoloss_ray.ppo",
+    "run_trial": "autoloss_ray.train",
+}
+
+__all__ = sorted(_EXPORTS) + ["__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'autoloss_ray' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
