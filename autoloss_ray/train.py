@@ -1,0 +1,414 @@
+"""The proxy task without Ray: train a network with one loss, evaluate all six metrics.
+
+``run_trial(config)`` is what every search trial runs (``trainables.proxy_task`` wraps it):
+
+1. build the dataset, split off the hold-out part (seeded), build the model and the loss
+   (``SurrogateLoss(metric, parameterization, theta)`` by default, a baseline name, or a
+   loss JSON file), all validated before any compute;
+2. iteration-based SGD with the paper's proxy recipe (lr 0.02, poly 0.9 down to 1e-4,
+   momentum 0.9, weight decay 5e-4, head lr x10, batch 32, 128x128, 1000 iterations; every
+   value is a config key), bf16/fp16 autocast on CUDA, the loss itself computed in fp32;
+3. a NaN/inf loss stops training: the trial is returned with ``status="nan"`` (recorded, no
+   exception); a runtime error during compute (e.g. CUDA out of memory) gives
+   ``status="failed"`` with the error text;
+4. exact metrics on the hold-out split with ``MetricAccumulator``; ``reward`` is the
+   configured metric (a sum for specs like ``"miou+biou"``).
+
+Deterministic given ``seed`` on CPU (same thread count); on CUDA cuDNN is put in
+deterministic mode but some kernels (bilinear upsampling backward) stay non-deterministic.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import socket
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = ["TrialConfig", "run_trial", "resolve_device", "build_loss", "build_data", "METRIC_KEYS"]
+
+METRIC_KEYS = ("miou", "fwiou", "biou", "bf1", "macc", "gacc")
+
+# Keys a searcher or Tune may add to a trial's config; accepted and only echoed back.
+_META_PREFIX = "__"
+
+
+@dataclass(kw_only=True)
+class TrialConfig:
+    """Every key a trial's config may hold, with its default (DESIGN section 5)."""
+
+    # what to search / train with
+    metric: str = "miou"
+    parameterization: str = "bezier"
+    theta: list[float] | None = None
+    loss: str | None = None  # None: SurrogateLoss(metric, ...); a baseline name; a JSON path
+    loss_options: dict[str, Any] = field(default_factory=dict)
+    boundary_tolerance: int = 5
+    # data
+    dataset: str = "synthetic"
+    data_root: str | None = None
+    dataset_options: dict[str, Any] = field(default_factory=dict)
+    split: str = "train"
+    eval_split: str | None = None  # None: evaluate on a hold-out part of `split`
+    train_size: int = 0  # > 0: use a seeded subset of this many images (synthetic: its length)
+    holdout_fraction: float = 0.1
+    num_classes: int | None = None  # optional check against the dataset
+    image_size: int = 128
+    num_workers: int = 0
+    # model and optimisation (the paper's proxy recipe)
+    model: str = "lraspp_mobilenet_v3_large"
+    backbone_weights: str | None = None
+    iterations: int = 1000
+    batch_size: int = 32
+    eval_batch_size: int | None = None
+    lr: float = 0.02
+    poly_power: float = 0.9
+    min_lr: float = 1e-4
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    head_lr_mult: float = 10.0
+    # execution
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = True
+    deterministic: bool = True
+    progress_every: int = 0
+    # bookkeeping added by searchers (echoed, never used)
+    search_step: int | None = None
+    search_sample: int | None = None
+    experiment: str | None = None
+
+    @classmethod
+    def from_mapping(cls, config: Mapping[str, Any] | "TrialConfig") -> "TrialConfig":
+        """Build from a dict; unknown keys are a ValueError naming them (keys starting with
+        ``__``, which Tune's own helpers add, are ignored). ``None`` values take the default."""
+        if isinstance(config, TrialConfig):
+            return config
+        if not isinstance(config, Mapping):
+            raise TypeError(f"trial config must be a mapping, got {type(config).__name__}")
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(k for k in config if k not in names and not str(k).startswith(_META_PREFIX))
+        if unknown:
+            raise ValueError(
+                f"unknown trial config key(s) {unknown}; expected some of {sorted(names)}"
+            )
+        defaults = {f.name for f in dataclasses.fields(cls) if f.name not in ("theta", "loss",
+                    "data_root", "num_classes", "backbone_weights", "eval_batch_size",
+                    "eval_split", "search_step", "search_sample", "experiment")}
+        kwargs = {
+            k: v for k, v in config.items() if k in names and not (v is None and k in defaults)
+        }
+        cfg = cls(**kwargs)
+        cfg.validate()
+        return cfg
+
+    def validate(self) -> None:
+        """Cheap checks of types and ranges (the dataset/model/loss builders check the rest)."""
+        ints = {
+            "iterations": 1, "batch_size": 1, "image_size": 1, "num_workers": 0,
+            "boundary_tolerance": 0, "train_size": 0, "progress_every": 0,
+        }
+        for name, low in ints.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+                raise ValueError(f"trial config {name!r} must be an int >= {low}, got {value!r}")
+        if self.eval_batch_size is not None and self.eval_batch_size < 1:
+            raise ValueError(f"eval_batch_size must be >= 1, got {self.eval_batch_size!r}")
+        for name in ("lr", "min_lr", "momentum", "weight_decay", "head_lr_mult", "poly_power"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                raise ValueError(f"trial config {name!r} must be a finite number >= 0, got {value!r}")
+        if self.eval_split is None and not 0.0 < float(self.holdout_fraction) < 1.0:
+            raise ValueError(
+                f"holdout_fraction must be in (0, 1), got {self.holdout_fraction!r}"
+            )
+        if self.theta is not None:
+            theta = np.asarray(self.theta, dtype=np.float64)
+            if theta.ndim != 1:
+                raise ValueError(f"theta must be a flat list of numbers, got shape {theta.shape}")
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """``"auto"`` -> CUDA when available, else CPU; explicit names are checked."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:i]', got {device!r}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} was asked for but CUDA is not available here")
+    return dev
+
+
+def build_data(cfg: TrialConfig):
+    """(train set, evaluation set) for a trial: hold-out of ``split`` or ``eval_split``."""
+    from autoloss_ray.data import build_dataset, holdout_split, subset
+
+    options = dict(cfg.dataset_options)
+    if cfg.dataset == "synthetic" and cfg.train_size > 0:
+        options.setdefault("length", cfg.train_size)
+    common = dict(root=cfg.data_root, image_size=cfg.image_size, seed=cfg.seed, **options)
+    full = build_dataset(cfg.dataset, split=cfg.split, train=True, **common)
+    if cfg.dataset != "synthetic" and cfg.train_size > 0:
+        full = subset(full, cfg.train_size, seed=cfg.seed)
+    if cfg.num_classes is not None and cfg.num_classes != full.num_classes:
+        raise ValueError(
+            f"num_classes {cfg.num_classes} does not match dataset {cfg.dataset!r} "
+            f"({full.num_classes} classes)"
+        )
+    if cfg.eval_split is None:
+        return holdout_split(full, cfg.holdout_fraction, seed=cfg.seed)
+    evalset = build_dataset(cfg.dataset, split=cfg.eval_split, train=False, **common)
+    return full, evalset
+
+
+def build_loss(cfg: TrialConfig, num_classes: int, ignore_index: int, train_set=None):
+    """The training loss of a trial (an ``nn.Module`` taking (logits, target))."""
+    from autoloss_ray.metrics import parse_metric
+
+    parse_metric(cfg.metric)  # the reward's metric must be valid whatever the loss
+    if cfg.loss is None:
+        from autoloss_ray.surrogates import SurrogateLoss
+
+        theta = None if cfg.theta is None else [float(v) for v in cfg.theta]
+        return SurrogateLoss(
+            cfg.metric,
+            num_classes=num_classes,
+            parameterization=cfg.parameterization,
+            theta=theta,
+            ignore_index=ignore_index,
+            boundary_tolerance=cfg.boundary_tolerance,
+            **cfg.loss_options,
+        )
+    from autoloss_ray import baselines
+
+    if cfg.loss in baselines.BASELINES:
+        options = dict(cfg.loss_options)
+        if cfg.loss == "wce" and "weight" not in options and train_set is not None:
+            options["weight"] = _class_weights(train_set, num_classes, ignore_index)
+        return baselines.make_loss(
+            cfg.loss, num_classes=num_classes, ignore_index=ignore_index, **options
+        )
+    if os.path.isfile(str(cfg.loss)):
+        from autoloss_ray.surrogates import SurrogateLoss
+
+        return SurrogateLoss.from_file(cfg.loss, num_classes=num_classes, ignore_index=ignore_index)
+    raise ValueError(
+        f"loss must be None (the searched surrogate), a baseline name "
+        f"{sorted(baselines.BASELINES)} or the path of a loss JSON file, got {cfg.loss!r}"
+    )
+
+
+def _class_weights(train_set, num_classes: int, ignore_index: int, max_items: int = 200):
+    from autoloss_ray.baselines import class_frequency_weights
+
+    n = min(len(train_set), max_items)
+    labels = (train_set.get(i, augment=False)[1] for i in range(n))
+    return class_frequency_weights(labels, num_classes, ignore_index)
+
+
+class _InfiniteSampler(torch.utils.data.Sampler):
+    """Seeded epochs of random permutations, as ``(index, draw)`` pairs; ``draw`` is unique
+    per fetched item, so augmentations are reproducible in any worker."""
+
+    def __init__(self, n: int, total: int, seed: int) -> None:
+        self.n, self.total, self.seed = n, total, seed
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        rng = np.random.default_rng([self.seed, 31337])
+        draw = 0
+        while draw < self.total:
+            for i in rng.permutation(self.n):
+                if draw >= self.total:
+                    return
+                yield int(i), draw
+                draw += 1
+
+    def __len__(self) -> int:
+        return self.total
+
+
+def _autocast(device: torch.device, enabled: bool):
+    if not enabled or device.type != "cuda":
+        return torch.autocast(device_type=device.type, enabled=False)
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.autocast(device_type="cuda", dtype=dtype)
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return "cpu"
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def run_trial(
+    config: Mapping[str, Any] | TrialConfig,
+    *,
+    progress: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Train and evaluate one proxy model; see the module docstring.
+
+    Returns a dict with ``reward``, the six metrics, ``status`` ("ok", "nan", "failed"),
+    ``error``, ``iterations`` (completed), ``train_seconds``, ``eval_seconds``, ``device``,
+    ``device_name``, ``node``, ``final_loss`` (mean of the last 10 losses),
+    ``initial_loss`` (mean of the first 10), ``images_per_second`` and the sizes of the
+    splits. Bad configuration raises ValueError/TypeError/FileNotFoundError before compute.
+    ``progress`` (optional) is called every ``progress_every`` iterations with
+    ``{"iteration", "loss", "lr"}``.
+    """
+    from autoloss_ray.metrics import MetricAccumulator, reward
+    from autoloss_ray.models import build_model, param_groups
+
+    cfg = TrialConfig.from_mapping(config)
+    device = resolve_device(cfg.device)
+    if device.type == "cuda" and device.index is not None:
+        torch.cuda.set_device(device)
+
+    # --- everything that can fail on bad input, before any compute -------------------
+    train_set, eval_set = build_data(cfg)
+    num_classes, ignore_index = train_set.num_classes, train_set.ignore_index
+    criterion = build_loss(cfg, num_classes, ignore_index, train_set)
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed % (2**32))
+    if device.type == "cuda":
+        torch.backends.cudnn.deterministic = cfg.deterministic
+        torch.backends.cudnn.benchmark = not cfg.deterministic
+    model = build_model(cfg.model, num_classes=num_classes, backbone_weights=cfg.backbone_weights)
+    if cfg.batch_size < 2 and cfg.model != "tiny":
+        raise ValueError(
+            f"batch_size must be >= 2 for {cfg.model} (its BatchNorm needs more than one "
+            f"sample), got {cfg.batch_size}"
+        )
+
+    result: dict[str, Any] = {
+        "reward": float("nan"),
+        **{k: float("nan") for k in METRIC_KEYS},
+        "status": "ok",
+        "error": None,
+        "iterations": 0,
+        "train_seconds": 0.0,
+        "eval_seconds": 0.0,
+        "device": device.type if device.index is None else f"{device.type}:{device.index}",
+        "device_name": _device_name(device),
+        "node": socket.gethostname(),
+        "final_loss": float("nan"),
+        "initial_loss": float("nan"),
+        "images_per_second": float("nan"),
+        "num_train": len(train_set),
+        "num_eval": len(eval_set),
+        "metric": cfg.metric,
+        "seed": cfg.seed,
+    }
+    model.to(device)
+    criterion.to(device)
+    optimizer = torch.optim.SGD(
+        param_groups(model, cfg.lr, cfg.head_lr_mult),
+        lr=cfg.lr,
+        momentum=cfg.momentum,
+        weight_decay=cfg.weight_decay,
+    )
+    pin = device.type == "cuda"
+    loader = torch.utils.data.DataLoader(
+        train_set,
+        batch_sampler=torch.utils.data.BatchSampler(
+            _InfiniteSampler(len(train_set), cfg.iterations * cfg.batch_size, cfg.seed),
+            cfg.batch_size,
+            drop_last=False,
+        ),
+        num_workers=cfg.num_workers,
+        pin_memory=pin,
+    )
+    losses: list[float] = []
+    try:
+        _sync(device)
+        start = time.perf_counter()
+        model.train()
+        for it, (images, labels) in enumerate(loader):
+            factor = (1.0 - it / cfg.iterations) ** cfg.poly_power
+            for group in optimizer.param_groups:
+                group["lr"] = (group["initial_lr"] - cfg.min_lr) * factor + cfg.min_lr
+            images = images.to(device, non_blocking=pin)
+            labels = labels.to(device, non_blocking=pin)
+            with _autocast(device, cfg.amp):
+                logits = model(images)
+            loss = criterion(logits.float(), labels)
+            value = float(loss.detach())
+            if not math.isfinite(value):
+                result["status"] = "nan"
+                result["error"] = f"loss became {value} at iteration {it}"
+                break
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            losses.append(value)
+            result["iterations"] = it + 1
+            if progress is not None and cfg.progress_every and (it + 1) % cfg.progress_every == 0:
+                progress({"iteration": it + 1, "loss": value, "lr": optimizer.param_groups[0]["lr"]})
+        _sync(device)
+        train_seconds = time.perf_counter() - start
+        result["train_seconds"] = train_seconds
+        if result["iterations"]:
+            result["images_per_second"] = result["iterations"] * cfg.batch_size / max(
+                train_seconds, 1e-9
+            )
+        if losses:
+            result["initial_loss"] = float(np.mean(losses[:10]))
+            result["final_loss"] = float(np.mean(losses[-10:]))
+        if result["status"] == "ok" and not all(
+            bool(torch.isfinite(p).all()) for p in model.parameters()
+        ):
+            result["status"] = "nan"
+            result["error"] = "model parameters became non-finite during training"
+        if result["status"] != "ok":
+            return result
+
+        # --- evaluation on the hold-out split ------------------------------------------
+        start = time.perf_counter()
+        accumulator = MetricAccumulator(
+            num_classes,
+            ignore_index=ignore_index,
+            boundary_tolerance=cfg.boundary_tolerance,
+            device=device,
+        )
+        eval_loader = torch.utils.data.DataLoader(
+            eval_set,
+            batch_size=cfg.eval_batch_size or cfg.batch_size,
+            shuffle=False,
+            num_workers=cfg.num_workers,
+            pin_memory=pin,
+        )
+        model.eval()
+        with torch.no_grad():
+            for images, labels in eval_loader:
+                images = images.to(device, non_blocking=pin)
+                labels = labels.to(device, non_blocking=pin)
+                with _autocast(device, cfg.amp):
+                    logits = model(images)
+                if logits.shape[-2:] != labels.shape[-2:]:
+                    logits = torch.nn.functional.interpolate(
+                        logits.float(), size=labels.shape[-2:], mode="bilinear", align_corners=False
+                    )
+                accumulator.update(logits.argmax(dim=1), labels)
+        metrics = accumulator.compute()
+        _sync(device)
+        result["eval_seconds"] = time.perf_counter() - start
+        for k in METRIC_KEYS:
+            result[k] = float(metrics[k])
+        result["reward"] = float(reward(metrics, cfg.metric))
+    except RuntimeError as exc:  # e.g. CUDA out of memory: record, do not crash the search
+        result["status"] = "failed"
+        result["error"] = f"{type(exc).__name__}: {exc}"[:2000]
+    return result
