@@ -1,0 +1,620 @@
+"""Parquet experiment store: every finished trial and every policy step, one file each.
+
+Layout (a hive-partitioned Parquet dataset per table; ``root`` is a local directory or a
+pyarrow filesystem URI such as ``s3://bucket/prefix`` or ``file:///abs/path``)::
+
+    <root>/trials/experiment=<name>/<trial_id>.parquet        one row per finished trial
+    <root>/policy/experiment=<name>/step-<k:06d>.parquet      one row per search step
+
+The ``experiment`` column lives in the directory name (hive partitioning), not inside the
+files, so ``pandas.read_parquet(f"{root}/trials")``, ``pyarrow.dataset.dataset(...,
+partitioning="hive")`` and DuckDB's ``read_parquet('<root>/trials/*/*.parquet',
+hive_partitioning=true)`` all return it as a column with no project code.
+:data:`TRIAL_SCHEMA` / :data:`POLICY_SCHEMA` are the logical schemas (experiment first);
+:data:`TRIAL_FILE_SCHEMA` / :data:`POLICY_FILE_SCHEMA` are what each file holds.
+
+Atomicity: a file is first written in full to a hidden temporary name in the same directory
+(``.<name>.<uuid>.tmp``; the leading dot makes pyarrow/pandas skip it and it does not match
+``*.parquet``), flushed and fsynced, then renamed onto its final name (``os.replace``, atomic on
+POSIX). A writer killed mid-write leaves at most a hidden temp file, never a partial
+``.parquet``; :meth:`ExperimentStore.cleanup_temp` removes stale ones. On object stores
+(``s3``, ``gcs``; no atomic rename) the object is uploaded directly under its final key: an
+object PUT only becomes visible once complete, which gives the same guarantee. Other pyarrow
+filesystems use temp + ``FileSystem.move``.
+
+Rewriting a trial id (or a policy step) replaces its file: writes are idempotent, so a resumed
+search that reports a trial twice still holds one row for it. Nothing here imports ray.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import os
+import re
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+__all__ = [
+    "METRIC_COLUMNS",
+    "STATUSES",
+    "TRIAL_SCHEMA",
+    "TRIAL_FILE_SCHEMA",
+    "POLICY_SCHEMA",
+    "POLICY_FILE_SCHEMA",
+    "ExperimentStore",
+    "PolicyWriter",
+    "StoreError",
+    "check_name",
+]
+
+METRIC_COLUMNS = ("miou", "fwiou", "biou", "bf1", "macc", "gacc")
+STATUSES = ("ok", "failed", "nan")
+KINDS = ("search", "retrain", "evaluate")
+
+_TS = pa.timestamp("us", tz="UTC")
+_F64_LIST = pa.list_(pa.float64())
+
+# ----------------------------------------------------------------------------- schemas
+# The single place where the store's columns are defined. Add columns only at the end and
+# only nullable: readers pass these schemas explicitly, so older files read with nulls.
+TRIAL_SCHEMA = pa.schema(
+    [
+        pa.field("experiment", pa.string(), nullable=False),
+        pa.field("trial_id", pa.string(), nullable=False),
+        pa.field("kind", pa.string(), nullable=False),  # search | retrain | evaluate
+        pa.field("step", pa.int64()),  # search step (None outside a search)
+        pa.field("sample", pa.int64()),  # index of the trial within its step
+        pa.field("metric", pa.string()),  # target metric spec, e.g. "miou" or "miou+biou"
+        pa.field("parameterization", pa.string()),
+        pa.field("loss", pa.string()),  # loss label (retrain: "ce", "preset:miou", a path...)
+        pa.field("theta", _F64_LIST),
+        pa.field("reward", pa.float64()),
+        *[pa.field(m, pa.float64()) for m in METRIC_COLUMNS],
+        pa.field("status", pa.string(), nullable=False),  # ok | failed | nan
+        pa.field("error", pa.string()),
+        pa.field("seed", pa.int64()),
+        pa.field("iterations", pa.int64()),
+        pa.field("train_seconds", pa.float64()),
+        pa.field("eval_seconds", pa.float64()),
+        pa.field("total_seconds", pa.float64()),
+        pa.field("node", pa.string()),
+        pa.field("device", pa.string()),
+        pa.field("dataset", pa.string()),
+        pa.field("model", pa.string()),
+        pa.field("checkpoint", pa.string()),  # path of saved weights (retrain)
+        pa.field("config_json", pa.string()),  # the trial's full config, JSON
+        pa.field("extra_json", pa.string()),  # any other result values, JSON
+        pa.field("finished_at", _TS, nullable=False),
+    ]
+)
+
+POLICY_SCHEMA = pa.schema(
+    [
+        pa.field("experiment", pa.string(), nullable=False),
+        pa.field("step", pa.int64(), nullable=False),
+        pa.field("searcher", pa.string()),  # ppo2 | random | ...
+        pa.field("mu", _F64_LIST, nullable=False),  # policy mean used to sample this step
+        pa.field("sigma", pa.float64()),
+        pa.field("rewards", _F64_LIST, nullable=False),
+        pa.field("mean_reward", pa.float64()),
+        pa.field("best_reward", pa.float64()),  # best reward within this step
+        pa.field("best_mu", _F64_LIST),  # mu of the best step so far (the search's answer)
+        pa.field("mu_next", _F64_LIST),  # mu after this step's update
+        pa.field("thetas", pa.list_(_F64_LIST)),  # the step's samples [M][D]
+        pa.field("extra_json", pa.string()),
+        pa.field("finished_at", _TS, nullable=False),
+    ]
+)
+
+PARTITION = "experiment"
+TRIAL_FILE_SCHEMA = pa.schema([f for f in TRIAL_SCHEMA if f.name != PARTITION])
+POLICY_FILE_SCHEMA = pa.schema([f for f in POLICY_SCHEMA if f.name != PARTITION])
+_PARTITIONING = ds.partitioning(pa.schema([(PARTITION, pa.string())]), flavor="hive")
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,199}$")
+_OBJECT_STORES = {"s3", "gcs"}
+
+
+class StoreError(ValueError):
+    """A row or a store location that the store refuses (raised before anything is written)."""
+
+
+def check_name(value: Any, what: str) -> str:
+    """``value`` as a path-safe name (letters, digits, ``_ . -``; no leading dot)."""
+    if not isinstance(value, str) or not _NAME_RE.match(value) or value.endswith(".tmp"):
+        raise StoreError(
+            f"{what} must be a non-empty string of letters, digits and '_.-' (not starting "
+            f"with '.', '_' or '-', at most 200 characters), got {value!r}"
+        )
+    return value
+
+
+# ----------------------------------------------------------------------------- validation
+def _is_int(v: Any) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+
+def _is_num(v: Any) -> bool:
+    return (_is_int(v) or isinstance(v, (float, np.floating))) and not isinstance(
+        v, (bool, np.bool_)
+    )
+
+
+def _to_str(v: Any, key: str, *, required: bool = False) -> str | None:
+    if v is None and not required:
+        return None
+    if not isinstance(v, str) or (required and not v):
+        raise StoreError(f"column {key!r} must be a {'non-empty ' if required else ''}string"
+                         f"{'' if required else ' or None'}, got {type(v).__name__} {v!r:.80}")
+    return v
+
+
+def _to_int(v: Any, key: str, *, required: bool = False, nonneg: bool = False) -> int | None:
+    if v is None and not required:
+        return None
+    if not _is_int(v):
+        raise StoreError(f"column {key!r} must be an integer{'' if required else ' or None'}, "
+                         f"got {type(v).__name__} {v!r:.80}")
+    if nonneg and int(v) < 0:
+        raise StoreError(f"column {key!r} must be >= 0, got {int(v)}")
+    return int(v)
+
+
+def _to_float(v: Any, key: str) -> float | None:
+    if v is None:
+        return None
+    if not _is_num(v):
+        raise StoreError(f"column {key!r} must be a number (float, NaN allowed) or None, got "
+                         f"{type(v).__name__} {v!r:.80}")
+    return float(v)
+
+
+def _to_floats(v: Any, key: str, *, required: bool = False) -> list[float] | None:
+    if v is None and not required:
+        return None
+    if isinstance(v, np.ndarray):
+        if v.ndim != 1 or not (np.issubdtype(v.dtype, np.number) and v.dtype != np.bool_):
+            raise StoreError(f"column {key!r} must be a 1-D numeric array, got shape "
+                             f"{v.shape} dtype {v.dtype}")
+        return [float(x) for x in v]
+    if isinstance(v, (str, bytes, Mapping)) or not isinstance(v, Sequence):
+        raise StoreError(f"column {key!r} must be a list of numbers"
+                         f"{'' if required else ' or None'}, got {type(v).__name__} {v!r:.80}")
+    out = []
+    for i, x in enumerate(v):
+        if not _is_num(x):
+            raise StoreError(f"column {key!r}[{i}] must be a number, got "
+                             f"{type(x).__name__} {x!r:.80}")
+        out.append(float(x))
+    return out
+
+
+def _to_matrix(v: Any, key: str) -> list[list[float]] | None:
+    if v is None:
+        return None
+    if isinstance(v, np.ndarray):
+        if v.ndim != 2:
+            raise StoreError(f"column {key!r} must be 2-D [M, D], got shape {v.shape}")
+        v = list(v)
+    if isinstance(v, (str, bytes, Mapping)) or not isinstance(v, Sequence):
+        raise StoreError(f"column {key!r} must be a list of lists of numbers or None, got "
+                         f"{type(v).__name__}")
+    return [_to_floats(r, f"{key}[{i}]", required=True) for i, r in enumerate(v)]
+
+
+def _to_json(v: Any, key: str) -> str | None:
+    if v is None:
+        return None
+    if isinstance(v, str):
+        try:
+            json.loads(v)
+        except ValueError as e:
+            raise StoreError(f"column {key!r} must hold valid JSON text: {e}") from None
+        return v
+    if isinstance(v, Mapping):
+        return json.dumps(_jsonable(v), sort_keys=True, allow_nan=True)
+    raise StoreError(f"column {key!r} must be a JSON string or a mapping, got "
+                     f"{type(v).__name__}")
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, Mapping):
+        return {str(k): _jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    if isinstance(v, np.generic):
+        return v.item()
+    if v is None or isinstance(v, (str, int, float, bool)):
+        return v
+    return repr(v)
+
+
+def _to_time(v: Any, key: str) -> _dt.datetime:
+    if v is None:
+        return _dt.datetime.now(_dt.timezone.utc)
+    if _is_num(v) and not isinstance(v, (bool, np.bool_)):
+        if not math.isfinite(float(v)):
+            raise StoreError(f"column {key!r} must be finite epoch seconds, got {v!r}")
+        return _dt.datetime.fromtimestamp(float(v), tz=_dt.timezone.utc)
+    if isinstance(v, _dt.datetime):  # pandas.Timestamp is a datetime subclass
+        return v.replace(tzinfo=_dt.timezone.utc) if v.tzinfo is None else v
+    raise StoreError(f"column {key!r} must be a datetime, epoch seconds or None, got "
+                     f"{type(v).__name__} {v!r:.80}")
+
+
+_TRIAL_STR = ("metric", "parameterization", "loss", "error", "node", "device", "dataset",
+              "model", "checkpoint")
+_TRIAL_FLOAT = ("reward", *METRIC_COLUMNS, "train_seconds", "eval_seconds", "total_seconds")
+_TRIAL_KEYS = frozenset(TRIAL_SCHEMA.names) | {"extra", "config"}
+
+
+def normalize_trial_row(row: Mapping[str, Any]) -> dict[str, Any]:
+    """Validate a trial row and return it with plain Python values (no I/O).
+
+    Required: ``experiment``, ``trial_id`` (path-safe names) and ``status`` (ok/failed/nan).
+    Everything else is optional (None -> null). ``config`` (a mapping) may stand in for
+    ``config_json`` and ``extra`` (a mapping) for ``extra_json``. Unknown keys, wrong types and
+    bad values raise :class:`StoreError` naming the column.
+    """
+    if not isinstance(row, Mapping):
+        raise StoreError(f"a trial row must be a mapping, got {type(row).__name__}")
+    unknown = sorted(set(row) - _TRIAL_KEYS)
+    if unknown:
+        raise StoreError(
+            f"unknown trial column(s) {unknown}; allowed: {sorted(_TRIAL_KEYS)} (put other "
+            "values in 'extra', a mapping)"
+        )
+    out: dict[str, Any] = {
+        "experiment": check_name(row.get("experiment"), "experiment"),
+        "trial_id": check_name(row.get("trial_id"), "trial_id"),
+    }
+    kind = row.get("kind", "search")
+    if kind not in KINDS:
+        raise StoreError(f"column 'kind' must be one of {KINDS}, got {kind!r}")
+    out["kind"] = kind
+    status = row.get("status")
+    if status not in STATUSES:
+        raise StoreError(f"column 'status' must be one of {STATUSES}, got {status!r}")
+    out["status"] = status
+    for k in ("step", "sample"):
+        out[k] = _to_int(row.get(k), k, nonneg=True)
+    for k in ("seed", "iterations"):
+        out[k] = _to_int(row.get(k), k)
+    for k in _TRIAL_STR:
+        out[k] = _to_str(row.get(k), k)
+    for k in _TRIAL_FLOAT:
+        out[k] = _to_float(row.get(k), k)
+    out["theta"] = _to_floats(row.get("theta"), "theta")
+    if "config" in row and "config_json" in row:
+        raise StoreError("give either 'config' (a mapping) or 'config_json' (text), not both")
+    if "extra" in row and "extra_json" in row:
+        raise StoreError("give either 'extra' (a mapping) or 'extra_json' (text), not both")
+    out["config_json"] = _to_json(row.get("config", row.get("config_json")), "config_json")
+    out["extra_json"] = _to_json(row.get("extra", row.get("extra_json")), "extra_json")
+    out["finished_at"] = _to_time(row.get("finished_at"), "finished_at")
+    return out
+
+
+_POLICY_KEYS = frozenset(POLICY_SCHEMA.names) | {"extra"}
+
+
+def normalize_policy_row(row: Mapping[str, Any]) -> dict[str, Any]:
+    """Validate a policy row (see :data:`POLICY_SCHEMA`); ``best_reward`` defaults to the
+    largest non-NaN reward of the step, ``mean_reward`` to their mean."""
+    if not isinstance(row, Mapping):
+        raise StoreError(f"a policy row must be a mapping, got {type(row).__name__}")
+    unknown = sorted(set(row) - _POLICY_KEYS)
+    if unknown:
+        raise StoreError(
+            f"unknown policy column(s) {unknown}; allowed: {sorted(_POLICY_KEYS)} (put other "
+            "values in 'extra', a mapping)"
+        )
+    out: dict[str, Any] = {
+        "experiment": check_name(row.get("experiment"), "experiment"),
+        "step": _to_int(row.get("step"), "step", required=True, nonneg=True),
+        "searcher": _to_str(row.get("searcher"), "searcher"),
+        "mu": _to_floats(row.get("mu"), "mu", required=True),
+        "sigma": _to_float(row.get("sigma"), "sigma"),
+        "rewards": _to_floats(row.get("rewards"), "rewards", required=True),
+        "best_mu": _to_floats(row.get("best_mu"), "best_mu"),
+        "mu_next": _to_floats(row.get("mu_next"), "mu_next"),
+        "thetas": _to_matrix(row.get("thetas"), "thetas"),
+    }
+    finite = [r for r in out["rewards"] if not math.isnan(r)]
+    mean = _to_float(row.get("mean_reward"), "mean_reward")
+    best = _to_float(row.get("best_reward"), "best_reward")
+    out["mean_reward"] = mean if mean is not None else (
+        float(np.mean(finite)) if finite else float("nan"))
+    out["best_reward"] = best if best is not None else (max(finite) if finite else float("nan"))
+    if "extra" in row and "extra_json" in row:
+        raise StoreError("give either 'extra' (a mapping) or 'extra_json' (text), not both")
+    out["extra_json"] = _to_json(row.get("extra", row.get("extra_json")), "extra_json")
+    out["finished_at"] = _to_time(row.get("finished_at"), "finished_at")
+    return out
+
+
+def _table(row: dict[str, Any], file_schema: pa.Schema) -> pa.Table:
+    try:
+        return pa.Table.from_pylist([{k: row[k] for k in file_schema.names}], schema=file_schema)
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as e:  # pragma: no cover - guarded above
+        raise StoreError(f"row does not fit the store schema: {e}") from None
+
+
+def _int_mapper() -> dict:
+    import pandas as pd
+
+    return {pa.int64(): pd.Int64Dtype()}
+
+
+class _LazyMapper:
+    """pyarrow int64 -> pandas nullable Int64 (so a missing step stays <NA>, not a float)."""
+
+    def get(self, t: pa.DataType):
+        return _int_mapper().get(t)
+
+
+_INT_MAPPER = _LazyMapper()
+
+
+def _empty(schema: pa.Schema):
+    return schema.empty_table().to_pandas(types_mapper=_INT_MAPPER.get)
+
+
+# ----------------------------------------------------------------------------- the store
+class ExperimentStore:
+    """Read and write the Parquet experiment store at ``root`` (see the module docstring).
+
+    ``root``: a local directory (created on first write) or a pyarrow filesystem URI. An
+    existing *file* at ``root`` is refused with :class:`StoreError`. The object is cheap and
+    picklable (it only keeps ``root``); callables shipped to Ray should still hold the root
+    string and build the store where they run (:class:`PolicyWriter` does).
+    """
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        if isinstance(root, os.PathLike):
+            root = os.fspath(root)
+        if not isinstance(root, str) or not root:
+            raise StoreError(f"store root must be a path or URI string, got {root!r}")
+        if "://" in root:
+            try:
+                fs, path = pafs.FileSystem.from_uri(root)
+            except (pa.ArrowInvalid, ValueError, OSError) as e:
+                raise StoreError(f"cannot open store URI {root!r}: {e}") from None
+            self.root = root.rstrip("/")
+        else:
+            fs, path = pafs.LocalFileSystem(), str(Path(root).expanduser().resolve())
+            self.root = path
+        self._fs: pafs.FileSystem = fs
+        self._base = path.rstrip("/") or "/"
+        self._local = isinstance(fs, pafs.LocalFileSystem)
+        info = fs.get_file_info(self._base)
+        if info.type == pafs.FileType.File:
+            raise StoreError(
+                f"store root {root!r} is an existing file; give a directory path (or a URI)"
+            )
+
+    # -- pickling: keep only the root (filesystem handles may hold credentials/sessions)
+    def __getstate__(self) -> dict[str, Any]:
+        return {"root": self.root}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["root"])
+
+    def __repr__(self) -> str:
+        return f"ExperimentStore({self.root!r})"
+
+    # -- paths
+    @property
+    def filesystem(self) -> pafs.FileSystem:
+        return self._fs
+
+    def _dir(self, table: str, experiment: str | None = None) -> str:
+        d = f"{self._base}/{table}"
+        return d if experiment is None else f"{d}/{PARTITION}={experiment}"
+
+    def trial_path(self, experiment: str, trial_id: str) -> str:
+        """Path (within :attr:`filesystem`) of a trial's file."""
+        return f"{self._dir('trials', check_name(experiment, 'experiment'))}/" \
+               f"{check_name(trial_id, 'trial_id')}.parquet"
+
+    def policy_path(self, experiment: str, step: int) -> str:
+        return f"{self._dir('policy', check_name(experiment, 'experiment'))}/step-{step:06d}.parquet"
+
+    @property
+    def trials_uri(self) -> str:
+        """Where the trials dataset lives (give it to pandas.read_parquet / DuckDB)."""
+        return f"{self.root}/trials"
+
+    @property
+    def policy_uri(self) -> str:
+        return f"{self.root}/policy"
+
+    # -- writing
+    def write_trial(self, row: Mapping[str, Any]) -> str:
+        """Validate ``row`` (see :func:`normalize_trial_row`) and write it atomically as its
+        trial's file, replacing an earlier file of the same trial id. Returns the path."""
+        norm = normalize_trial_row(row)
+        table = _table(norm, TRIAL_FILE_SCHEMA)
+        path = self.trial_path(norm["experiment"], norm["trial_id"])
+        self._atomic_write(table, path)
+        return path
+
+    def write_policy(self, row: Mapping[str, Any]) -> str:
+        """Validate ``row`` (see :func:`normalize_policy_row`) and write it atomically as the
+        file of its step (replacing an earlier one). Returns the path."""
+        norm = normalize_policy_row(row)
+        table = _table(norm, POLICY_FILE_SCHEMA)
+        path = self.policy_path(norm["experiment"], norm["step"])
+        self._atomic_write(table, path)
+        return path
+
+    def _atomic_write(self, table: pa.Table, path: str) -> None:
+        sink = pa.BufferOutputStream()
+        pq.write_table(table, sink)
+        data = sink.getvalue().to_pybytes()
+        directory, name = path.rsplit("/", 1)
+        tmp = f"{directory}/.{name}.{uuid.uuid4().hex}.tmp"
+        if self._local:
+            os.makedirs(directory, exist_ok=True)
+            try:
+                with open(tmp, "wb") as f:
+                    f.write(data)
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.replace(tmp, path)
+            except BaseException:
+                try:
+                    os.unlink(tmp)
+                except OSError:
+                    pass
+                raise
+            try:  # make the rename itself durable
+                fd = os.open(directory, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            except OSError:  # pragma: no cover - platforms without directory fsync
+                pass
+            return
+        self._fs.create_dir(directory, recursive=True)
+        if self._fs.type_name in _OBJECT_STORES:
+            # No atomic rename on object stores, but a PUT is all-or-nothing.
+            with self._fs.open_output_stream(path) as out:
+                out.write(data)
+            return
+        with self._fs.open_output_stream(tmp) as out:
+            out.write(data)
+        self._fs.move(tmp, path)
+
+    # -- reading
+    def _read(self, table: str, experiment: str | None, schema: pa.Schema,
+              file_schema: pa.Schema, sort: list[str]):
+        base = self._dir(table, None if experiment is None else check_name(experiment,
+                                                                            "experiment"))
+        if self._fs.get_file_info(base).type != pafs.FileType.Directory:
+            return _empty(schema)
+        if experiment is None:
+            dataset = ds.dataset(base, schema=schema, format="parquet", filesystem=self._fs,
+                                 partitioning=_PARTITIONING)
+            tbl = dataset.to_table()
+        else:
+            dataset = ds.dataset(base, schema=file_schema, format="parquet",
+                                 filesystem=self._fs)
+            tbl = dataset.to_table()
+            tbl = tbl.add_column(0, schema.field(PARTITION),
+                                 pa.array([experiment] * tbl.num_rows, pa.string()))
+        tbl = tbl.select(schema.names)
+        if tbl.num_rows:
+            tbl = tbl.sort_by([(c, "ascending") for c in sort])
+        return tbl.to_pandas(types_mapper=_INT_MAPPER.get)
+
+    def trials(self, experiment: str | None = None):
+        """All trial rows (or one experiment's) as a pandas DataFrame with the columns of
+        :data:`TRIAL_SCHEMA`, sorted by experiment, step, sample, finish time. Empty (with the
+        columns) when nothing was written yet."""
+        return self._read("trials", experiment, TRIAL_SCHEMA, TRIAL_FILE_SCHEMA,
+                          ["experiment", "step", "sample", "finished_at", "trial_id"])
+
+    def policy(self, experiment: str | None = None):
+        """All policy rows (or one experiment's), columns of :data:`POLICY_SCHEMA`, sorted by
+        experiment and step."""
+        return self._read("policy", experiment, POLICY_SCHEMA, POLICY_FILE_SCHEMA,
+                          ["experiment", "step"])
+
+    def experiments(self) -> list[str]:
+        """Names of the experiments with trials or policy rows, sorted."""
+        names: set[str] = set()
+        for table in ("trials", "policy"):
+            base = self._dir(table)
+            if self._fs.get_file_info(base).type != pafs.FileType.Directory:
+                continue
+            for info in self._fs.get_file_info(pafs.FileSelector(base)):
+                stem = info.base_name
+                if info.type == pafs.FileType.Directory and stem.startswith(PARTITION + "="):
+                    names.add(stem[len(PARTITION) + 1:])
+        return sorted(names)
+
+    def cleanup_temp(self, *, older_than_s: float = 3600.0) -> list[str]:
+        """Delete temp files left by killed writers (older than ``older_than_s``); returns
+        their paths. Readers never see them, so this is only housekeeping."""
+        removed = []
+        now = time.time()
+        for table in ("trials", "policy"):
+            base = self._dir(table)
+            if self._fs.get_file_info(base).type != pafs.FileType.Directory:
+                continue
+            for info in self._fs.get_file_info(pafs.FileSelector(base, recursive=True)):
+                if (info.type == pafs.FileType.File and info.base_name.startswith(".")
+                        and info.base_name.endswith(".tmp")):
+                    mtime = info.mtime.timestamp() if info.mtime is not None else 0.0
+                    if now - mtime >= older_than_s:
+                        self._fs.delete_file(info.path)
+                        removed.append(info.path)
+        return removed
+
+
+# ----------------------------------------------------------------------------- policy hook
+class PolicyWriter:
+    """Picklable ``callable(record)`` for a searcher's ``step_callback``: writes the policy row.
+
+    ``record`` is the searcher's step record (``step``, ``mu``, ``sigma``, ``rewards``,
+    ``mean_reward``, optional ``best_mu``, ``thetas``, ``mu_next``, ``best_reward``,
+    ``searcher``); numpy values are fine; keys the store has no column for go to
+    ``extra_json``. Holds only the root string and the experiment name.
+    """
+
+    def __init__(self, store_uri: str | os.PathLike[str], experiment: str,
+                 *, searcher: str | None = None) -> None:
+        self.store_uri = os.fspath(store_uri)
+        self.experiment = check_name(experiment, "experiment")
+        self.searcher = searcher
+        self._store: ExperimentStore | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"store_uri": self.store_uri, "experiment": self.experiment,
+                "searcher": self.searcher}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._store = None
+
+    @property
+    def store(self) -> ExperimentStore:
+        if self._store is None:
+            self._store = ExperimentStore(self.store_uri)
+        return self._store
+
+    def __call__(self, record: Mapping[str, Any]) -> str:
+        known = set(POLICY_SCHEMA.names) - {"experiment", "extra_json", "finished_at"}
+        row: dict[str, Any] = {k: record[k] for k in known if k in record}
+        sigma = row.get("sigma")
+        if isinstance(sigma, (list, tuple, np.ndarray)):  # a per-dimension sigma
+            arr = np.asarray(sigma, dtype=np.float64).ravel()
+            row["sigma"] = float(arr[0]) if arr.size and np.all(arr == arr[0]) else None
+            extra_sigma = arr.tolist()
+        else:
+            extra_sigma = None
+        if row.get("searcher") is None and self.searcher is not None:
+            row["searcher"] = self.searcher
+        extra = {k: v for k, v in record.items()
+                 if k not in known and k not in ("experiment", "finished_at")}
+        if extra_sigma is not None:
+            extra["sigma_per_dim"] = extra_sigma
+        if extra:
+            row["extra"] = extra
+        row["experiment"] = self.experiment
+        return self.store.write_policy(row)
