@@ -1,0 +1,11 @@
+"""Ray Tune searchers over :mod:`autoloss_ray.ppo`: PPO2 (the paper's search) and random search.
+
+``PPO2Searcher`` and ``RandomSearcher`` subclass ``ray.tune.search.Searcher`` and work with
+``tune.Tuner`` and ``tune.run`` for any trainable and any box-shaped space (see
+``searchers.ppo2`` for the step protocol, failures and restore).
+"""
+
+from searchers.ppo2 import SAMPLE_KEY, STEP_KEY, PPO2Searcher, RandomSearcher
+from searchers.space import BoxSpace
+
+__all__ = ["PPO2Searcher", "RandomSearcher", "BoxSpace", "STEP_KEY", "SAMPLE_KEY"]
