@@ -336,6 +336,7 @@ class PPO2(_AskTell):
         self._kind = np.where(
             lo_f & hi_f, _BOX, np.where(lo_f, _LOWER, np.where(hi_f, _UPPER, _FREE))
         )
+        self._all_box = bool(np.all(self._kind == _BOX))
         self._width = np.where(self._kind == _BOX, self.high - self.low, 1.0)
         self.scale = self.sigma * self._width  # per-dimension policy scale [D]
         self.dist = TruncatedNormal(self.low, self.high)
@@ -356,17 +357,16 @@ class PPO2(_AskTell):
 
     def _from_z(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """mu(z) and d mu / d z."""
-        k = self._kind
         s = special.expit(z)
+        if self._all_box:  # the common case (e.g. Bezier parameters): no branching
+            return self._lo0 + self._width * s, self._width * s * (1 - s)
+        k = self._kind
         sp = np.logaddexp(0.0, z)  # softplus
-        mu = np.select(
-            [k == _BOX, k == _LOWER, k == _UPPER],
-            [self._lo0 + self._width * s, self._lo0 + sp, self._hi0 - sp],
-            z,
-        )
-        dmu = np.select(
-            [k == _BOX, k == _LOWER, k == _UPPER], [self._width * s * (1 - s), s, -s], 1.0
-        )
+        mu = np.where(k == _BOX, self._lo0 + self._width * s,
+                      np.where(k == _LOWER, self._lo0 + sp,
+                               np.where(k == _UPPER, self._hi0 - sp, z)))
+        dmu = np.where(k == _BOX, self._width * s * (1 - s),
+                       np.where(k == _LOWER, s, np.where(k == _UPPER, -s, 1.0)))
         return mu, dmu
 
     @property

@@ -82,9 +82,13 @@ class _StepSearcher(Searcher):
             or not isinstance(samples_per_step, (int, np.integer))
             or samples_per_step < 2
         ):
-            raise ValueError(f"samples_per_step (M) must be an int >= 2; got {samples_per_step!r}")
+            raise ValueError(
+                f"samples_per_step (M) must be an int >= 2; got {samples_per_step!r}"
+            )
         if failure_reward is not None and not math.isfinite(float(failure_reward)):
-            raise ValueError(f"failure_reward must be a finite number or None; got {failure_reward!r}")
+            raise ValueError(
+                f"failure_reward must be a finite number or None; got {failure_reward!r}"
+            )
         if step_callback is not None and not callable(step_callback):
             raise TypeError(f"step_callback must be callable; got {step_callback!r}")
         super().__init__(metric=metric, mode=mode)

@@ -87,8 +87,8 @@ class BoxSpace:
             self.high = np.asarray(highs, dtype=np.float64)
             self.names = tuple("/".join(p) for p in self._paths)
             both = np.isfinite(self.low) & np.isfinite(self.high)
-            init = np.where(both, 0.5 * (np.where(both, self.low, 0) + np.where(both, self.high, 0)),
-                            0.0)
+            mid = 0.5 * (np.where(both, self.low, 0.0) + np.where(both, self.high, 0.0))
+            init = np.where(both, mid, 0.0)
             self.init = np.clip(init, self.low, self.high)
         elif all(hasattr(space, a) for a in ("low", "high", "init", "dim")):
             self.is_vector = True
