@@ -43,7 +43,8 @@ def load_labels(args: argparse.Namespace) -> tuple[np.ndarray, str]:
             return labels, f"CamVid {ann} ({len(files)} label maps)"
     rng = np.random.default_rng(args.seed)
     cell = 24
-    coarse = rng.integers(0, args.classes, (args.n, args.height // cell + 1, args.width // cell + 1))
+    grid = (args.n, args.height // cell + 1, args.width // cell + 1)
+    coarse = rng.integers(0, args.classes, grid)
     labels = np.kron(coarse, np.ones((1, cell, cell), np.int64))[:, : args.height, : args.width]
     return np.ascontiguousarray(labels), "random blobs (CamVid not found)"
 
@@ -207,7 +208,10 @@ def main() -> None:
     print(f"evaluate is {t_nv / t_ev:.1f}x faster than naive")
     diff_tm = abs(ev_val["miou"] - tm_val)
     diff_nv = max(abs(ev_val[k] - nv_val[k]) for k in METRICS)
-    print(f"agreement: |mIoU - torchmetrics| = {diff_tm:.2e}; max |evaluate - naive| = {diff_nv:.2e}")
+    print(
+        f"agreement: |mIoU - torchmetrics| = {diff_tm:.2e}; "
+        f"max |evaluate - naive| = {diff_nv:.2e}"
+    )
     print("values: " + ", ".join(f"{k}={ev_val[k]:.4f}" for k in METRICS))
     goals = [
         ("confusion-matrix metrics <= torchmetrics mIoU", t_cm <= t_tm),
