@@ -58,7 +58,7 @@ def test_trainable_with_one_fake_gpu_per_trial_reports_metrics_and_divergence(lo
     import torch
 
     assert ok["device"] == ("cuda" if torch.cuda.is_available() else "cpu")
-    assert ok["node"] and ok["train_seconds"] > 0
+    assert ok["node"] and ok["train_seconds"] > 0 and ok["kind"] == "search"
     assert diverged["status"] == "nan" and math.isnan(diverged["reward"])
 
 

@@ -58,7 +58,7 @@ def _failed_result(config: Mapping[str, Any], exc: BaseException, device: str) -
     }
 
 
-def _run(config: Mapping[str, Any], defaults: Mapping[str, Any]) -> None:
+def _run(config: Mapping[str, Any], defaults: Mapping[str, Any], kind: str) -> None:
     import ray
     from ray import tune
 
@@ -67,7 +67,7 @@ def _run(config: Mapping[str, Any], defaults: Mapping[str, Any]) -> None:
     cfg = {**defaults, **dict(config)}
     device, gpu_ids = trial_device(cfg.get("device", "auto"))
     cfg["device"] = device
-    extra = {"gpu_ids": [str(g) for g in gpu_ids]}
+    extra = {"kind": kind, "gpu_ids": [str(g) for g in gpu_ids]}
     try:
         extra["node_id"] = ray.get_runtime_context().get_node_id()
     except Exception:  # noqa: BLE001
@@ -95,13 +95,13 @@ def _run(config: Mapping[str, Any], defaults: Mapping[str, Any]) -> None:
 
 def proxy_task(config: dict[str, Any]) -> None:
     """Ray Tune function trainable: one proxy trial (hold-out reward)."""
-    _run(config, {})
+    _run(config, {}, "search")
 
 
 def retrain_task(config: dict[str, Any]) -> None:
     """Ray Tune function trainable: train on the whole ``split`` and evaluate on
     ``eval_split`` (default ``"val"``), e.g. to retrain with a searched loss."""
-    _run(config, {"eval_split": "val"})
+    _run(config, {"eval_split": "val"}, "retrain")
 
 
 class TrialResources:
