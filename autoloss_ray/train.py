@@ -192,8 +192,15 @@ def build_loss(cfg: TrialConfig, num_classes: int, ignore_index: int, train_set=
 
     if cfg.loss in baselines.BASELINES:
         options = dict(cfg.loss_options)
-        if cfg.loss == "wce" and "weight" not in options and train_set is not None:
-            options["weight"] = _class_weights(train_set, num_classes, ignore_index)
+        if cfg.loss == "wce" and train_set is not None:
+            # class-frequency weights from the training labels, under whatever name the
+            # weighted-CE class takes them (unless the config gives them)
+            import inspect
+
+            params = inspect.signature(baselines.BASELINES["wce"]).parameters
+            key = next((k for k in ("weight", "weights", "class_weights") if k in params), None)
+            if key is not None and key not in options:
+                options[key] = _class_weights(train_set, num_classes, ignore_index)
         return baselines.make_loss(
             cfg.loss, num_classes=num_classes, ignore_index=ignore_index, **options
         )
