@@ -179,9 +179,10 @@ def test_same_seed_same_metrics_different_seed_differs():
     assert a["final_loss"] != c["final_loss"]
 
 
-def test_metric_sum_reward_and_baseline_loss():
+@pytest.mark.parametrize("loss", ["ce", "wce"])
+def test_metric_sum_reward_and_baseline_loss(loss):
     result = run_trial(
-        {**SMALL, "iterations": 4, "train_size": 32, "metric": "miou+biou", "loss": "ce"}
+        {**SMALL, "iterations": 4, "train_size": 32, "metric": "miou+biou", "loss": loss}
     )
     assert result["status"] == "ok"
     assert result["reward"] == pytest.approx(result["miou"] + result["biou"])
