@@ -111,12 +111,14 @@ def _prepare(
     if not isinstance(logits, torch.Tensor) or not logits.dtype.is_floating_point:
         raise TypeError(
             "logits must be a floating-point torch tensor [N, C, h, w], got "
-            f"{type(logits).__name__}{'' if not isinstance(logits, torch.Tensor) else ' ' + str(logits.dtype)}"
+            + (str(logits.dtype) if isinstance(logits, torch.Tensor) else type(logits).__name__)
         )
     if logits.dim() != 4:
         raise ValueError(f"logits must have shape [N, C, h, w], got {tuple(logits.shape)}")
     if not isinstance(target, torch.Tensor):
-        raise TypeError(f"target must be an integer torch tensor [N, H, W], got {type(target).__name__}")
+        raise TypeError(
+            f"target must be an integer torch tensor [N, H, W], got {type(target).__name__}"
+        )
     if target.dtype.is_floating_point or target.dtype.is_complex or target.dtype == torch.bool:
         raise TypeError(f"target must hold integer class labels, got dtype {target.dtype}")
     if target.dim() != 3:
@@ -163,11 +165,15 @@ class _Baseline(nn.Module):
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """logits [N, C, h, w] float, target [N, H, W] int -> float32 scalar."""
-        with _no_autocast(logits.device if isinstance(logits, torch.Tensor) else torch.device("cpu")):
+        device = logits.device if isinstance(logits, torch.Tensor) else torch.device("cpu")
+        with _no_autocast(device):
             x, safe, valid = _prepare(logits, target, self.num_classes, self.ignore_index)
             return self._loss(x, safe, valid)
 
-    def _loss(self, logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    def _loss(
+        self, logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor
+    ) -> torch.Tensor:
+        """logits float32 [N,C,H,W], target [N,H,W] (ignored set to 0), valid bool [N,H,W]."""
         raise NotImplementedError
 
     def extra_repr(self) -> str:
@@ -211,9 +217,13 @@ class CrossEntropyLoss(_Baseline):
 
 
 def _weight_tensor(weight: Any, num_classes: int | None) -> torch.Tensor:
-    w = torch.as_tensor(np.asarray(weight.detach().cpu() if isinstance(weight, torch.Tensor) else weight, dtype=np.float64))
+    if isinstance(weight, torch.Tensor):
+        weight = weight.detach().cpu().numpy()
+    w = torch.as_tensor(np.asarray(weight, dtype=np.float64))
     if w.dim() != 1 or w.numel() == 0:
-        raise ValueError(f"weight must be a 1-d sequence with one entry per class, got shape {tuple(w.shape)}")
+        raise ValueError(
+            f"weight must be a 1-d sequence with one entry per class, got shape {tuple(w.shape)}"
+        )
     if num_classes is not None and w.numel() != num_classes:
         raise ValueError(f"weight has {w.numel()} entries but num_classes={num_classes}")
     if not torch.isfinite(w).all() or (w < 0).any():
@@ -389,7 +399,9 @@ class DPCELoss(_Baseline):
     def _loss(self, logits, target, valid):
         nll = _nll(logits, target)
         labels = torch.where(valid, target, torch.full_like(target, -1))
-        w = dpce_weights(labels, logits.shape[1], ignore_index=-1, alpha=self.alpha, sigma=self.sigma)
+        w = dpce_weights(
+            labels, logits.shape[1], ignore_index=-1, alpha=self.alpha, sigma=self.sigma
+        )
         return (w * nll).sum() / valid.sum().clamp_min(1).to(nll.dtype)
 
     def extra_repr(self) -> str:
@@ -410,9 +422,10 @@ def _gaussian_kernel(size: int, sigma: float) -> torch.Tensor:
 class SSIMLoss(_Baseline):
     """``1 - SSIM`` between ``softmax(logits)`` and the one-hot target, per class.
 
-    SSIM map per class with an ``window x window`` Gaussian (default 11, sigma 1.5; separable,
-    replicate padding), ``C1 = 0.01^2``, ``C2 = 0.03^2``. Ignored pixels are zeroed in both
-    the probabilities and the one-hot target before filtering; the loss is
+    SSIM map per class with a ``window x window`` Gaussian (default 11, sigma 1.5; separable,
+    replicate padding, i.e. scipy's ``mode="nearest"``), ``C1 = 0.01^2``, ``C2 = 0.03^2``.
+    Ignored pixels are zeroed in both the probabilities and the one-hot target before
+    filtering; the loss is
     ``sum_{valid i, c} (1 - ssim_ic) / (C * #valid)``.
     """
 
@@ -427,22 +440,32 @@ class SSIMLoss(_Baseline):
         c2: float = 0.03**2,
     ) -> None:
         super().__init__(num_classes=num_classes, ignore_index=ignore_index)
-        if not (isinstance(window_size, numbers.Integral) and window_size >= 1 and window_size % 2 == 1):
+        if not isinstance(window_size, numbers.Integral) or window_size < 1 or window_size % 2 == 0:
             raise ValueError(f"window_size must be an odd int >= 1, got {window_size!r}")
         if not (isinstance(sigma, numbers.Real) and sigma > 0):
             raise ValueError(f"sigma must be > 0, got {sigma!r}")
         self.window_size, self.sigma = int(window_size), float(sigma)
         self.c1, self.c2 = float(c1), float(c2)
-        self.register_buffer("kernel", _gaussian_kernel(self.window_size, self.sigma), persistent=False)
+        kernel = _gaussian_kernel(self.window_size, self.sigma)
+        self.register_buffer("kernel", kernel, persistent=False)
+
+    def _band(self, n: int, like: torch.Tensor) -> torch.Tensor:
+        """[n, n] matrix M with (M @ v) = 1-d Gaussian filter of v with replicate padding."""
+        r = self.window_size // 2
+        k = self.kernel.to(device=like.device, dtype=like.dtype)
+        idx = torch.arange(n, device=like.device).unsqueeze(1) + torch.arange(
+            -r, r + 1, device=like.device
+        )
+        m = torch.zeros(n, n, device=like.device, dtype=like.dtype)
+        return m.scatter_add_(1, idx.clamp_(0, n - 1), k.expand(n, -1).contiguous())
 
     def _filter(self, x: torch.Tensor) -> torch.Tensor:
-        """Gaussian filter of every map of x [B, H, W] (replicate padding) -> [B, H, W]."""
-        r = self.window_size // 2
-        k = self.kernel.to(device=x.device, dtype=x.dtype)
-        y = F.pad(x.unsqueeze(1), (r, r, r, r), mode="replicate")
-        y = F.conv2d(y, k.view(1, 1, 1, -1))
-        y = F.conv2d(y, k.view(1, 1, -1, 1))
-        return y.squeeze(1)
+        """Separable Gaussian filter of every map of x [B, H, W] with replicate padding.
+
+        Done as two banded matrix products (``A @ x @ B^T``, the padding folded into the
+        bands): exact, and on CPU an order of magnitude faster than single-channel conv2d.
+        """
+        return self._band(x.shape[-2], x) @ x @ self._band(x.shape[-1], x).T
 
     def _loss(self, logits, target, valid):
         n, c, h, w = logits.shape
@@ -476,7 +499,9 @@ class DiceLoss(_Baseline):
     in the argmax prediction at valid pixels (a mask without gradient); ``eps = 1``.
     """
 
-    def __init__(self, *, num_classes: int | None = None, ignore_index: int = 255, eps: float = 1.0) -> None:
+    def __init__(
+        self, *, num_classes: int | None = None, ignore_index: int = 255, eps: float = 1.0
+    ) -> None:
         super().__init__(num_classes=num_classes, ignore_index=ignore_index)
         if not (isinstance(eps, numbers.Real) and eps > 0):
             raise ValueError(f"eps must be > 0, got {eps!r}")

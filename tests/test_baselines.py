@@ -165,7 +165,8 @@ def test_dpce_distance_and_weights_match_brute_force():
     for b in range(2):
         np.testing.assert_allclose(d[b], _ref_distance(target[b].numpy()), rtol=1e-6)
     # image 1: the only boundary is the ring of valid pixels around its ignored corner
-    assert d[1][0, 1] == d[1][1, 0] == d[1][1, 1] == 0 and d[1][4, 4] == pytest.approx(math.hypot(3, 3))
+    assert d[1][0, 1] == d[1][1, 0] == d[1][1, 1] == 0
+    assert d[1][4, 4] == pytest.approx(math.hypot(3, 3))
     w = dpce_weights(target, 4, ignore_index=IGN, alpha=2.0, sigma=3.0).numpy()
     ref = 1 + 2.0 * np.exp(-np.stack([_ref_distance(t.numpy()) for t in target]) / 3.0)
     ref[target.numpy() == IGN] = 0
@@ -178,10 +179,12 @@ def test_dpce_distance_and_weights_match_brute_force():
 
 def test_dpce_loss_matches_weighted_manual_nll():
     target = _blocky_target(3)
-    logits = torch.randn(2, 4, 10, 9, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    g = torch.Generator().manual_seed(3)
+    logits = torch.randn(2, 4, 10, 9, generator=g, dtype=torch.float64)
     dist = np.stack([_ref_distance(t.numpy()) for t in target])
     ref = _ref_nll(logits.numpy(), target.numpy())
-    expected = sum((1 + 1.5 * math.exp(-dist[b, i, j] / 4.0)) * v for b, i, j, _, v in ref) / len(ref)
+    weighted = [(1 + 1.5 * math.exp(-dist[b, i, j] / 4.0)) * v for b, i, j, _, v in ref]
+    expected = sum(weighted) / len(ref)
     got = DPCELoss(num_classes=4, alpha=1.5, sigma=4.0)(logits, target)
     assert got.item() == pytest.approx(expected, rel=1e-5)
 
@@ -218,7 +221,8 @@ def test_ssim_matches_scipy_gaussian_filter(shape):
     got = SSIMLoss(num_classes=c)(logits, target)
     assert got.item() == pytest.approx(_ref_ssim_loss(logits.numpy(), target.numpy()), rel=1e-4)
     # perfect prediction -> SSIM 1 everywhere (ignored zeroed in both) -> loss ~ 0
-    perfect = 60.0 * F.one_hot(torch.where(target == IGN, 0, target), c).permute(0, 3, 1, 2).double()
+    safe = torch.where(target == IGN, 0, target)
+    perfect = 60.0 * F.one_hot(safe, c).permute(0, 3, 1, 2).double()
     assert SSIMLoss(num_classes=c)(perfect, target).item() < 1e-5
 
 
@@ -423,6 +427,9 @@ def test_registry_and_make_loss():
         make_loss("ce", num_classes=3, sigma=2.0)
     with pytest.raises(ValueError, match="sigma"):
         make_loss("dpce", num_classes=3, sigma=0.0)
+    for bad in (4, -1, 0):
+        with pytest.raises(ValueError, match="odd"):
+            make_loss("ssim", num_classes=3, window_size=bad)
     # weights travel with the module (buffer) and the state dict
     wce = make_loss("wce", num_classes=2, weight=[1.0, 3.0])
     assert torch.equal(wce.state_dict()["weight"], torch.tensor([1.0, 3.0]))
