@@ -1,0 +1,423 @@
+"""Tables and plots from the experiment store (no ray; matplotlib's Agg canvas, no pyplot).
+
+Pure functions over pandas DataFrames (the store's :data:`~autoloss_ray.store.TRIAL_SCHEMA` /
+:data:`~autoloss_ray.store.POLICY_SCHEMA` columns); the plotting ones write a PNG and return its
+path, the table ones return Markdown text. :func:`write_search_report` puts them together for
+one experiment (what ``autoloss report`` writes).
+
+- :func:`results_table`: the paper's Table 2 shape: one row per loss, the six metrics in %,
+  the best value of each column in bold.
+- :func:`step_stats` / :func:`plot_search_curves`: mean and max reward per search step, one
+  line pair per experiment (PPO2 next to random search, as the paper's Fig. 3).
+- :func:`plot_curves`: the searched curves h(x) of a theta next to the identity.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+__all__ = [
+    "METRIC_TITLES",
+    "format_table",
+    "results_table",
+    "retrain_table",
+    "step_stats",
+    "plot_search_curves",
+    "curve_groups",
+    "plot_curves",
+    "best_theta",
+    "write_search_report",
+]
+
+METRIC_COLUMNS = ("miou", "fwiou", "biou", "bf1", "macc", "gacc")
+METRIC_TITLES = {"miou": "mIoU", "fwiou": "FWIoU", "biou": "BIoU", "bf1": "BF1",
+                 "macc": "mAcc", "gacc": "gAcc"}
+# Curves per metric (DESIGN section 3); used only when the parameterizations module has none.
+_DEFAULT_CURVES = {"miou": ("and", "or"), "fwiou": ("and", "or"), "biou": ("and", "or"),
+                   "macc": ("and",), "gacc": ("and",), "bf1": ("h1", "h2", "h3", "h4")}
+
+
+# ----------------------------------------------------------------------------- tables
+def _fmt(v: float, decimals: int) -> str:
+    return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{decimals}f}"
+
+
+def format_table(
+    rows: pd.DataFrame,
+    *,
+    label_title: str = "loss",
+    columns: Sequence[str] = METRIC_COLUMNS,
+    titles: Mapping[str, str] | None = None,
+    decimals: int = 2,
+    bold_best: bool = True,
+    higher_is_better: bool = True,
+    count_columns: Sequence[str] = (),
+) -> str:
+    """Markdown table of ``rows`` (index = row labels, ``columns`` = numbers already scaled).
+
+    The best value of each column (at the printed precision; ties all bold) is in **bold**;
+    ``count_columns`` are printed as plain integers and never bold.
+    """
+    titles = {**METRIC_TITLES, **(titles or {})}
+    header = f"| {label_title} | " + " | ".join(titles.get(c, c) for c in columns) + " |"
+    lines = [header, "|" + "---|" * (len(columns) + 1)]
+    best: dict[str, float] = {}
+    for c in columns:
+        vals = pd.to_numeric(rows[c], errors="coerce").round(decimals).dropna()
+        if bold_best and len(vals) and c not in count_columns:
+            best[c] = float(vals.max() if higher_is_better else vals.min())
+    for label, row in rows.iterrows():
+        cells = []
+        for c in columns:
+            v = row[c]
+            v = float("nan") if v is None or pd.isna(v) else float(v)
+            text = _fmt(v, decimals) if c not in count_columns else str(int(v))
+            if c in best and not math.isnan(v) and round(v, decimals) == best[c]:
+                text = f"**{text}**"
+            cells.append(text)
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def results_table(
+    df: pd.DataFrame,
+    *,
+    label: str = "loss",
+    metrics: Sequence[str] = METRIC_COLUMNS,
+    percent: bool = True,
+    decimals: int = 2,
+    order: Sequence[str] | None = None,
+    only_ok: bool = True,
+) -> str:
+    """The paper's Table 2 from result rows: one row per value of ``df[label]``.
+
+    Several rows with the same label (seeds, repeats) are averaged and a ``runs`` column
+    shows how many. Metrics are shown in % (``percent``) with ``decimals`` digits; the best
+    per column is bold. Rows whose ``status`` is not "ok" are left out (``only_ok``).
+    ``order`` fixes the row order (default: order of first appearance).
+    """
+    if label not in df.columns:
+        raise ValueError(f"results_table: no column {label!r} in the data (columns: "
+                         f"{list(df.columns)})")
+    missing = [m for m in metrics if m not in df.columns]
+    if missing:
+        raise ValueError(f"results_table: metric column(s) {missing} missing from the data")
+    data = df
+    if only_ok and "status" in data.columns:
+        data = data[data["status"] == "ok"]
+    data = data[data[label].notna()]
+    if data.empty:
+        raise ValueError("results_table: no rows to tabulate (after dropping failed runs)")
+    labels = list(dict.fromkeys(data[label].astype(str)))
+    if order is not None:
+        unknown = [o for o in order if o not in labels]
+        if unknown:
+            raise ValueError(f"results_table: order names {unknown} not in the data ({labels})")
+        labels = list(order) + [x for x in labels if x not in order]
+    keyed = data.assign(_label=data[label].astype(str))
+    grouped = keyed.groupby("_label", sort=False)
+    means = grouped[list(metrics)].mean(numeric_only=False).astype(float)
+    counts = grouped.size()
+    rows = means.loc[labels] * (100.0 if percent else 1.0)
+    columns = list(metrics)
+    titles = {}
+    if (counts > 1).any():
+        rows["runs"] = counts.loc[labels].astype(float)
+        columns.append("runs")
+        titles["runs"] = "runs"
+    return format_table(rows, label_title=label, columns=columns, titles=titles,
+                        decimals=decimals, count_columns=("runs",))
+
+
+def retrain_table(trials: pd.DataFrame, *, percent: bool = True, decimals: int = 2) -> str:
+    """Table 2 from the store's retrain rows (``kind == "retrain"``), one row per ``loss``."""
+    rows = trials[trials["kind"] == "retrain"] if "kind" in trials.columns else trials
+    if rows.empty:
+        raise ValueError("retrain_table: the data has no retrain rows (kind == 'retrain')")
+    return results_table(rows, label="loss", percent=percent, decimals=decimals)
+
+
+# ----------------------------------------------------------------------------- search curves
+def step_stats(policy: pd.DataFrame | None = None,
+               trials: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Per search step: ``n`` trials, ``mean_reward`` and ``max_reward`` (failed/NaN rewards
+    left out). Uses the trial rows when given (one row per trial), else the policy rows
+    (their ``rewards`` lists). Returns columns step, n, mean_reward, max_reward."""
+    cols = ["step", "n", "mean_reward", "max_reward"]
+    if trials is not None and len(trials) and "step" in trials.columns:
+        t = trials[trials["step"].notna()].copy()
+        t["reward"] = pd.to_numeric(t["reward"], errors="coerce").astype(float)
+        if "status" in t.columns:
+            t.loc[t["status"] != "ok", "reward"] = np.nan
+        t["step"] = t["step"].astype(int)
+        g = t.groupby("step")["reward"]
+        out = pd.DataFrame({"n": g.size(), "mean_reward": g.mean(), "max_reward": g.max()})
+        return out.reset_index()[cols]
+    if policy is not None and len(policy):
+        recs = []
+        for _, r in policy.sort_values("step").iterrows():
+            rw = np.asarray(r["rewards"], dtype=float)
+            fin = rw[np.isfinite(rw)]
+            recs.append({"step": int(r["step"]), "n": int(rw.size),
+                         "mean_reward": float(fin.mean()) if fin.size else float("nan"),
+                         "max_reward": float(fin.max()) if fin.size else float("nan")})
+        return pd.DataFrame(recs, columns=cols)
+    return pd.DataFrame(columns=cols)
+
+
+def _figure(width: float = 6.4, height: float = 4.2):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=110)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig, path: str | os.PathLike[str]) -> str:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png", bbox_inches="tight")
+    return str(path)
+
+
+def plot_search_curves(
+    runs: Mapping[str, pd.DataFrame],
+    path: str | os.PathLike[str],
+    *,
+    title: str | None = None,
+    ylabel: str = "reward",
+) -> str:
+    """Plot mean (solid) and max (dashed) reward per step for each run.
+
+    ``runs``: name -> a :func:`step_stats` frame (step, mean_reward, max_reward), e.g.
+    ``{"PPO2": step_stats(trials=t1), "random": step_stats(trials=t2)}``. Returns ``path``.
+    """
+    if not runs:
+        raise ValueError("plot_search_curves: give at least one run")
+    fig = _figure()
+    ax = fig.add_subplot(1, 1, 1)
+    colors = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown"]
+    plotted = 0
+    for i, (name, st) in enumerate(runs.items()):
+        if st is None or st.empty:
+            continue
+        c = colors[i % len(colors)]
+        steps = st["step"].to_numpy(dtype=float)
+        ax.plot(steps, st["mean_reward"].to_numpy(dtype=float), "-o", color=c, ms=4,
+                label=f"{name}: mean")
+        ax.plot(steps, st["max_reward"].to_numpy(dtype=float), "--^", color=c, ms=4,
+                label=f"{name}: max")
+        plotted += 1
+    if not plotted:
+        raise ValueError("plot_search_curves: every run is empty (no finished steps)")
+    ax.set_xlabel("search step")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title)
+    return _save(fig, path)
+
+
+# ----------------------------------------------------------------------------- h(x) curves
+def _curves_table() -> Mapping[str, Sequence[str]]:
+    for mod in ("autoloss_ray.parameterizations", "autoloss_ray.surrogates"):
+        try:
+            module = __import__(mod, fromlist=["CURVES"])
+        except ImportError:
+            continue
+        curves = getattr(module, "CURVES", None)
+        if isinstance(curves, Mapping):
+            return curves
+    return _DEFAULT_CURVES
+
+
+def curve_groups(metric: str, dim_per_curve: int, theta_len: int) -> list[tuple[str, slice]]:
+    """Names and theta slices of the curves of ``metric`` (e.g. ``"miou+biou"`` ->
+    [("miou.and", 0:6), ("miou.or", 6:12), ("biou.and", ...), ...])."""
+    table = _curves_table()
+    names: list[str] = []
+    for term in [t.strip() for t in str(metric).split("+")]:
+        if term not in table:
+            raise ValueError(f"unknown metric {term!r}; expected one of {sorted(table)}")
+        names += [f"{term}.{c}" for c in table[term]]
+    if dim_per_curve * len(names) != theta_len:
+        raise ValueError(
+            f"theta has {theta_len} values but {metric} has {len(names)} curves of "
+            f"{dim_per_curve} parameters ({len(names) * dim_per_curve} expected)"
+        )
+    return [(n, slice(i * dim_per_curve, (i + 1) * dim_per_curve)) for i, n in enumerate(names)]
+
+
+def plot_curves(
+    metric: str,
+    parameterization: str,
+    theta: Sequence[float] | np.ndarray,
+    path: str | os.PathLike[str],
+    *,
+    title: str | None = None,
+    get_parameterization: Callable[[str], Any] | None = None,
+    points: int = 201,
+) -> str:
+    """Plot each searched curve h(x) of ``theta`` (one panel per curve) with the identity.
+
+    Uses ``autoloss_ray.parameterizations.get_parameterization(parameterization)`` (its
+    ``dim_per_curve`` and ``curve(theta_curve, x)``). Returns ``path``.
+    """
+    import torch
+
+    if get_parameterization is None:
+        from autoloss_ray.parameterizations import get_parameterization
+    par = get_parameterization(parameterization)
+    theta = np.asarray(theta, dtype=np.float64).ravel()
+    d = int(par.dim_per_curve)
+    if d == 0:
+        groups = [(f"{t.strip()}.{c}", slice(0, 0)) for t in str(metric).split("+")
+                  for c in _curves_table().get(t.strip(), ("h",))]
+    else:
+        groups = curve_groups(metric, d, theta.size)
+    x = torch.linspace(0.0, 1.0, points, dtype=torch.float64)
+    n = len(groups)
+    ncols = min(n, 4)
+    nrows = math.ceil(n / ncols)
+    fig = _figure(3.0 * ncols, 3.0 * nrows)
+    for i, (name, sl) in enumerate(groups):
+        ax = fig.add_subplot(nrows, ncols, i + 1)
+        th = torch.as_tensor(theta[sl], dtype=torch.float64)
+        with torch.no_grad():
+            y = par.curve(th, x)
+        y = torch.as_tensor(y).detach().to(torch.float64).cpu().numpy()
+        ax.plot(x.numpy(), x.numpy(), ":", color="gray", label="identity")
+        ax.plot(x.numpy(), y, "-", color="tab:blue", lw=2, label="searched")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_aspect("equal")
+        ax.set_title(name, fontsize=9)
+        ax.grid(alpha=0.3)
+        if i == 0:
+            ax.legend(fontsize=7, loc="lower right")
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
+
+
+def best_theta(trials: pd.DataFrame, policy: pd.DataFrame | None = None) -> np.ndarray | None:
+    """The search's answer: the policy mean ``mu`` of the step with the best mean reward
+    (PPO2's rule); for random search (or without policy rows) the best trial's theta."""
+    if policy is not None and len(policy):
+        searcher = policy["searcher"].dropna() if "searcher" in policy.columns else []
+        if not (len(searcher) and (searcher == "random").all()):
+            mr = pd.to_numeric(policy["mean_reward"], errors="coerce")
+            if mr.notna().any():
+                return np.asarray(policy.loc[mr.idxmax(), "mu"], dtype=np.float64)
+    if trials is not None and len(trials):
+        ok = trials[(trials["status"] == "ok") & trials["theta"].notna()]
+        rw = pd.to_numeric(ok["reward"], errors="coerce")
+        if rw.notna().any():
+            return np.asarray(ok.loc[rw.idxmax(), "theta"], dtype=np.float64)
+    return None
+
+
+# ----------------------------------------------------------------------------- full report
+def _first(series: pd.Series) -> Any:
+    s = series.dropna()
+    return s.iloc[0] if len(s) else None
+
+
+def write_search_report(
+    store: Any,
+    experiment: str,
+    out_dir: str | os.PathLike[str],
+    *,
+    compare: Sequence[str] = (),
+    get_parameterization: Callable[[str], Any] | None = None,
+) -> dict[str, str]:
+    """Write ``report.md``, ``search_curve.png`` and ``curves.png`` for ``experiment``.
+
+    ``store``: an :class:`~autoloss_ray.store.ExperimentStore` (or its root). ``compare``:
+    other experiments (e.g. the random-search run) drawn in the same search-curve plot. Retrain
+    rows of the experiment (if any) become a Table-2-shaped table. Returns name -> path.
+    Raises ValueError when the experiment is not in the store.
+    """
+    from autoloss_ray.store import ExperimentStore
+
+    if not isinstance(store, ExperimentStore):
+        store = ExperimentStore(store)
+    known = store.experiments()
+    for name in [experiment, *compare]:
+        if name not in known:
+            raise ValueError(f"experiment {name!r} is not in the store {store.root} "
+                             f"(it has: {', '.join(known) or 'none'})")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    trials = store.trials(experiment)
+    policy = store.policy(experiment)
+    paths: dict[str, str] = {}
+    search = trials[trials["kind"] == "search"]
+    metric = _first(search["metric"]) if len(search) else _first(trials["metric"])
+    param = _first(search["parameterization"]) if len(search) else None
+
+    md = [f"# Report: experiment `{experiment}`", ""]
+    if len(search) or len(policy):
+        counts = search["status"].value_counts().to_dict()
+        md += [
+            f"- metric: `{metric}`, parameterization: `{param}`",
+            f"- trials: {len(search)} (ok {counts.get('ok', 0)}, failed "
+            f"{counts.get('failed', 0)}, nan {counts.get('nan', 0)}); policy steps: "
+            f"{len(policy)}",
+        ]
+        ok = search[search["status"] == "ok"]
+        if len(ok):
+            best = ok.loc[pd.to_numeric(ok["reward"]).idxmax()]
+            md.append(f"- best trial: `{best['trial_id']}` (step {best['step']}, reward "
+                      f"{float(best['reward']):.4f})")
+        if len(policy):
+            b = policy.loc[pd.to_numeric(policy["mean_reward"]).idxmax()]
+            md.append(f"- best step by mean reward: {int(b['step'])} "
+                      f"({float(b['mean_reward']):.4f})")
+        md.append("")
+        stats = step_stats(policy, search if len(search) else None)
+        if len(stats):
+            md += ["## Reward per step", "", "| step | trials | mean reward | max reward |",
+                   "|---|---|---|---|"]
+            md += [f"| {int(r.step)} | {int(r.n)} | {_fmt(r.mean_reward, 4)} | "
+                   f"{_fmt(r.max_reward, 4)} |" for r in stats.itertuples()]
+            md.append("")
+            runs = {experiment: stats}
+            for other in compare:
+                runs[other] = step_stats(store.policy(other),
+                                         store.trials(other).query("kind == 'search'"))
+            paths["search_curve"] = plot_search_curves(
+                runs, out / "search_curve.png",
+                title=f"search reward per step ({metric})")
+            md += ["![reward per step](search_curve.png)", ""]
+        if len(ok):
+            top = ok.assign(label=ok["trial_id"]).sort_values("reward", ascending=False).head(5)
+            md += ["## Best trials (metrics in %)", "",
+                   results_table(top, label="label", only_ok=True), ""]
+        theta = best_theta(search, policy)
+        if theta is not None and metric and param:
+            try:
+                paths["curves"] = plot_curves(metric, param, theta, out / "curves.png",
+                                              title=f"searched curves ({metric}, {param})",
+                                              get_parameterization=get_parameterization)
+                md += ["## Searched curves", "",
+                       "theta: `" + ", ".join(f"{v:.4f}" for v in theta) + "`", "",
+                       "![searched curves h(x) vs identity](curves.png)", ""]
+            except (ImportError, ValueError) as e:
+                md += [f"(curves not plotted: {e})", ""]
+    retrain = trials[trials["kind"] == "retrain"]
+    if len(retrain) and (retrain["status"] == "ok").any():
+        md += ["## Retrained networks (metrics in %, best per column in bold)", "",
+               retrain_table(retrain), ""]
+    paths["markdown"] = str(out / "report.md")
+    Path(paths["markdown"]).write_text("\n".join(md))
+    return paths
