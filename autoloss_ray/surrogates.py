@@ -1,0 +1,580 @@
+"""Differentiable metric surrogates (DESIGN section 3): :class:`SurrogateLoss`, :func:`search_space`.
+
+p = softmax(logits) (bilinearly resized to the label size if needed), y = one-hot target (zero
+at ignored pixels), v = valid mask. Each logical operation is replaced by a parameterized
+monotone curve applied to the soft argument (y is binary):
+``AND(p, y) = h_and(p) y``, ``OR(p, y) = h_or(p) + y - h_or(p) y``.
+
+Region metrics (mIoU, FWIoU, BIoU, mAcc, gAcc) only need, per class c and over weighted pixels
+(weight v, times the target's boundary band for BIoU)::
+
+    I_c = sum_{target = c} w h_and(p_c)          (the AND of the target class only)
+    O_c = sum_{target != c} w h_or(p_c)          (U_c = O_c + n_c, n_c = sum_{target = c} w)
+
+so h_and is evaluated on one probability per pixel, and h_or (mIoU, FWIoU, BIoU only) on every
+(pixel, class). These statistics are computed by one fused autograd function, block by block
+(cache-sized blocks on CPU, large blocks on GPU): softmax, the curve and its derivative, the
+sums. It keeps only ``w (1 - y_c) h_or'(p_c)`` ([N, C, H, W], like the log-probabilities cross
+entropy keeps) and ``w h_and'(p_t)`` ([N, H, W]) for backward, which recomputes the softmax per
+block. Curve and statistics math is done in float32 (float64 for float64 logits), whatever the
+autocast state.
+
+BF1 builds a soft predicted boundary XOR(p_c, minpool3x3(p_c)) from h1..h4 (clamped at >= 0),
+the exact target boundary, and tolerance by max-pooling (:mod:`autoloss_ray.morphology`, the
+same operations as the exact metrics).
+
+Class sets (which classes a mean runs over) follow the exact metrics and are computed without
+gradient from argmax(logits) and the target, so with one-hot logits every ``score`` equals
+:func:`autoloss_ray.metrics.evaluate` on that batch (tested for every metric, parameterization
+and random admissible theta). A mean over an empty class set gives score 0 (finite, zero
+gradient), where ``evaluate`` reports nan.
+
+A sum such as ``"miou+biou"`` has each term's own parameters (concatenated in order);
+``score`` is the sum of the term scores and ``forward`` the sum of the term losses
+(``len(terms) - score``; for one metric that is ``1 - score``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from autoloss_ray.metrics import METRICS, boundary_band, parse_metric
+from autoloss_ray.morphology import boundaries, dilate, erode3x3
+from autoloss_ray.parameterizations import (
+    IDENTITY_TABLE,
+    CurveTable,
+    evaluate_table,
+    get_parameterization,
+)
+
+__all__ = ["CURVES", "SearchSpace", "search_space", "SurrogateLoss", "FILE_FORMAT"]
+
+CURVES: dict[str, tuple[str, ...]] = {
+    "miou": ("and", "or"),
+    "fwiou": ("and", "or"),
+    "biou": ("and", "or"),
+    "macc": ("and",),
+    "gacc": ("and",),
+    "bf1": ("h1", "h2", "h3", "h4"),
+}
+
+FILE_FORMAT = "autoloss-ray/loss"
+FILE_VERSION = 1
+_EPS = 1e-6
+
+
+# ---------------------------------------------------------------------------------------------
+# search space
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class SearchSpace:
+    """The parameters of a metric surrogate: a box [low, high]^dim and the identity start.
+
+    metric: the metric spec ("miou", "miou+biou", ...); parameterization: its name;
+    dim: total parameter count; low, high, init: numpy float64 [dim] (+-inf for unbounded
+    dims; init = identity curves); names: one per dimension, "<metric>.<curve>.<i>";
+    slices: per (metric, curve) the slice of theta it owns.
+    """
+
+    metric: str
+    parameterization: str
+    dim: int
+    low: np.ndarray = field(repr=False)
+    high: np.ndarray = field(repr=False)
+    init: np.ndarray = field(repr=False)
+    names: tuple[str, ...] = field(repr=False)
+    slices: tuple[tuple[str, str, slice], ...] = field(repr=False, default=())
+
+    def contains(self, theta: Any) -> bool:
+        """True when theta is a finite vector of length dim inside the box."""
+        try:
+            self.validate(theta)
+        except (ValueError, TypeError):
+            return False
+        return True
+
+    def validate(self, theta: Any) -> np.ndarray:
+        """theta as a numpy float64 [dim]; ValueError if of wrong length or outside the box."""
+        if isinstance(theta, torch.Tensor):
+            theta = theta.detach().cpu().numpy()
+        try:
+            th = np.asarray(theta, dtype=np.float64).reshape(-1)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"theta must be a sequence of {self.dim} numbers, got {theta!r}") \
+                from exc
+        if th.shape != (self.dim,):
+            raise ValueError(
+                f"theta for {self.metric!r} with the {self.parameterization!r} parameterization "
+                f"must have {self.dim} numbers, got {th.size}"
+            )
+        if not np.all(np.isfinite(th)):
+            raise ValueError(f"theta must be finite, got {th.tolist()}")
+        bad = np.nonzero((th < self.low) | (th > self.high))[0]
+        if bad.size:
+            i = int(bad[0])
+            raise ValueError(
+                f"theta[{i}] ({self.names[i]}) = {th[i]} is outside its box "
+                f"[{self.low[i]}, {self.high[i]}] ({bad.size} value(s) outside)"
+            )
+        return th
+
+
+def search_space(metric: str, parameterization: str = "bezier") -> SearchSpace:
+    """The search space of the surrogate of ``metric`` (e.g. "miou" or "miou+biou")."""
+    terms = parse_metric(metric)
+    par = get_parameterization(parameterization)
+    lows, highs, inits, names, slices = [], [], [], [], []
+    offset = 0
+    for term in terms:
+        for curve in CURVES[term]:
+            d = par.dim_per_curve
+            lows.append(par.low)
+            highs.append(par.high)
+            inits.append(par.identity_theta)
+            names.extend(f"{term}.{curve}.{i}" for i in range(d))
+            slices.append((term, curve, slice(offset, offset + d)))
+            offset += d
+    cat = lambda xs: np.concatenate(xs).astype(np.float64) if xs else np.zeros(0)  # noqa: E731
+    return SearchSpace(
+        metric="+".join(terms),
+        parameterization=par.name,
+        dim=offset,
+        low=cat(lows),
+        high=cat(highs),
+        init=cat(inits),
+        names=tuple(names),
+        slices=tuple(slices),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# fused region statistics
+# ---------------------------------------------------------------------------------------------
+
+
+def _block_rows(C: int, H: int, W: int, device: torch.device) -> int:
+    """Rows per block: ~256K elements on CPU (stays in L2), ~32M on GPU."""
+    budget = (1 << 25) if device.type == "cuda" else (1 << 18)
+    return max(1, min(H, budget // max(1, C * W)))
+
+
+def _compute_dtype(x: torch.Tensor) -> torch.dtype:
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
+
+
+class _RegionStats(torch.autograd.Function):
+    """Per-class soft statistics of the region surrogates, fused and blocked.
+
+    Inputs: z [N, C, H, W] logits (any float dtype), tgt [N, H, W] int64 in [0, C) (ignored
+    pixels mapped to any class; their weight is 0), w [N, H, W] float pixel weights,
+    and_table / or_table: CurveTable or None (skip). Returns (I [C], O [C]) in the compute dtype:
+    I_c = sum_{tgt=c} w h_and(p_c), O_c = sum_{tgt!=c} w h_or(p_c).
+    """
+
+    @staticmethod
+    def forward(ctx, z, tgt, w, and_table, or_table):  # noqa: D401
+        N, C, H, W = z.shape
+        cd = _compute_dtype(z)
+        dev = z.device
+        I = torch.zeros(C, dtype=cd, device=dev)
+        O = torch.zeros(C, dtype=cd, device=dev)
+        g_and = torch.empty((N, H, W), dtype=cd, device=dev) if and_table is not None else None
+        g_or = torch.empty((N, C, H, W), dtype=cd, device=dev) if or_table is not None else None
+        and_t = and_table.to(dev, cd) if and_table is not None else None
+        or_t = or_table.to(dev, cd) if or_table is not None else None
+        rows = _block_rows(C, H, W, dev)
+        for n in range(N):
+            for r0 in range(0, H, rows):
+                r1 = min(H, r0 + rows)
+                p = torch.softmax(z[n, :, r0:r1].to(cd), dim=0).reshape(C, -1)
+                t = tgt[n, r0:r1].reshape(1, -1)
+                wb = w[n, r0:r1].reshape(-1).to(cd)
+                if and_t is not None:
+                    pt = p.gather(0, t).squeeze(0)
+                    h, d = evaluate_table(and_t, pt, derivative=True)
+                    I.index_add_(0, t[0], h * wb)
+                    g_and[n, r0:r1] = (d * wb).view(r1 - r0, W)
+                if or_t is not None:
+                    h, d = evaluate_table(or_t, p, derivative=True)
+                    O += h @ wb
+                    O.index_add_(0, t[0], -(h.gather(0, t).squeeze(0) * wb))
+                    d = d * wb
+                    d.scatter_(0, t, 0.0)
+                    g_or[n, :, r0:r1] = d.view(C, r1 - r0, W)
+        ctx.save_for_backward(z, tgt, g_and, g_or)
+        return I, O
+
+    @staticmethod
+    def backward(ctx, gI, gO):
+        z, tgt, g_and, g_or = ctx.saved_tensors
+        N, C, H, W = z.shape
+        cd = _compute_dtype(z)
+        grad = torch.empty_like(z, memory_format=torch.contiguous_format)
+        rows = _block_rows(C, H, W, z.device)
+        use_and = g_and is not None and gI is not None
+        use_or = g_or is not None and gO is not None
+        if gI is not None:
+            gI = gI.to(cd)
+        if gO is not None:
+            gO = gO.to(cd).view(C, 1)
+        for n in range(N):
+            for r0 in range(0, H, rows):
+                r1 = min(H, r0 + rows)
+                p = torch.softmax(z[n, :, r0:r1].to(cd), dim=0).reshape(C, -1)
+                if use_or:
+                    gp = g_or[n, :, r0:r1].reshape(C, -1) * gO
+                else:
+                    gp = torch.zeros_like(p)
+                if use_and:
+                    t = tgt[n, r0:r1].reshape(1, -1)
+                    gp.scatter_add_(0, t, (gI[t[0]] * g_and[n, r0:r1].reshape(-1)).unsqueeze(0))
+                pg = p * gp
+                gz = pg - p * pg.sum(0, keepdim=True)
+                grad[n, :, r0:r1] = gz.view(C, r1 - r0, W).to(z.dtype)
+        return grad, None, None, None, None
+
+
+# ---------------------------------------------------------------------------------------------
+# curve as an autograd function (used by BF1): saves only its input
+# ---------------------------------------------------------------------------------------------
+
+
+class _Curve(torch.autograd.Function):
+    """h(x) elementwise for a constant CurveTable, blocked; backward recomputes h'(x)."""
+
+    @staticmethod
+    def forward(ctx, x, table):
+        ctx.table = table
+        ctx.save_for_backward(x)
+        return _blocked(lambda xb: evaluate_table(table, xb), x)
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        table = ctx.table
+        d = _blocked(lambda xb: evaluate_table(table, xb, derivative=True)[1], x)
+        return g * d, None
+
+
+def _blocked(fn, x: torch.Tensor) -> torch.Tensor:
+    if x.device.type == "cuda" or x.numel() <= (1 << 18):
+        return fn(x)
+    flat = x.reshape(-1)
+    out = torch.empty_like(flat)
+    for xb, ob in zip(flat.split(1 << 18), out.split(1 << 18)):
+        ob.copy_(fn(xb))
+    return out.view_as(x)
+
+
+def _curve(table: CurveTable, x: torch.Tensor) -> torch.Tensor:
+    if table.is_identity:
+        return x
+    return _Curve.apply(x, table.to(x.device, x.dtype))
+
+
+# ---------------------------------------------------------------------------------------------
+# the loss
+# ---------------------------------------------------------------------------------------------
+
+
+class SurrogateLoss(nn.Module):
+    """Parameterized differentiable surrogate of a segmentation metric (or a sum of metrics).
+
+    Args:
+        metric: "miou", "fwiou", "biou", "bf1", "macc", "gacc" or a sum such as "miou+biou".
+        num_classes: C. parameterization: "bezier" (default), "bezier1", "linear", "identity".
+        theta: parameters (length ``search_space(metric, parameterization).dim``) or None for
+            the identity curves (the naive relaxation).
+        ignore_index: target value that never counts. boundary_tolerance: BIoU/BF1 radius (px).
+
+    ``score(logits [N, C, h, w], target [N, H, W])`` -> scalar tensor (sum of the metrics'
+    soft scores); ``forward`` -> sum of the per-metric losses 1 - score_m.
+    """
+
+    def __init__(
+        self,
+        metric: str,
+        *,
+        num_classes: int,
+        parameterization: str = "bezier",
+        theta: Any = None,
+        ignore_index: int = 255,
+        boundary_tolerance: int = 5,
+    ) -> None:
+        super().__init__()
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+            raise ValueError(f"num_classes must be an int >= 1, got {num_classes!r}")
+        if ignore_index is not None and (
+            isinstance(ignore_index, bool) or not isinstance(ignore_index, int)
+        ):
+            raise TypeError(f"ignore_index must be an int or None, got {ignore_index!r}")
+        if (isinstance(boundary_tolerance, bool) or not isinstance(boundary_tolerance, int)
+                or boundary_tolerance < 0):
+            raise ValueError(
+                f"boundary_tolerance must be an int >= 0 (pixels), got {boundary_tolerance!r}"
+            )
+        self.space = search_space(metric, parameterization)
+        self.metric = self.space.metric
+        self.terms = parse_metric(self.metric)
+        self.parameterization = self.space.parameterization
+        self.num_classes = int(num_classes)
+        self.ignore_index = ignore_index
+        self.boundary_tolerance = int(boundary_tolerance)
+        th = self.space.init.copy() if theta is None else self.space.validate(theta)
+        self.register_buffer("_theta", torch.tensor(th, dtype=torch.float64), persistent=True)
+        self._tables: dict[tuple[str, str], CurveTable] = {}
+        self._tables_key: tuple | None = None
+
+    # -- properties --------------------------------------------------------------------------
+    @property
+    def search_space(self) -> SearchSpace:
+        return self.space
+
+    @property
+    def theta(self) -> np.ndarray:
+        """A numpy copy of the parameters."""
+        return self._theta.detach().cpu().numpy().copy()
+
+    def extra_repr(self) -> str:
+        return (f"metric={self.metric!r}, num_classes={self.num_classes}, "
+                f"parameterization={self.parameterization!r}, ignore_index={self.ignore_index}")
+
+    def curve_tables(self) -> dict[tuple[str, str], CurveTable]:
+        """(metric, curve) -> CurveTable (float64, CPU), rebuilt when theta changes."""
+        key = (self._theta._version, self._theta.data_ptr())
+        if key != self._tables_key:
+            par = get_parameterization(self.parameterization)
+            th = self._theta.detach().cpu()
+            self._tables = {}
+            for term, curve, sl in self.space.slices:
+                with torch.no_grad():
+                    self._tables[(term, curve)] = (
+                        IDENTITY_TABLE if par.name == "identity" else par.table(th[sl])
+                    )
+            self._tables_key = key
+        return self._tables
+
+    # -- checks ------------------------------------------------------------------------------
+    def _check(self, logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        if not isinstance(logits, torch.Tensor) or not logits.dtype.is_floating_point:
+            raise TypeError(f"logits must be a floating torch.Tensor [N, C, H, W], got "
+                            f"{type(logits).__name__}"
+                            + (f" of dtype {logits.dtype}" if isinstance(logits, torch.Tensor)
+                               else ""))
+        if not isinstance(target, torch.Tensor) or target.dtype.is_floating_point \
+                or target.dtype.is_complex:
+            raise TypeError("target must be an integer torch.Tensor [N, H, W] of class labels, "
+                            f"got {type(target).__name__}"
+                            + (f" of dtype {target.dtype}" if isinstance(target, torch.Tensor)
+                               else ""))
+        if logits.dim() != 4:
+            raise ValueError(f"logits must be [N, C, H, W], got shape {tuple(logits.shape)}")
+        if target.dim() != 3:
+            raise ValueError(f"target must be [N, H, W], got shape {tuple(target.shape)}")
+        if logits.shape[0] != target.shape[0]:
+            raise ValueError(
+                f"logits and target must have the same batch size, got logits "
+                f"{tuple(logits.shape)} and target {tuple(target.shape)}"
+            )
+        if logits.shape[1] != self.num_classes:
+            raise ValueError(
+                f"logits have {logits.shape[1]} channels but num_classes={self.num_classes}"
+            )
+        if target.numel() == 0 or logits.numel() == 0:
+            raise ValueError(f"empty input: logits {tuple(logits.shape)}, target "
+                             f"{tuple(target.shape)}")
+        if target.device != logits.device:
+            target = target.to(logits.device)
+        target = target.to(torch.int64)
+        C = self.num_classes
+        lo, hi = (int(v) for v in torch.aminmax(target))
+        if lo < 0 or hi >= C:
+            bad = (target < 0) | (target >= C)
+            if self.ignore_index is not None:
+                bad &= target != self.ignore_index
+            if bool(bad.any()):
+                vals = torch.unique(target[bad])[:5].tolist()
+                raise ValueError(
+                    f"target has labels {vals} outside 0..{C - 1} that are not "
+                    f"ignore_index={self.ignore_index}"
+                )
+        if logits.shape[2:] != target.shape[1:]:
+            logits = F.interpolate(logits, size=tuple(target.shape[1:]), mode="bilinear",
+                                   align_corners=False)
+        return logits, target
+
+    # -- scores ------------------------------------------------------------------------------
+    def score(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Sum of the soft scores of the metric terms (each in [0, 1]); a scalar tensor."""
+        logits, target = self._check(logits, target)
+        tables = self.curve_tables()
+        C = self.num_classes
+        with torch.autocast(device_type=logits.device.type, enabled=False):
+            if self.ignore_index is None:
+                valid = torch.ones_like(target, dtype=torch.bool)
+            else:
+                valid = target != self.ignore_index
+            tgt = torch.where(valid, target, 0)
+            cd = _compute_dtype(logits)
+            with torch.no_grad():
+                pred = logits.argmax(1)
+            classes = torch.ones(C, dtype=torch.bool, device=logits.device)
+            if self.ignore_index is not None and 0 <= self.ignore_index < C:
+                classes[self.ignore_index] = False
+            total = None
+            for term in self.terms:
+                if term == "bf1":
+                    s = self._bf1(logits, target, valid, pred, classes, tables, cd)
+                else:
+                    s = self._region(term, logits, target, tgt, valid, pred, classes, tables,
+                                     cd)
+                total = s if total is None else total + s
+        return total
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return len(self.terms) - self.score(logits, target)
+
+    def _region(self, term, logits, target, tgt, valid, pred, classes, tables, cd):
+        C = self.num_classes
+        if term == "biou":
+            band = boundary_band(target, C, ignore_index=self.ignore_index,
+                                 tolerance=self.boundary_tolerance)
+            mask = valid & band
+        else:
+            mask = valid
+        w = mask.to(cd)
+        with torch.no_grad():
+            n = torch.bincount(tgt[mask], minlength=C).to(cd)  # target pixels per class
+        and_table = tables[(term, "and")]
+        or_table = tables[(term, "or")] if term in ("miou", "fwiou", "biou") else None
+        I, O = _RegionStats.apply(logits, tgt, w, and_table, or_table)
+        zero = I.sum() * 0.0  # keeps the graph (zero gradient) when a class set is empty
+        if term == "gacc":
+            tot = n.sum()
+            return I.sum() / tot if tot > 0 else zero
+        if term == "macc":
+            sel = (n > 0) & classes
+            k = int(sel.sum())
+            return (I / n.clamp(min=1))[sel].sum() / k if k else zero
+        iou = I / (O + n).clamp(min=_EPS)
+        if term == "fwiou":
+            tot = n.sum()
+            return (iou * n * classes).sum() / tot if tot > 0 else zero
+        with torch.no_grad():
+            npred = torch.bincount(pred[mask], minlength=C)
+            sel = ((n > 0) | (npred > 0)) & classes
+        k = int(sel.sum())
+        return iou[sel].sum() / k if k else zero
+
+    def _bf1(self, logits, target, valid, pred, classes, tables, cd) -> torch.Tensor:
+        C = self.num_classes
+        r = self.boundary_tolerance
+        v = valid.unsqueeze(1).to(cd)  # [N, 1, H, W]
+        p = torch.softmax(logits.to(cd), dim=1)
+        e = erode3x3(p)
+        h1p = _curve(tables[("bf1", "h1")], p)
+        h3p = _curve(tables[("bf1", "h3")], p)
+        h2e = _curve(tables[("bf1", "h2")], e)
+        h4e = _curve(tables[("bf1", "h4")], e)
+        b = (h3p + h4e - h3p * h4e - h1p * h2e).clamp(min=0.0)
+        del h1p, h2e, h3p, h4e
+        with torch.no_grad():
+            # exact target boundary; the ignore value is not a class (no boundary of its own)
+            tmap = torch.where(valid, target, -1) if self.ignore_index is not None else target
+            tclass = tmap.unsqueeze(1) == torch.arange(C, device=target.device).view(1, C, 1, 1)
+            bg = boundaries(tclass)
+            dbg = dilate(bg, r).to(cd)
+            bgv = (bg & valid.unsqueeze(1)).to(cd)
+            n_g = bgv.sum((0, 2, 3))
+            pclass = pred.unsqueeze(1) == torch.arange(C, device=pred.device).view(1, C, 1, 1)
+            n_p_hard = (boundaries(pclass) & valid.unsqueeze(1)).sum((0, 2, 3))
+            sel = ((n_p_hard > 0) | (n_g > 0)) & classes
+            del tclass, pclass, bg
+        bv = b * v
+        n_p = bv.sum((0, 2, 3))
+        m_p = (bv * dbg).sum((0, 2, 3))
+        db = dilate(b, r)
+        m_g = (db * bgv).sum((0, 2, 3))
+        prec = m_p / n_p.clamp(min=_EPS)
+        rec = m_g / n_g.clamp(min=_EPS)
+        f1 = 2.0 * prec * rec / (prec + rec).clamp(min=_EPS)
+        k = int(sel.sum())
+        if k == 0:
+            return f1.sum() * 0.0
+        return f1[sel].sum() / k
+
+    # -- persistence -------------------------------------------------------------------------
+    def to_dict(self, meta: dict | None = None) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "format": FILE_FORMAT,
+            "version": FILE_VERSION,
+            "metric": self.metric,
+            "parameterization": self.parameterization,
+            "theta": [float(v) for v in self.theta],
+            "num_classes": self.num_classes,
+            "ignore_index": self.ignore_index,
+            "boundary_tolerance": self.boundary_tolerance,
+        }
+        if meta is not None:
+            d["meta"] = meta
+        return d
+
+    def to_file(self, path: str | os.PathLike, *, meta: dict | None = None) -> None:
+        """Write the loss as human-readable JSON (atomically)."""
+        path = os.fspath(path)
+        tmp = f"{path}.tmp{os.getpid()}"
+        with open(tmp, "w") as f:
+            json.dump(self.to_dict(meta), f, indent=2)
+            f.write("\n")
+        os.replace(tmp, path)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], **overrides: Any) -> "SurrogateLoss":
+        if not isinstance(data, dict) or data.get("format") != FILE_FORMAT:
+            raise ValueError(f"not an autoloss-ray loss (expected format {FILE_FORMAT!r})")
+        if int(data.get("version", 0)) > FILE_VERSION:
+            raise ValueError(f"loss file version {data.get('version')} is newer than "
+                             f"supported ({FILE_VERSION})")
+        missing = [k for k in ("metric", "parameterization", "theta") if k not in data]
+        if missing:
+            raise ValueError(f"loss file lacks {missing}")
+        kw: dict[str, Any] = {
+            "parameterization": data["parameterization"],
+            "theta": data["theta"],
+        }
+        for key in ("num_classes", "ignore_index", "boundary_tolerance"):
+            if key in data:
+                kw[key] = data[key]
+        kw.update(overrides)
+        if kw.get("num_classes") is None:
+            raise ValueError("num_classes is neither in the file nor given")
+        return cls(data["metric"], **kw)
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike, **overrides: Any) -> "SurrogateLoss":
+        """Load a loss written by :meth:`to_file`; keyword overrides replace stored values."""
+        with open(os.fspath(path)) as f:
+            data = json.load(f)
+        return cls.from_dict(data, **overrides)
+
+    @classmethod
+    def from_preset(cls, name: str, *, num_classes: int, **kwargs: Any) -> "SurrogateLoss":
+        """The paper's searched loss for metric ``name`` (DESIGN section 7)."""
+        from autoloss_ray.presets import preset_theta
+
+        parameterization, theta = preset_theta(name)
+        return cls(name, num_classes=num_classes, parameterization=parameterization,
+                   theta=theta, **kwargs)
+
+
+assert set(CURVES) == set(METRICS)
