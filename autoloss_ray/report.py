@@ -218,6 +218,9 @@ def plot_search_curves(
         plotted += 1
     if not plotted:
         raise ValueError("plot_search_curves: every run is empty (no finished steps)")
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("search step")
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
@@ -277,7 +280,7 @@ def plot_curves(
     if get_parameterization is None:
         from autoloss_ray.parameterizations import get_parameterization
     par = get_parameterization(parameterization)
-    theta = np.asarray(theta, dtype=np.float64).ravel()
+    theta = np.array(theta, dtype=np.float64).ravel()  # a writable copy for torch
     d = int(par.dim_per_curve)
     if d == 0:
         groups = [(f"{t.strip()}.{c}", slice(0, 0)) for t in str(metric).split("+")
@@ -314,7 +317,9 @@ def best_theta(trials: pd.DataFrame, policy: pd.DataFrame | None = None) -> np.n
     (PPO2's rule); for random search (or without policy rows) the best trial's theta."""
     if policy is not None and len(policy):
         searcher = policy["searcher"].dropna() if "searcher" in policy.columns else []
-        if not (len(searcher) and (searcher == "random").all()):
+        is_random = searcher.astype(str).str.lower().str.contains("random") if len(
+            searcher) else pd.Series([], dtype=bool)
+        if not (len(searcher) and is_random.all()):
             mr = pd.to_numeric(policy["mean_reward"], errors="coerce")
             if mr.notna().any():
                 return np.asarray(policy.loc[mr.idxmax(), "mu"], dtype=np.float64)
@@ -400,9 +405,9 @@ def write_search_report(
                 title=f"search reward per step ({metric})")
             md += ["![reward per step](search_curve.png)", ""]
         if len(ok):
-            top = ok.assign(label=ok["trial_id"]).sort_values("reward", ascending=False).head(5)
+            top = ok.assign(trial=ok["trial_id"]).sort_values("reward", ascending=False).head(5)
             md += ["## Best trials (metrics in %)", "",
-                   results_table(top, label="label", only_ok=True), ""]
+                   results_table(top, label="trial", only_ok=True), ""]
         theta = best_theta(search, policy)
         if theta is not None and metric and param:
             try:

@@ -103,15 +103,19 @@ POLICY_SCHEMA = pa.schema(
     [
         pa.field("experiment", pa.string(), nullable=False),
         pa.field("step", pa.int64(), nullable=False),
-        pa.field("searcher", pa.string()),  # ppo2 | random | ...
+        pa.field("searcher", pa.string()),  # e.g. PPO2Searcher, RandomSearcher
+        pa.field("metric", pa.string()),  # the searched metric spec
         pa.field("mu", _F64_LIST, nullable=False),  # policy mean used to sample this step
         pa.field("sigma", pa.float64()),
-        pa.field("rewards", _F64_LIST, nullable=False),
-        pa.field("mean_reward", pa.float64()),
-        pa.field("best_reward", pa.float64()),  # best reward within this step
-        pa.field("best_mu", _F64_LIST),  # mu of the best step so far (the search's answer)
+        pa.field("rewards", _F64_LIST, nullable=False),  # as fed to the optimizer
+        pa.field("mean_reward", pa.float64()),  # default: NaN-aware mean of rewards
+        pa.field("max_reward", pa.float64()),  # best reward within this step (computed)
+        pa.field("best_reward", pa.float64()),  # the searcher's best so far, as it reports it
+        pa.field("best_mu", _F64_LIST),  # the searcher's answer so far (PPO2: best step's mu)
         pa.field("mu_next", _F64_LIST),  # mu after this step's update
         pa.field("thetas", pa.list_(_F64_LIST)),  # the step's samples [M][D]
+        pa.field("trial_ids", pa.list_(pa.string())),  # Tune trial ids of the samples
+        pa.field("failed", pa.list_(pa.bool_())),  # which samples failed (failure reward)
         pa.field("extra_json", pa.string()),
         pa.field("finished_at", _TS, nullable=False),
     ]
@@ -213,6 +217,31 @@ def _to_matrix(v: Any, key: str) -> list[list[float]] | None:
     return [_to_floats(r, f"{key}[{i}]", required=True) for i, r in enumerate(v)]
 
 
+def _to_strs(v: Any, key: str) -> list[str | None] | None:
+    if v is None:
+        return None
+    if isinstance(v, (str, bytes, Mapping)) or not isinstance(v, (Sequence, np.ndarray)):
+        raise StoreError(f"column {key!r} must be a list of strings or None, got "
+                         f"{type(v).__name__}")
+    for i, x in enumerate(v):
+        if x is not None and not isinstance(x, str):
+            raise StoreError(f"column {key!r}[{i}] must be a string or None, got "
+                             f"{type(x).__name__} {x!r:.80}")
+    return list(v)
+
+
+def _to_bools(v: Any, key: str) -> list[bool] | None:
+    if v is None:
+        return None
+    if isinstance(v, (str, bytes, Mapping)) or not isinstance(v, (Sequence, np.ndarray)):
+        raise StoreError(f"column {key!r} must be a list of booleans or None, got "
+                         f"{type(v).__name__}")
+    for i, x in enumerate(v):
+        if not isinstance(x, (bool, np.bool_)):
+            raise StoreError(f"column {key!r}[{i}] must be a bool, got {type(x).__name__}")
+    return [bool(x) for x in v]
+
+
 def _to_json(v: Any, key: str) -> str | None:
     if v is None:
         return None
@@ -312,8 +341,8 @@ _POLICY_KEYS = frozenset(POLICY_SCHEMA.names) | {"extra"}
 
 
 def normalize_policy_row(row: Mapping[str, Any]) -> dict[str, Any]:
-    """Validate a policy row (see :data:`POLICY_SCHEMA`); ``best_reward`` defaults to the
-    largest non-NaN reward of the step, ``mean_reward`` to their mean."""
+    """Validate a policy row (see :data:`POLICY_SCHEMA`). ``max_reward`` is always the
+    largest non-NaN reward of the step; ``mean_reward`` defaults to their mean."""
     if not isinstance(row, Mapping):
         raise StoreError(f"a policy row must be a mapping, got {type(row).__name__}")
     unknown = sorted(set(row) - _POLICY_KEYS)
@@ -326,19 +355,24 @@ def normalize_policy_row(row: Mapping[str, Any]) -> dict[str, Any]:
         "experiment": check_name(row.get("experiment"), "experiment"),
         "step": _to_int(row.get("step"), "step", required=True, nonneg=True),
         "searcher": _to_str(row.get("searcher"), "searcher"),
+        "metric": _to_str(row.get("metric"), "metric"),
         "mu": _to_floats(row.get("mu"), "mu", required=True),
         "sigma": _to_float(row.get("sigma"), "sigma"),
         "rewards": _to_floats(row.get("rewards"), "rewards", required=True),
+        "best_reward": _to_float(row.get("best_reward"), "best_reward"),
         "best_mu": _to_floats(row.get("best_mu"), "best_mu"),
         "mu_next": _to_floats(row.get("mu_next"), "mu_next"),
         "thetas": _to_matrix(row.get("thetas"), "thetas"),
+        "trial_ids": _to_strs(row.get("trial_ids"), "trial_ids"),
+        "failed": _to_bools(row.get("failed"), "failed"),
     }
     finite = [r for r in out["rewards"] if not math.isnan(r)]
     mean = _to_float(row.get("mean_reward"), "mean_reward")
-    best = _to_float(row.get("best_reward"), "best_reward")
     out["mean_reward"] = mean if mean is not None else (
         float(np.mean(finite)) if finite else float("nan"))
-    out["best_reward"] = best if best is not None else (max(finite) if finite else float("nan"))
+    if row.get("max_reward") is not None:
+        raise StoreError("column 'max_reward' is computed from 'rewards'; do not give it")
+    out["max_reward"] = max(finite) if finite else float("nan")
     if "extra" in row and "extra_json" in row:
         raise StoreError("give either 'extra' (a mapping) or 'extra_json' (text), not both")
     out["extra_json"] = _to_json(row.get("extra", row.get("extra_json")), "extra_json")
@@ -427,11 +461,12 @@ class ExperimentStore:
 
     def trial_path(self, experiment: str, trial_id: str) -> str:
         """Path (within :attr:`filesystem`) of a trial's file."""
-        return f"{self._dir('trials', check_name(experiment, 'experiment'))}/" \
-               f"{check_name(trial_id, 'trial_id')}.parquet"
+        directory = self._dir("trials", check_name(experiment, "experiment"))
+        return f"{directory}/{check_name(trial_id, 'trial_id')}.parquet"
 
     def policy_path(self, experiment: str, step: int) -> str:
-        return f"{self._dir('policy', check_name(experiment, 'experiment'))}/step-{step:06d}.parquet"
+        directory = self._dir("policy", check_name(experiment, "experiment"))
+        return f"{directory}/step-{step:06d}.parquet"
 
     @property
     def trials_uri(self) -> str:
@@ -572,9 +607,9 @@ class PolicyWriter:
     """Picklable ``callable(record)`` for a searcher's ``step_callback``: writes the policy row.
 
     ``record`` is the searcher's step record (``step``, ``mu``, ``sigma``, ``rewards``,
-    ``mean_reward``, optional ``best_mu``, ``thetas``, ``mu_next``, ``best_reward``,
-    ``searcher``); numpy values are fine; keys the store has no column for go to
-    ``extra_json``. Holds only the root string and the experiment name.
+    ``mean_reward``, optional ``best_mu``, ``best_reward``, ``thetas``, ``mu_next``,
+    ``trial_ids``, ``failed``, ``searcher``, ``metric``); numpy values are fine; keys the
+    store has no column for (``configs``, ``values``, ``names``, ...) go to ``extra_json``. Holds only the root string and the experiment name.
     """
 
     def __init__(self, store_uri: str | os.PathLike[str], experiment: str,
@@ -599,7 +634,8 @@ class PolicyWriter:
         return self._store
 
     def __call__(self, record: Mapping[str, Any]) -> str:
-        known = set(POLICY_SCHEMA.names) - {"experiment", "extra_json", "finished_at"}
+        known = set(POLICY_SCHEMA.names) - {"experiment", "extra_json", "finished_at",
+                                            "max_reward"}
         row: dict[str, Any] = {k: record[k] for k in known if k in record}
         sigma = row.get("sigma")
         if isinstance(sigma, (list, tuple, np.ndarray)):  # a per-dimension sigma

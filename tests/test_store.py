@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
@@ -139,7 +138,8 @@ def test_policy_round_trip_and_writer_pickles(tmp_path):
     assert pol.loc[0, "searcher"] == "ppo2"
     np.testing.assert_allclose(pol.loc[2, "rewards"][[0, 1, 3]], [2.1, 2.4, 2.2])
     assert math.isnan(pol.loc[2, "rewards"][2])
-    assert pol.loc[2, "best_reward"] == pytest.approx(2.4)  # NaN-aware default
+    assert pol.loc[2, "max_reward"] == pytest.approx(2.4)  # NaN-aware, computed
+    assert pd.isna(pol.loc[2, "best_reward"])  # only what the searcher reports
     assert pol.loc[2, "mean_reward"] == pytest.approx(2.3)  # given value kept
     assert json.loads(pol.loc[2, "extra_json"]) == {"some_new_key": {"x": 3}}
     np.testing.assert_array_equal(np.stack(pol.loc[2, "thetas"]), np.full((4, 4), 2.0))
@@ -260,12 +260,35 @@ def test_bad_rows_refused_before_writing(tmp_path, over, match):
     assert not (tmp_path / "s").exists()
 
 
+def test_policy_writer_takes_a_searcher_record(tmp_path):
+    # the shape searchers.PPO2Searcher hands its step_callback
+    record = {
+        "step": 0, "searcher": "PPO2Searcher", "metric": "reward", "mode": "max",
+        "mu": [0.25, 0.5], "mu_next": [0.3, 0.5], "sigma": 0.2,
+        "thetas": [[0.2, 0.4], [0.3, 0.6], [0.1, 0.5]],
+        "configs": [{"theta": [0.2, 0.4], "search_step": 0, "search_sample": 0}] * 3,
+        "rewards": [0.4, 0.6, 0.0], "values": [0.4, 0.6, 0.0], "failed": [False, False, True],
+        "trial_ids": ["a_00000", "a_00001", None], "mean_reward": 1 / 3,
+        "best_mu": [0.25, 0.5], "best_reward": 1 / 3, "names": ["miou.and.0", "miou.and.1"],
+    }
+    PolicyWriter(tmp_path, "exp")(record)
+    row = ExperimentStore(tmp_path).policy("exp").iloc[0]
+    assert row["searcher"] == "PPO2Searcher" and row["metric"] == "reward"
+    assert list(row["failed"]) == [False, False, True]
+    assert list(row["trial_ids"]) == ["a_00000", "a_00001", None]
+    assert row["max_reward"] == pytest.approx(0.6) and row["best_reward"] == pytest.approx(1 / 3)
+    extra = json.loads(row["extra_json"])
+    assert set(extra) == {"mode", "configs", "values", "names"}
+
+
 def test_bad_policy_rows_refused(tmp_path):
     store = ExperimentStore(tmp_path / "s")
     good = {"experiment": "e", "step": 0, "mu": [0.1], "rewards": [0.2]}
     for over, match in [({"mu": None}, "mu"), ({"rewards": "x"}, "rewards"),
                         ({"step": -1}, "step"), ({"thetas": [[0.1], "a"]}, "thetas"),
-                        ({"sigma": "0.2"}, "sigma"), ({"junk": 1}, "unknown policy")]:
+                        ({"sigma": "0.2"}, "sigma"), ({"junk": 1}, "unknown policy"),
+                        ({"failed": [1, 0]}, "failed"), ({"trial_ids": [1]}, "trial_ids"),
+                        ({"max_reward": 1.0}, "computed")]:
         with pytest.raises(StoreError, match=match):
             store.write_policy({**good, **over})
     with pytest.raises(StoreError, match="mapping"):
