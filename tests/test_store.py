@@ -509,6 +509,18 @@ def test_store_callback_rows_from_fake_trials(tmp_path):
     assert bad["status"] == "failed" and pd.isna(bad["reward"]) and pd.isna(bad["miou"])
     assert "theta out of box" in bad["error"] and "old" not in bad["error"]
     assert df.loc["abc_00003", "status"] == "nan"
+    assert pd.isna(ok["loss"]) and ok["kind"] == "search"
+
+    rcb = StoreCallback(str(tmp_path), "rt", "miou", kind="retrain")
+    for tid, extra in (("r1", {"loss": "lovasz"}), ("r2", {"loss": "/x/l.json",
+                                                            "loss_label": "searched"}),
+                       ("r3", {})):
+        rcb.on_trial_complete(iteration=1, trials=[], trial=_FakeTrial(
+            tid, {**config, "metric": "miou", **extra},
+            {**result, "checkpoint": f"/ckpt/{tid}.pt"}))
+    rt = ExperimentStore(tmp_path).trials("rt").set_index("trial_id")
+    assert list(rt["loss"]) == ["lovasz", "searched", "surrogate:miou"]
+    assert set(rt["kind"]) == {"retrain"} and rt.loc["r1", "checkpoint"] == "/ckpt/r1.pt"
 
 
 @pytest.mark.slow

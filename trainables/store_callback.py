@@ -7,8 +7,9 @@ Parquet file per trial (atomically) under ``<store>/trials/experiment=<name>/``.
     tune.RunConfig(callbacks=[StoreCallback(store_root, experiment, metric_spec)])
 
 Rows are built from ``trial.config`` (``theta``, ``search_step``, ``search_sample``,
-``metric``, ``parameterization``, ``seed``, ``dataset``, ``model``, ``loss``,
-``iterations``) and ``trial.last_result`` (``reward``, the six metrics, ``status``,
+``metric``, ``parameterization``, ``seed``, ``dataset``, ``model``, ``loss_label`` or
+``loss`` -> the ``loss`` column (the row label of the report's Table 2; a retrain with only a
+theta gets ``"surrogate:<metric>"``), ``iterations``) and ``trial.last_result`` (``reward``, the six metrics, ``status``,
 ``error``, ``train_seconds``, ``eval_seconds``, ``node``, ``device``, ``checkpoint``); other
 result values go to ``extra_json`` and the whole config to ``config_json``. An errored trial
 gets ``status="failed"`` and the text of its error.
@@ -128,12 +129,14 @@ def trial_row(
         "sample": _int(config.get("search_sample")),
         "metric": _str(config.get("metric", metric_spec)),
         "parameterization": _str(config.get("parameterization")),
-        "loss": _str(config.get("loss")) if config.get("loss") is not None else None,
+        "loss": _str(config.get("loss_label") or config.get("loss")),
         "seed": _int(config.get("seed", result.get("seed"))),
         "dataset": _str(config.get("dataset")),
         "model": _str(config.get("model")),
         "iterations": _int(result.get("iterations", config.get("iterations"))),
     }
+    if row["loss"] is None and row["kind"] != "search" and config.get("theta") is not None:
+        row["loss"] = f"surrogate:{row['metric']}"  # a retrain with a given theta
     theta = config.get("theta")
     if theta is not None:
         try:
