@@ -25,7 +25,7 @@ curve parameter is the stable closed form
     t = u / (c + sqrt(c^2 + (1 - 2c) u)),
 
 with ``c`` clamped to [EPS_C, 1 - EPS_C] (so ``dt/du = 1 / (2 sqrt(...))`` stays finite) and
-``c^2 + (1 - 2c) u`` clamped below by its exact minimum ``min(c, 1 - c)^2`` (rounding can
+``c^2 + (1 - 2c) u`` (>= min(c, 1 - c)^2 in exact arithmetic) floored at EPS_C^2 (rounding can
 otherwise push it under 0 near c = 1). Segments narrower than EPS_W are degenerate (vertical
 steps): u is then measured with unit width, so values and gradients stay finite. The segment
 of each element is found with ``torch.bucketize`` and its coefficients gathered, so only one
@@ -47,6 +47,8 @@ __all__ = [
     "CurveTable",
     "curve_table",
     "evaluate_table",
+    "evaluate_table_into",
+    "Workspace",
     "EPS_C",
     "EPS_W",
 ]
@@ -56,13 +58,16 @@ EPS_W = 1e-6  # segments narrower than this are vertical steps
 _TINY = 1e-30  # x <= this is x = 0 (it stays on the first half-segment)
 
 # Rows of a coefficient table (one column per half-segment).
-_A, _B, _C, _ALPHA, _BETA, _SMIN, _Y0, _YB, _YA = range(9)
-_ROWS = 9
+_A, _B, _C, _Y0, _YB, _YA = range(6)
+_ROWS = 6
+# floor of c^2 + (1 - 2c) u = c^2 (1 - u) + (1 - c)^2 u >= min(c, 1 - c)^2 >= EPS_C^2 (exact
+# arithmetic); rounding near c = 1, u = 1 can push the computed value under it.
+_SFLOOR = EPS_C * EPS_C
 
 
 @dataclass(frozen=True, eq=False)
 class CurveTable:
-    """A curve ready for evaluation: ``bounds`` [2S - 1] and ``coef`` [9, 2S] tensors.
+    """A curve ready for evaluation: ``bounds`` [2S - 1] and ``coef`` [6, 2S] tensors.
 
     Identity curves have ``bounds is None``.
     """
@@ -123,12 +128,9 @@ def curve_table(xs: torch.Tensor, ys: torch.Tensor) -> CurveTable:
             c = torch.where(degenerate, torch.full_like(c, 0.5), c).clamp(EPS_C, 1.0 - EPS_C)
             A = sign / w_safe
             B = -A * xa
-            alpha = c * c
-            beta = 1.0 - 2.0 * c
-            smin = torch.minimum(c, 1.0 - c) ** 2
             yb = 2.0 * (ym - ya)
             ya2 = ya - 2.0 * ym + yo
-            cols.append(torch.stack([A, B, c, alpha, beta, smin, ya, yb, ya2]))
+            cols.append(torch.stack([A, B, c, ya, yb, ya2]))
         mid = 0.5 * (x0 + x1)
         bounds.append(mid)
         if k < S - 1:
@@ -159,14 +161,71 @@ def evaluate_table(
     idx = torch.bucketize(x, table.bounds, right=True)
     co = coef.index_select(1, idx.reshape(-1)).view(_ROWS, *x.shape)
     u = torch.addcmul(co[_B], co[_A], x)
-    s = torch.maximum(torch.addcmul(co[_ALPHA], co[_BETA], u), co[_SMIN])
+    c = co[_C]
+    s = torch.addcmul(u, c, c - 2.0 * u).clamp(min=_SFLOOR)  # c^2 + (1 - 2c) u
     r = s.sqrt()
-    t = u / (co[_C] + r)
+    t = u / (c + r)
     h = torch.addcmul(co[_YB], co[_YA], t) * t + co[_Y0]
     if not derivative:
         return h
     d = torch.addcmul(co[_YB], co[_YA], t, value=2.0) * co[_A] * 0.5 / r
     return h, d
+
+
+class Workspace:
+    """Reusable scratch buffers for :func:`evaluate_table_into` (no allocation per call).
+
+    Large temporary tensors are slow on CPU (each one is fresh memory from the OS); blocked
+    code evaluates the curve on cache-sized pieces with these buffers instead.
+    """
+
+    def __init__(self, numel: int, dtype: torch.dtype, device: torch.device | str) -> None:
+        self.numel = int(numel)
+        self.idx = torch.empty(numel, dtype=torch.int64, device=device)
+        self.co = torch.empty((_ROWS, numel), dtype=dtype, device=device)
+        self.a = torch.empty(numel, dtype=dtype, device=device)
+        self.b = torch.empty(numel, dtype=dtype, device=device)
+        self.c = torch.empty(numel, dtype=dtype, device=device)
+
+    def get(self, name: str, n: int) -> torch.Tensor:
+        buf = getattr(self, name)
+        return buf[..., :n]
+
+
+def evaluate_table_into(
+    table: CurveTable,
+    x: torch.Tensor,
+    h_out: torch.Tensor,
+    d_out: torch.Tensor | None,
+    ws: Workspace,
+) -> None:
+    """:func:`evaluate_table` without autograd and without allocations.
+
+    x: contiguous 1-d [n] (n <= ws.numel), values in [0, 1]; writes h(x) into ``h_out`` and,
+    if given, h'(x) into ``d_out`` (both contiguous [n], x's dtype; may not alias x).
+    ``table`` must already be on x's device and dtype. Same formula as evaluate_table.
+    """
+    n = x.numel()
+    if table.is_identity:
+        h_out.copy_(x)
+        if d_out is not None:
+            d_out.fill_(1.0)
+        return
+    idx = ws.get("idx", n)
+    torch.bucketize(x, table.bounds, right=True, out=idx)
+    co = ws.get("co", n)
+    torch.index_select(table.coef, 1, idx, out=co)
+    u = torch.addcmul(co[_B], co[_A], x, out=ws.get("a", n))
+    r = torch.add(co[_C], u, alpha=-2.0, out=ws.get("b", n))
+    torch.addcmul(u, co[_C], r, out=r)
+    r.clamp_(min=_SFLOOR).sqrt_()
+    t = torch.add(co[_C], r, out=ws.get("c", n))
+    torch.div(u, t, out=t)
+    torch.addcmul(co[_YB], co[_YA], t, out=h_out)
+    h_out.mul_(t).add_(co[_Y0])
+    if d_out is not None:
+        torch.addcmul(co[_YB], co[_YA], t, value=2.0, out=d_out)
+        d_out.mul_(co[_A]).div_(r).mul_(0.5)
 
 
 @dataclass(frozen=True, eq=False)
