@@ -1,0 +1,216 @@
+"""The ``autoloss`` command: search, retrain, evaluate, report, export.
+
+Ray is imported lazily, only by the commands that need a cluster (search, retrain).
+Bad input exits with status 2 and one line on stderr, before anything is computed or written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any, Sequence
+
+from autoloss_ray.options import RECIPES, OptionsError, SearchOptions
+
+__all__ = ["main", "build_parser", "add_search_arguments", "search_options_from_args"]
+
+_METRIC_HELP = (
+    "target metric: miou, fwiou, biou, bf1, macc, gacc, or a sum such as miou+biou"
+)
+
+
+def add_search_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of ``autoloss search`` (shared with search.py)."""
+    g = p.add_argument_group("what to search")
+    g.add_argument("--metric", default="miou", help=_METRIC_HELP + " (default: miou)")
+    g.add_argument(
+        "--parameterization",
+        default="bezier",
+        choices=["bezier", "bezier1", "linear", "identity"],
+        help="curve family h(x) (default: bezier, 2 quadratic segments)",
+    )
+    g.add_argument(
+        "--searcher", default="ppo", choices=["ppo", "random"],
+        help="PPO2 (the paper) or the uniform random-search baseline (default: ppo)",
+    )
+    g.add_argument("--init-preset", default=None, help="start mu at a paper preset (e.g. miou)")
+    g = p.add_argument_group("proxy task")
+    g.add_argument(
+        "--recipe", default="demo", choices=sorted(RECIPES),
+        help="defaults for the proxy task: 'demo' (tiny net, 2 CPU cores, minutes) or "
+        "'paper' (DeepLabV3-R50, 128px, 1000 it, M=32, T=12); flags below override it",
+    )
+    g.add_argument("--dataset", default="synthetic",
+                   help="synthetic (default, built in), camvid, voc, cityscapes")
+    g.add_argument("--data-root", default=None, help="dataset directory (not for synthetic)")
+    g.add_argument("--model", default=None,
+                   help="tiny, lraspp_mobilenet_v3_large, deeplabv3_resnet50, "
+                   "deeplabv3_resnet101, fcn_resnet50")
+    g.add_argument("--backbone-weights", default=None,
+                   help="local .pth file with backbone weights (never downloaded)")
+    g.add_argument("--iterations", type=int, default=None, help="SGD iterations per trial")
+    g.add_argument("--batch-size", type=int, default=None)
+    g.add_argument("--image-size", type=int, default=None, help="square crop size in pixels")
+    g.add_argument("--train-size", type=int, default=None,
+                   help="images in the synthetic dataset (0 = dataset default)")
+    g.add_argument("--holdout-fraction", type=float, default=None,
+                   help="share of the training split held out for the reward")
+    g = p.add_argument_group("search (PPO2)")
+    g.add_argument("--steps", type=int, default=None, help="T, PPO steps")
+    g.add_argument("--samples", type=int, default=None, help="M, trials per step (>= 2)")
+    g.add_argument("--sigma", type=float, default=0.2, help="sampling std (default 0.2)")
+    g.add_argument("--clip-eps", type=float, default=0.2)
+    g.add_argument("--lr", type=float, default=0.2, help="Adam learning rate on mu")
+    g.add_argument("--update-steps", type=int, default=60)
+    g.add_argument("--baseline", default="mean", choices=["mean", "mu"])
+    g.add_argument("--failure-reward", type=float, default=0.0,
+                   help="reward given to a failed or diverged trial (default 0)")
+    g = p.add_argument_group("cluster and output")
+    g.add_argument("--gpus-per-trial", type=float, default=1.0,
+                   help="GPUs per trial; fractions pack trials on one GPU; "
+                   "ignored when the cluster has no GPU (default 1)")
+    g.add_argument("--cpus-per-trial", type=float, default=1.0)
+    g.add_argument("--max-concurrent", type=int, default=None,
+                   help="trials running at once (default: M)")
+    g.add_argument("--address", default=None,
+                   help="Ray cluster address ('auto' = the running one); default: the "
+                   "cluster of `ray job submit`, else an embedded local Ray")
+    g.add_argument("--store", default="runs/store", help="Parquet store: path or URI")
+    g.add_argument("--tune-dir", default=None,
+                   help="Ray Tune experiment directory (default: <store>/../tune); "
+                   "shared storage (s3://, NFS) for multi-node resume")
+    g.add_argument("--experiment", default="demo", help="experiment name in the store")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--resume", action="store_true",
+                   help="continue an interrupted search of the same --experiment")
+    g.add_argument("--export", default=None, help="write the best loss to this JSON file")
+    g.add_argument("--report-dir", default=None, help="write a report (Markdown + PNG) here")
+    g.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+
+
+def search_options_from_args(args: argparse.Namespace) -> SearchOptions:
+    return SearchOptions(
+        metric=args.metric,
+        parameterization=args.parameterization,
+        searcher=args.searcher,
+        recipe=args.recipe,
+        dataset=args.dataset,
+        data_root=args.data_root,
+        model=args.model,
+        backbone_weights=args.backbone_weights,
+        iterations=args.iterations,
+        batch_size=args.batch_size,
+        image_size=args.image_size,
+        train_size=args.train_size,
+        holdout_fraction=args.holdout_fraction,
+        steps=args.steps,
+        samples=args.samples,
+        sigma=args.sigma,
+        clip_eps=args.clip_eps,
+        lr=args.lr,
+        update_steps=args.update_steps,
+        baseline=args.baseline,
+        init_preset=args.init_preset,
+        failure_reward=args.failure_reward,
+        gpus_per_trial=args.gpus_per_trial,
+        cpus_per_trial=args.cpus_per_trial,
+        max_concurrent=args.max_concurrent,
+        store=args.store,
+        tune_dir=args.tune_dir,
+        experiment=args.experiment,
+        seed=args.seed,
+        address=args.address,
+        resume=args.resume,
+        export=args.export,
+        report_dir=args.report_dir,
+        verbose=0 if args.quiet else 1,
+    )
+
+
+def _cmd_search(args: argparse.Namespace) -> int:
+    opts = search_options_from_args(args).resolved()  # validates before Ray starts
+    from trainables.experiment import run_search
+
+    outcome = run_search(opts)
+    _print_outcome(outcome)
+    return 0
+
+
+def _print_outcome(outcome: dict[str, Any]) -> None:
+    print("[autoloss] done: " + json.dumps(outcome, default=str), flush=True)
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from autoloss_ray.export import export_experiment
+    from autoloss_ray.store import ExperimentStore
+
+    path = export_experiment(ExperimentStore(args.store), args.experiment, args.out,
+                             num_classes=args.num_classes)
+    print(f"[autoloss] wrote {path}")
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from autoloss_ray.report import write_search_report
+    from autoloss_ray.store import ExperimentStore
+
+    store = ExperimentStore(args.store)
+    paths = write_search_report(store, args.experiment, args.out, compare=args.compare)
+    print(f"[autoloss] report written: {paths}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="autoloss",
+        description="Search, retrain and evaluate metric surrogate losses for semantic "
+        "segmentation (Auto Seg-Loss) on Ray.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("search", help="search a surrogate loss for a metric with PPO2",
+                       description="Search the curve parameters of a metric surrogate with "
+                       "PPO2 on Ray Tune; every trial lands in the Parquet store.")
+    add_search_arguments(p)
+    p.set_defaults(func=_cmd_search)
+
+    p = sub.add_parser("export", help="write the best searched loss of an experiment as JSON",
+                       description="Write the mu of the best PPO step as a loss file that "
+                       "SurrogateLoss.from_file loads.")
+    p.add_argument("--store", default="runs/store")
+    p.add_argument("--experiment", required=True)
+    p.add_argument("--out", required=True, help="output .json path")
+    p.add_argument("--num-classes", type=int, default=None,
+                   help="class count recorded in the file (default: the search's dataset)")
+    p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("report", help="tables and plots from the store",
+                       description="Markdown table, reward-per-step plot and searched-curve "
+                       "plots for an experiment.")
+    p.add_argument("--store", default="runs/store")
+    p.add_argument("--experiment", required=True)
+    p.add_argument("--compare", action="append", default=[],
+                   help="another experiment (e.g. the random-search run) to plot beside it")
+    p.add_argument("--out", default="runs/report", help="output directory")
+    p.set_defaults(func=_cmd_report)
+
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (OptionsError, ValueError, TypeError, FileNotFoundError) as exc:
+        print(f"autoloss {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"autoloss {args.command}: interrupted; rerun with --resume to continue",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

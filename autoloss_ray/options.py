@@ -1,0 +1,190 @@
+"""Validated, keyword-only options of a search run (no ray import).
+
+The CLI, ``search.py`` and programmatic callers build a :class:`SearchOptions`; ``validate``
+checks everything that can be checked before Ray starts or a file is written, so that bad
+input fails fast with one sentence and leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["RECIPES", "SearchOptions", "OptionsError", "is_uri"]
+
+# Proxy-task recipes. "demo" finishes on 2 CPU cores in a few minutes (the README's main job);
+# "paper" is the paper's proxy task (DESIGN section 5).
+RECIPES: dict[str, dict[str, Any]] = {
+    "demo": {
+        "model": "tiny",
+        "image_size": 64,
+        "iterations": 60,
+        "batch_size": 8,
+        "steps": 4,
+        "samples": 8,
+        "train_size": 192,
+        "holdout_fraction": 0.25,
+    },
+    "paper": {
+        "model": "deeplabv3_resnet50",
+        "image_size": 128,
+        "iterations": 1000,
+        "batch_size": 32,
+        "steps": 12,
+        "samples": 32,
+        "train_size": 0,
+        "holdout_fraction": 0.1,
+    },
+}
+
+_EXPERIMENT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+
+class OptionsError(ValueError):
+    """Bad user input, detected before any compute."""
+
+
+def is_uri(path: str) -> bool:
+    return "://" in str(path)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SearchOptions:
+    """Everything a search needs. ``None`` means "take it from the recipe"."""
+
+    metric: str = "miou"
+    parameterization: str = "bezier"
+    searcher: str = "ppo"
+    recipe: str = "demo"
+    dataset: str = "synthetic"
+    data_root: str | None = None
+    num_classes: int | None = None
+    model: str | None = None
+    backbone_weights: str | None = None
+    iterations: int | None = None
+    batch_size: int | None = None
+    image_size: int | None = None
+    train_size: int | None = None
+    holdout_fraction: float | None = None
+    steps: int | None = None
+    samples: int | None = None
+    sigma: float = 0.2
+    clip_eps: float = 0.2
+    lr: float = 0.2
+    update_steps: int = 60
+    baseline: str = "mean"
+    init_preset: str | None = None
+    failure_reward: float = 0.0
+    gpus_per_trial: float = 1.0
+    cpus_per_trial: float = 1.0
+    max_concurrent: int | None = None
+    store: str = "runs/store"
+    tune_dir: str | None = None
+    experiment: str = "demo"
+    seed: int = 0
+    address: str | None = None
+    resume: bool = False
+    export: str | None = None
+    report_dir: str | None = None
+    verbose: int = 1
+    extra_config: dict[str, Any] = field(default_factory=dict)
+
+    def resolved(self) -> "SearchOptions":
+        """Fill the ``None`` fields from the recipe and validate; returns a new object."""
+        if self.recipe not in RECIPES:
+            raise OptionsError(
+                f"unknown recipe {self.recipe!r}; expected one of {sorted(RECIPES)}"
+            )
+        values = {
+            k: (RECIPES[self.recipe][k] if getattr(self, k) is None else getattr(self, k))
+            for k in RECIPES[self.recipe]
+        }
+        if self.tune_dir is None and not is_uri(self.store):
+            values["tune_dir"] = str(Path(self.store).resolve().parent / "tune")
+        out = dataclasses.replace(self, **values)
+        out.validate()
+        return out
+
+    def validate(self) -> None:
+        from autoloss_ray.metrics import parse_metric
+
+        parse_metric(self.metric)  # raises ValueError naming the allowed metrics
+        from autoloss_ray.surrogates import search_space
+
+        search_space(self.metric, self.parameterization)
+        if self.searcher not in ("ppo", "random"):
+            raise OptionsError(f"--searcher must be 'ppo' or 'random', got {self.searcher!r}")
+        if self.steps is not None and self.steps < 1:
+            raise OptionsError(f"--steps must be >= 1, got {self.steps}")
+        if self.samples is not None and self.samples < 2:
+            raise OptionsError(
+                f"--samples (M) must be >= 2 so that PPO has an advantage to follow, "
+                f"got {self.samples}"
+            )
+        if not self.sigma > 0:
+            raise OptionsError(f"--sigma must be > 0, got {self.sigma}")
+        for name in ("iterations", "batch_size", "image_size"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise OptionsError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+        if self.gpus_per_trial < 0 or self.cpus_per_trial <= 0:
+            raise OptionsError(
+                "--gpus-per-trial must be >= 0 and --cpus-per-trial > 0, got "
+                f"{self.gpus_per_trial} and {self.cpus_per_trial}"
+            )
+        if not _EXPERIMENT_RE.match(self.experiment):
+            raise OptionsError(
+                f"--experiment must be 1-128 letters, digits, '_', '.', '-', got "
+                f"{self.experiment!r}"
+            )
+        if self.dataset != "synthetic":
+            if not self.data_root:
+                raise OptionsError(
+                    f"--dataset {self.dataset} needs --data-root pointing at its files"
+                )
+            if not is_uri(self.data_root) and not Path(self.data_root).is_dir():
+                raise OptionsError(f"--data-root {self.data_root!r} is not a directory")
+        if not is_uri(self.store):
+            store = Path(self.store)
+            if store.exists() and not store.is_dir():
+                raise OptionsError(
+                    f"--store {self.store!r} is an existing file; give a directory path"
+                )
+        if self.export and Path(self.export).is_dir():
+            raise OptionsError(f"--export {self.export!r} is a directory; give a .json path")
+        if self.backbone_weights and not os.path.isfile(self.backbone_weights):
+            raise OptionsError(f"--backbone-weights {self.backbone_weights!r} does not exist")
+        if self.init_preset is not None:
+            from autoloss_ray.presets import PRESETS
+
+            if self.init_preset not in PRESETS:
+                raise OptionsError(
+                    f"--init-preset must be one of {sorted(PRESETS)}, got {self.init_preset!r}"
+                )
+
+    def trial_config(self) -> dict[str, Any]:
+        """The constant part of every trial's config (the searcher adds ``theta``)."""
+        config: dict[str, Any] = {
+            "metric": self.metric,
+            "parameterization": self.parameterization,
+            "dataset": self.dataset,
+            "data_root": self.data_root,
+            "model": self.model,
+            "iterations": self.iterations,
+            "batch_size": self.batch_size,
+            "image_size": self.image_size,
+            "holdout_fraction": self.holdout_fraction,
+            "seed": self.seed,
+        }
+        if self.train_size:
+            config["train_size"] = self.train_size
+        if self.num_classes is not None:
+            config["num_classes"] = self.num_classes
+        if self.backbone_weights:
+            config["backbone_weights"] = os.path.abspath(self.backbone_weights)
+        config.update(self.extra_config)
+        return config

@@ -1,0 +1,59 @@
+#!/usr/bin/env python
+"""Entry point for `ray submit cluster/gpu.yaml search.py -- --metric miou ...`.
+
+Takes the same options as `autoloss search`. It joins the running cluster when there is one
+(the head it was submitted to, `ray job submit`, or `--address`), and otherwise starts an
+embedded local Ray, so `python search.py --help` and a local run work too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    from autoloss_ray.cli import add_search_arguments, search_options_from_args
+    from autoloss_ray.options import OptionsError
+
+    parser = argparse.ArgumentParser(
+        prog="search.py",
+        description="Search a metric surrogate loss with PPO2 on a Ray cluster "
+        "(same options as `autoloss search`).",
+    )
+    add_search_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        opts = search_options_from_args(args)
+        if opts.address is None:
+            opts = _with_running_cluster(opts)
+        opts = opts.resolved()
+        from trainables.experiment import run_search
+
+        outcome = run_search(opts)
+    except (OptionsError, ValueError, TypeError, FileNotFoundError) as exc:
+        print(f"search.py: error: {exc}", file=sys.stderr)
+        return 2
+    print("[autoloss] done: " + repr(dict(outcome)), flush=True)
+    return 0
+
+
+def _with_running_cluster(opts):
+    """Use address='auto' when a Ray cluster runs on this machine (e.g. a `ray up` head)."""
+    import dataclasses
+    import os
+
+    if os.environ.get("RAY_ADDRESS"):
+        return opts
+    try:
+        from ray._private.services import find_gcs_addresses
+
+        if find_gcs_addresses():
+            return dataclasses.replace(opts, address="auto")
+    except Exception:  # older/newer Ray: fall back to an embedded cluster
+        pass
+    return opts
+
+
+if __name__ == "__main__":
+    sys.exit(main())
