@@ -315,23 +315,30 @@ class _Curve(torch.autograd.Function):
     def forward(ctx, x, table):
         ctx.table = table
         ctx.save_for_backward(x)
-        return _blocked(lambda xb: evaluate_table(table, xb), x)
+        return _blocked(table, x, derivative=False)
 
     @staticmethod
     def backward(ctx, g):
         (x,) = ctx.saved_tensors
-        table = ctx.table
-        d = _blocked(lambda xb: evaluate_table(table, xb, derivative=True)[1], x)
-        return g * d, None
+        return g * _blocked(ctx.table, x, derivative=True), None
 
 
-def _blocked(fn, x: torch.Tensor) -> torch.Tensor:
-    if x.device.type == "cuda" or x.numel() <= (1 << 18):
-        return fn(x)
-    flat = x.reshape(-1)
+def _blocked(table: CurveTable, x: torch.Tensor, *, derivative: bool) -> torch.Tensor:
+    """h(x) or h'(x) of a contiguous tensor, evaluated in blocks with reused scratch buffers."""
+    if x.device.type == "cuda":
+        out = evaluate_table(table, x, derivative=derivative)
+        return out[1] if derivative else out
+    flat = x.contiguous().view(-1)
+    block = min(flat.numel(), _CPU_BLOCK)
+    ws = Workspace(block, x.dtype, x.device)
     out = torch.empty_like(flat)
-    for xb, ob in zip(flat.split(1 << 18), out.split(1 << 18)):
-        ob.copy_(fn(xb))
+    scratch = torch.empty(block, dtype=x.dtype, device=x.device) if derivative else None
+    for i in range(0, flat.numel(), block):
+        xb, ob = flat[i: i + block], out[i: i + block]
+        if derivative:
+            evaluate_table_into(table, xb, scratch[: xb.numel()], ob, ws)
+        else:
+            evaluate_table_into(table, xb, ob, None, ws)
     return out.view_as(x)
 
 
