@@ -207,11 +207,15 @@ def summarize(opts: SearchOptions, store: ExperimentStore) -> SearchOutcome:
         steps=int(len(policy)),
     )
     if len(policy):
-        best = policy.loc[policy["mean_reward"].idxmax()]
+        best = policy.loc[policy["mean_reward"].astype(float).idxmax()]
         out["best_step"] = int(best["step"])
         out["best_mean_reward"] = float(best["mean_reward"])
-        out["best_mu"] = [float(v) for v in best["mu"]]
     if len(trials):
+        from autoloss_ray.report import best_theta
+
+        theta = best_theta(trials, policy)  # PPO: best step's mu; random: best trial
+        if theta is not None:
+            out["best_theta"] = [round(float(v), 6) for v in theta]
         out["best_trial_reward"] = float(trials["reward"].max())
     return out
 
