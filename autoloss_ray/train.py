@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["TrialConfig", "run_trial", "resolve_device", "build_loss", "build_data", "METRIC_KEYS"]
+__all__ = ["TrialConfig", "run_trial", "evaluate_model", "resolve_device", "build_loss", "build_data", "METRIC_KEYS"]
 
 METRIC_KEYS = ("miou", "fwiou", "biou", "bf1", "macc", "gacc")
 
@@ -65,6 +65,8 @@ class TrialConfig:
     # model and optimisation (the paper's proxy recipe)
     model: str = "lraspp_mobilenet_v3_large"
     backbone_weights: str | None = None
+    save_checkpoint: str | None = None  # path: save the trained weights there (retrain)
+    loss_label: str | None = None  # how reports name the loss (retrain tables)
     iterations: int = 1000
     batch_size: int = 32
     eval_batch_size: int | None = None
@@ -100,7 +102,7 @@ class TrialConfig:
                 f"unknown trial config key(s) {unknown}; expected some of {sorted(names)}"
             )
         defaults = {f.name for f in dataclasses.fields(cls) if f.name not in ("theta", "loss",
-                    "data_root", "num_classes", "backbone_weights", "eval_batch_size",
+                    "data_root", "num_classes", "backbone_weights", "save_checkpoint", "loss_label", "eval_batch_size",
                     "eval_split", "search_step", "search_sample", "experiment")}
         kwargs = {
             k: v for k, v in config.items() if k in names and not (v is None and k in defaults)
@@ -261,6 +263,48 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def evaluate_model(
+    model: torch.nn.Module,
+    dataset,
+    *,
+    num_classes: int,
+    ignore_index: int,
+    boundary_tolerance: int = 5,
+    device: torch.device | str = "cpu",
+    batch_size: int = 8,
+    num_workers: int = 0,
+    amp: bool = True,
+) -> dict[str, float]:
+    """The six exact metrics of ``model`` on ``dataset`` (argmax of logits resized to the
+    labels), accumulated over the whole dataset with :class:`MetricAccumulator`."""
+    from autoloss_ray.metrics import MetricAccumulator
+
+    device = torch.device(device)
+    pin = device.type == "cuda"
+    accumulator = MetricAccumulator(
+        num_classes, ignore_index=ignore_index, boundary_tolerance=boundary_tolerance,
+        device=device,
+    )
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, pin_memory=pin
+    )
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        for images, labels in loader:
+            images = images.to(device, non_blocking=pin)
+            labels = labels.to(device, non_blocking=pin)
+            with _autocast(device, amp):
+                logits = model(images)
+            if logits.shape[-2:] != labels.shape[-2:]:
+                logits = torch.nn.functional.interpolate(
+                    logits.float(), size=labels.shape[-2:], mode="bilinear", align_corners=False
+                )
+            accumulator.update(logits.argmax(dim=1), labels)
+    model.train(was_training)
+    return {k: float(v) for k, v in accumulator.compute().items()}
+
+
 def run_trial(
     config: Mapping[str, Any] | TrialConfig,
     *,
@@ -276,7 +320,7 @@ def run_trial(
     ``progress`` (optional) is called every ``progress_every`` iterations with
     ``{"iteration", "loss", "lr"}``.
     """
-    from autoloss_ray.metrics import MetricAccumulator, reward
+    from autoloss_ray.metrics import reward
     from autoloss_ray.models import build_model, param_groups
 
     cfg = TrialConfig.from_mapping(config)
@@ -384,33 +428,20 @@ def run_trial(
 
         # --- evaluation on the hold-out split ------------------------------------------
         start = time.perf_counter()
-        accumulator = MetricAccumulator(
-            num_classes,
-            ignore_index=ignore_index,
-            boundary_tolerance=cfg.boundary_tolerance,
-            device=device,
+        metrics = evaluate_model(
+            model, eval_set, num_classes=num_classes, ignore_index=ignore_index,
+            boundary_tolerance=cfg.boundary_tolerance, device=device,
+            batch_size=cfg.eval_batch_size or cfg.batch_size, num_workers=cfg.num_workers,
+            amp=cfg.amp,
         )
-        eval_loader = torch.utils.data.DataLoader(
-            eval_set,
-            batch_size=cfg.eval_batch_size or cfg.batch_size,
-            shuffle=False,
-            num_workers=cfg.num_workers,
-            pin_memory=pin,
-        )
-        model.eval()
-        with torch.no_grad():
-            for images, labels in eval_loader:
-                images = images.to(device, non_blocking=pin)
-                labels = labels.to(device, non_blocking=pin)
-                with _autocast(device, cfg.amp):
-                    logits = model(images)
-                if logits.shape[-2:] != labels.shape[-2:]:
-                    logits = torch.nn.functional.interpolate(
-                        logits.float(), size=labels.shape[-2:], mode="bilinear", align_corners=False
-                    )
-                accumulator.update(logits.argmax(dim=1), labels)
-        metrics = accumulator.compute()
-        _sync(device)
+        if cfg.save_checkpoint:
+            from autoloss_ray.checkpoint import save_checkpoint
+
+            result["checkpoint"] = save_checkpoint(
+                cfg.save_checkpoint, model, model_name=cfg.model, num_classes=num_classes,
+                dataset=cfg.dataset, image_size=cfg.image_size, ignore_index=ignore_index,
+                boundary_tolerance=cfg.boundary_tolerance,
+            )
         result["eval_seconds"] = time.perf_counter() - start
         for k in METRIC_KEYS:
             result[k] = float(metrics[k])
