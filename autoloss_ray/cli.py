@@ -195,6 +195,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/report", help="output directory")
     p.set_defaults(func=_cmd_report)
 
+    from autoloss_ray import cli_retrain
+
+    cli_retrain.add_commands(sub)
     return parser
 
 

@@ -24,6 +24,8 @@ PURE_MODULES = [
     "autoloss_ray.options",
     "autoloss_ray.export",
     "autoloss_ray.cli",
+    "autoloss_ray.cli_retrain",
+    "autoloss_ray.checkpoint",
 ]
 
 

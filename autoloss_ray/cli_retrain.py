@@ -1,0 +1,257 @@
+"""``autoloss retrain`` and ``autoloss evaluate`` (imports ray lazily, only to retrain).
+
+A loss SPEC is one of:
+  ce | wce | dpce | ssim | dice | lovasz     a hand-designed baseline
+  preset:NAME                                the paper's released curves for metric NAME
+  experiment:NAME                            the best searched loss of a store experiment
+  file:PATH.json  (or PATH.json)             a loss file written by `autoloss export`
+Every SPEC is resolved and validated before Ray starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["LossSpec", "resolve_loss_spec", "add_commands"]
+
+_SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+@dataclass(frozen=True)
+class LossSpec:
+    label: str  # as given on the command line; the row's `loss` column
+    loss: str  # what TrialConfig.loss takes: a baseline name or a loss JSON path
+
+
+def resolve_loss_spec(spec: str, *, metric: str, store: str, loss_dir: str) -> LossSpec:
+    """Turn a SPEC into a baseline name or a loss file (written under ``loss_dir``)."""
+    from autoloss_ray.baselines import BASELINES
+
+    spec = spec.strip()
+    if spec in BASELINES:
+        return LossSpec(spec, spec)
+    kind, _, value = spec.partition(":")
+    if not _ and spec.endswith(".json"):
+        kind, value = "file", spec
+    safe = _SAFE.sub("_", spec)
+    os.makedirs(loss_dir, exist_ok=True)
+    if kind == "preset":
+        from autoloss_ray.presets import PRESETS
+        from autoloss_ray.surrogates import SurrogateLoss
+
+        if value not in PRESETS:
+            raise ValueError(f"unknown preset {value!r} in {spec!r}; presets: {sorted(PRESETS)}")
+        path = os.path.join(loss_dir, f"{safe}.json")
+        SurrogateLoss.from_preset(value, num_classes=1).to_file(path, meta={"preset": value})
+        return LossSpec(spec, path)
+    if kind == "experiment":
+        from autoloss_ray.export import export_experiment
+
+        path = os.path.join(loss_dir, f"{safe}.json")
+        export_experiment(store, value, path, num_classes=1)
+        _check_file_metric(path, metric, spec)
+        return LossSpec(spec, path)
+    if kind == "file":
+        path = os.path.abspath(value)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"loss file {value!r} (from {spec!r}) does not exist")
+        _check_file_metric(path, metric, spec)
+        return LossSpec(spec, path)
+    raise ValueError(
+        f"unknown loss {spec!r}; expected a baseline {sorted(BASELINES)}, preset:NAME, "
+        "experiment:NAME or file:PATH.json"
+    )
+
+
+def _check_file_metric(path: str, metric: str, spec: str) -> None:
+    from autoloss_ray.surrogates import SurrogateLoss
+
+    loss = SurrogateLoss.from_file(path, num_classes=1)  # validates the whole file
+    if loss.metric != metric:
+        raise ValueError(
+            f"loss {spec!r} is a {loss.metric} surrogate but --metric is {metric}; pass "
+            f"--metric {loss.metric} or another loss"
+        )
+
+
+class _ByLoss:
+    """Picklable ``tune.sample_from`` function: a value chosen by the trial's ``loss``."""
+
+    def __init__(self, mapping: dict[str, str]) -> None:
+        self.mapping = mapping
+
+    def __call__(self, spec: Any) -> str:
+        return self.mapping[spec["config"]["loss"]]
+
+
+def _cmd_retrain(args: argparse.Namespace) -> int:
+    from autoloss_ray.metrics import parse_metric
+    from autoloss_ray.options import OptionsError
+    from autoloss_ray.store import ExperimentStore, check_name
+
+    parse_metric(args.metric)
+    check_name(args.experiment, "experiment")
+    if not args.loss:
+        raise OptionsError("give at least one --loss SPEC (e.g. --loss ce --loss preset:miou)")
+    if args.dataset != "synthetic" and not (args.data_root and os.path.isdir(args.data_root)):
+        raise OptionsError(f"--dataset {args.dataset} needs --data-root pointing at its files")
+    if os.path.isfile(args.store):
+        raise OptionsError(f"--store {args.store!r} is an existing file; give a directory path")
+    store = ExperimentStore(args.store)
+    if len(store.trials(args.experiment)):
+        raise OptionsError(
+            f"experiment {args.experiment!r} already has rows in {args.store}; choose another "
+            "--experiment"
+        )
+    out_dir = os.path.abspath(args.checkpoint_dir or os.path.join(
+        os.path.dirname(os.path.abspath(args.store)), "retrain", args.experiment))
+    specs = [resolve_loss_spec(s, metric=args.metric, store=args.store,
+                               loss_dir=os.path.join(out_dir, "losses")) for s in args.loss]
+    if len({s.loss for s in specs}) != len(specs):
+        raise OptionsError("each --loss may be given once")
+
+    from ray import tune
+
+    from trainables import StoreCallback, retrain_task, with_gpu_resources
+    from trainables.experiment import init_ray
+
+    init_ray(args.address)
+    labels = {s.loss: s.label for s in specs}
+    checkpoints = {s.loss: os.path.join(out_dir, f"{_SAFE.sub('_', s.label)}.pt") for s in specs}
+    config = {
+        "metric": args.metric,
+        "loss": tune.grid_search([s.loss for s in specs]),
+        "loss_label": tune.sample_from(_ByLoss(labels)),
+        "save_checkpoint": tune.sample_from(_ByLoss(checkpoints)),
+        "dataset": args.dataset,
+        "data_root": args.data_root,
+        "model": args.model,
+        "iterations": args.iterations,
+        "batch_size": args.batch_size,
+        "image_size": args.image_size,
+        "train_size": args.train_size,
+        "eval_split": args.eval_split,
+        "seed": args.seed,
+    }
+    tuner = tune.Tuner(
+        with_gpu_resources(retrain_task, gpus_per_trial=args.gpus_per_trial,
+                           cpus_per_trial=args.cpus_per_trial),
+        param_space=config,
+        tune_config=tune.TuneConfig(max_concurrent_trials=args.max_concurrent),
+        run_config=tune.RunConfig(
+            name=args.experiment,
+            storage_path=os.path.join(os.path.dirname(os.path.abspath(args.store)), "tune"),
+            callbacks=[StoreCallback(store.root, args.experiment, args.metric, kind="retrain")],
+            verbose=0,
+        ),
+    )
+    tuner.fit()
+    from autoloss_ray.report import results_table
+
+    rows = store.trials(args.experiment)
+    print(results_table(rows))
+    failed = rows[rows["status"] != "ok"]
+    for _, row in failed.iterrows():
+        print(f"[autoloss] {row['loss']}: {row['status']}: {row['error']}")
+    return 0 if len(failed) == 0 else 1
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from autoloss_ray.checkpoint import load_checkpoint
+    from autoloss_ray.data import build_dataset
+    from autoloss_ray.train import evaluate_model, resolve_device
+
+    model, meta = load_checkpoint(args.checkpoint)
+    dataset = build_dataset(args.dataset, root=args.data_root, split=args.split,
+                            image_size=args.image_size or int(meta["image_size"]), train=False,
+                            seed=args.seed,
+                            **({"length": args.train_size} if args.train_size else {}))
+    if dataset.num_classes != int(meta["num_classes"]):
+        raise ValueError(
+            f"checkpoint {args.checkpoint!r} was trained for {meta['num_classes']} classes but "
+            f"dataset {args.dataset!r} has {dataset.num_classes}"
+        )
+    device = resolve_device(args.device)
+    model.to(device)
+    metrics = evaluate_model(
+        model, dataset, num_classes=dataset.num_classes, ignore_index=dataset.ignore_index,
+        boundary_tolerance=int(meta.get("boundary_tolerance", 5)), device=device,
+        batch_size=args.batch_size,
+    )
+    print("| checkpoint | mIoU | FWIoU | BIoU | BF1 | mAcc | gAcc |")
+    print("|---|---|---|---|---|---|---|")
+    print(f"| {os.path.basename(args.checkpoint)} | "
+          + " | ".join(f"{100 * metrics[k]:.2f}"
+                       for k in ("miou", "fwiou", "biou", "bf1", "macc", "gacc")) + " |")
+    if args.json:
+        print(json.dumps(metrics))
+    if args.store and args.experiment:
+        import uuid
+
+        from autoloss_ray.store import ExperimentStore
+
+        ExperimentStore(args.store).write_trial({
+            "experiment": args.experiment, "trial_id": uuid.uuid4().hex[:12], "kind": "evaluate",
+            "loss": os.path.basename(args.checkpoint), "status": "ok", "dataset": args.dataset,
+            "model": meta["model"], "checkpoint": os.path.abspath(args.checkpoint),
+            "device": str(device), **metrics,
+        })
+    return 0
+
+
+def add_commands(sub: Any) -> None:
+    """Register ``retrain`` and ``evaluate`` on the ``autoloss`` subparsers."""
+    p = sub.add_parser(
+        "retrain", help="train with searched, preset and baseline losses; compare on val",
+        description="Train one network per --loss (parallel Ray trials) on the full training "
+        "split, evaluate all six metrics on --eval-split, store rows and weights.",
+        epilog=__doc__.split("\n", 2)[2] if __doc__ else None,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--loss", action="append", default=[], metavar="SPEC",
+                   help="a loss to train with (repeat): ce, lovasz, preset:miou, "
+                   "experiment:NAME, file:PATH.json ...")
+    p.add_argument("--metric", default="miou", help="the metric the table's reward is")
+    p.add_argument("--dataset", default="synthetic")
+    p.add_argument("--data-root", default=None)
+    p.add_argument("--eval-split", default="val", help="split to evaluate on (default val)")
+    p.add_argument("--model", default="tiny")
+    p.add_argument("--iterations", type=int, default=300)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--image-size", type=int, default=64)
+    p.add_argument("--train-size", type=int, default=0,
+                   help="synthetic: dataset length; others: a seeded subset (0 = all)")
+    p.add_argument("--gpus-per-trial", type=float, default=1.0)
+    p.add_argument("--cpus-per-trial", type=float, default=1.0)
+    p.add_argument("--max-concurrent", type=int, default=None)
+    p.add_argument("--store", default="runs/store")
+    p.add_argument("--experiment", default="retrain")
+    p.add_argument("--checkpoint-dir", default=None,
+                   help="where weights go (default <store>/../retrain/<experiment>)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--address", default=None)
+    p.set_defaults(func=_cmd_retrain)
+
+    p = sub.add_parser(
+        "evaluate", help="the six metrics of a saved model on a dataset split",
+        description="Evaluate a checkpoint written by `autoloss retrain` on any split.",
+    )
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--dataset", default="synthetic")
+    p.add_argument("--data-root", default=None)
+    p.add_argument("--split", default="val")
+    p.add_argument("--image-size", type=int, default=None,
+                   help="default: the size the model was trained at")
+    p.add_argument("--train-size", type=int, default=0, help="synthetic: dataset length")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="also print the metrics as JSON")
+    p.add_argument("--store", default=None, help="also write a row (kind evaluate) here")
+    p.add_argument("--experiment", default=None)
+    p.set_defaults(func=_cmd_evaluate)

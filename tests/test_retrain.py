@@ -1,0 +1,133 @@
+"""`autoloss retrain` and `autoloss evaluate` for real: Ray trials, store rows, checkpoints."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from autoloss_ray.cli import main as cli_main
+from autoloss_ray.store import ExperimentStore
+from autoloss_ray.surrogates import search_space
+
+SMALL = ["--iterations", "12", "--image-size", "32", "--train-size", "24", "--batch-size", "4"]
+
+
+def _searched_store(root: Path, experiment: str = "searched") -> np.ndarray:
+    """A store holding a finished 1-step mIoU search (as the search service writes it)."""
+    space = search_space("miou")
+    mu = np.clip(space.init + 0.05, space.low, space.high)
+    store = ExperimentStore(root)
+    config = {"metric": "miou", "parameterization": "bezier", "dataset": "synthetic",
+              "num_classes": 8}
+    for sample in range(2):
+        store.write_trial({
+            "experiment": experiment, "trial_id": f"t{sample}", "kind": "search", "step": 0,
+            "sample": sample, "metric": "miou", "parameterization": "bezier",
+            "theta": mu.tolist(), "reward": 0.5 + sample / 10, "status": "ok",
+            "config": config,
+        })
+    store.write_policy({"experiment": experiment, "step": 0, "mu": mu.tolist(), "sigma": 0.2,
+                        "rewards": [0.5, 0.6], "mean_reward": 0.55})
+    return mu
+
+
+@pytest.fixture(scope="module")
+def retrained(tmp_path_factory):
+    """One retrain run with four kinds of loss (baseline, preset, experiment, file)."""
+    import ray
+
+    root = tmp_path_factory.mktemp("retrain")
+    store = root / "store"
+    mu = _searched_store(store)
+    loss_file = root / "exported.json"
+    assert cli_main(["export", "--store", str(store), "--experiment", "searched",
+                     "--out", str(loss_file)]) == 0
+    ray.init(num_cpus=2, include_dashboard=False)
+    try:
+        code = cli_main(["retrain", "--loss", "ce", "--loss", "preset:miou",
+                         "--loss", "experiment:searched", "--loss", f"file:{loss_file}",
+                         "--store", str(store), "--experiment", "rt",
+                         "--checkpoint-dir", str(root / "ckpt"), *SMALL])
+    finally:
+        ray.shutdown()
+    return {"code": code, "store": store, "root": root, "mu": mu, "loss_file": loss_file}
+
+
+@pytest.mark.slow
+def test_retrain_lands_a_row_per_loss_with_all_metrics_and_weights(retrained) -> None:
+    assert retrained["code"] == 0
+    rows = ExperimentStore(retrained["store"]).trials("rt")
+    assert sorted(rows["loss"]) == sorted(
+        ["ce", "preset:miou", "experiment:searched", f"file:{retrained['loss_file']}"]
+    )
+    assert set(rows["kind"]) == {"retrain"} and set(rows["status"]) == {"ok"}
+    assert rows[["miou", "fwiou", "biou", "bf1", "macc", "gacc"]].notna().all().all()
+    assert all(Path(p).is_file() for p in rows["checkpoint"])
+    # the experiment's loss and the exported file are the same loss: same seed, same result
+    by_loss = rows.set_index("loss")
+    exp = by_loss.loc["experiment:searched"]
+    fil = by_loss.loc[f"file:{retrained['loss_file']}"]
+    assert exp["miou"] == pytest.approx(fil["miou"])
+    assert json.load(open(retrained["loss_file"]))["theta"] == pytest.approx(
+        retrained["mu"].tolist())
+
+
+@pytest.mark.slow
+def test_evaluate_reproduces_the_retrain_metrics(retrained, capsys) -> None:
+    rows = ExperimentStore(retrained["store"]).trials("rt").set_index("loss")
+    ce = rows.loc["ce"]
+    capsys.readouterr()
+    assert cli_main(["evaluate", "--checkpoint", ce["checkpoint"], "--split", "val",
+                     "--train-size", "24", "--batch-size", "4", "--json"]) == 0
+    metrics = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    for k in ("miou", "fwiou", "biou", "bf1", "macc", "gacc"):
+        assert metrics[k] == pytest.approx(ce[k], abs=1e-9), k
+
+
+@pytest.mark.slow
+def test_evaluate_refuses_a_checkpoint_of_another_class_count(retrained, camvid_root,
+                                                              capsys) -> None:
+    ckpt = ExperimentStore(retrained["store"]).trials("rt")["checkpoint"].iloc[0]
+    assert cli_main(["evaluate", "--checkpoint", ckpt, "--dataset", "camvid",
+                     "--data-root", str(camvid_root), "--split", "val"]) == 2
+    assert "trained for 8 classes" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--loss", "focal"], "unknown loss"),
+        (["--loss", "experiment:nope"], "no trials"),
+        (["--loss", "preset:nope"], "unknown preset"),
+        (["--loss", "file:/no/such.json"], "does not exist"),
+        ([], "at least one --loss"),
+    ],
+)
+def test_bad_retrain_input_is_refused_before_ray_starts(tmp_path: Path, capsys, args,
+                                                        message) -> None:
+    import ray
+
+    code = cli_main(["retrain", "--store", str(tmp_path / "store"), *args])
+    assert code == 2 and message in capsys.readouterr().err
+    assert not ray.is_initialized()
+
+
+def test_loss_file_of_another_metric_is_refused(tmp_path: Path, capsys) -> None:
+    from autoloss_ray import SurrogateLoss
+
+    path = tmp_path / "bf1.json"
+    SurrogateLoss.from_preset("bf1", num_classes=8).to_file(path)
+    assert cli_main(["retrain", "--store", str(tmp_path / "s"), "--metric", "miou",
+                     "--loss", f"file:{path}"]) == 2
+    assert "is a bf1 surrogate but --metric is miou" in capsys.readouterr().err
+
+
+def test_evaluate_refuses_a_file_that_is_not_a_checkpoint(tmp_path: Path, capsys) -> None:
+    bad = tmp_path / "x.pt"
+    bad.write_bytes(b"not a checkpoint")
+    assert cli_main(["evaluate", "--checkpoint", str(bad)]) == 2
+    assert "not a readable autoloss-ray checkpoint" in capsys.readouterr().err
+    assert cli_main(["evaluate", "--checkpoint", str(tmp_path / "missing.pt")]) == 2
