@@ -85,8 +85,8 @@ class _ByLoss:
     def __init__(self, mapping: dict[str, str]) -> None:
         self.mapping = mapping
 
-    def __call__(self, spec: Any) -> str:
-        return self.mapping[spec["config"]["loss"]]
+    def __call__(self, config: Any) -> str:
+        return self.mapping[config["loss"]]
 
 
 def _cmd_retrain(args: argparse.Namespace) -> int:
@@ -129,7 +129,7 @@ def _cmd_retrain(args: argparse.Namespace) -> int:
         "loss_label": tune.sample_from(_ByLoss(labels)),
         "save_checkpoint": tune.sample_from(_ByLoss(checkpoints)),
         "dataset": args.dataset,
-        "data_root": args.data_root,
+        "data_root": os.path.abspath(args.data_root) if args.data_root else None,
         "model": args.model,
         "iterations": args.iterations,
         "batch_size": args.batch_size,

@@ -36,6 +36,11 @@ def experiment_loss(store: Any, experiment: str, *, num_classes: int | None = No
             f"experiment {experiment!r} has no trials in store {store.root}; "
             f"experiments there: {known}"
         )
+    if not (trials["status"] == "ok").any():
+        raise ValueError(
+            f"experiment {experiment!r} has no successful trial to export (all "
+            f"{len(trials)} failed; first error: {trials['error'].dropna().head(1).tolist()})"
+        )
     policy = store.policy(experiment)
     theta = best_theta(trials, policy)
     if theta is None:

@@ -172,7 +172,9 @@ class SearchOptions:
             "metric": self.metric,
             "parameterization": self.parameterization,
             "dataset": self.dataset,
-            "data_root": self.data_root,
+            # trials run in their own working directory: pass an absolute path
+            "data_root": (self.data_root if not self.data_root or is_uri(self.data_root)
+                          else os.path.abspath(self.data_root)),
             "model": self.model,
             "iterations": self.iterations,
             "batch_size": self.batch_size,

@@ -202,3 +202,16 @@ def test_trials_spread_over_nodes_of_a_multi_node_cluster(tmp_path: Path) -> Non
     assert len(node_ids) == 2, node_ids  # both worker nodes ran trials, the head none
     gpu_ids = [json.loads(e).get("gpu_ids") for e in trials["extra_json"]]
     assert all(len(g) == 1 for g in gpu_ids)  # every trial was pinned to a (fake) GPU
+
+
+def test_relative_data_root_reaches_trials_as_an_absolute_path(tmp_path: Path,
+                                                               monkeypatch) -> None:
+    """Trials run in their own working directory, so a relative --data-root must be resolved
+    on the driver (a CamVid search with `--data-root ../shared/...` once failed every trial)."""
+    from autoloss_ray.options import SearchOptions
+
+    (tmp_path / "camvid").mkdir()
+    monkeypatch.chdir(tmp_path)
+    opts = SearchOptions(dataset="camvid", data_root="camvid",
+                         store=str(tmp_path / "s")).resolved()
+    assert opts.trial_config()["data_root"] == str(tmp_path / "camvid")
