@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The README's reduced-scale CamVid experiment (CPU, ~6 min on 2 cores): search an mIoU
+# surrogate on a hold-out of CamVid train, retrain with it and with hand-designed losses,
+# evaluate on CamVid val. Usage: bash bench/camvid_experiment.sh [CAMVID_DIR] [OUT_DIR]
+set -euxo pipefail
+cd "$(dirname "$0")/.."
+A=${AUTOLOSS:-.venv/bin/autoloss}
+CAMVID=${1:-../shared/data/camvid}
+OUT=${2:-runs/camvid}
+time $A search --metric miou --dataset camvid --data-root $CAMVID --image-size 96 --iterations 80 --batch-size 8 --steps 3 --samples 4 --store $OUT/store --experiment camvid-miou --export $OUT/camvid-miou.json --report-dir $OUT/report-search -q
+time $A retrain --metric miou --dataset camvid --data-root $CAMVID --eval-split val --image-size 96 --iterations 300 --batch-size 8 --loss ce --loss lovasz --loss dice --loss preset:miou --loss experiment:camvid-miou --store $OUT/store --experiment camvid-retrain --checkpoint-dir $OUT/ckpt
