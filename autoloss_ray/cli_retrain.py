@@ -89,6 +89,19 @@ class _ByLoss:
         return self.mapping[config["loss"]]
 
 
+class _CheckpointPath:
+    """Picklable ``tune.sample_from`` function: ``<dir>/<label>[-seed<N>].pt`` for a trial."""
+
+    def __init__(self, out_dir: str, labels: dict[str, str], with_seed: bool) -> None:
+        self.out_dir, self.labels, self.with_seed = out_dir, labels, with_seed
+
+    def __call__(self, config: Any) -> str:
+        name = _SAFE.sub("_", self.labels[config["loss"]])
+        if self.with_seed:
+            name += f"-seed{int(config['seed'])}"
+        return os.path.join(self.out_dir, f"{name}.pt")
+
+
 def _cmd_retrain(args: argparse.Namespace) -> int:
     from autoloss_ray.metrics import parse_metric
     from autoloss_ray.options import OptionsError
@@ -112,6 +125,8 @@ def _cmd_retrain(args: argparse.Namespace) -> int:
         os.path.dirname(os.path.abspath(args.store)), "retrain", args.experiment))
     specs = [resolve_loss_spec(s, metric=args.metric, store=args.store,
                                loss_dir=os.path.join(out_dir, "losses")) for s in args.loss]
+    if args.repeats < 1:
+        raise OptionsError(f"--repeats must be >= 1, got {args.repeats}")
     if len({s.loss for s in specs}) != len(specs):
         raise OptionsError("each --loss may be given once")
 
@@ -122,12 +137,11 @@ def _cmd_retrain(args: argparse.Namespace) -> int:
 
     init_ray(args.address)
     labels = {s.loss: s.label for s in specs}
-    checkpoints = {s.loss: os.path.join(out_dir, f"{_SAFE.sub('_', s.label)}.pt") for s in specs}
     config = {
         "metric": args.metric,
         "loss": tune.grid_search([s.loss for s in specs]),
         "loss_label": tune.sample_from(_ByLoss(labels)),
-        "save_checkpoint": tune.sample_from(_ByLoss(checkpoints)),
+        "save_checkpoint": tune.sample_from(_CheckpointPath(out_dir, labels, args.repeats > 1)),
         "dataset": args.dataset,
         "data_root": os.path.abspath(args.data_root) if args.data_root else None,
         "model": args.model,
@@ -136,7 +150,8 @@ def _cmd_retrain(args: argparse.Namespace) -> int:
         "image_size": args.image_size,
         "train_size": args.train_size,
         "eval_split": args.eval_split,
-        "seed": args.seed,
+        "seed": (args.seed if args.repeats == 1
+                 else tune.grid_search([args.seed + i for i in range(args.repeats)])),
     }
     tuner = tune.Tuner(
         with_gpu_resources(retrain_task, gpus_per_trial=args.gpus_per_trial,
@@ -234,6 +249,8 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--checkpoint-dir", default=None,
                    help="where weights go (default <store>/../retrain/<experiment>)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--repeats", type=int, default=1,
+                   help="runs per loss with seeds seed..seed+repeats-1 (the table averages them)")
     p.add_argument("--address", default=None)
     p.set_defaults(func=_cmd_retrain)
 

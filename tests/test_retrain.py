@@ -131,3 +131,29 @@ def test_evaluate_refuses_a_file_that_is_not_a_checkpoint(tmp_path: Path, capsys
     assert cli_main(["evaluate", "--checkpoint", str(bad)]) == 2
     assert "not a readable autoloss-ray checkpoint" in capsys.readouterr().err
     assert cli_main(["evaluate", "--checkpoint", str(tmp_path / "missing.pt")]) == 2
+
+
+@pytest.mark.slow
+def test_repeats_run_each_loss_with_successive_seeds(tmp_path: Path, capsys) -> None:
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False)
+    try:
+        code = cli_main(["retrain", "--loss", "ce", "--repeats", "2", "--seed", "3",
+                         "--store", str(tmp_path / "store"), "--experiment", "rep",
+                         "--checkpoint-dir", str(tmp_path / "ckpt"), *SMALL])
+    finally:
+        ray.shutdown()
+    assert code == 0
+    rows = ExperimentStore(tmp_path / "store").trials("rep")
+    assert sorted(rows["seed"]) == [3, 4] and set(rows["loss"]) == {"ce"}
+    assert sorted(Path(p).name for p in rows["checkpoint"]) == ["ce-seed3.pt", "ce-seed4.pt"]
+    assert all(Path(p).is_file() for p in rows["checkpoint"])
+    table = capsys.readouterr().out
+    assert "| ce |" in table.replace("**", "") and "2" in table
+
+
+def test_repeats_must_be_positive(tmp_path: Path, capsys) -> None:
+    assert cli_main(["retrain", "--store", str(tmp_path / "s"), "--loss", "ce",
+                     "--repeats", "0"]) == 2
+    assert "--repeats must be >= 1" in capsys.readouterr().err
