@@ -157,3 +157,16 @@ def test_repeats_must_be_positive(tmp_path: Path, capsys) -> None:
     assert cli_main(["retrain", "--store", str(tmp_path / "s"), "--loss", "ce",
                      "--repeats", "0"]) == 2
     assert "--repeats must be >= 1" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_evaluate_writes_an_evaluate_row_to_the_store(retrained, tmp_path: Path) -> None:
+    ce = ExperimentStore(retrained["store"]).trials("rt").set_index("loss").loc["ce"]
+    store = tmp_path / "evalstore"
+    assert cli_main(["evaluate", "--checkpoint", ce["checkpoint"], "--split", "val",
+                     "--train-size", "24", "--batch-size", "4", "--store", str(store),
+                     "--experiment", "ev"]) == 0
+    rows = ExperimentStore(store).trials("ev")
+    assert len(rows) == 1 and rows["kind"].iloc[0] == "evaluate"
+    assert rows["checkpoint"].iloc[0] == str(Path(ce["checkpoint"]).resolve())
+    assert rows["miou"].iloc[0] == pytest.approx(ce["miou"], abs=1e-9)
