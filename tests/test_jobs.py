@@ -14,8 +14,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -68,55 +66,67 @@ def ray_head(monkeypatch):
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
+# Runs in its own process: Ray reads RAY_AUTH_MODE once per process, and earlier tests of the
+# same pytest session may already have used Ray without token auth.
+_CLIENT = r"""
+import json, sys, time, urllib.request
+from ray.job_submission import JobStatus, JobSubmissionClient
+dashboard, gcs, entrypoint = sys.argv[1:4]
+deadline = time.monotonic() + 60
+while True:  # the job API comes up shortly after `ray start`
+    try:
+        client = JobSubmissionClient(dashboard)
+        break
+    except Exception:
+        if time.monotonic() > deadline:
+            raise
+        time.sleep(1)
+job_id = client.submit_job(entrypoint=entrypoint)
+deadline = time.monotonic() + 240
+while time.monotonic() < deadline:
+    status = client.get_job_status(job_id)
+    if status in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED):
+        break
+    time.sleep(1)
+out = {"status": str(status), "logs": client.get_job_logs(job_id),
+       "listed": job_id in {j.submission_id for j in client.list_jobs()}}
+import ray
+ray.init(address=gcs, log_to_driver=False)
+node = ray.nodes()[0]
+url = "http://%s:%s/metrics" % (node["NodeManagerAddress"], node["MetricsExportPort"])
+deadline, found = time.monotonic() + 30, []
+while not found and time.monotonic() < deadline:
+    text = urllib.request.urlopen(url, timeout=10).read().decode()
+    found = [ln for ln in text.splitlines()
+             if ln.startswith("ray_autoloss_trials_done") and 'experiment="job"' in ln]
+    time.sleep(1)
+ray.shutdown()
+out["metrics"] = found
+print(json.dumps(out))
+"""
+
+
 @pytest.mark.slow
 def test_search_submitted_as_a_ray_job_succeeds_and_reports_metrics(
     ray_head, tmp_path: Path
 ) -> None:
-    from ray.job_submission import JobStatus, JobSubmissionClient
+    import json
 
-    client = None
-    deadline = time.monotonic() + 60
-    while client is None:  # the dashboard's job API comes up shortly after `ray start`
-        try:
-            client = JobSubmissionClient(ray_head["dashboard"])
-        except Exception:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(1)
     store = tmp_path / "store"
-    job_id = client.submit_job(
-        entrypoint=(
-            f"{sys.executable} {REPO / 'search.py'} --steps 2 --samples 2 --iterations 6 "
-            f"--image-size 32 --train-size 16 --batch-size 4 --store {store} "
-            "--experiment job"
-        ),
+    entrypoint = (
+        f"{sys.executable} {REPO / 'search.py'} --steps 2 --samples 2 --iterations 6 "
+        f"--image-size 32 --train-size 16 --batch-size 4 --store {store} --experiment job"
     )
-    status = None
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline:
-        status = client.get_job_status(job_id)
-        if status in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED):
-            break
-        time.sleep(1)
-    logs = client.get_job_logs(job_id)
-    assert status == JobStatus.SUCCEEDED, logs[-3000:]
-    assert "[autoloss] step 2/2" in logs and "[autoloss] done" in logs
-    assert job_id in {j.submission_id for j in client.list_jobs()}
+    proc = subprocess.run(
+        [sys.executable, "-c", _CLIENT, ray_head["dashboard"], ray_head["gcs"], entrypoint],
+        capture_output=True, text=True, timeout=400,
+        env={**os.environ, "RAY_AUTH_MODE": "token"},
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["status"] == "SUCCEEDED", out["logs"][-3000:]
+    assert "[autoloss] step 2/2" in out["logs"] and "[autoloss] done" in out["logs"]
+    assert out["listed"]
     assert len(ExperimentStore(store).trials("job")) == 4
-
     # the search's gauges reach the head's Prometheus endpoint (what the dashboard charts)
-    import ray
-
-    ray.init(address=ray_head["gcs"], log_to_driver=False)
-    try:
-        node = ray.nodes()[0]
-        url = f"http://{node['NodeManagerAddress']}:{node['MetricsExportPort']}/metrics"
-        deadline, found = time.monotonic() + 30, []
-        while not found and time.monotonic() < deadline:
-            text = urllib.request.urlopen(url, timeout=10).read().decode()
-            found = [ln for ln in text.splitlines()
-                     if ln.startswith("ray_autoloss_trials_done") and 'experiment="job"' in ln]
-            time.sleep(1)
-    finally:
-        ray.shutdown()
-    assert found and float(found[-1].rsplit(" ", 1)[1]) == 4.0
+    assert out["metrics"] and float(out["metrics"][-1].rsplit(" ", 1)[1]) == 4.0
