@@ -89,3 +89,11 @@ def test_store_is_a_file(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert rc == 2 and "file" in err and err.count("\n") == 0
     assert store.read_text() == "x"
+
+
+def test_resume_with_nothing_to_resume(tmp_path, capsys):
+    store = tmp_path / "store"
+    rc = _cli(["search", "--store", str(store), "--experiment", "none", "--resume"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "resume" in err and err.count("\n") == 0
+    assert not (tmp_path / "tune").exists() and not store.exists()

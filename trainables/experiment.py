@@ -170,6 +170,11 @@ def run_search(opts: SearchOptions) -> SearchOutcome:
             f"experiment {opts.experiment!r} already has trials in {opts.store}; pass --resume "
             "to continue it or choose another --experiment"
         )
+    if opts.resume and not tune.Tuner.can_restore(os.path.join(opts.tune_dir, opts.experiment)):
+        raise ValueError(  # checked before Ray starts or anything is written
+            f"--resume: no search to resume at {os.path.join(opts.tune_dir, opts.experiment)}; "
+            "run without --resume to start it"
+        )
     if not is_uri(opts.tune_dir):
         Path(opts.tune_dir).mkdir(parents=True, exist_ok=True)
     url = init_ray(opts.address, verbose=opts.verbose)
