@@ -268,3 +268,56 @@ def test_from_preset_and_theta_is_a_copy():
     assert not np.all(loss.theta == 0)
     assert math.isfinite(loss(torch.randn(1, 4, 8, 8), torch.zeros(1, 8, 8, dtype=torch.long))
                          .item())
+
+
+@pytest.mark.parametrize("parameterization", ["bezier", "linear", "bezier1"])
+def test_fused_bf1_equals_plain_autograd(parameterization):
+    """The fused soft boundary (BF1) against a straightforward autograd implementation."""
+    from autoloss_ray.parameterizations import get_parameterization
+
+    import autoloss_ray.surrogates as S
+
+    pred, target = _labels(7, n=2, h=30, w=28)
+    space = search_space("bf1", parameterization)
+    th = _random_theta(space, np.random.default_rng(3))
+    r = 2
+    loss = SurrogateLoss("bf1", num_classes=C, parameterization=parameterization, theta=th,
+                         boundary_tolerance=r)
+    g = torch.Generator().manual_seed(4)
+    z = (3 * torch.randn(2, C, 30, 28, generator=g, dtype=torch.float64)
+         + 4 * _onehot_logits(pred, 1.0).double()).requires_grad_(True)
+    old = S._CPU_BLOCK
+    S._CPU_BLOCK = 500  # force many blocks (including a partial last one)
+    try:
+        val = loss(z, target)
+        (g1,) = torch.autograd.grad(val, z)
+    finally:
+        S._CPU_BLOCK = old
+
+    par = get_parameterization(parameterization)
+    d = par.dim_per_curve
+    h = [lambda x, k=k: par.curve(th[k * d:(k + 1) * d], x) for k in range(4)]
+    k = 2 * r + 1
+    p = torch.softmax(z, 1)
+    e = -F.max_pool2d(-p, 3, 1, 1)
+    b = (h[2](p) + h[3](e) - h[2](p) * h[3](e) - h[0](p) * h[1](e)).clamp(min=0.0)
+    db = F.max_pool2d(F.max_pool2d(b, (k, 1), 1, (r, 0)), (1, k), 1, (0, r))
+    valid = (target != 255).unsqueeze(1)
+    tm = F.one_hot(torch.where(target == 255, 0, target), C).permute(0, 3, 1, 2).bool() & valid
+    tf = tm.double()
+    bg = tf - (-F.max_pool2d(-tf, 3, 1, 1))
+    dbg = F.max_pool2d(F.max_pool2d(bg, (k, 1), 1, (r, 0)), (1, k), 1, (0, r))
+    pm = F.one_hot(z.argmax(1), C).permute(0, 3, 1, 2).double()
+    bp = (pm - (-F.max_pool2d(-pm, 3, 1, 1))) * valid
+    v = valid.double()
+    n_p, m_p = (b * v).sum((0, 2, 3)), (b * v * dbg).sum((0, 2, 3))
+    n_g, m_g = (bg * v).sum((0, 2, 3)), (db * bg * v).sum((0, 2, 3))
+    prec, rec = m_p / n_p.clamp(min=1e-6), m_g / n_g.clamp(min=1e-6)
+    f1 = 2 * prec * rec / (prec + rec).clamp(min=1e-6)
+    sel = (n_g > 0) | (bp.sum((0, 2, 3)) > 0)
+    assert 0 < int(sel.sum())
+    ref = 1 - f1[sel].mean()
+    (g2,) = torch.autograd.grad(ref, z)
+    assert val.item() == pytest.approx(ref.item(), abs=1e-10)
+    torch.testing.assert_close(g1, g2, atol=1e-10, rtol=1e-7)
+    assert g1.abs().max() > 0
