@@ -321,3 +321,16 @@ def test_fused_bf1_equals_plain_autograd(parameterization):
     assert val.item() == pytest.approx(ref.item(), abs=1e-10)
     torch.testing.assert_close(g1, g2, atol=1e-10, rtol=1e-7)
     assert g1.abs().max() > 0
+
+
+def test_bool_dilation_equals_morphology_dilate():
+    """The shifted-slice dilation used for BF1's target band equals morphology.dilate."""
+    from autoloss_ray.morphology import dilate
+    from autoloss_ray.surrogates import _dilate_bool
+
+    g = torch.Generator().manual_seed(0)
+    for shape, r in [((2, 3, 40, 37), 5), ((1, 2, 4, 3), 5), ((1, 1, 1, 1), 2),
+                     ((2, 2, 13, 9), 1), ((1, 2, 6, 7), 0), ((1, 1, 30, 30), 3)]:
+        x = torch.rand(shape, generator=g) < 0.05
+        x[..., 0, 0] = True
+        assert torch.equal(_dilate_bool(x, r), dilate(x, r)), (shape, r)
