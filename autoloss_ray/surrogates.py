@@ -348,6 +348,19 @@ def _curve(table: CurveTable, x: torch.Tensor) -> torch.Tensor:
     return _Curve.apply(x, table.to(x.device, x.dtype))
 
 
+def _boundaries_bool(x: torch.Tensor) -> torch.Tensor:
+    """morphology.boundaries(x) = x & ~erode3x3(x) for a bool [N, C, H, W] map (outside counts
+    as inside), by a separable AND of shifted slices (exact; no float min-pooling)."""
+    e = x.clone()
+    e[:, :, 1:] &= x[:, :, :-1]
+    e[:, :, :-1] &= x[:, :, 1:]
+    v = e
+    e = v.clone()
+    e[:, :, :, 1:] &= v[:, :, :, :-1]
+    e[:, :, :, :-1] &= v[:, :, :, 1:]
+    return x & ~e
+
+
 def _dilate_bool(x: torch.Tensor, r: int) -> torch.Tensor:
     """morphology.dilate(x, r) for a bool [N, C, H, W] map (outside = 0), without gradient:
     a separable OR of shifted slices of the input (exactly the (2r+1)^2 max, ~10x cheaper
@@ -654,12 +667,12 @@ class SurrogateLoss(nn.Module):
             # exact target boundary; the ignore value is not a class (no boundary of its own)
             tmap = torch.where(valid, target, -1) if self.ignore_index is not None else target
             tclass = tmap.unsqueeze(1) == torch.arange(C, device=target.device).view(1, C, 1, 1)
-            bg = boundaries(tclass)
+            bg = _boundaries_bool(tclass)
             dbg = _dilate_bool(bg, r).to(cd)
             bgv = (bg & valid.unsqueeze(1)).to(cd)
             n_g = bgv.sum((0, 2, 3))
             pclass = pred.unsqueeze(1) == torch.arange(C, device=pred.device).view(1, C, 1, 1)
-            n_p_hard = (boundaries(pclass) & valid.unsqueeze(1)).sum((0, 2, 3))
+            n_p_hard = (_boundaries_bool(pclass) & valid.unsqueeze(1)).sum((0, 2, 3))
             sel = ((n_p_hard > 0) | (n_g > 0)) & classes
             del tclass, pclass, bg
         bv = b * v

@@ -334,3 +334,14 @@ def test_bool_dilation_equals_morphology_dilate():
         x = torch.rand(shape, generator=g) < 0.05
         x[..., 0, 0] = True
         assert torch.equal(_dilate_bool(x, r), dilate(x, r)), (shape, r)
+
+
+def test_bool_boundaries_equal_morphology_boundaries():
+    from autoloss_ray.morphology import boundaries
+    from autoloss_ray.surrogates import _boundaries_bool
+
+    g = torch.Generator().manual_seed(1)
+    for shape in [(2, 3, 40, 37), (1, 2, 4, 3), (1, 1, 1, 1), (1, 2, 1, 7), (2, 2, 13, 9)]:
+        for frac in (0.3, 0.9):
+            x = torch.rand(shape, generator=g) < frac
+            assert torch.equal(_boundaries_bool(x), boundaries(x)), (shape, frac)
