@@ -386,72 +386,58 @@ class _SoftBoundary(torch.autograd.Function):
     dtype cd; p = softmax(z) in cd, e = erode3x3(p), b = h3(p) + h4(e) - h3(p) h4(e)
     - h1(p) h2(e), clamped at 0. Returns b [N, C, H, W] in cd.
 
-    Saves only z; backward recomputes p, e (with max-pool indices, so ties route exactly as
-    autograd through erode3x3 does) and the curves with their derivatives block by block.
+    Forward evaluates the four curves and their derivatives once, block by block, and saves
+    z plus db/dp and db/de (clamp mask applied); backward recomputes only the softmax and the
+    erosion's max-pool indices (ties route exactly as autograd through erode3x3 does).
     """
 
     @staticmethod
     def forward(ctx, z, cd, t1, t2, t3, t4):  # noqa: D401
-        ctx.tables = (t1, t2, t3, t4)
-        ctx.cd = cd
-        ctx.save_for_backward(z)
         with torch.no_grad():
             p = torch.softmax(z.to(cd), dim=1)
             e = -F.max_pool2d(p.neg(), kernel_size=3, stride=1, padding=1)
             pf, ef = p.view(-1), e.view(-1)
             out = torch.empty_like(pf)
+            ga = torch.empty_like(pf)  # d b / d p (direct), 0 where the clamp is active
+            gb = ef  # d b / d e, written over e block by block (e is read first)
             block = min(pf.numel(), _CPU_BLOCK if z.device.type != "cuda" else _GPU_BLOCK)
             ws = Workspace(block, cd, z.device)
-            h1, h2, h3 = (torch.empty(block, dtype=cd, device=z.device) for _ in range(3))
+            h1, d1, h2, d2, h3, d3, h4, d4 = (torch.empty(block, dtype=cd, device=z.device)
+                                              for _ in range(8))
             for i in range(0, pf.numel(), block):
                 j = min(pf.numel(), i + block)
                 m = j - i
                 xp, xe, ob = pf[i:j], ef[i:j], out[i:j]
-                evaluate_table_into(t3, xp, h3[:m], None, ws)
-                evaluate_table_into(t4, xe, ob, None, ws)  # h4(e)
-                evaluate_table_into(t1, xp, h1[:m], None, ws)
-                evaluate_table_into(t2, xe, h2[:m], None, ws)
-                prod = torch.mul(h3[:m], ob)
-                ob.add_(h3[:m]).sub_(prod).sub_(h1[:m].mul_(h2[:m])).clamp_(min=0.0)
+                evaluate_table_into(t1, xp, h1[:m], d1[:m], ws)
+                evaluate_table_into(t2, xe, h2[:m], d2[:m], ws)
+                evaluate_table_into(t3, xp, h3[:m], d3[:m], ws)
+                evaluate_table_into(t4, xe, h4[:m], d4[:m], ws)
+                # same operation order as h3 + h4 - h3 h4 - h1 h2
+                torch.add(h3[:m], h4[:m], out=ob)
+                ob.sub_(torch.mul(h3[:m], h4[:m])).sub_(torch.mul(h1[:m], h2[:m]))
+                keep = ob >= 0  # clamp(min=0) passes the gradient where raw >= 0
+                # d/dp = h3'(p)(1 - h4(e)) - h1'(p) h2(e); d/de = h4'(e)(1 - h3(p)) - h1(p) h2'(e)
+                a = torch.rsub(h4[:m], 1.0).mul_(d3[:m]).sub_(d1[:m].mul_(h2[:m]))
+                b = torch.rsub(h3[:m], 1.0).mul_(d4[:m]).sub_(h1[:m].mul_(d2[:m]))
+                torch.mul(a, keep, out=ga[i:j])
+                torch.mul(b, keep, out=gb[i:j])
+                ob.clamp_(min=0.0)
             del p, e
+        ctx.save_for_backward(z, ga, gb)
+        ctx.cd = cd
         return out.view(z.shape)
 
     @staticmethod
     def backward(ctx, g):
-        (z,) = ctx.saved_tensors
-        t1, t2, t3, t4 = ctx.tables
+        z, ga, gb = ctx.saved_tensors
         cd = ctx.cd
         N, C, H, W = z.shape
         p = torch.softmax(z.to(cd), dim=1)
-        ne, idx = F.max_pool2d(p.neg(), kernel_size=3, stride=1, padding=1, return_indices=True)
-        ef = ne.view(-1).neg_()
-        pf = p.view(-1)
-        g = g.to(cd).contiguous().view(-1)
-        gp = torch.empty_like(pf)
-        ge = ne.view(-1)  # reuses e's storage block by block (e is read before it is written)
-        block = min(pf.numel(), _CPU_BLOCK if z.device.type != "cuda" else _GPU_BLOCK)
-        ws = Workspace(block, cd, z.device)
-        h1, d1, h2, d2, h3, d3, h4, d4 = (torch.empty(block, dtype=cd, device=z.device)
-                                          for _ in range(8))
-        for i in range(0, pf.numel(), block):
-            j = min(pf.numel(), i + block)
-            m = j - i
-            xp, xe = pf[i:j], ef[i:j]
-            evaluate_table_into(t1, xp, h1[:m], d1[:m], ws)
-            evaluate_table_into(t2, xe, h2[:m], d2[:m], ws)
-            evaluate_table_into(t3, xp, h3[:m], d3[:m], ws)
-            evaluate_table_into(t4, xe, h4[:m], d4[:m], ws)
-            # clamp(min=0) passes the gradient where the raw value is >= 0 (same order as fwd)
-            raw = torch.mul(h3[:m], h4[:m])
-            raw = torch.add(h3[:m], h4[:m]).sub_(raw).sub_(torch.mul(h1[:m], h2[:m]))
-            gm = torch.where(raw >= 0, g[i:j], 0.0)
-            # d/dp = h3'(p)(1 - h4(e)) - h1'(p) h2(e);  d/de = h4'(e)(1 - h3(p)) - h1(p) h2'(e)
-            a = torch.rsub(h4[:m], 1.0).mul_(d3[:m]).sub_(d1[:m].mul_(h2[:m]))
-            b = torch.rsub(h3[:m], 1.0).mul_(d4[:m]).sub_(h1[:m].mul_(d2[:m]))
-            torch.mul(a, gm, out=gp[i:j])
-            torch.mul(b, gm, out=ge[i:j])
-        gp = gp.view(N, C, H * W)
-        gp.scatter_add_(2, idx.view(N, C, H * W), ge.view(N, C, H * W))
+        _, idx = F.max_pool2d(p.neg(), kernel_size=3, stride=1, padding=1, return_indices=True)
+        g = g.to(cd).contiguous().view(N, C, H * W)
+        gp = ga.view(N, C, H * W) * g
+        gp.scatter_add_(2, idx.view(N, C, H * W), gb.view(N, C, H * W) * g)
+        del idx
         gp = gp.view(N, C, H, W)
         gp.mul_(p)
         s = gp.sum(1, keepdim=True)
