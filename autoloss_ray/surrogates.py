@@ -47,7 +47,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from autoloss_ray.metrics import METRICS, boundary_band, parse_metric
-from autoloss_ray.morphology import boundaries, dilate, erode3x3
+from autoloss_ray.morphology import dilate
 from autoloss_ray.parameterizations import (
     IDENTITY_TABLE,
     CurveTable,
