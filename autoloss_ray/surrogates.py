@@ -52,7 +52,6 @@ from autoloss_ray.parameterizations import (
     IDENTITY_TABLE,
     CurveTable,
     Workspace,
-    evaluate_table,
     evaluate_table_into,
     get_parameterization,
 )
@@ -301,51 +300,6 @@ class _RegionStats(torch.autograd.Function):
             grad[n, :, r0:r1].copy_(gp.view(C, R, W))
             off += C * q
         return grad, None, None, None, None
-
-
-# ---------------------------------------------------------------------------------------------
-# curve as an autograd function (used by BF1): saves only its input
-# ---------------------------------------------------------------------------------------------
-
-
-class _Curve(torch.autograd.Function):
-    """h(x) elementwise for a constant CurveTable, blocked; backward recomputes h'(x)."""
-
-    @staticmethod
-    def forward(ctx, x, table):
-        ctx.table = table
-        ctx.save_for_backward(x)
-        return _blocked(table, x, derivative=False)
-
-    @staticmethod
-    def backward(ctx, g):
-        (x,) = ctx.saved_tensors
-        return g * _blocked(ctx.table, x, derivative=True), None
-
-
-def _blocked(table: CurveTable, x: torch.Tensor, *, derivative: bool) -> torch.Tensor:
-    """h(x) or h'(x) of a contiguous tensor, evaluated in blocks with reused scratch buffers."""
-    if x.device.type == "cuda":
-        out = evaluate_table(table, x, derivative=derivative)
-        return out[1] if derivative else out
-    flat = x.contiguous().view(-1)
-    block = min(flat.numel(), _CPU_BLOCK)
-    ws = Workspace(block, x.dtype, x.device)
-    out = torch.empty_like(flat)
-    scratch = torch.empty(block, dtype=x.dtype, device=x.device) if derivative else None
-    for i in range(0, flat.numel(), block):
-        xb, ob = flat[i: i + block], out[i: i + block]
-        if derivative:
-            evaluate_table_into(table, xb, scratch[: xb.numel()], ob, ws)
-        else:
-            evaluate_table_into(table, xb, ob, None, ws)
-    return out.view_as(x)
-
-
-def _curve(table: CurveTable, x: torch.Tensor) -> torch.Tensor:
-    if table.is_identity:
-        return x
-    return _Curve.apply(x, table.to(x.device, x.dtype))
 
 
 def _boundaries_bool(x: torch.Tensor) -> torch.Tensor:
