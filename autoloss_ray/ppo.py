@@ -158,6 +158,17 @@ class TruncatedNormal:
 
 
 # --------------------------------------------------------------------------- base class
+def check_samples_per_step(samples_per_step: Any) -> int:
+    """M as an int >= 2 (PPO needs an advantage to follow), or a ValueError."""
+    if (
+        isinstance(samples_per_step, bool)
+        or not isinstance(samples_per_step, (int, np.integer))
+        or samples_per_step < 2
+    ):
+        raise ValueError(f"samples_per_step (M) must be an int >= 2; got {samples_per_step!r}")
+    return int(samples_per_step)
+
+
 class _AskTell:
     """Shared ask/tell bookkeeping: validation, pending samples, history, state."""
 
@@ -165,15 +176,7 @@ class _AskTell:
 
     def _init_common(self, low: Any, high: Any, samples_per_step: int, seed: Any) -> None:
         self.low, self.high = _as_box(low, high)
-        if (
-            isinstance(samples_per_step, bool)
-            or not isinstance(samples_per_step, (int, np.integer))
-            or samples_per_step < 2
-        ):
-            raise ValueError(
-                f"samples_per_step (M) must be an int >= 2; got {samples_per_step!r}"
-            )
-        self.samples_per_step = int(samples_per_step)
+        self.samples_per_step = check_samples_per_step(samples_per_step)
         self.seed = seed
         self._rng = np.random.default_rng(seed)
         self.step = 0

@@ -40,7 +40,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 from ray.tune.search import Searcher
 
-from autoloss_ray.ppo import PPO2, RandomSearch
+from autoloss_ray.ppo import PPO2, RandomSearch, check_samples_per_step
 from searchers.space import BoxSpace, has_domains
 
 __all__ = ["PPO2Searcher", "RandomSearcher"]
@@ -77,14 +77,7 @@ class _StepSearcher(Searcher):
             raise TypeError(f"metric must be a str (one metric); got {metric!r}")
         if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
             raise ValueError(f"steps (T) must be an int >= 1; got {steps!r}")
-        if (
-            isinstance(samples_per_step, bool)
-            or not isinstance(samples_per_step, (int, np.integer))
-            or samples_per_step < 2
-        ):
-            raise ValueError(
-                f"samples_per_step (M) must be an int >= 2; got {samples_per_step!r}"
-            )
+        check_samples_per_step(samples_per_step)
         if failure_reward is not None and not math.isfinite(float(failure_reward)):
             raise ValueError(
                 f"failure_reward must be a finite number or None; got {failure_reward!r}"
