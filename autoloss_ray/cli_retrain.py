@@ -79,6 +79,33 @@ def _check_file_metric(path: str, metric: str, spec: str) -> None:
         )
 
 
+def _resolve_all(specs: list[str], *, metric: str, store: str, loss_dir: str) -> list[LossSpec]:
+    """Resolve every SPEC in a staging folder; only when all are valid do the loss files move
+    to ``loss_dir``, so a bad SPEC leaves nothing behind."""
+    import shutil
+    import tempfile
+
+    from autoloss_ray.options import OptionsError
+
+    if len(set(specs)) != len(specs):
+        raise OptionsError("each --loss may be given once")
+    staging = tempfile.mkdtemp(prefix="autoloss-losses-")
+    try:
+        resolved = [resolve_loss_spec(s, metric=metric, store=store, loss_dir=staging)
+                    for s in specs]
+        os.makedirs(loss_dir, exist_ok=True)
+        out = []
+        for spec in resolved:
+            if spec.loss.startswith(staging + os.sep):
+                target = os.path.join(loss_dir, os.path.basename(spec.loss))
+                shutil.move(spec.loss, target)
+                spec = LossSpec(spec.label, target)
+            out.append(spec)
+        return out
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
 class _ByLoss:
     """Picklable ``tune.sample_from`` function: a value chosen by the trial's ``loss``."""
 
@@ -123,12 +150,10 @@ def _cmd_retrain(args: argparse.Namespace) -> int:
         )
     out_dir = os.path.abspath(args.checkpoint_dir or os.path.join(
         os.path.dirname(os.path.abspath(args.store)), "retrain", args.experiment))
-    specs = [resolve_loss_spec(s, metric=args.metric, store=args.store,
-                               loss_dir=os.path.join(out_dir, "losses")) for s in args.loss]
     if args.repeats < 1:
         raise OptionsError(f"--repeats must be >= 1, got {args.repeats}")
-    if len({s.loss for s in specs}) != len(specs):
-        raise OptionsError("each --loss may be given once")
+    specs = _resolve_all(args.loss, metric=args.metric, store=args.store,
+                         loss_dir=os.path.join(out_dir, "losses"))
 
     from ray import tune
 

@@ -170,3 +170,11 @@ def test_evaluate_writes_an_evaluate_row_to_the_store(retrained, tmp_path: Path)
     assert len(rows) == 1 and rows["kind"].iloc[0] == "evaluate"
     assert rows["checkpoint"].iloc[0] == str(Path(ce["checkpoint"]).resolve())
     assert rows["miou"].iloc[0] == pytest.approx(ce["miou"], abs=1e-9)
+
+
+def test_a_bad_spec_after_good_ones_writes_no_loss_files(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "ckpt"
+    code = cli_main(["retrain", "--store", str(tmp_path / "store"), "--checkpoint-dir", str(out),
+                     "--loss", "preset:miou", "--loss", "ce", "--loss", "focal"])
+    assert code == 2 and "unknown loss 'focal'" in capsys.readouterr().err
+    assert not out.exists()
