@@ -78,12 +78,14 @@ def add_search_arguments(p: argparse.ArgumentParser) -> None:
                    "cluster of `ray job submit`, else an embedded local Ray")
     g.add_argument("--store", default="runs/store", help="Parquet store: path or URI")
     g.add_argument("--tune-dir", default=None,
-                   help="Ray Tune experiment directory (default: <store>/../tune); "
-                   "shared storage (s3://, NFS) for multi-node resume")
+                   help="Ray Tune's working directory for trial logs (default: "
+                   "<store>/../tune); resume reads the store, not this")
     g.add_argument("--experiment", default="demo", help="experiment name in the store")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--resume", action="store_true",
-                   help="continue an interrupted search of the same --experiment")
+                   help="continue an interrupted search of the same --experiment from the "
+                   "store: same search options; resources, paths and a larger --steps may "
+                   "change")
     g.add_argument("--export", default=None, help="write the best loss to this JSON file")
     g.add_argument("--report-dir", default=None, help="write a report (Markdown + PNG) here")
     g.add_argument("-q", "--quiet", action="store_true", help="no progress lines")

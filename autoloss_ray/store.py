@@ -5,6 +5,7 @@ pyarrow filesystem URI such as ``s3://bucket/prefix`` or ``file:///abs/path``)::
 
     <root>/trials/experiment=<name>/<trial_id>.parquet        one row per finished trial
     <root>/policy/experiment=<name>/step-<k:06d>.parquet      one row per search step
+    <root>/searches/<name>.json                               options the search ran with
 
 The ``experiment`` column lives in the directory name (hive partitioning), not inside the
 files, so ``pandas.read_parquet(f"{root}/trials")``, ``pyarrow.dataset.dataset(...,
@@ -496,10 +497,43 @@ class ExperimentStore:
         self._atomic_write(table, path)
         return path
 
+    def search_path(self, experiment: str) -> str:
+        """Path of the search manifest of ``experiment`` (the options it was started with)."""
+        return f"{self._dir('searches')}/{check_name(experiment, 'experiment')}.json"
+
+    def write_search(self, experiment: str, options: Mapping[str, Any]) -> str:
+        """Write the search manifest of ``experiment`` atomically (JSON of ``options``).
+
+        ``options`` must be JSON-serialisable (plain values, lists, dicts); a resumed search
+        compares its options with it.
+        """
+        try:
+            text = json.dumps({"experiment": check_name(experiment, "experiment"),
+                               "options": dict(options)}, sort_keys=True, indent=1)
+        except (TypeError, ValueError) as e:
+            raise StoreError(f"search options of {experiment!r} are not JSON: {e}") from None
+        path = self.search_path(experiment)
+        self._atomic_write_bytes(text.encode("utf-8"), path)
+        return path
+
+    def read_search(self, experiment: str) -> dict[str, Any] | None:
+        """The options ``experiment`` was started with, or None when it has no manifest."""
+        path = self.search_path(experiment)
+        if self._fs.get_file_info(path).type != pafs.FileType.File:
+            return None
+        with self._fs.open_input_stream(path) as f:
+            data = f.read()
+        try:
+            return dict(json.loads(data.decode("utf-8"))["options"])
+        except (ValueError, KeyError, TypeError) as e:
+            raise StoreError(f"search manifest {path} is unreadable: {e}") from None
+
     def _atomic_write(self, table: pa.Table, path: str) -> None:
         sink = pa.BufferOutputStream()
         pq.write_table(table, sink)
-        data = sink.getvalue().to_pybytes()
+        self._atomic_write_bytes(sink.getvalue().to_pybytes(), path)
+
+    def _atomic_write_bytes(self, data: bytes, path: str) -> None:
         directory, name = path.rsplit("/", 1)
         tmp = f"{directory}/.{name}.{uuid.uuid4().hex}.tmp"
         if self._local:

@@ -27,6 +27,11 @@ handed out again with the same theta and sample index; a result that was already
 never told twice (repeats are ignored). If Tune is told *not* to resume unfinished trials
 (``resume_unfinished=False``), call :meth:`requeue_in_flight` on the searcher before ``fit``
 so that those samples are handed out again.
+
+Replay (what ``autoloss search --resume`` uses): :meth:`replay` fast-forwards a fresh
+searcher through recorded results (the Parquet store's rows), re-drawing every step with the
+same seed and checking each recorded config against its draw. It needs no Tune state at all,
+so it is exact even when Tune's experiment checkpoint lags the store after a hard kill.
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ import copy
 import logging
 import math
 import pickle
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Collection, Iterable, Mapping, Sequence
 
 import numpy as np
 from ray.tune.search import Searcher
@@ -368,6 +373,97 @@ class _StepSearcher(Searcher):
             self._trial_ids[i] = None
         self._trial_sample = {}
         return [int(i) for i in idx]
+
+    # ------------------------------------------------------------------ replay
+    def replay(
+        self,
+        results: Iterable[Mapping[str, Any]],
+        *,
+        quiet_steps: Collection[int] = (),
+    ) -> int:
+        """Fast-forward a fresh searcher through results recorded by an earlier run of it.
+
+        This is how a killed search resumes from its Parquet store (the store is the source
+        of truth; Tune's own experiment checkpoint is synced in the background and can lag
+        or mix two saves after a hard kill). The searcher draws each step exactly as the
+        original run did (same seed, same tells), checks that every recorded config is the
+        one it draws, and tells the recorded value. Samples without a result stay to be
+        handed out by ``suggest``.
+
+        Args:
+            results: one mapping per finished trial with ``step``, ``sample`` (ints),
+                ``config`` (the trial's config, or at least its searched keys), ``value``
+                (the metric; NaN or None for a failed trial) and optionally ``trial_id``.
+                Each ``(step, sample)`` at most once.
+            quiet_steps: steps whose ``step_callback`` already ran (e.g. policy rows already
+                in the store); the callback is not called again for them.
+
+        Returns:
+            The number of results told.
+
+        Raises:
+            ValueError: the searcher is not fresh, a result is out of range or repeated, a
+                step is missing results before a later step has some, or a recorded config
+                is not what this searcher draws (the options differ from the original run).
+        """
+        if self._step != 0 or self._thetas is not None or self._records:
+            raise ValueError("replay needs a fresh searcher (no step started yet)")
+        self._check_ready()
+        by_step: dict[int, dict[int, Mapping[str, Any]]] = {}
+        for r in results:
+            try:
+                step, sample = int(r["step"]), int(r["sample"])
+            except (KeyError, TypeError, ValueError):
+                raise ValueError(
+                    f"each replayed result needs integer 'step' and 'sample'; got {dict(r)!r}"
+                ) from None
+            if not (0 <= step < self.steps and 0 <= sample < self.samples_per_step):
+                raise ValueError(
+                    f"recorded trial (step {step}, sample {sample}) is outside this search "
+                    f"of {self.steps} steps x {self.samples_per_step} samples"
+                )
+            if sample in by_step.setdefault(step, {}):
+                raise ValueError(f"trial (step {step}, sample {sample}) is recorded twice")
+            by_step[step][sample] = r
+        if not by_step:
+            return 0
+        last = max(by_step)
+        for step in range(last):
+            have = len(by_step.get(step, {}))
+            if have != self.samples_per_step:
+                raise ValueError(
+                    f"step {step} has {have} of {self.samples_per_step} results recorded but "
+                    f"step {last} has some: the record is not from one run of this search"
+                )
+        quiet = {int(s) for s in quiet_steps}
+        callback, told = self.step_callback, 0
+        try:
+            for step in range(last + 1):
+                self.step_callback = None if step in quiet else callback
+                self._warn_min_mode_failure_reward()
+                self._start_step()
+                assert self._space is not None and self._thetas is not None
+                for i, r in sorted(by_step[step].items()):
+                    recorded = self._space.from_config(r["config"])
+                    drawn = self._thetas[i]
+                    if recorded.shape != drawn.shape or not np.allclose(
+                        recorded, drawn, rtol=1e-9, atol=1e-12
+                    ):
+                        raise ValueError(
+                            f"the recorded trial (step {step}, sample {i}) has "
+                            f"{np.round(recorded, 6).tolist()} but this searcher draws "
+                            f"{np.round(drawn, 6).tolist()} there: resume with the options "
+                            "(seed, sigma, samples, parameterization, ...) of the original "
+                            "search"
+                        )
+                    value = r.get("value")
+                    value = math.nan if value is None else float(value)
+                    self._status[i] = _IN_FLIGHT
+                    self._record(i, r.get("trial_id"), value)
+                    told += 1
+        finally:
+            self.step_callback = callback
+        return told
 
     # ------------------------------------------------------------------ state
     def get_state(self) -> dict:

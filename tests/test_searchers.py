@@ -243,6 +243,93 @@ def test_save_restore_mid_step_continues_identically(cls, tmp_path) -> None:
     assert b.history[1]["values"] == [0.5, 0.25, 0.75, 1.0]
 
 
+def _recorded_run(cls, *, seed=3, fail=(), steps=T):
+    """An uninterrupted run; returns the searcher and its results as replay() takes them."""
+    s = cls(Box(), metric="r", mode="max", steps=steps, samples_per_step=M, seed=seed,
+            failure_reward=None)
+    results = []
+
+    def fn(c):
+        key = (c["search_step"], c["search_sample"])
+        value = math.nan if key in fail else reward_of(c["theta"])
+        results.append({"step": key[0], "sample": key[1], "config": {"theta": c["theta"]},
+                        "value": value})
+        return {"r": value}
+
+    _drive(s, fn)
+    return s, results
+
+
+@pytest.mark.parametrize("cls", [PPO2Searcher, RandomSearcher])
+@pytest.mark.parametrize("k", [0, 1, M - 1, M, M + 2, T * M - 1, T * M])
+def test_replay_of_the_first_k_results_continues_as_the_uninterrupted_run(cls, k) -> None:
+    """Resume from the store: replaying any prefix (mid-step, at a step boundary, all of it)
+    and running the rest gives exactly the history of a run that was never interrupted,
+    failed trials (NaN -> worst value seen) included."""
+    full, results = _recorded_run(cls, fail={(0, 2), (1, 0)})
+    order = np.random.default_rng(k).permutation(k)  # the store has no order
+    b = cls(Box(), metric="r", mode="max", steps=T, samples_per_step=M, seed=3,
+            failure_reward=None)
+    assert b.replay([results[i] for i in order]) == k
+    assert b.step == k // M and b.is_finished == (k == T * M)
+    done = {(r["step"], r["sample"]) for r in results[:k]}
+    handed = []
+
+    def fn(c):
+        key = (c["search_step"], c["search_sample"])
+        handed.append(key)
+        return {"r": math.nan if key in {(0, 2), (1, 0)} else reward_of(c["theta"])}
+
+    _drive(b, fn)
+    assert not done & set(handed) and len(handed) == T * M - k  # nothing twice, nothing lost
+    for ra, rb in zip(full.history, b.history):
+        for key in ("thetas", "values", "rewards", "mu", "mu_next", "failed"):
+            np.testing.assert_array_equal(ra[key], rb[key])
+    assert len(b.history) == T
+
+
+def test_replay_calls_the_step_callback_except_for_quiet_steps() -> None:
+    _, results = _recorded_run(PPO2Searcher)
+    seen = []
+    b = PPO2Searcher(Box(), metric="r", mode="max", steps=T, samples_per_step=M, seed=3,
+                     failure_reward=None, step_callback=lambda rec: seen.append(rec["step"]))
+    b.replay(results[: 2 * M + 1], quiet_steps={0})
+    assert seen == [1]  # step 0 was written already; step 1 completes in the replay
+    assert b.step_callback is not None
+
+
+def test_replay_refuses_results_of_another_search() -> None:
+    _, results = _recorded_run(PPO2Searcher, seed=3)
+    other = PPO2Searcher(Box(), metric="r", mode="max", steps=T, samples_per_step=M, seed=4)
+    with pytest.raises(ValueError, match=r"step 0, sample 0.*original search"):
+        other.replay(results[:2])
+    fresh = lambda: PPO2Searcher(Box(), metric="r", mode="max", steps=T,  # noqa: E731
+                                 samples_per_step=M, seed=3)
+    with pytest.raises(ValueError, match="recorded twice"):
+        fresh().replay([results[0], results[0]])
+    with pytest.raises(ValueError, match="step 0 has 3 of 4"):
+        fresh().replay(results[:3] + [results[M]])  # a hole before a later step
+    with pytest.raises(ValueError, match="outside this search"):
+        fresh().replay([{**results[0], "sample": M}])
+    with pytest.raises(ValueError, match="integer 'step'"):
+        fresh().replay([{"sample": 0}])
+    used = fresh()
+    used.suggest("a")
+    with pytest.raises(ValueError, match="fresh searcher"):
+        used.replay(results[:1])
+
+
+def test_replay_into_a_longer_search_extends_it() -> None:
+    """--resume with a larger --steps: the recorded steps replay, the search goes on."""
+    short, results = _recorded_run(PPO2Searcher, steps=2)
+    longer = PPO2Searcher(Box(), metric="r", mode="max", steps=3, samples_per_step=M, seed=3,
+                          failure_reward=None)
+    assert longer.replay(results) == 2 * M and not longer.is_finished
+    np.testing.assert_array_equal(longer.mu, short.mu)
+    assert _drive(longer, lambda c: {"r": reward_of(c["theta"])}) == M
+    assert len(longer.history) == 3
+
+
 def test_restarted_trial_maps_through_its_config_and_requeue() -> None:
     s = PPO2Searcher(Box(), metric="r", mode="max", steps=1, samples_per_step=2, seed=0)
     c0, c1 = s.suggest("a"), s.suggest("b")

@@ -168,6 +168,57 @@ def test_killed_search_resumes_without_losing_or_repeating_trials(tmp_path: Path
     assert list(s.policy("kill")["step"]) == list(range(steps))
 
 
+@pytest.mark.slow
+def test_resume_rebuilds_the_search_from_the_store_alone(tmp_path: Path) -> None:
+    """The store is the source of truth: with the newest rows lost (killed before they were
+    written) and Tune's own experiment directory gone, --resume runs exactly the missing
+    samples with the thetas the uninterrupted search drew, and ends at the same policy."""
+    import shutil
+
+    store, tune_dir, steps, samples = tmp_path / "store", tmp_path / "tune", 2, 3
+    args = ["search", "--experiment", "lost", "--store", str(store), "--steps", str(steps),
+            "--samples", str(samples), "--max-concurrent", "1", "--seed", "4", *SMALL]
+    out = _autoloss(*args, timeout=400)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    s = ExperimentStore(store)
+    full, full_policy = s.trials("lost"), s.policy("lost")
+    key = lambda df: {(int(a), int(b)): (list(t), r) for a, b, t, r in  # noqa: E731
+                      zip(df["step"], df["sample"], df["theta"], df["reward"])}
+    expected = key(full)
+
+    # lose the two newest rows (mid step 1), every policy row (the replay rewrites step 0's)
+    # and every file Tune wrote
+    lost = {(1, 1), (1, 2)}
+    for step, sample, trial_id in zip(full["step"], full["sample"], full["trial_id"]):
+        if (step, sample) in lost:
+            os.unlink(s.trial_path("lost", trial_id))
+    for step in full_policy["step"]:
+        os.unlink(s.policy_path("lost", int(step)))
+    shutil.rmtree(tune_dir)
+    # resuming with different search options is refused and changes nothing
+    bad = _autoloss(*[a if a != "4" else "5" for a in args], "--resume", timeout=200)
+    assert bad.returncode == 2 and "--seed was 4, now 5" in bad.stderr, bad.stderr
+    assert len(s.trials("lost")) == steps * samples - len(lost)
+
+    out = _autoloss(*args, "--resume", timeout=400)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert f"resuming: {steps * samples - len(lost)} trials from the store" in out.stdout
+    again = key(s.trials("lost"))
+    assert sorted(again) == sorted(expected)  # nothing lost, nothing twice
+    for k, (theta, reward) in expected.items():
+        assert again[k][0] == pytest.approx(theta, abs=1e-12)  # same draws
+        assert again[k][1] == pytest.approx(reward, abs=1e-6)  # trials are deterministic
+    policy = s.policy("lost")
+    assert list(policy["step"]) == list(range(steps))
+    for a, b in zip(full_policy["mu_next"], policy["mu_next"]):
+        assert list(b) == pytest.approx(list(a), abs=1e-6)
+
+    # a complete search resumes to nothing and runs nothing
+    done = _autoloss(*args, "--resume", timeout=200)
+    assert done.returncode == 0 and "nothing to run" in done.stdout, done.stderr[-2000:]
+    assert len(s.trials("lost")) == steps * samples
+
+
 # --------------------------------------------------------------------------- multi-node
 @pytest.mark.slow
 def test_trials_spread_over_nodes_of_a_multi_node_cluster(tmp_path: Path) -> None:

@@ -6,11 +6,15 @@ library pieces together:
     SearchOptions -> PPO2Searcher / RandomSearcher (searchers/)
                   -> proxy_task with resources (trainables/)
                   -> StoreCallback (every finished trial -> Parquet) + ProgressCallback
-                  -> tune.Tuner(...).fit()  or  tune.Tuner.restore(...).fit()
+                  -> tune.Tuner(...).fit()  (resume: the searcher replays the store first)
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import logging
+import math
 import os
 import sys
 import time
@@ -20,11 +24,16 @@ from typing import Any
 import ray
 from ray import tune
 
-from autoloss_ray.options import SearchOptions, is_uri
+from autoloss_ray.options import OptionsError, SearchOptions, is_uri
 from autoloss_ray.store import ExperimentStore, PolicyWriter
 from trainables.progress import ProgressCallback
 
-__all__ = ["init_ray", "build_searcher", "build_tuner", "run_search", "SearchOutcome"]
+__all__ = [
+    "init_ray", "build_searcher", "build_tuner", "run_search", "SearchOutcome",
+    "check_resume_options", "previous_results", "search_manifest",
+]
+
+logger = logging.getLogger(__name__)
 
 
 def init_ray(address: str | None, *, verbose: int = 1) -> str | None:
@@ -105,56 +114,115 @@ def _trainable(opts: SearchOptions):
     )
 
 
-def _callbacks(opts: SearchOptions, store: ExperimentStore) -> list:
+def _callbacks(opts: SearchOptions, store: ExperimentStore, previous=None) -> list:
     from trainables.store_callback import StoreCallback
 
-    return [
-        StoreCallback(store.root, opts.experiment, opts.metric),
-        ProgressCallback(
-            experiment=opts.experiment,
-            steps=opts.steps,
-            samples=opts.samples,
-            stream=sys.stdout if opts.verbose else None,
-        ),
-    ]
+    progress = ProgressCallback(
+        experiment=opts.experiment,
+        steps=opts.steps,
+        samples=opts.samples,
+        stream=sys.stdout if opts.verbose else None,
+    )
+    if previous is not None and len(previous):
+        progress.count_previous(previous)
+    return [StoreCallback(store.root, opts.experiment, opts.metric), progress]
 
 
-def build_tuner(opts: SearchOptions, store: ExperimentStore) -> tune.Tuner:
-    """A fresh Tuner, or the restored one when ``opts.resume`` and a previous run exists."""
-    trainable = _trainable(opts)
-    experiment_path = os.path.join(opts.tune_dir, opts.experiment)
-    if opts.resume:
-        if not tune.Tuner.can_restore(experiment_path):
-            raise ValueError(
-                f"--resume: no search to resume at {experiment_path}; run without --resume "
-                "to start it"
-            )
-        return tune.Tuner.restore(
-            experiment_path,
-            trainable=trainable,
-            resume_unfinished=True,
-            resume_errored=False,
-            restart_errored=True,
-            param_space=opts.trial_config(),
-        )
-    searcher = build_searcher(opts, store)
+def build_tuner(
+    opts: SearchOptions,
+    store: ExperimentStore,
+    *,
+    searcher: Any = None,
+    num_samples: int | None = None,
+    previous=None,
+) -> tune.Tuner:
+    """The Tuner of a search: ``searcher`` (default: a fresh one from ``opts``) hands out
+    ``num_samples`` trials (default ``steps * samples``); ``previous`` (store rows of a
+    resumed search) only seeds the progress counts."""
+    if searcher is None:
+        searcher = build_searcher(opts, store)
     return tune.Tuner(
-        trainable,
+        _trainable(opts),
         param_space=opts.trial_config(),
         tune_config=tune.TuneConfig(
             search_alg=searcher,
-            num_samples=opts.steps * opts.samples,
+            num_samples=num_samples if num_samples is not None else opts.steps * opts.samples,
             max_concurrent_trials=opts.max_concurrent or opts.samples,
             reuse_actors=True,
         ),
         run_config=tune.RunConfig(
             name=opts.experiment,
             storage_path=opts.tune_dir,
-            callbacks=_callbacks(opts, store),
+            callbacks=_callbacks(opts, store, previous),
             verbose=0,
             failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
         ),
     )
+
+
+# Options that may change between a search and its resume: where and how fast it runs, what
+# it writes at the end, file locations (a resume may run on another machine) and T (a
+# resume may extend a search).
+_RUNTIME_OPTIONS = frozenset({
+    "gpus_per_trial", "cpus_per_trial", "max_concurrent", "store", "tune_dir", "address",
+    "resume", "export", "report_dir", "verbose", "data_root", "backbone_weights", "steps",
+    "recipe",
+})
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=repr))
+
+
+def search_manifest(opts: SearchOptions) -> dict[str, Any]:
+    """The resolved options of a search as plain JSON values (what the store keeps)."""
+    return _jsonable(dataclasses.asdict(opts))
+
+
+def check_resume_options(opts: SearchOptions, manifest: dict[str, Any]) -> None:
+    """Raise :class:`OptionsError` when ``opts`` would search differently from ``manifest``.
+
+    Only the runtime options (resources, addresses, output paths, T) may change on resume.
+    """
+    now = search_manifest(opts)
+    diffs = [
+        f"--{k.replace('_', '-')} was {manifest[k]!r}, now {now[k]!r}"
+        for k in sorted(now)
+        if k not in _RUNTIME_OPTIONS and k in manifest and manifest[k] != now[k]
+    ]
+    if diffs:
+        raise OptionsError(
+            f"--resume of experiment {opts.experiment!r} must search as the original run did; "
+            + "; ".join(diffs)
+        )
+
+
+def previous_results(store: ExperimentStore, experiment: str):
+    """The finished search trials of ``experiment`` in the store, one per (step, sample).
+
+    Returns ``(rows, results)``: the store rows (a DataFrame) and the mappings
+    :meth:`searchers.PPO2Searcher.replay` takes. Should the store hold one sample twice
+    (a run of an older version resumed through Tune's own checkpoint), the first finished
+    row counts.
+    """
+    rows = store.trials(experiment)
+    if len(rows):
+        rows = rows[(rows["kind"] == "search") & rows["step"].notna() & rows["sample"].notna()]
+        rows = rows.sort_values("finished_at", kind="stable")
+        dups = rows.duplicated(["step", "sample"], keep="first")
+        if dups.any():
+            logger.warning("experiment %s: %d repeated trial(s) in the store; the first "
+                           "finished one of each sample counts", experiment, int(dups.sum()))
+            rows = rows[~dups]
+    results = []
+    for r in rows.itertuples(index=False):
+        ok = r.status != "failed" and r.reward is not None and math.isfinite(float(r.reward))
+        theta = None if r.theta is None else [float(v) for v in r.theta]
+        results.append({
+            "step": int(r.step), "sample": int(r.sample), "config": {"theta": theta},
+            "value": float(r.reward) if ok else math.nan, "trial_id": r.trial_id,
+        })
+    return rows, results
 
 
 class SearchOutcome(dict):
@@ -162,34 +230,65 @@ class SearchOutcome(dict):
 
 
 def run_search(opts: SearchOptions) -> SearchOutcome:
-    """Run (or resume) the search described by ``opts``; returns a :class:`SearchOutcome`."""
+    """Run (or resume) the search described by ``opts``; returns a :class:`SearchOutcome`.
+
+    Resume (``opts.resume``) rebuilds the searcher from the Parquet store, not from Tune's
+    experiment checkpoint: the searcher re-draws every step with the same seed, checks each
+    stored trial against its draw, tells the stored rewards, and Tune then runs only the
+    samples that have no row. A trial that was running when the search was killed runs again
+    from its start; a finished one never does.
+    """
     opts = opts.resolved()
     store = ExperimentStore(opts.store)
-    if not opts.resume and not store.trials(opts.experiment).empty:
-        raise ValueError(
+    manifest = store.read_search(opts.experiment)
+    previous, results = previous_results(store, opts.experiment)
+    if not opts.resume and len(previous):
+        raise OptionsError(
             f"experiment {opts.experiment!r} already has trials in {opts.store}; pass --resume "
             "to continue it or choose another --experiment"
         )
-    if opts.resume and not tune.Tuner.can_restore(os.path.join(opts.tune_dir, opts.experiment)):
-        raise ValueError(  # checked before Ray starts or anything is written
-            f"--resume: no search to resume at {os.path.join(opts.tune_dir, opts.experiment)}; "
-            "run without --resume to start it"
-        )
+    if opts.resume:  # checked before Ray starts or anything is written
+        if manifest is None and not len(previous):
+            raise OptionsError(
+                f"--resume: experiment {opts.experiment!r} has no search in the store "
+                f"{opts.store} to resume; run without --resume to start it"
+            )
+        if manifest is not None:
+            check_resume_options(opts, manifest)
+    searcher = build_searcher(opts, store)
+    told = 0
+    if results:
+        policy = store.policy(opts.experiment)
+        told = searcher.replay(results, quiet_steps={int(s) for s in policy["step"]})
+    if not opts.resume or manifest is None:
+        store.write_search(opts.experiment, search_manifest(opts))
     if not is_uri(opts.tune_dir):
         Path(opts.tune_dir).mkdir(parents=True, exist_ok=True)
-    url = init_ray(opts.address, verbose=opts.verbose)
-    if opts.verbose:
-        where = ray.get_runtime_context().gcs_address
-        print(f"[autoloss] Ray at {where}" + (f", dashboard {url}" if url else ""), flush=True)
-        print(
-            f"[autoloss] searching a {opts.metric} surrogate ({opts.parameterization}) with "
-            f"{opts.searcher}: {opts.steps} steps x {opts.samples} trials, model "
-            f"{opts.model} on {opts.dataset}, store {opts.store}, experiment {opts.experiment}",
-            flush=True,
-        )
     start = time.monotonic()
-    tuner = build_tuner(opts, store)
-    tuner.fit()
+    remaining = opts.steps * opts.samples - told
+    if searcher.is_finished:
+        if opts.verbose:
+            print(f"[autoloss] experiment {opts.experiment}: all {opts.steps} steps are in the "
+                  "store already; nothing to run", flush=True)
+    else:
+        url = init_ray(opts.address, verbose=opts.verbose)
+        if opts.verbose:
+            where = ray.get_runtime_context().gcs_address
+            print(f"[autoloss] Ray at {where}" + (f", dashboard {url}" if url else ""),
+                  flush=True)
+            print(
+                f"[autoloss] searching a {opts.metric} surrogate ({opts.parameterization}) "
+                f"with {opts.searcher}: {opts.steps} steps x {opts.samples} trials, model "
+                f"{opts.model} on {opts.dataset}, store {opts.store}, experiment "
+                f"{opts.experiment}",
+                flush=True,
+            )
+            if told:
+                print(f"[autoloss] resuming: {told} trials from the store, {remaining} to run "
+                      f"(from step {searcher.step + 1})", flush=True)
+        tuner = build_tuner(opts, store, searcher=searcher, num_samples=remaining,
+                            previous=previous)
+        tuner.fit()
     outcome = summarize(opts, store)
     outcome["seconds"] = time.monotonic() - start
     if opts.export:

@@ -34,6 +34,17 @@ class ProgressCallback(tune.Callback):
         self._gauges: dict[str, Any] | None = None
         self._start = time.monotonic()
 
+    def count_previous(self, rows) -> None:
+        """Start the counts from the store rows of a resumed search (a DataFrame with
+        ``step``, ``reward`` and ``status``), so progress reads ``trial 7/12`` after a resume."""
+        for step, reward, status in zip(rows["step"], rows["reward"], rows["status"]):
+            self.done += 1
+            ok = status == "ok" and reward is not None and math.isfinite(float(reward))
+            self.failed += int(not ok)
+            if ok:
+                self.best = max(self.best, float(reward))
+                self.step_rewards.setdefault(int(step), []).append(float(reward))
+
     # Gauges are created lazily: they must not be pickled with the callback.
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
