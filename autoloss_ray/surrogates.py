@@ -47,7 +47,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from autoloss_ray.metrics import METRICS, boundary_band, parse_metric
-from autoloss_ray.morphology import dilate
 from autoloss_ray.parameterizations import (
     IDENTITY_TABLE,
     CurveTable,
@@ -333,6 +332,49 @@ def _dilate_bool(x: torch.Tensor, r: int) -> torch.Tensor:
     return out
 
 
+def _erode3x3(p: torch.Tensor, *, indices: bool = False):
+    """3x3 min-pool of p [N, C, H, W] (outside = +inf), as -max_pool2d(-p) computes it, with
+    the pool's indices if asked. Pools in channels-last layout (same values and indices,
+    2-3x faster on CPU); the results are channels-last, call ``.contiguous()`` for NCHW."""
+    q = p.neg().contiguous(memory_format=torch.channels_last) if p.device.type == "cpu" \
+        else p.neg()
+    if indices:
+        e, idx = F.max_pool2d(q, kernel_size=3, stride=1, padding=1, return_indices=True)
+        return e.neg_(), idx
+    return F.max_pool2d(q, kernel_size=3, stride=1, padding=1).neg_()
+
+
+def _window_max_at(b: torch.Tensor, sites: torch.Tensor, r: int) -> tuple[torch.Tensor, ...]:
+    """dilate(b, r) read at the ``sites`` only, differentiable in b.
+
+    b [N, C, H, W] float (values >= 0), sites [N, C, H, W] bool. Returns ``(vals [K], cls
+    [K])``: the max of b over the (2r+1)^2 window around each of the K sites (outside the image
+    ignored) and the site's class. The gradient goes to the first maximum in the order of
+    :func:`autoloss_ray.morphology.dilate`'s separable pooling (window columns outer, rows
+    inner), so it equals autograd through ``(dilate(b, r) * sites).sum()`` exactly, ties
+    included, at a fraction of the cost (boundary sites are a few percent of the pixels).
+    """
+    N, C, H, W = b.shape
+    site = sites.nonzero()  # [K, 4]
+    K, k = site.shape[0], 2 * r + 1
+    off = torch.arange(-r, r + 1, device=b.device)
+    dw = off.repeat_interleave(k).view(1, -1)  # columns outer
+    dh = off.repeat(k).view(1, -1)  # rows inner
+    flat_b = b.detach().reshape(-1)
+    chosen = torch.empty(K, dtype=torch.int64, device=b.device)
+    chunk = max(1, (1 << 22) // (k * k))
+    with torch.no_grad():
+        for s in range(0, K, chunk):
+            i = site[s:s + chunk]
+            hh, ww = i[:, 2:3] + dh, i[:, 3:4] + dw
+            inside = (hh >= 0) & (hh < H) & (ww >= 0) & (ww < W)
+            flat = ((i[:, 0:1] * C + i[:, 1:2]) * H + hh.clamp(0, H - 1)) * W \
+                + ww.clamp(0, W - 1)
+            v = flat_b[flat].masked_fill_(~inside, -torch.inf)
+            chosen[s:s + chunk] = flat.gather(1, v.argmax(1, keepdim=True)).view(-1)
+    return b.reshape(-1)[chosen], site[:, 1]
+
+
 class _SoftBoundary(torch.autograd.Function):
     """BF1's soft predicted boundary b = clamp(XOR(p, e), min=0), fused and blocked.
 
@@ -349,7 +391,7 @@ class _SoftBoundary(torch.autograd.Function):
     def forward(ctx, z, cd, t1, t2, t3, t4):  # noqa: D401
         with torch.no_grad():
             p = torch.softmax(z.to(cd), dim=1)
-            e = -F.max_pool2d(p.neg(), kernel_size=3, stride=1, padding=1)
+            e = _erode3x3(p).contiguous()
             pf, ef = p.view(-1), e.view(-1)
             out = torch.empty_like(pf)
             ga = torch.empty_like(pf)  # d b / d p (direct), 0 where the clamp is active
@@ -387,7 +429,8 @@ class _SoftBoundary(torch.autograd.Function):
         cd = ctx.cd
         N, C, H, W = z.shape
         p = torch.softmax(z.to(cd), dim=1)
-        _, idx = F.max_pool2d(p.neg(), kernel_size=3, stride=1, padding=1, return_indices=True)
+        _, idx = _erode3x3(p, indices=True)
+        idx = idx.contiguous()
         g = g.to(cd).contiguous().view(N, C, H * W)
         gp = ga.view(N, C, H * W) * g
         gp.scatter_add_(2, idx.view(N, C, H * W), gb.view(N, C, H * W) * g)
@@ -618,8 +661,9 @@ class SurrogateLoss(nn.Module):
         bv = b * v
         n_p = bv.sum((0, 2, 3))
         m_p = (bv * dbg).sum((0, 2, 3))
-        db = dilate(b, r)
-        m_g = (db * bgv).sum((0, 2, 3))
+        # m_g = sum(dilate(b, r) * bgv): read the dilation at the target-boundary sites only
+        vals, cls = _window_max_at(b, bgv > 0, r)
+        m_g = torch.zeros(C, dtype=b.dtype, device=b.device).index_add(0, cls, vals)
         prec = m_p / n_p.clamp(min=_EPS)
         rec = m_g / n_g.clamp(min=_EPS)
         f1 = 2.0 * prec * rec / (prec + rec).clamp(min=_EPS)

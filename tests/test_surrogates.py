@@ -323,6 +323,32 @@ def test_fused_bf1_equals_plain_autograd(parameterization):
     assert g1.abs().max() > 0
 
 
+@pytest.mark.parametrize("r", [0, 1, 3, 40])
+def test_window_max_at_sites_equals_autograd_through_dilate_with_ties(r):
+    """BF1's sparse tolerance dilation: same values and the same gradient as autograd through
+    morphology.dilate's separable max-pooling, on maps full of exact ties (zeros and a few
+    repeated levels), sites on the image border included, windows larger than the image."""
+    from autoloss_ray.morphology import dilate
+    from autoloss_ray.surrogates import _window_max_at
+
+    g = torch.Generator().manual_seed(r)
+    b = (torch.randint(0, 4, (2, 3, 13, 17), generator=g).double() / 3).requires_grad_(True)
+    sites = torch.rand(2, 3, 13, 17, generator=g) < 0.3
+    sites[0, 0, 0, :] = True
+    sites[1, 2, :, -1] = True
+    weight = torch.rand(3, generator=g, dtype=torch.float64)  # distinct per class
+
+    vals, cls = _window_max_at(b, sites, r)
+    ours = (vals * weight[cls]).sum()
+    (g1,) = torch.autograd.grad(ours, b)
+    ref = (dilate(b, r) * sites * weight.view(1, 3, 1, 1)).sum()
+    (g2,) = torch.autograd.grad(ref, b)
+    assert ours.item() == pytest.approx(ref.item(), abs=1e-12)
+    assert torch.equal(g1 != 0, g2 != 0)  # the same pixels get gradient (tie routing)
+    torch.testing.assert_close(g1, g2, atol=1e-12, rtol=0)  # up to summation order
+    assert int((g1 != 0).sum()) > 0
+
+
 def test_bool_dilation_equals_morphology_dilate():
     """The shifted-slice dilation used for BF1's target band equals morphology.dilate."""
     from autoloss_ray.morphology import dilate
