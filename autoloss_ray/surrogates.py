@@ -21,7 +21,8 @@ autocast state.
 
 BF1 builds a soft predicted boundary XOR(p_c, minpool3x3(p_c)) from h1..h4 (clamped at >= 0),
 the exact target boundary, and tolerance by max-pooling (:mod:`autoloss_ray.morphology`, the
-same operations as the exact metrics).
+same operations as the exact metrics). The recall term needs the dilated soft boundary only at
+target-boundary pixels, so it is read there alone (same values and gradient, ties included).
 
 Class sets (which classes a mean runs over) follow the exact metrics and are computed without
 gradient from argmax(logits) and the target, so with one-hot logits every ``score`` equals
