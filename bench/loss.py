@@ -7,7 +7,8 @@ of :mod:`autoloss_ray.baselines` (when importable), and an unfused "official-sty
 surrogate (both Bezier segments evaluated everywhere, one-hot target and every intermediate
 kept by autograd, as the official mmsegmentation release does).
 
-Time: best of ``--repeats`` forward+backward passes (after a warm-up), wall clock.
+Time: best of ``--repeats`` forward+backward passes (after a warm-up), wall clock, taken
+round-robin (each repeat times every loss once) so that the machine's drift hits all alike.
 Peak memory:
 - GPU: ``torch.cuda.max_memory_allocated`` during one forward+backward, minus the memory
   allocated before it (logits, labels and their gradient buffer are not counted for anyone).
@@ -128,8 +129,9 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def time_it(fn, z, t, repeats, device):
-    step(fn, z, t)
+def time_it(fn, z, t, repeats, device, *, warm=True):
+    if warm:
+        step(fn, z, t)
     best = float("inf")
     for _ in range(repeats):
         sync(device)
@@ -225,21 +227,33 @@ def main(argv=None) -> None:
     print(f"bench/loss.py: N={args.n} C={C} {args.size}x{args.size} on {device} "
           f"({platform.processor() or platform.machine()}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads), best of {args.repeats}")
-    rows = []
+    fns, failed = {}, set()
     for name in names:
         try:
-            fn = build(name, C)
-            sec = time_it(fn, z, t, args.repeats, device)
+            fns[name] = build(name, C)
+            step(fns[name], z, t)  # warm-up
+        except Exception as exc:  # report and go on
+            print(f"  {name:16s} failed: {type(exc).__name__}: {exc}")
+            failed.add(name)
+    # Round-robin: every repeat times each loss once, so drifts of the machine (frequency,
+    # neighbours) hit every loss alike; the best time of each is kept.
+    best = {name: float("inf") for name in fns}
+    for _ in range(args.repeats):
+        for name, fn in fns.items():
+            best[name] = min(best[name], time_it(fn, z, t, 1, device, warm=False))
+    rows = []
+    for name in fns:
+        try:
             if args.no_memory:
                 mib = float("nan")
             elif device.type == "cuda":
-                mib = peak_cuda(fn, z, t)
+                mib = peak_cuda(fns[name], z, t)
             else:
                 mib = peak_cpu_subprocess(name, args)
         except Exception as exc:  # report and go on
-            print(f"  {name:16s} failed: {type(exc).__name__}: {exc}")
-            continue
-        rows.append((name, sec, mib))
+            print(f"  {name:16s} memory failed: {type(exc).__name__}: {exc}")
+            mib = float("nan")
+        rows.append((name, best[name], mib))
     ce_sec, ce_mib = rows[0][1], rows[0][2]
     print(f"{'loss':16s} {'fwd+bwd ms':>11s} {'x CE':>6s} {'peak MiB':>9s} {'x CE':>6s}  goal")
     for name, sec, mib in rows:
