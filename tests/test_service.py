@@ -219,6 +219,56 @@ def test_resume_rebuilds_the_search_from_the_store_alone(tmp_path: Path) -> None
     assert len(s.trials("lost")) == steps * samples
 
 
+def test_resume_options_check_and_previous_results_without_ray(tmp_path: Path) -> None:
+    """Which options a resume may change, and how store rows become replay results (the
+    first finished row of a sample counts; failed and NaN rows replay as failures)."""
+    import math
+
+    import numpy as np
+    import pandas as pd
+
+    from autoloss_ray.options import OptionsError, SearchOptions
+    from trainables.experiment import check_resume_options, previous_results, search_manifest
+    from trainables.progress import ProgressCallback
+
+    base = SearchOptions(store=str(tmp_path / "s"), steps=2, samples=3).resolved()
+    manifest = search_manifest(base)
+    check_resume_options(base, manifest)
+    runtime = SearchOptions(store=str(tmp_path / "other"), steps=5, samples=3,
+                            max_concurrent=1, gpus_per_trial=0.25, verbose=0,
+                            address="auto").resolved()
+    check_resume_options(runtime, manifest)  # resources, paths and T may change
+    for change, name in [({"seed": 1}, "--seed"), ({"sigma": 0.3}, "--sigma"),
+                         ({"metric": "biou"}, "--metric"), ({"samples": 4}, "--samples"),
+                         ({"iterations": 9}, "--iterations")]:
+        other = SearchOptions(store=str(tmp_path / "s"), steps=2,
+                              **{"samples": 3, **change}).resolved()
+        with pytest.raises(OptionsError, match=name):
+            check_resume_options(other, manifest)
+
+    store = ExperimentStore(tmp_path / "s")
+    rows = [  # (step, sample, reward, status, finished_at)
+        (0, 0, 0.5, "ok", 3.0), (0, 0, 0.9, "ok", 9.0), (0, 1, None, "failed", 4.0),
+        (0, 2, float("nan"), "nan", 5.0),
+    ]
+    for i, (step, sample, reward, status, at) in enumerate(rows):
+        store.write_trial({"experiment": "e", "trial_id": f"t{i}", "kind": "search",
+                           "step": step, "sample": sample, "theta": [0.1 * i, 0.2],
+                           "reward": reward, "status": status,
+                           "finished_at": pd.Timestamp(at, unit="s", tz="UTC")})
+    store.write_trial({"experiment": "e", "trial_id": "r0", "kind": "retrain",
+                       "reward": 0.99, "status": "ok"})
+    kept, results = previous_results(store, "e")
+    assert sorted((r["step"], r["sample"]) for r in results) == [(0, 0), (0, 1), (0, 2)]
+    first = next(r for r in results if r["sample"] == 0)
+    assert first["value"] == 0.5 and first["trial_id"] == "t0"  # the earlier row counts
+    assert np.allclose(first["config"]["theta"], [0.0, 0.2])
+    assert all(math.isnan(r["value"]) for r in results if r["sample"] in (1, 2))
+    progress = ProgressCallback(experiment="e", steps=2, samples=3)
+    progress.count_previous(kept)
+    assert (progress.done, progress.failed, progress.best) == (3, 2, 0.5)
+
+
 # --------------------------------------------------------------------------- multi-node
 @pytest.mark.slow
 def test_trials_spread_over_nodes_of_a_multi_node_cluster(tmp_path: Path) -> None:

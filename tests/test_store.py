@@ -297,6 +297,29 @@ def test_bad_policy_rows_refused(tmp_path):
     assert isinstance(StoreError("x"), ValueError)
 
 
+def test_search_manifest_round_trip_and_errors(tmp_path):
+    s = ExperimentStore(tmp_path / "store")
+    assert s.read_search("exp") is None
+    opts = {"metric": "miou", "seed": 3, "sigma": 0.2, "extra_config": {"a": [1, 2]}}
+    path = s.write_search("exp", opts)
+    assert path.endswith("searches/exp.json")
+    assert s.read_search("exp") == opts
+    assert s.experiments() == []  # a manifest alone is not an experiment with rows
+    opts2 = {**opts, "seed": 4}
+    s.write_search("exp", opts2)  # replaced atomically
+    assert s.read_search("exp") == opts2
+    assert not [p for p in (tmp_path / "store" / "searches").iterdir()
+                if p.name.startswith(".")]  # no temp file left behind
+    with pytest.raises(StoreError, match="not JSON"):
+        s.write_search("exp2", {"f": object()})
+    assert s.read_search("exp2") is None
+    (tmp_path / "store" / "searches" / "bad.json").write_text("{not json")
+    with pytest.raises(StoreError, match="unreadable"):
+        s.read_search("bad")
+    with pytest.raises(StoreError):
+        s.write_search("../escape", opts)
+
+
 def test_store_imports_no_ray():
     code = "import sys, autoloss_ray.store, autoloss_ray.report; print('ray' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

@@ -349,6 +349,17 @@ def test_window_max_at_sites_equals_autograd_through_dilate_with_ties(r):
     assert int((g1 != 0).sum()) > 0
 
 
+def test_fast_argmax_equals_argmax_with_ties():
+    from autoloss_ray.surrogates import _argmax1
+
+    g = torch.Generator().manual_seed(0)
+    for z in (torch.randn(2, 7, 5, 6, generator=g),
+              torch.randint(0, 3, (3, 9, 4, 5), generator=g).float(),  # many exact ties
+              torch.zeros(1, 4, 3, 3), torch.randn(1, 1, 3, 3, generator=g),
+              torch.randn(2, 5, 4, 4, generator=g, dtype=torch.float64)[:, :, ::2]):
+        assert torch.equal(_argmax1(z), z.argmax(1)), z.shape
+
+
 def test_bool_dilation_equals_morphology_dilate():
     """The shifted-slice dilation used for BF1's target band equals morphology.dilate."""
     from autoloss_ray.morphology import dilate
