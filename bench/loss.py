@@ -7,8 +7,11 @@ of :mod:`autoloss_ray.baselines` (when importable), and an unfused "official-sty
 surrogate (both Bezier segments evaluated everywhere, one-hot target and every intermediate
 kept by autograd, as the official mmsegmentation release does).
 
-Time: best of ``--repeats`` forward+backward passes (after a warm-up), wall clock, taken
-round-robin (each repeat times every loss once) so that the machine's drift hits all alike.
+Time: wall clock of one forward+backward, best over all timed passes. CPU: ``--repeats``
+rounds; each round runs every loss once in a fresh process (warm-up, then ``--inner`` timed
+passes), so neither the machine's drift nor the allocator state another loss left behind
+(which moved cross entropy between 42 and 77 ms in one process) favours anyone. GPU: in one
+process, ``--repeats`` passes taken round-robin over the losses.
 Peak memory:
 - GPU: ``torch.cuda.max_memory_allocated`` during one forward+backward, minus the memory
   allocated before it (logits, labels and their gradient buffer are not counted for anyone).
@@ -142,18 +145,21 @@ def time_it(fn, z, t, repeats, device, *, warm=True):
     return best
 
 
-def peak_cpu_subprocess(name, args) -> float:
-    """Peak RSS growth (MiB) of one forward+backward in a fresh process."""
-    cmd = [sys.executable, os.path.abspath(__file__), "--_memory-child", name,
+def cpu_child_subprocess(name, args, *, memory: bool) -> dict:
+    """Run one loss in a fresh process: peak memory (if asked) and the best of
+    ``--inner`` timed passes. Returns ``{"peak_mib", "best_s"}``."""
+    cmd = [sys.executable, os.path.abspath(__file__), "--_child", name,
            "--n", str(args.n), "--size", str(args.size), "--classes", str(args.classes),
-           "--threads", str(args.threads)]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+           "--threads", str(args.threads), "--inner", str(args.inner)]
+    if not memory:
+        cmd.append("--no-memory")
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
     if out.returncode != 0:
         raise RuntimeError(out.stderr.strip().splitlines()[-1] if out.stderr else "failed")
-    return float(json.loads(out.stdout.strip().splitlines()[-1])["peak_mib"])
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def memory_child(name, args) -> None:
+def cpu_child(name, args) -> None:
     torch.set_num_threads(args.threads)
     C = args.classes
     fn = build(name, C)
@@ -162,12 +168,15 @@ def memory_child(name, args) -> None:
     z, t = make_inputs(args.n, C, args.size, "cpu")
     z.grad = torch.zeros_like(z)  # the gradient buffer exists for everyone
     z.grad = None
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
-    before = _status_kib("VmRSS")
-    step(fn, z, t)
-    after = _status_kib("VmHWM")
-    print(json.dumps({"peak_mib": (after - before) / 1024.0}))
+    peak = float("nan")
+    if not args.no_memory:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        before = _status_kib("VmRSS")
+        step(fn, z, t)
+        peak = (_status_kib("VmHWM") - before) / 1024.0
+    best = time_it(fn, z, t, args.inner, torch.device("cpu"))
+    print(json.dumps({"peak_mib": peak, "best_s": best}))
 
 
 def _status_kib(key: str) -> int:
@@ -187,6 +196,45 @@ def peak_cuda(fn, z, t):
     return (torch.cuda.max_memory_allocated() - base) / 2**20
 
 
+def _run_cpu(names, args):
+    """Round-robin over fresh processes: each round runs every loss once in its own process
+    (memory in the first round), so neither the machine's drift nor the allocator state left
+    by another loss favours anyone."""
+    best = {name: float("inf") for name in names}
+    mem = {name: float("nan") for name in names}
+    failed = set()
+    for r in range(args.repeats):
+        for name in names:
+            if name in failed:
+                continue
+            try:
+                out = cpu_child_subprocess(name, args, memory=(r == 0 and not args.no_memory))
+            except Exception as exc:  # report and go on
+                print(f"  {name:16s} failed: {type(exc).__name__}: {exc}")
+                failed.add(name)
+                continue
+            best[name] = min(best[name], out["best_s"])
+            if r == 0:
+                mem[name] = out["peak_mib"]
+    return [(n, best[n], mem[n]) for n in names if n not in failed]
+
+
+def _run_gpu(names, z, t, args, device):
+    fns = {}
+    for name in names:
+        try:
+            fns[name] = build(name, args.classes)
+            step(fns[name], z, t)  # warm-up
+        except Exception as exc:  # report and go on
+            print(f"  {name:16s} failed: {type(exc).__name__}: {exc}")
+    best = {name: float("inf") for name in fns}
+    for _ in range(args.repeats):
+        for name, fn in fns.items():
+            best[name] = min(best[name], time_it(fn, z, t, 1, device, warm=False))
+    return [(n, best[n], float("nan") if args.no_memory else peak_cuda(fns[n], z, t))
+            for n in fns]
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -195,19 +243,23 @@ def main(argv=None) -> None:
     ap.add_argument("--classes", type=int, default=21, help="classes (default 21)")
     ap.add_argument("--size", type=int, default=None,
                     help="image side (default 256 on CPU, 512 on GPU)")
-    ap.add_argument("--repeats", type=int, default=5, help="timed repeats (best is kept)")
+    ap.add_argument("--repeats", type=int, default=5,
+                    help="rounds (CPU: fresh process per loss per round; GPU: timed passes); "
+                    "the best time is kept")
     ap.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     ap.add_argument("--threads", type=int, default=torch.get_num_threads(),
                     help="torch CPU threads")
     ap.add_argument("--only", default=None, help="comma-separated subset of loss names")
     ap.add_argument("--no-memory", action="store_true", help="skip peak-memory measurement")
-    ap.add_argument("--_memory-child", dest="memory_child", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--inner", type=int, default=3,
+                    help="CPU: timed passes per fresh process (default 3)")
+    ap.add_argument("--_child", dest="child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.size is None:
         dev_type = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
         args.size = 512 if dev_type == "cuda" else 256
-    if args.memory_child:
-        return memory_child(args.memory_child, args)
+    if args.child:
+        return cpu_child(args.child, args)
     torch.set_num_threads(args.threads)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     C = args.classes
@@ -223,37 +275,16 @@ def main(argv=None) -> None:
         keep = set(args.only.split(","))
         names = [n for n in names if n in keep or n == "ce"]
 
-    z, t = make_inputs(args.n, C, args.size, device)
+    z, t = make_inputs(args.n, C, args.size, device) if device.type == "cuda" else (None, None)
+    runs = (f"best of {args.repeats} rounds x {args.inner} passes, a fresh process per loss "
+            "and round" if device.type == "cpu" else f"best of {args.repeats}")
     print(f"bench/loss.py: N={args.n} C={C} {args.size}x{args.size} on {device} "
           f"({platform.processor() or platform.machine()}, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads), best of {args.repeats}")
-    fns, failed = {}, set()
-    for name in names:
-        try:
-            fns[name] = build(name, C)
-            step(fns[name], z, t)  # warm-up
-        except Exception as exc:  # report and go on
-            print(f"  {name:16s} failed: {type(exc).__name__}: {exc}")
-            failed.add(name)
-    # Round-robin: every repeat times each loss once, so drifts of the machine (frequency,
-    # neighbours) hit every loss alike; the best time of each is kept.
-    best = {name: float("inf") for name in fns}
-    for _ in range(args.repeats):
-        for name, fn in fns.items():
-            best[name] = min(best[name], time_it(fn, z, t, 1, device, warm=False))
-    rows = []
-    for name in fns:
-        try:
-            if args.no_memory:
-                mib = float("nan")
-            elif device.type == "cuda":
-                mib = peak_cuda(fns[name], z, t)
-            else:
-                mib = peak_cpu_subprocess(name, args)
-        except Exception as exc:  # report and go on
-            print(f"  {name:16s} memory failed: {type(exc).__name__}: {exc}")
-            mib = float("nan")
-        rows.append((name, best[name], mib))
+          f"{args.threads} threads), {runs}")
+    if device.type == "cpu":
+        rows = _run_cpu(names, args)
+    else:
+        rows = _run_gpu(names, z, t, args, device)
     ce_sec, ce_mib = rows[0][1], rows[0][2]
     print(f"{'loss':16s} {'fwd+bwd ms':>11s} {'x CE':>6s} {'peak MiB':>9s} {'x CE':>6s}  goal")
     for name, sec, mib in rows:
