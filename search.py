@@ -13,7 +13,11 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    from autoloss_ray.cli import add_search_arguments, search_options_from_args
+    from autoloss_ray.cli import (
+        add_search_arguments,
+        explicit_search_options,
+        search_options_from_args,
+    )
     from autoloss_ray.options import OptionsError
 
     parser = argparse.ArgumentParser(
@@ -22,9 +26,10 @@ def main(argv: list[str] | None = None) -> int:
         "(same options as `autoloss search`).",
     )
     add_search_arguments(parser)
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     try:
-        opts = search_options_from_args(args)
+        opts = search_options_from_args(args, explicit=explicit_search_options(argv))
         if opts.address is None:
             opts = _with_running_cluster(opts)
         opts = opts.resolved()

@@ -7,6 +7,7 @@ Bad input exits with status 2 and one line on stderr, before anything is compute
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from typing import Any, Sequence
@@ -84,14 +85,53 @@ def add_search_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--resume", action="store_true",
                    help="continue an interrupted search of the same --experiment from the "
-                   "store: same search options; resources, paths and a larger --steps may "
-                   "change")
+                   "store; options not given are the original search's, options given must "
+                   "match them (resources, paths and a larger --steps may change)")
     g.add_argument("--export", default=None, help="write the best loss to this JSON file")
     g.add_argument("--report-dir", default=None, help="write a report (Markdown + PNG) here")
     g.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
 
 
-def search_options_from_args(args: argparse.Namespace) -> SearchOptions:
+# Options a resume never takes from the original search: where it is, what this invocation
+# writes at the end, how it talks.
+_NOT_FROM_MANIFEST = frozenset({"store", "experiment", "resume", "export", "report_dir",
+                                "verbose", "address"})
+
+
+def explicit_search_options(argv: Sequence[str]) -> set[str]:
+    """The option names (argparse dests) that ``argv`` gives explicitly."""
+    probe = argparse.ArgumentParser(add_help=False)
+    add_search_arguments(probe)
+    for action in probe._actions:
+        action.default = argparse.SUPPRESS
+    given, _ = probe.parse_known_args(list(argv))
+    return set(vars(given))
+
+
+def search_options_from_args(
+    args: argparse.Namespace, *, explicit: set[str] | None = None
+) -> SearchOptions:
+    """SearchOptions of a parsed ``autoloss search`` / ``search.py`` command line.
+
+    With ``--resume`` and ``explicit`` (see :func:`explicit_search_options`), every option the
+    command line does not give comes from the search's manifest in the store, so
+    ``autoloss search --experiment NAME --store PATH --resume`` continues it as it was started.
+    """
+    opts = _options_from_args(args)
+    if not args.resume or explicit is None:
+        return opts
+    from autoloss_ray.store import ExperimentStore
+
+    manifest = ExperimentStore(args.store).read_search(args.experiment)
+    if manifest is None:
+        return opts
+    fields = {f.name for f in dataclasses.fields(SearchOptions)}
+    taken = {k: v for k, v in manifest.items()
+             if k in fields and k not in _NOT_FROM_MANIFEST and k not in explicit}
+    return dataclasses.replace(opts, **taken)
+
+
+def _options_from_args(args: argparse.Namespace) -> SearchOptions:
     return SearchOptions(
         metric=args.metric,
         parameterization=args.parameterization,
@@ -131,7 +171,8 @@ def search_options_from_args(args: argparse.Namespace) -> SearchOptions:
 
 
 def _cmd_search(args: argparse.Namespace) -> int:
-    opts = search_options_from_args(args).resolved()  # validates before Ray starts
+    opts = search_options_from_args(args, explicit=getattr(args, "explicit", None)).resolved()
+    # (validates before Ray starts)
     from trainables.experiment import run_search
 
     outcome = run_search(opts)
@@ -205,8 +246,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     try:
+        if args.command == "search":
+            args.explicit = explicit_search_options(argv[argv.index("search") + 1:])
         return int(args.func(args) or 0)
     except (OptionsError, ValueError, TypeError, FileNotFoundError) as exc:
         print(f"autoloss {args.command}: error: {exc}", file=sys.stderr)

@@ -213,8 +213,10 @@ def test_resume_rebuilds_the_search_from_the_store_alone(tmp_path: Path) -> None
     for a, b in zip(full_policy["mu_next"], policy["mu_next"]):
         assert list(b) == pytest.approx(list(a), abs=1e-6)
 
-    # a complete search resumes to nothing and runs nothing
-    done = _autoloss(*args, "--resume", timeout=200)
+    # a complete search resumes to nothing and runs nothing; a short command line takes
+    # every option it does not give from the search's manifest
+    done = _autoloss("search", "--experiment", "lost", "--store", str(store), "--resume",
+                     timeout=200)
     assert done.returncode == 0 and "nothing to run" in done.stdout, done.stderr[-2000:]
     assert len(s.trials("lost")) == steps * samples
 
@@ -267,6 +269,32 @@ def test_resume_options_check_and_previous_results_without_ray(tmp_path: Path) -
     progress = ProgressCallback(experiment="e", steps=2, samples=3)
     progress.count_previous(kept)
     assert (progress.done, progress.failed, progress.best) == (3, 2, 0.5)
+
+
+def test_short_resume_command_takes_the_original_options(tmp_path: Path) -> None:
+    from autoloss_ray.cli import build_parser, explicit_search_options, search_options_from_args
+    from autoloss_ray.options import SearchOptions
+    from trainables.experiment import search_manifest
+
+    store = tmp_path / "s"
+    original = SearchOptions(store=str(store), experiment="e", metric="biou", seed=7,
+                             samples=3, steps=2, sigma=0.3, iterations=9,
+                             gpus_per_trial=0.5).resolved()
+    ExperimentStore(store).write_search("e", search_manifest(original))
+    argv = ["search", "--experiment", "e", "--store", str(store), "--resume",
+            "--max-concurrent", "1", "-q"]
+    assert explicit_search_options(argv[1:]) == {"experiment", "store", "resume",
+                                                 "max_concurrent", "quiet"}
+    args = build_parser().parse_args(argv)
+    opts = search_options_from_args(args, explicit=explicit_search_options(argv[1:]))
+    opts = opts.resolved()
+    assert (opts.metric, opts.seed, opts.samples, opts.steps, opts.sigma, opts.iterations,
+            opts.gpus_per_trial) == ("biou", 7, 3, 2, 0.3, 9, 0.5)  # from the manifest
+    assert (opts.max_concurrent, opts.verbose) == (1, 0)  # from the command line
+    # without --resume nothing comes from a manifest
+    fresh = search_options_from_args(build_parser().parse_args(argv[:5]),
+                                     explicit=explicit_search_options(argv[1:5]))
+    assert fresh.metric == "miou" and fresh.seed == 0
 
 
 # --------------------------------------------------------------------------- multi-node
