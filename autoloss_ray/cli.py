@@ -92,10 +92,10 @@ def add_search_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
 
 
-# Options a resume never takes from the original search: where it is, what this invocation
-# writes at the end, how it talks.
+# Options a resume never takes from the original search: where it is (tune_dir defaults to
+# one beside the store), what this invocation writes at the end, how it talks.
 _NOT_FROM_MANIFEST = frozenset({"store", "experiment", "resume", "export", "report_dir",
-                                "verbose", "address"})
+                                "verbose", "address", "tune_dir"})
 
 
 def explicit_search_options(argv: Sequence[str]) -> set[str]:

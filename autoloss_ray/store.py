@@ -622,7 +622,7 @@ class ExperimentStore:
         their paths. Readers never see them, so this is only housekeeping."""
         removed = []
         now = time.time()
-        for table in ("trials", "policy"):
+        for table in ("trials", "policy", "searches"):
             base = self._dir(table)
             if self._fs.get_file_info(base).type != pafs.FileType.Directory:
                 continue

@@ -357,8 +357,10 @@ def _erode3x3(p: torch.Tensor, *, indices: bool = False):
     """3x3 min-pool of p [N, C, H, W] (outside = +inf), as -max_pool2d(-p) computes it, with
     the pool's indices if asked. Pools in channels-last layout (same values and indices,
     2-3x faster on CPU); the results are channels-last, call ``.contiguous()`` for NCHW."""
-    if p.device.type == "cpu":  # negate straight into a channels-last buffer (one pass)
+    if p.device.type == "cpu" and not p.requires_grad:  # negate into channels-last, 1 pass
         q = torch.neg(p, out=torch.empty_like(p, memory_format=torch.channels_last))
+    elif p.device.type == "cpu":
+        q = p.neg().contiguous(memory_format=torch.channels_last)
     else:
         q = p.neg()
     if indices:

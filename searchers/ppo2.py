@@ -420,7 +420,8 @@ class _StepSearcher(Searcher):
             if not (0 <= step < self.steps and 0 <= sample < self.samples_per_step):
                 raise ValueError(
                     f"recorded trial (step {step}, sample {sample}) is outside this search "
-                    f"of {self.steps} steps x {self.samples_per_step} samples"
+                    f"of {self.steps} steps x {self.samples_per_step} samples (fewer steps "
+                    "than were already run, or other samples per step?)"
                 )
             if sample in by_step.setdefault(step, {}):
                 raise ValueError(f"trial (step {step}, sample {sample}) is recorded twice")
@@ -444,7 +445,14 @@ class _StepSearcher(Searcher):
                 self._start_step()
                 assert self._space is not None and self._thetas is not None
                 for i, r in sorted(by_step[step].items()):
-                    recorded = self._space.from_config(r["config"])
+                    try:
+                        recorded = self._space.from_config(r["config"])
+                    except (KeyError, TypeError, ValueError) as e:
+                        raise ValueError(
+                            f"the recorded trial (step {step}, sample {i}) has no valid "
+                            f"config for this search space ({e}): resume with the options "
+                            "of the original search"
+                        ) from None
                     drawn = self._thetas[i]
                     if recorded.shape != drawn.shape or not np.allclose(
                         recorded, drawn, rtol=1e-9, atol=1e-12

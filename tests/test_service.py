@@ -220,10 +220,22 @@ def test_resume_rebuilds_the_search_from_the_store_alone(tmp_path: Path) -> None
     assert done.returncode == 0 and "nothing to run" in done.stdout, done.stderr[-2000:]
     assert len(s.trials("lost")) == steps * samples
 
+    # a larger --steps extends the finished search, and the manifest remembers it
+    short = ["search", "--experiment", "lost", "--store", str(store), "--resume"]
+    more = _autoloss(*short, "--steps", str(steps + 1), timeout=400)
+    assert more.returncode == 0, more.stdout[-3000:] + more.stderr[-3000:]
+    assert len(s.trials("lost")) == (steps + 1) * samples
+    assert list(s.policy("lost")["step"]) == list(range(steps + 1))
+    assert s.read_search("lost")["steps"] == steps + 1
+    again = _autoloss(*short, timeout=200)
+    assert again.returncode == 0 and "nothing to run" in again.stdout, again.stderr[-2000:]
+    fewer = _autoloss(*short, "--steps", "1", timeout=200)
+    assert fewer.returncode == 2 and "fewer steps" in fewer.stderr, fewer.stderr[-2000:]
+
 
 def test_resume_options_check_and_previous_results_without_ray(tmp_path: Path) -> None:
     """Which options a resume may change, and how store rows become replay results (the
-    first finished row of a sample counts; failed and NaN rows replay as failures)."""
+    last finished row of a sample counts; failed and NaN rows replay as failures)."""
     import math
 
     import numpy as np
@@ -262,13 +274,13 @@ def test_resume_options_check_and_previous_results_without_ray(tmp_path: Path) -
                        "reward": 0.99, "status": "ok"})
     kept, results = previous_results(store, "e")
     assert sorted((r["step"], r["sample"]) for r in results) == [(0, 0), (0, 1), (0, 2)]
-    first = next(r for r in results if r["sample"] == 0)
-    assert first["value"] == 0.5 and first["trial_id"] == "t0"  # the earlier row counts
-    assert np.allclose(first["config"]["theta"], [0.0, 0.2])
+    last = next(r for r in results if r["sample"] == 0)
+    assert last["value"] == 0.9 and last["trial_id"] == "t1"  # the later row counts
+    assert np.allclose(last["config"]["theta"], [0.1, 0.2])
     assert all(math.isnan(r["value"]) for r in results if r["sample"] in (1, 2))
     progress = ProgressCallback(experiment="e", steps=2, samples=3)
     progress.count_previous(kept)
-    assert (progress.done, progress.failed, progress.best) == (3, 2, 0.5)
+    assert (progress.done, progress.failed, progress.best) == (3, 2, 0.9)
 
 
 def test_short_resume_command_takes_the_original_options(tmp_path: Path) -> None:

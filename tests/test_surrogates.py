@@ -349,6 +349,15 @@ def test_window_max_at_sites_equals_autograd_through_dilate_with_ties(r):
     assert int((g1 != 0).sum()) > 0
 
 
+def test_bf1_double_backward_graph_builds():
+    """create_graph=True (e.g. gradient penalties) runs through BF1's backward."""
+    loss = SurrogateLoss.from_preset("bf1", num_classes=3)
+    z = torch.randn(1, 3, 9, 8, requires_grad=True)
+    t = torch.randint(0, 3, (1, 9, 8))
+    (g,) = torch.autograd.grad(loss(z, t), z, create_graph=True)
+    assert g.requires_grad and torch.isfinite(g).all()
+
+
 def test_fast_argmax_equals_argmax_with_ties():
     from autoloss_ray.surrogates import _argmax1
 

@@ -185,8 +185,11 @@ def check_resume_options(opts: SearchOptions, manifest: dict[str, Any]) -> None:
     Only the runtime options (resources, addresses, output paths, T) may change on resume.
     """
     now = search_manifest(opts)
+    def name(k: str) -> str:
+        return k if k == "extra_config" else f"--{k.replace('_', '-')}"
+
     diffs = [
-        f"--{k.replace('_', '-')} was {manifest[k]!r}, now {now[k]!r}"
+        f"{name(k)} was {manifest[k]!r}, now {now[k]!r}"
         for k in sorted(now)
         if k not in _RUNTIME_OPTIONS and k in manifest and manifest[k] != now[k]
     ]
@@ -197,26 +200,36 @@ def check_resume_options(opts: SearchOptions, manifest: dict[str, Any]) -> None:
         )
 
 
+def trial_succeeded(status: Any, reward: Any) -> bool:
+    """The searcher's view of a stored trial: it counts (is not a failure) when it did not
+    fail and its reward is a finite number."""
+    try:
+        return status != "failed" and reward is not None and math.isfinite(float(reward))
+    except (TypeError, ValueError):
+        return False
+
+
 def previous_results(store: ExperimentStore, experiment: str):
     """The finished search trials of ``experiment`` in the store, one per (step, sample).
 
     Returns ``(rows, results)``: the store rows (a DataFrame) and the mappings
     :meth:`searchers.PPO2Searcher.replay` takes. Should the store hold one sample twice
-    (a run of an older version resumed through Tune's own checkpoint), the first finished
-    row counts.
+    (a run of an older version resumed through Tune's own checkpoint, whose restored
+    searcher handed a sample out again and was told the new result), the last finished row
+    counts.
     """
     rows = store.trials(experiment)
     if len(rows):
         rows = rows[(rows["kind"] == "search") & rows["step"].notna() & rows["sample"].notna()]
         rows = rows.sort_values("finished_at", kind="stable")
-        dups = rows.duplicated(["step", "sample"], keep="first")
+        dups = rows.duplicated(["step", "sample"], keep="last")
         if dups.any():
-            logger.warning("experiment %s: %d repeated trial(s) in the store; the first "
+            logger.warning("experiment %s: %d repeated trial(s) in the store; the last "
                            "finished one of each sample counts", experiment, int(dups.sum()))
             rows = rows[~dups]
     results = []
     for r in rows.itertuples(index=False):
-        ok = r.status != "failed" and r.reward is not None and math.isfinite(float(r.reward))
+        ok = trial_succeeded(r.status, r.reward)
         theta = None if r.theta is None else [float(v) for v in r.theta]
         results.append({
             "step": int(r.step), "sample": int(r.sample), "config": {"theta": theta},
@@ -255,13 +268,18 @@ def run_search(opts: SearchOptions) -> SearchOutcome:
             )
         if manifest is not None:
             check_resume_options(opts, manifest)
+        else:
+            logger.warning("experiment %s has no search manifest (a store of an older "
+                           "version): only options that change the draws can be checked; "
+                           "this run's options are recorded as the search's",
+                           opts.experiment)
     searcher = build_searcher(opts, store)
     told = 0
     if results:
         policy = store.policy(opts.experiment)
         told = searcher.replay(results, quiet_steps={int(s) for s in policy["step"]})
-    if not opts.resume or manifest is None:
-        store.write_search(opts.experiment, search_manifest(opts))
+    # (re)write the manifest: a resume may have extended T or moved resources
+    store.write_search(opts.experiment, search_manifest(opts))
     if not is_uri(opts.tune_dir):
         Path(opts.tune_dir).mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
@@ -286,8 +304,9 @@ def run_search(opts: SearchOptions) -> SearchOutcome:
             if told:
                 print(f"[autoloss] resuming: {told} trials from the store, {remaining} to run "
                       f"(from step {searcher.step + 1})", flush=True)
-        tuner = build_tuner(opts, store, searcher=searcher, num_samples=remaining,
-                            previous=previous)
+        # a resumed searcher ends the search itself (Searcher.FINISHED after T steps)
+        tuner = build_tuner(opts, store, searcher=searcher,
+                            num_samples=-1 if told else remaining, previous=previous)
         tuner.fit()
     outcome = summarize(opts, store)
     outcome["seconds"] = time.monotonic() - start

@@ -37,9 +37,11 @@ class ProgressCallback(tune.Callback):
     def count_previous(self, rows) -> None:
         """Start the counts from the store rows of a resumed search (a DataFrame with
         ``step``, ``reward`` and ``status``), so progress reads ``trial 7/12`` after a resume."""
+        from trainables.experiment import trial_succeeded
+
         for step, reward, status in zip(rows["step"], rows["reward"], rows["status"]):
             self.done += 1
-            ok = status == "ok" and reward is not None and math.isfinite(float(reward))
+            ok = trial_succeeded(status, reward)
             self.failed += int(not ok)
             if ok:
                 self.best = max(self.best, float(reward))

@@ -242,11 +242,17 @@ class StoreCallback(tune.Callback):
             # A value the schema refuses must not lose the trial: keep what is certain.
             logger.warning("store refused trial %s (%s); writing a reduced row", row["trial_id"],
                            e)
-            reduced = {k: row[k] for k in ("experiment", "trial_id", "kind", "status",
+            minimal = {k: row[k] for k in ("experiment", "trial_id", "kind", "status",
                                            "error", "finished_at")}
-            reduced["extra"] = {"store_error": str(e),
+            minimal["extra"] = {"store_error": str(e),
                                 "row": {k: repr(v) for k, v in row.items()}}
-            self._write_with_retries(reduced)
+            # keep what a resumed search replays (step, sample, theta, reward) if it is valid
+            search_keys = {k: row.get(k) for k in ("step", "sample", "theta", "reward",
+                                                   "metric", "parameterization")}
+            try:
+                self._write_with_retries({**minimal, **search_keys})
+            except StoreError:
+                self._write_with_retries(minimal)
         self.written += 1
 
     def _write_with_retries(self, row: dict[str, Any]) -> None:
