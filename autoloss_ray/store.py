@@ -173,6 +173,8 @@ def _to_int(v: Any, key: str, *, required: bool = False, nonneg: bool = False) -
                          f"got {type(v).__name__} {v!r:.80}")
     if nonneg and int(v) < 0:
         raise StoreError(f"column {key!r} must be >= 0, got {int(v)}")
+    if not -(2**63) <= int(v) < 2**63:
+        raise StoreError(f"column {key!r} must fit in 64 bits, got {int(v)}")
     return int(v)
 
 

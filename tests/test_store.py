@@ -534,6 +534,16 @@ def test_store_callback_rows_from_fake_trials(tmp_path):
     assert df.loc["abc_00003", "status"] == "nan"
     assert pd.isna(ok["loss"]) and ok["kind"] == "search"
 
+    # a value the schema refuses (a seed beyond int64) keeps the trial, and what a resumed
+    # search replays (step, sample, theta, reward)
+    cb.on_trial_complete(iteration=4, trials=[], trial=_FakeTrial(
+        "abc_00004", {**config, "search_sample": 8, "seed": 2**70}, result))
+    big = ExperimentStore(tmp_path).trials("cb").set_index("trial_id").loc["abc_00004"]
+    assert (big["step"], big["sample"], big["status"]) == (2, 8, "ok")
+    assert big["reward"] == pytest.approx(0.6) and pd.isna(big["seed"])
+    assert list(big["theta"]) == pytest.approx(config["theta"])
+    assert "64 bits" in json.loads(big["extra_json"])["store_error"]
+
     rcb = StoreCallback(str(tmp_path), "rt", "miou", kind="retrain")
     for tid, extra in (("r1", {"loss": "lovasz"}), ("r2", {"loss": "/x/l.json",
                                                             "loss_label": "searched"}),

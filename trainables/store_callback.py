@@ -23,6 +23,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+import pyarrow as pa
 from ray import tune
 
 from autoloss_ray.store import (
@@ -238,7 +239,7 @@ class StoreCallback(tune.Callback):
         )
         try:
             self._write_with_retries(row)
-        except StoreError as e:
+        except (StoreError, TypeError, OverflowError, pa.ArrowException) as e:
             # A value the schema refuses must not lose the trial: keep what is certain.
             logger.warning("store refused trial %s (%s); writing a reduced row", row["trial_id"],
                            e)
@@ -251,7 +252,7 @@ class StoreCallback(tune.Callback):
                                                    "metric", "parameterization")}
             try:
                 self._write_with_retries({**minimal, **search_keys})
-            except StoreError:
+            except (StoreError, TypeError, OverflowError, pa.ArrowException):
                 self._write_with_retries(minimal)
         self.written += 1
 
