@@ -183,6 +183,19 @@ def _blocks(N: int, H: int, rows: int):
             yield n, r0, min(H, r0 + rows)
 
 
+def _block_softmax(z, n, r0, r1, pbuf, zbuf):
+    """Softmax over classes of the block z[n, :, r0:r1] written into ``pbuf`` (z converted
+    into ``zbuf`` first when its dtype is not the compute dtype). Returns a [C, q] view."""
+    C, W = z.shape[1], z.shape[3]
+    R = r1 - r0
+    zb = z[n, :, r0:r1]
+    if zbuf is not None:
+        zb = zbuf[: C * R * W].view(C, R, W).copy_(zb)
+    p = pbuf[: C * R * W].view(C, R, W)
+    torch.ops.aten._softmax.out(zb, 0, False, out=p)
+    return p.view(C, R * W)
+
+
 class _RegionStats(torch.autograd.Function):
     """Per-class soft statistics of the region surrogates, fused and blocked.
 
@@ -217,14 +230,8 @@ class _RegionStats(torch.autograd.Function):
         hbit = torch.empty(C * P, dtype=cd, device=dev)
         off = 0
         for n, r0, r1 in _blocks(N, H, rows):
-            R = r1 - r0
-            q = R * W
-            zb = z[n, :, r0:r1]
-            if zbuf is not None:
-                zb = zbuf[: C * q].view(C, R, W).copy_(zb)
-            p = pbuf[: C * q].view(C, R, W)
-            torch.ops.aten._softmax.out(zb, 0, False, out=p)
-            p = p.view(C, q)
+            q = (r1 - r0) * W
+            p = _block_softmax(z, n, r0, r1, pbuf, zbuf)
             t = tgt[n, r0:r1].reshape(q)
             wb = w[n, r0:r1].reshape(q)
             # predicted classes: those attaining the maximum (argmax; exact ties count for
@@ -278,12 +285,7 @@ class _RegionStats(torch.autograd.Function):
         for n, r0, r1 in _blocks(N, H, rows):
             R = r1 - r0
             q = R * W
-            zb = z[n, :, r0:r1]
-            if zbuf is not None:
-                zb = zbuf[: C * q].view(C, R, W).copy_(zb)
-            p = pbuf[: C * q].view(C, R, W)
-            torch.ops.aten._softmax.out(zb, 0, False, out=p)
-            p = p.view(C, q)
+            p = _block_softmax(z, n, r0, r1, pbuf, zbuf)
             gp = gbuf[: C * q].view(C, q)
             if use_or:
                 torch.mul(g_or[off: off + C * q].view(C, q), gO, out=gp)

@@ -454,9 +454,7 @@ class _StepSearcher(Searcher):
                             "of the original search"
                         ) from None
                     drawn = self._thetas[i]
-                    if recorded.shape != drawn.shape or not np.allclose(
-                        recorded, drawn, rtol=1e-9, atol=1e-12
-                    ):
+                    if not np.allclose(recorded, drawn, rtol=1e-9, atol=1e-12):
                         raise ValueError(
                             f"the recorded trial (step {step}, sample {i}) has "
                             f"{np.round(recorded, 6).tolist()} but this searcher draws "
@@ -466,7 +464,6 @@ class _StepSearcher(Searcher):
                         )
                     value = r.get("value")
                     value = math.nan if value is None else float(value)
-                    self._status[i] = _IN_FLIGHT
                     self._record(i, r.get("trial_id"), value)
                     told += 1
         finally:
