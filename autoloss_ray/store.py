@@ -57,6 +57,7 @@ __all__ = [
     "PolicyWriter",
     "StoreError",
     "check_name",
+    "trial_succeeded",
 ]
 
 METRIC_COLUMNS = ("miou", "fwiou", "biou", "bf1", "macc", "gacc")
@@ -411,6 +412,15 @@ def _empty(schema: pa.Schema):
 
 
 # ----------------------------------------------------------------------------- the store
+def trial_succeeded(status: Any, reward: Any) -> bool:
+    """Whether a stored search trial counts for the searcher: it did not fail and its reward
+    is a finite number (otherwise the searcher gave it the failure reward)."""
+    try:
+        return status != "failed" and reward is not None and math.isfinite(float(reward))
+    except (TypeError, ValueError):
+        return False
+
+
 class ExperimentStore:
     """Read and write the Parquet experiment store at ``root`` (see the module docstring).
 

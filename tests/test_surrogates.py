@@ -48,6 +48,21 @@ def _random_theta(space, rng):
     return th
 
 
+
+def _value_and_grad_in_small_blocks(loss, z, target, block):
+    """loss(z, target) and its gradient with the fused code forced into many small blocks
+    (``block`` elements, a partial last one included)."""
+    import autoloss_ray.surrogates as S
+
+    old = S._CPU_BLOCK
+    S._CPU_BLOCK = block
+    try:
+        val = loss(z, target)
+        (grad,) = torch.autograd.grad(val, z)
+    finally:
+        S._CPU_BLOCK = old
+    return val, grad
+
 @pytest.mark.parametrize("parameterization", list(PARAMETERIZATIONS))
 @pytest.mark.parametrize("metric", list(METRICS))
 def test_truth_table_matches_exact_metric(metric, parameterization):
@@ -153,15 +168,7 @@ def test_blocked_gradient_equals_plain_autograd():
     th = np.random.default_rng(1).uniform(0.05, 0.95, 12)
     loss = SurrogateLoss("miou", num_classes=C, theta=th)
     z = torch.randn(2, C, 40, 36, dtype=torch.float64, requires_grad=True)
-    import autoloss_ray.surrogates as S
-
-    old = S._CPU_BLOCK
-    S._CPU_BLOCK = 400  # force many blocks (including a partial last one)
-    try:
-        val = loss(z, target)
-        (g1,) = torch.autograd.grad(val, z)
-    finally:
-        S._CPU_BLOCK = old
+    val, g1 = _value_and_grad_in_small_blocks(loss, z, target, 400)
     par = get_parameterization("bezier")
     p = torch.softmax(z, 1)
     valid = (target != 255).unsqueeze(1).double()
@@ -275,8 +282,6 @@ def test_fused_bf1_equals_plain_autograd(parameterization):
     """The fused soft boundary (BF1) against a straightforward autograd implementation."""
     from autoloss_ray.parameterizations import get_parameterization
 
-    import autoloss_ray.surrogates as S
-
     pred, target = _labels(7, n=2, h=30, w=28)
     space = search_space("bf1", parameterization)
     th = _random_theta(space, np.random.default_rng(3))
@@ -286,13 +291,7 @@ def test_fused_bf1_equals_plain_autograd(parameterization):
     g = torch.Generator().manual_seed(4)
     z = (3 * torch.randn(2, C, 30, 28, generator=g, dtype=torch.float64)
          + 4 * _onehot_logits(pred, 1.0).double()).requires_grad_(True)
-    old = S._CPU_BLOCK
-    S._CPU_BLOCK = 500  # force many blocks (including a partial last one)
-    try:
-        val = loss(z, target)
-        (g1,) = torch.autograd.grad(val, z)
-    finally:
-        S._CPU_BLOCK = old
+    val, g1 = _value_and_grad_in_small_blocks(loss, z, target, 500)
 
     par = get_parameterization(parameterization)
     d = par.dim_per_curve

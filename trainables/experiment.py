@@ -25,7 +25,7 @@ import ray
 from ray import tune
 
 from autoloss_ray.options import OptionsError, SearchOptions, is_uri
-from autoloss_ray.store import ExperimentStore, PolicyWriter
+from autoloss_ray.store import ExperimentStore, PolicyWriter, trial_succeeded
 from trainables.progress import ProgressCallback
 
 __all__ = [
@@ -65,18 +65,16 @@ def build_searcher(opts: SearchOptions, store: ExperimentStore):
     """The Tune searcher for ``opts`` (PPO2 or the random-search baseline)."""
     from searchers import PPO2Searcher, RandomSearcher
 
-    space = _space(opts)
-    policy_writer = PolicyWriter(store.root, opts.experiment)
+    common = dict(
+        metric="reward",
+        mode="max",
+        steps=opts.steps,
+        samples_per_step=opts.samples,
+        seed=opts.seed,
+        step_callback=PolicyWriter(store.root, opts.experiment),
+    )
     if opts.searcher == "random":
-        return RandomSearcher(
-            space,
-            metric="reward",
-            mode="max",
-            steps=opts.steps,
-            samples_per_step=opts.samples,
-            seed=opts.seed,
-            step_callback=policy_writer,
-        )
+        return RandomSearcher(_space(opts), **common)
     points = None
     if opts.init_preset is not None:
         from autoloss_ray.presets import preset_theta
@@ -89,11 +87,7 @@ def build_searcher(opts: SearchOptions, store: ExperimentStore):
             )
         points = [{"theta": [float(v) for v in theta]}]
     return PPO2Searcher(
-        space,
-        metric="reward",
-        mode="max",
-        steps=opts.steps,
-        samples_per_step=opts.samples,
+        _space(opts),
         sigma=opts.sigma,
         clip_eps=opts.clip_eps,
         lr=opts.lr,
@@ -101,8 +95,7 @@ def build_searcher(opts: SearchOptions, store: ExperimentStore):
         baseline=opts.baseline,
         failure_reward=opts.failure_reward,
         points_to_evaluate=points,
-        seed=opts.seed,
-        step_callback=policy_writer,
+        **common,
     )
 
 
@@ -185,6 +178,7 @@ def check_resume_options(opts: SearchOptions, manifest: dict[str, Any]) -> None:
     Only the runtime options (resources, addresses, output paths, T) may change on resume.
     """
     now = search_manifest(opts)
+
     def name(k: str) -> str:
         return k if k == "extra_config" else f"--{k.replace('_', '-')}"
 
@@ -198,15 +192,6 @@ def check_resume_options(opts: SearchOptions, manifest: dict[str, Any]) -> None:
             f"--resume of experiment {opts.experiment!r} must search as the original run did; "
             + "; ".join(diffs)
         )
-
-
-def trial_succeeded(status: Any, reward: Any) -> bool:
-    """The searcher's view of a stored trial: it counts (is not a failure) when it did not
-    fail and its reward is a finite number."""
-    try:
-        return status != "failed" and reward is not None and math.isfinite(float(reward))
-    except (TypeError, ValueError):
-        return False
 
 
 def previous_results(store: ExperimentStore, experiment: str):

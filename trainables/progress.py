@@ -14,6 +14,8 @@ from typing import IO, Any
 
 from ray import tune
 
+from autoloss_ray.store import trial_succeeded
+
 __all__ = ["ProgressCallback"]
 
 
@@ -37,8 +39,6 @@ class ProgressCallback(tune.Callback):
     def count_previous(self, rows) -> None:
         """Start the counts from the store rows of a resumed search (a DataFrame with
         ``step``, ``reward`` and ``status``), so progress reads ``trial 7/12`` after a resume."""
-        from trainables.experiment import trial_succeeded
-
         for step, reward, status in zip(rows["step"], rows["reward"], rows["status"]):
             self.done += 1
             ok = trial_succeeded(status, reward)
