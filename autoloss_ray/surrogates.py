@@ -47,6 +47,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from autoloss_ray import native
 from autoloss_ray.metrics import METRICS, boundary_band, parse_metric
 from autoloss_ray.parameterizations import (
     IDENTITY_TABLE,
@@ -302,6 +303,84 @@ class _RegionStats(torch.autograd.Function):
             grad[n, :, r0:r1].copy_(gp.view(C, R, W))
             off += C * q
         return grad, None, None, None, None
+
+
+def _native_curve(table):
+    """(nb, bounds ptr, coef ptr, keep-alive) of a CurveTable for the native kernels
+    (nb = -2: not used, -1: identity)."""
+    if table is None:
+        return -2, None, None, ()
+    if table.is_identity:
+        return -1, None, None, ()
+    b, c = table.bounds.contiguous(), table.coef.contiguous()
+    return b.numel(), b.data_ptr(), c.data_ptr(), (b, c)
+
+
+def _native_dtype(cd: torch.dtype) -> int:
+    return 0 if cd == torch.float32 else 1
+
+
+class _RegionStatsNative(torch.autograd.Function):
+    """:class:`_RegionStats` by the fused CPU kernels (:mod:`autoloss_ray.native`).
+
+    Same inputs and outputs; z must be a contiguous CPU tensor in the compute dtype (float32
+    or float64). Saves z, w h_and'(p_t) [N, H, W] and w (1 - y) h_or'(p) [N, C, H, W]; the
+    backward kernel recomputes the softmax per tile.
+    """
+
+    @staticmethod
+    def forward(ctx, z, tgt, w, and_table, or_table):  # noqa: D401
+        lib = native.library()
+        N, C, H, W = z.shape
+        cd = z.dtype
+        HW = H * W
+        g_and = torch.empty((N, H, W), dtype=cd) if and_table is not None else None
+        g_or = torch.empty((N, C, H, W), dtype=cd) if or_table is not None else None
+        ranges = native.parallel_ranges(N * HW)
+        acc = torch.zeros((len(ranges), 3, C), dtype=torch.float64)
+        nb_a, b_a, c_a, keep_a = _native_curve(and_table)
+        nb_o, b_o, c_o, keep_o = _native_curve(or_table)
+        dt = _native_dtype(cd)
+        zp, tp, wp = z.data_ptr(), tgt.data_ptr(), w.data_ptr()
+        gap, gop = native.ptr(g_and), native.ptr(g_or)
+
+        def work(i, g0, g1):
+            return lib.autoloss_region_forward(dt, zp, tp, wp, C, HW, g0, g1, nb_a, b_a, c_a,
+                                               nb_o, b_o, c_o, gap, gop, acc[i].data_ptr())
+
+        native.run_ranges(work, ranges)
+        del keep_a, keep_o
+        I, O, npred = acc.sum(0).to(cd).unbind(0)
+        ctx.save_for_backward(z, tgt, g_and, g_or)
+        ctx.mark_non_differentiable(npred)
+        return I, O, npred
+
+    @staticmethod
+    def backward(ctx, gI, gO, _gnpred):
+        lib = native.library()
+        z, tgt, g_and, g_or = ctx.saved_tensors
+        N, C, H, W = z.shape
+        cd = z.dtype
+        HW = H * W
+        use_and = g_and is not None and gI is not None
+        use_or = g_or is not None and gO is not None
+        gI = gI.to(cd).contiguous() if use_and else None
+        gO = gO.to(cd).contiguous() if use_or else None
+        grad = torch.empty(z.shape, dtype=cd)
+        dt = _native_dtype(cd)
+        args = (native.ptr(gI), native.ptr(g_and) if use_and else None, native.ptr(gO),
+                native.ptr(g_or) if use_or else None, grad.data_ptr())
+        zp, tp = z.data_ptr(), tgt.data_ptr()
+
+        def work(_i, g0, g1):
+            return lib.autoloss_region_backward(dt, zp, tp, C, HW, g0, g1, *args)
+
+        native.run_ranges(work, native.parallel_ranges(N * HW))
+        return grad, None, None, None, None
+
+
+def _use_native(z: torch.Tensor) -> bool:
+    return z.device.type == "cpu" and native.library() is not None
 
 
 def _boundaries_bool(x: torch.Tensor) -> torch.Tensor:
@@ -645,8 +724,14 @@ class SurrogateLoss(nn.Module):
         dev = logits.device
         and_table = tables[(term, "and")].to(dev, cd)
         or_table = tables[(term, "or")].to(dev, cd) if term in ("miou", "fwiou", "biou") else None
-        z = logits if logits.is_contiguous() else logits.contiguous()
-        I, O, npred = _RegionStats.apply(z, tgt.contiguous(), w, and_table, or_table)
+        if _use_native(logits):
+            # the kernels take the compute dtype; other dtypes (bf16 under autocast) convert
+            z = logits.to(cd).contiguous()
+            I, O, npred = _RegionStatsNative.apply(z, tgt.contiguous(), w.contiguous(),
+                                                   and_table, or_table)
+        else:
+            z = logits if logits.is_contiguous() else logits.contiguous()
+            I, O, npred = _RegionStats.apply(z, tgt.contiguous(), w, and_table, or_table)
         zero = I.sum() * 0.0  # keeps the graph (zero gradient) when a class set is empty
         if term == "gacc":
             tot = n.sum()
