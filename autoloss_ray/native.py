@@ -39,7 +39,7 @@ __all__ = ["available", "enabled", "library", "parallel_ranges", "run_ranges",
 SOURCE = Path(__file__).with_name("_native") / "kernels.cpp"
 # -ffast-math: lets the compiler vectorize exp/sqrt (glibc's libmvec) and the tile sums.
 FLAGS = ("-O3", "-march=native", "-ffast-math", "-fPIC", "-shared", "-std=c++17")
-ABI_VERSION = 1
+ABI_VERSION = 4
 
 _lock = threading.Lock()
 _lib: ctypes.CDLL | None = None
@@ -112,6 +112,14 @@ def _build() -> ctypes.CDLL:
     lib.autoloss_region_backward.argtypes = [i32, ptr, ptr, i64, i64, i64, i64,
                                              ptr, ptr, ptr, ptr, ptr]
     lib.autoloss_region_backward.restype = i32
+    lib.autoloss_bf1_forward.argtypes = [i32, ptr, ptr, ptr, i64, i64, i64, i64, i64, i64,
+                                         ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr]
+    lib.autoloss_bf1_forward.restype = i32
+    lib.autoloss_bf1_backward.argtypes = [i32, ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr,
+                                          ptr, i64, i64, i64, i64, i64, ptr]
+    lib.autoloss_bf1_backward.restype = i32
+    lib.autoloss_label_sites.argtypes = [ptr, ptr, i64, i64, i64, i64, ptr]
+    lib.autoloss_label_sites.restype = i32
     return lib
 
 

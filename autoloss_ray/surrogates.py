@@ -37,6 +37,7 @@ A sum such as ``"miou+biou"`` has each term's own parameters (concatenated in or
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 from dataclasses import dataclass, field
@@ -364,6 +365,16 @@ class _RegionStatsNative(torch.autograd.Function):
         HW = H * W
         use_and = g_and is not None and gI is not None
         use_or = g_or is not None and gO is not None
+        if torch.is_grad_enabled():  # create_graph=True: the same formula in torch ops
+            p = torch.softmax(z, 1)
+            a = torch.zeros_like(p)
+            if use_or:
+                a = a + gO.to(cd).view(1, C, 1, 1) * g_or
+            if use_and:
+                onehot = F.one_hot(tgt, C).permute(0, 3, 1, 2).to(cd)
+                a = a + onehot * (gI.to(cd)[tgt] * g_and).unsqueeze(1)
+            a = a * p
+            return a - p * a.sum(1, keepdim=True), None, None, None, None
         gI = gI.to(cd).contiguous() if use_and else None
         gO = gO.to(cd).contiguous() if use_or else None
         grad = torch.empty(z.shape, dtype=cd)
@@ -377,6 +388,107 @@ class _RegionStatsNative(torch.autograd.Function):
 
         native.run_ranges(work, native.parallel_ranges(N * HW))
         return grad, None, None, None, None
+
+
+class _BF1Native(torch.autograd.Function):
+    """BF1's soft counts by one fused CPU kernel per direction (:mod:`autoloss_ray.native`).
+
+    z [N, C, H, W] contiguous CPU logits in the compute dtype; pred: int64 [N, H, W] output
+    buffer, filled with argmax_c z (first maximum); v [N, H, W] valid (0/1, compute dtype);
+    site [N, H, W] int32 (target class of each target-boundary pixel, -1 elsewhere); r the
+    tolerance; t1..t4 the curves h1..h4. Returns n_p, m_p, m_g (differentiable) and n_g (not),
+    each [C], with b = clamp(XOR(p, erode3x3(p)), 0): n_p = sum v b_c, m_p = sum v b_c
+    dilate(bg_c, r), m_g = sum of dilate(b_c, r) over the class-c sites, n_g = class-c sites.
+
+    b is made one class plane at a time and never stored; backward keeps z, db/dp, db/de
+    ([N, C, H, W]), dilate(bg, r) as bytes and each site's window-maximum position, and
+    recomputes the softmax and the erosion's first-minimum positions.
+    """
+
+    @staticmethod
+    def forward(ctx, z, pred, v, site, r, t1, t2, t3, t4):  # noqa: D401
+        lib = native.library()
+        N, C, H, W = z.shape
+        ga, gb = torch.empty_like(z), torch.empty_like(z)
+        dil = torch.empty((N, C, H, W), dtype=torch.uint8)
+        arg = torch.empty((N, H, W), dtype=torch.int32)
+        ranges = native.parallel_ranges(N, align=1)
+        acc = torch.zeros((len(ranges), 4, C), dtype=torch.float64)
+        curves = [_native_curve(t) for t in (t1, t2, t3, t4)]
+        nbs = (ctypes.c_int * 4)(*(c[0] for c in curves))
+        bounds = (ctypes.c_void_p * 4)(*(c[1] for c in curves))
+        coefs = (ctypes.c_void_p * 4)(*(c[2] for c in curves))
+        dt = _native_dtype(z.dtype)
+        ptrs = [x.data_ptr() for x in (ga, gb, pred, dil, arg)]
+
+        def work(i, n0, n1):
+            return lib.autoloss_bf1_forward(dt, z.data_ptr(), v.data_ptr(), site.data_ptr(), C,
+                                            H, W, r, n0, n1, nbs, bounds, coefs, *ptrs,
+                                            acc[i].data_ptr())
+
+        native.run_ranges(work, ranges)
+        del curves
+        n_p, m_p, m_g, n_g = acc.sum(0).to(z.dtype).unbind(0)
+        ctx.save_for_backward(z, ga, gb, v, site, dil, arg)
+        ctx.mark_non_differentiable(n_g)
+        return n_p, m_p, m_g, n_g
+
+    @staticmethod
+    def backward(ctx, gnp, gmp, gmg, _gng):
+        lib = native.library()
+        z, ga, gb, v, site, dil, arg = ctx.saved_tensors
+        N, C, H, W = z.shape
+        if torch.is_grad_enabled():  # create_graph=True: the same formula in torch ops
+            return (_bf1_backward_torch(z, ga, gb, v, site, dil, arg, gnp, gmp, gmg),
+                    None, None, None, None, None, None, None, None)
+        gs = [None if x is None else x.to(z.dtype).contiguous() for x in (gnp, gmp, gmg)]
+        grad = torch.empty_like(z)
+        dt = _native_dtype(z.dtype)
+        ptrs = [x.data_ptr() for x in (z, ga, gb, v, site, dil, arg)]
+
+        def work(_i, n0, n1):
+            return lib.autoloss_bf1_backward(dt, *ptrs, *(native.ptr(x) for x in gs), C, H, W,
+                                             n0, n1, grad.data_ptr())
+
+        native.run_ranges(work, native.parallel_ranges(N, align=1))
+        return grad, None, None, None, None, None, None, None, None
+
+
+def _bf1_backward_torch(z, ga, gb, v, site, dil, arg, gnp, gmp, gmg):
+    """:class:`_BF1Native`'s backward in differentiable torch ops (for create_graph=True)."""
+    N, C, H, W = z.shape
+    zero = torch.zeros(C, dtype=z.dtype)
+    gnp, gmp, gmg = (zero if x is None else x.to(z.dtype) for x in (gnp, gmp, gmg))
+    gB = v.unsqueeze(1) * (gnp.view(1, C, 1, 1) + gmp.view(1, C, 1, 1) * dil.to(z.dtype))
+    n, i, j = (site >= 0).nonzero(as_tuple=True)
+    c = site[n, i, j].long()
+    flat = (n * C + c) * (H * W) + arg[n, i, j].long()
+    gB = gB.reshape(-1).index_add(0, flat, gmg[c]).view(N, C, H, W)
+    p = torch.softmax(z, 1)
+    _, idx = _erode3x3(p.detach(), indices=True)
+    gp = (ga * gB).reshape(N, C, H * W).scatter_add(
+        2, idx.contiguous().view(N, C, H * W), (gb * gB).reshape(N, C, H * W)).view(N, C, H, W)
+    gp = gp * p
+    return gp - p * gp.sum(1, keepdim=True)
+
+
+def _label_sites(lab: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Boundary pixels of a label map lab [N, H, W] (CPU kernel): int32 [N, H, W], lab where
+    valid and some in-image 3x3 neighbour has another label, -1 elsewhere. For a pixel of
+    class c that is exactly ``morphology.boundaries`` of the class-c mask (outside counts as
+    inside)."""
+    lib = native.library()
+    N, H, W = lab.shape
+    lab = lab.to(torch.int64).contiguous()
+    valid = valid.to(torch.uint8).contiguous()
+    out = torch.empty((N, H, W), dtype=torch.int32)
+
+    def work(_i, n0, n1):
+        return lib.autoloss_label_sites(lab.data_ptr(), valid.data_ptr(), H, W, n0, n1,
+                                        out.data_ptr())
+
+    native.run_ranges(work, native.parallel_ranges(N, align=1))
+    return out
 
 
 def _use_native(z: torch.Tensor) -> bool:
@@ -749,6 +861,8 @@ class SurrogateLoss(nn.Module):
         return iou[sel].sum() / k if k else zero
 
     def _bf1(self, logits, target, valid, pred, classes, tables, cd) -> torch.Tensor:
+        if _use_native(logits):
+            return self._bf1_native(logits, target, valid, classes, tables, cd)
         C = self.num_classes
         with torch.no_grad():
             pred = _argmax1(logits)
@@ -776,6 +890,31 @@ class SurrogateLoss(nn.Module):
         # m_g = sum(dilate(b, r) * bgv): read the dilation at the target-boundary sites only
         vals, cls = _window_max_at(b, bgv > 0, r)
         m_g = torch.zeros(C, dtype=b.dtype, device=b.device).index_add(0, cls, vals)
+        prec = m_p / n_p.clamp(min=_EPS)
+        rec = m_g / n_g.clamp(min=_EPS)
+        f1 = 2.0 * prec * rec / (prec + rec).clamp(min=_EPS)
+        k = int(sel.sum())
+        if k == 0:
+            return f1.sum() * 0.0
+        return f1[sel].sum() / k
+
+    def _bf1_native(self, logits, target, valid, classes, tables, cd) -> torch.Tensor:
+        """:meth:`_bf1` by the fused CPU kernels (same values; boundaries from label maps)."""
+        C = self.num_classes
+        z = logits.to(cd).contiguous()
+        N, _, H, W = z.shape
+        with torch.no_grad():
+            tmap = torch.where(valid, target, -1) if self.ignore_index is not None else target
+            site = _label_sites(tmap, valid)
+            v = valid.to(cd).contiguous()
+        pred = torch.empty((N, H, W), dtype=torch.int64)
+        n_p, m_p, m_g, n_g = _BF1Native.apply(
+            z, pred, v, site, self.boundary_tolerance,
+            *(tables[("bf1", k)].to("cpu", cd) for k in ("h1", "h2", "h3", "h4")))
+        with torch.no_grad():
+            psite = _label_sites(pred, valid)
+            n_p_hard = torch.bincount(psite[psite >= 0].long(), minlength=C)
+        sel = ((n_p_hard > 0) | (n_g > 0)) & classes
         prec = m_p / n_p.clamp(min=_EPS)
         rec = m_g / n_g.clamp(min=_EPS)
         f1 = 2.0 * prec * rec / (prec + rec).clamp(min=_EPS)

@@ -11,11 +11,21 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from autoloss_ray import native
 from autoloss_ray.metrics import METRICS, evaluate
 from autoloss_ray.parameterizations import PARAMETERIZATIONS
 from autoloss_ray.surrogates import CURVES, SurrogateLoss, search_space
 
 C = 5
+
+
+@pytest.fixture(params=["native", "eager"], autouse=True)
+def backend(request, monkeypatch):
+    """Every test here runs on both CPU paths: the fused C++ kernels and eager PyTorch."""
+    if request.param == "native" and not native.available():
+        pytest.skip(f"native kernels unavailable: {native.unavailable_reason()}")
+    monkeypatch.setenv("AUTOLOSS_RAY_NATIVE", "1" if request.param == "native" else "0")
+    return request.param
 
 
 def _labels(seed, n=2, h=24, w=20, ignore=True):

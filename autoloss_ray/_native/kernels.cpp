@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <vector>
 
 namespace {
@@ -254,6 +255,300 @@ void region_backward(const F* z, const int64_t* tgt, int64_t C, int64_t HW, int6
   }
 }
 
+// ---- BF1 -------------------------------------------------------------------------------
+
+// Softmax of a whole image: z [C, HW] -> p [C, HW].
+// If ``pred`` is given, also writes argmax_c z [HW] (the first maximum).
+template <typename F>
+void image_softmax(const F* z, int64_t C, int64_t HW, F* p, int64_t* pred = nullptr) {
+  std::vector<F> m(TILE), s(TILE), t(C * TILE);
+  for (int64_t j0 = 0; j0 < HW; j0 += TILE) {
+    const int64_t cnt = std::min(TILE, HW - j0);
+    tile_softmax(z + j0, C, HW, cnt, t.data(), m.data(), s.data(), static_cast<const F*>(nullptr),
+                 static_cast<double*>(nullptr));
+    if (pred) {
+      int64_t* __restrict pr = pred + j0;
+      for (int64_t j = 0; j < cnt; ++j) pr[j] = C - 1;
+      for (int64_t c = C - 2; c >= 0; --c) {
+        const F* __restrict zc = z + c * HW + j0;
+        for (int64_t j = 0; j < cnt; ++j) pr[j] = zc[j] >= m[j] ? c : pr[j];
+      }
+    }
+    for (int64_t c = 0; c < C; ++c) {
+      const F* __restrict src = t.data() + c * TILE;
+      F* __restrict dst = p + c * HW + j0;
+      for (int64_t j = 0; j < cnt; ++j) dst[j] = src[j];
+    }
+  }
+}
+
+// 3x3 min of a plane (outside ignored): x [H, W] -> e [H, W] (tmp [H, W] scratch).
+template <typename F>
+void erode3x3(const F* __restrict x, int64_t H, int64_t W, F* __restrict tmp,
+              F* __restrict e) {
+  for (int64_t i = 0; i < H; ++i) {
+    const F* __restrict r = x + i * W;
+    F* __restrict o = tmp + i * W;
+    if (W == 1) { o[0] = r[0]; continue; }
+    o[0] = std::min(r[0], r[1]);
+    for (int64_t j = 1; j < W - 1; ++j) o[j] = std::min(std::min(r[j - 1], r[j]), r[j + 1]);
+    o[W - 1] = std::min(r[W - 2], r[W - 1]);
+  }
+  for (int64_t i = 0; i < H; ++i) {
+    const F* __restrict a = tmp + (i > 0 ? i - 1 : i) * W;
+    const F* __restrict b = tmp + i * W;
+    const F* __restrict c = tmp + (i < H - 1 ? i + 1 : i) * W;
+    F* __restrict o = e + i * W;
+    for (int64_t j = 0; j < W; ++j) o[j] = std::min(std::min(a[j], b[j]), c[j]);
+  }
+}
+
+// Sites of one image grouped by class (a counting sort): the pixels of class c are
+// list[start[c] .. start[c + 1]).
+void group_sites(const int32_t* st, int64_t HW, int64_t C, std::vector<int64_t>& start,
+                 std::vector<int64_t>& list) {
+  start.assign(C + 1, 0);
+  for (int64_t j = 0; j < HW; ++j)
+    if (st[j] >= 0) ++start[st[j] + 1];
+  for (int64_t c = 0; c < C; ++c) start[c + 1] += start[c];
+  list.resize(start[C]);
+  std::vector<int64_t> pos(start.begin(), start.end() - 1);
+  for (int64_t j = 0; j < HW; ++j)
+    if (st[j] >= 0) list[pos[st[j]]++] = j;
+}
+
+// d = dilate(st == c, r) of one plane ((2r+1)^2 window, outside = 0) as 0/1 bytes, by
+// separable sliding counts (rowc [H, W] and colc [W] scratch).
+void dilate_class(const int32_t* st, int32_t c, int64_t H, int64_t W, int64_t r, int32_t* rowc,
+                  int32_t* colc, uint8_t* d) {
+  for (int64_t i = 0; i < H; ++i) {
+    const int32_t* si = st + i * W;
+    int32_t* ri = rowc + i * W;
+    int32_t cnt = 0;
+    for (int64_t j = 0; j < std::min(r, W); ++j) cnt += si[j] == c;
+    for (int64_t j = 0; j < W; ++j) {
+      if (j + r < W) cnt += si[j + r] == c;
+      if (j - r - 1 >= 0) cnt -= si[j - r - 1] == c;
+      ri[j] = cnt;
+    }
+  }
+  std::fill(colc, colc + W, 0);
+  for (int64_t i = 0; i < std::min(r, H); ++i)
+    for (int64_t j = 0; j < W; ++j) colc[j] += rowc[i * W + j] > 0;
+  for (int64_t i = 0; i < H; ++i) {
+    if (i + r < H) {
+      const int32_t* ra = rowc + (i + r) * W;
+      for (int64_t j = 0; j < W; ++j) colc[j] += ra[j] > 0;
+    }
+    if (i - r - 1 >= 0) {
+      const int32_t* rb = rowc + (i - r - 1) * W;
+      for (int64_t j = 0; j < W; ++j) colc[j] -= rb[j] > 0;
+    }
+    uint8_t* di = d + i * W;
+    for (int64_t j = 0; j < W; ++j) di[j] = colc[j] > 0;
+  }
+}
+
+// BF1 forward for images [n0, n1), fused: softmax (and argmax into pred [N*HW]), erosion,
+// soft boundary b = max(h3(p) + h4(e) - h3(p) h4(e) - h1(p) h2(e), 0) one class plane at a
+// time (b itself is never stored), and the soft counts, added to acc [4C] (double):
+//   n_p = sum v b_c,  m_p = sum v b_c dil_c,  m_g = sum over class-c sites of the max of b_c
+//   over the (2r+1)^2 window,  n_g = number of class-c sites,
+// with v [N*HW] valid (0/1), site [N*HW] int32 (target class of each target-boundary pixel,
+// -1 elsewhere) and dil_c = dilate(site == c, r). Saves for backward: ga = db/dp, gb = db/de
+// ([N, C, HW], 0 where the clamp is active), dil [N, C, HW] uint8 and arg [N*HW] int32 (per
+// site, the in-image offset of its window maximum: the first one with window columns outer
+// and rows inner, which is where autograd through morphology.dilate sends the gradient).
+template <typename F>
+void bf1_forward(const F* z, const F* v, const int32_t* site, int64_t C, int64_t H, int64_t W,
+                 int64_t r, int64_t n0, int64_t n1, const Curve<F>* cv, F* ga, F* gb,
+                 int64_t* pred, uint8_t* dil, int32_t* arg, double* acc) {
+  const int64_t HW = H * W;
+  std::vector<F> p(C * HW), e(HW), tmp(HW), bp(HW), buf(8 * TILE);
+  std::vector<int32_t> rowc(HW), colc(W);
+  std::vector<int64_t> start, list;
+  F* h1 = buf.data(); F* d1 = h1 + TILE; F* h2 = d1 + TILE; F* d2 = h2 + TILE;
+  F* h3 = d2 + TILE; F* d3 = h3 + TILE; F* h4 = d3 + TILE; F* d4 = h4 + TILE;
+  const EvalFn<F> f1 = pick<F>(cv[0].nb), f2 = pick<F>(cv[1].nb), f3 = pick<F>(cv[2].nb),
+                  f4 = pick<F>(cv[3].nb);
+  double* n_p = acc;
+  double* m_p = acc + C;
+  double* m_g = acc + 2 * C;
+  double* n_g = acc + 3 * C;
+  for (int64_t n = n0; n < n1; ++n) {
+    image_softmax(z + n * C * HW, C, HW, p.data(), pred + n * HW);
+    const int32_t* st = site + n * HW;
+    const F* __restrict vn = v + n * HW;
+    int32_t* an = arg + n * HW;
+    std::fill(an, an + HW, -1);
+    group_sites(st, HW, C, start, list);
+    for (int64_t c = 0; c < C; ++c) {
+      const F* pc = p.data() + c * HW;
+      erode3x3(pc, H, W, tmp.data(), e.data());
+      const int64_t off = (n * C + c) * HW;
+      F np = F(0);
+      for (int64_t j0 = 0; j0 < HW; j0 += TILE) {
+        const int64_t cnt = std::min(TILE, HW - j0);
+        const F* xp = pc + j0;
+        const F* xe = e.data() + j0;
+        f1(cv[0], xp, h1, d1, cnt);
+        f2(cv[1], xe, h2, d2, cnt);
+        f3(cv[2], xp, h3, d3, cnt);
+        f4(cv[3], xe, h4, d4, cnt);
+        F* __restrict ob = bp.data() + j0;
+        F* __restrict oa = ga + off + j0;
+        F* __restrict oe = gb + off + j0;
+        const F* __restrict vj = vn + j0;
+        for (int64_t j = 0; j < cnt; ++j) {
+          const F raw = h3[j] + h4[j] - h3[j] * h4[j] - h1[j] * h2[j];
+          const bool keep = raw >= F(0);
+          ob[j] = keep ? raw : F(0);
+          oa[j] = keep ? (F(1) - h4[j]) * d3[j] - d1[j] * h2[j] : F(0);
+          oe[j] = keep ? (F(1) - h3[j]) * d4[j] - h1[j] * d2[j] : F(0);
+          np += vj[j] * ob[j];
+        }
+      }
+      n_p[c] += np;
+      uint8_t* __restrict dc = dil + off;
+      if (start[c] == start[c + 1]) {
+        std::fill(dc, dc + HW, 0);
+        continue;
+      }
+      dilate_class(st, static_cast<int32_t>(c), H, W, r, rowc.data(), colc.data(), dc);
+      const F* __restrict bc = bp.data();
+      F mp = F(0);
+      for (int64_t j = 0; j < HW; ++j) mp += dc[j] ? vn[j] * bc[j] : F(0);
+      m_p[c] += mp;
+      double mg = 0.0;
+      for (int64_t q = start[c]; q < start[c + 1]; ++q) {
+        const int64_t x = list[q], i = x / W, j = x % W;
+        const int64_t a0 = std::max<int64_t>(0, i - r), a1 = std::min<int64_t>(H - 1, i + r);
+        const int64_t c0 = std::max<int64_t>(0, j - r), c1 = std::min<int64_t>(W - 1, j + r);
+        int64_t best = a0 * W + c0;
+        F bv = bc[best];
+        for (int64_t col = c0; col <= c1; ++col)
+          for (int64_t row = a0; row <= a1; ++row) {
+            const F y = bc[row * W + col];
+            if (y > bv) { bv = y; best = row * W + col; }
+          }
+        an[x] = static_cast<int32_t>(best);
+        mg += bv;
+      }
+      m_g[c] += mg;
+      n_g[c] += static_cast<double>(start[c + 1] - start[c]);
+    }
+  }
+}
+
+// BF1 backward: with gB = v (gnp_c + gmp_c dil_c) + gmg_c at each class-c site's arg (the
+// gradient reaching b), dL/dp = ga gB + the erosion's share (gb gB sent to the first minimum
+// of each 3x3 window in row-major order, as max_pool2d over -p routes it), then through the
+// softmax. gnp, gmp, gmg [C] (any may be null: zero).
+template <typename F>
+void bf1_backward(const F* z, const F* ga, const F* gb, const F* v, const int32_t* site,
+                  const uint8_t* dil, const int32_t* arg, const F* gnp, const F* gmp,
+                  const F* gmg, int64_t C, int64_t H, int64_t W, int64_t n0, int64_t n1,
+                  F* grad) {
+  const int64_t HW = H * W, Wp = W + 2, HWp = (H + 2) * Wp;
+  std::vector<F> p(C * HW), s(HW), gB(HW), P(HWp, std::numeric_limits<F>::infinity()),
+      V(HWp, F(0));
+  std::vector<uint8_t> code(HWp, 255);
+  std::vector<int64_t> start, list;
+  int64_t off9[9];  // window offsets in the padded plane, row-major (max_pool2d's scan order)
+  for (int k = 0; k < 9; ++k) off9[k] = (k / 3 - 1) * Wp + (k % 3 - 1);
+  for (int64_t n = n0; n < n1; ++n) {
+    image_softmax(z + n * C * HW, C, HW, p.data());
+    const F* __restrict vn = v + n * HW;
+    const int32_t* an = arg + n * HW;
+    group_sites(site + n * HW, HW, C, start, list);
+    F* gp = grad + n * C * HW;  // dL/dp first, then dL/dz in place
+    for (int64_t c = 0; c < C; ++c) {
+      const int64_t off = (n * C + c) * HW;
+      const F* __restrict pc = p.data() + c * HW;
+      const F* __restrict gac = ga + off;
+      const F* __restrict gbc = gb + off;
+      const uint8_t* __restrict dc = dil + off;
+      F* __restrict gq = gB.data();
+      const F a = gnp ? gnp[c] : F(0), m = gmp ? gmp[c] : F(0);
+      for (int64_t j = 0; j < HW; ++j) gq[j] = vn[j] * (a + (dc[j] ? m : F(0)));
+      if (gmg)
+        for (int64_t q = start[c]; q < start[c + 1]; ++q) gq[an[list[q]]] += gmg[c];
+      F* __restrict o = gp + c * HW;
+      F* __restrict Pp = P.data();
+      F* __restrict Vp = V.data();
+      uint8_t* __restrict cp = code.data();
+      for (int64_t i = 0; i < H; ++i) {  // padded copies: +inf / 0 outside the image
+        const int64_t q = (i + 1) * Wp + 1;
+        for (int64_t j = 0; j < W; ++j) {
+          Pp[q + j] = pc[i * W + j];
+          Vp[q + j] = gbc[i * W + j] * gq[i * W + j];
+        }
+      }
+      // code[y] = k of the first minimum of p in y's window (strict <, row-major)
+      for (int64_t i = 0; i < H; ++i) {
+        const int64_t q = (i + 1) * Wp + 1;
+        for (int64_t j = 0; j < W; ++j) {
+          F best = std::numeric_limits<F>::infinity();
+          uint8_t kb = 0;
+          for (int k = 0; k < 9; ++k) {
+            const F x = Pp[q + j + off9[k]];
+            const bool lt = x < best;
+            best = lt ? x : best;
+            kb = lt ? static_cast<uint8_t>(k) : kb;
+          }
+          cp[q + j] = kb;
+        }
+      }
+      // gather: x receives V[y] from every y whose window minimum is x (x = y + off9[k])
+      for (int64_t i = 0; i < H; ++i) {
+        const int64_t q = (i + 1) * Wp + 1;
+        F* __restrict oi = o + i * W;
+        for (int64_t j = 0; j < W; ++j) oi[j] = gac[i * W + j] * gq[i * W + j];
+        for (int k = 0; k < 9; ++k) {
+          const uint8_t* __restrict ck = cp + q - off9[k];
+          const F* __restrict vk = Vp + q - off9[k];
+          const uint8_t kk = static_cast<uint8_t>(k);
+          for (int64_t j = 0; j < W; ++j) oi[j] += ck[j] == kk ? vk[j] : F(0);
+        }
+      }
+    }
+    for (int64_t j = 0; j < HW; ++j) s[j] = F(0);
+    for (int64_t c = 0; c < C; ++c) {
+      const F* __restrict pc = p.data() + c * HW;
+      const F* __restrict o = gp + c * HW;
+      for (int64_t j = 0; j < HW; ++j) s[j] += pc[j] * o[j];
+    }
+    for (int64_t c = 0; c < C; ++c) {
+      const F* __restrict pc = p.data() + c * HW;
+      F* __restrict o = gp + c * HW;
+      for (int64_t j = 0; j < HW; ++j) o[j] = pc[j] * (o[j] - s[j]);
+    }
+  }
+}
+
+// Boundary pixels of label maps [N, H, W]: out = lab where valid and some in-image 3x3
+// neighbour has another label, -1 elsewhere (per class, morphology.boundaries of the class
+// mask with the outside counting as inside).
+void label_sites(const int64_t* lab, const uint8_t* valid, int64_t H, int64_t W, int64_t n0,
+                 int64_t n1, int32_t* out) {
+  for (int64_t n = n0; n < n1; ++n) {
+    const int64_t* L = lab + n * H * W;
+    for (int64_t i = 0; i < H; ++i) {
+      const int64_t a0 = i > 0 ? i - 1 : 0, a1 = i < H - 1 ? i + 1 : H - 1;
+      for (int64_t j = 0; j < W; ++j) {
+        const int64_t x = n * H * W + i * W + j, c = L[i * W + j];
+        bool edge = false;
+        if (valid[x]) {
+          const int64_t b0 = j > 0 ? j - 1 : 0, b1 = j < W - 1 ? j + 1 : W - 1;
+          for (int64_t a = a0; a <= a1; ++a)
+            for (int64_t b = b0; b <= b1; ++b) edge |= L[a * W + b] != c;
+        }
+        out[x] = edge ? static_cast<int32_t>(c) : -1;
+      }
+    }
+  }
+}
+
 template <typename F>
 Curve<F> curve(int nb, const void* bounds, const void* coef) {
   return Curve<F>{nb, static_cast<const F*>(bounds), static_cast<const F*>(coef)};
@@ -263,7 +558,7 @@ Curve<F> curve(int nb, const void* bounds, const void* coef) {
 
 extern "C" {
 
-int autoloss_abi_version() { return 1; }
+int autoloss_abi_version() { return 4; }
 
 // dtype: 0 float32, 1 float64. nb_and / nb_or: -2 = curve not used, -1 = identity, else the
 // number of bounds.
@@ -308,6 +603,50 @@ int autoloss_region_backward(int dtype, const void* z, const int64_t* tgt, int64
   } else {
     return 1;
   }
+  return 0;
+}
+
+#define AUTOLOSS_DISPATCH(dtype, ...)        \
+  if ((dtype) == 0) {                        \
+    using F = float;                         \
+    __VA_ARGS__;                             \
+  } else if ((dtype) == 1) {                 \
+    using F = double;                        \
+    __VA_ARGS__;                             \
+  } else {                                   \
+    return 1;                                \
+  }                                          \
+  return 0;
+
+// nbs [4], bounds [4], coefs [4]: the curves h1..h4 (nb -1: identity).
+int autoloss_bf1_forward(int dtype, const void* z, const void* v, const int32_t* site,
+                         int64_t C, int64_t H, int64_t W, int64_t r, int64_t n0, int64_t n1,
+                         const int* nbs, const void* const* bounds, const void* const* coefs,
+                         void* ga, void* gb, int64_t* pred, uint8_t* dil, int32_t* arg,
+                         double* acc) {
+  AUTOLOSS_DISPATCH(dtype, {
+    Curve<F> cv[4];
+    for (int k = 0; k < 4; ++k) cv[k] = curve<F>(nbs[k], bounds[k], coefs[k]);
+    bf1_forward<F>(static_cast<const F*>(z), static_cast<const F*>(v), site, C, H, W, r, n0,
+                   n1, cv, static_cast<F*>(ga), static_cast<F*>(gb), pred, dil, arg, acc);
+  })
+}
+
+int autoloss_bf1_backward(int dtype, const void* z, const void* ga, const void* gb,
+                          const void* v, const int32_t* site, const uint8_t* dil,
+                          const int32_t* arg, const void* gnp, const void* gmp,
+                          const void* gmg, int64_t C, int64_t H, int64_t W, int64_t n0,
+                          int64_t n1, void* grad) {
+  AUTOLOSS_DISPATCH(dtype, bf1_backward<F>(
+      static_cast<const F*>(z), static_cast<const F*>(ga), static_cast<const F*>(gb),
+      static_cast<const F*>(v), site, dil, arg, static_cast<const F*>(gnp),
+      static_cast<const F*>(gmp), static_cast<const F*>(gmg), C, H, W, n0, n1,
+      static_cast<F*>(grad)))
+}
+
+int autoloss_label_sites(const int64_t* lab, const uint8_t* valid, int64_t H, int64_t W,
+                         int64_t n0, int64_t n1, int32_t* out) {
+  label_sites(lab, valid, H, W, n0, n1, out);
   return 0;
 }
 

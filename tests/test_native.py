@@ -1,0 +1,217 @@
+"""The fused CPU kernels (autoloss_ray.native) against the eager PyTorch path.
+
+Every surrogate has two CPU implementations: the eager one (torch ops, blocked autograd
+functions) and the native one (one C++ pass per direction). The eager path is itself tested
+against plain autograd and the exact metrics in test_surrogates.py (which runs each of its
+tests on both paths); here the two are compared with each other on inputs built to hit the
+kernels' edges: ignored pixels, exact ties, tiny and odd image sizes, every curve shape,
+uneven thread ranges, float64. Also: the switch, the fallback when no compiler works, and
+concurrent first builds.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+import zlib
+
+import numpy as np
+import pytest
+import torch
+
+from autoloss_ray import native
+from autoloss_ray import surrogates as S
+from autoloss_ray.metrics import METRICS
+from autoloss_ray.parameterizations import curve_table, get_parameterization
+from autoloss_ray.surrogates import SurrogateLoss, search_space
+
+HAS_CXX = any(shutil.which(c) for c in (os.environ.get("CXX") or "c++", "g++", "clang++"))
+pytestmark = pytest.mark.skipif(not HAS_CXX, reason="no C++ compiler on this machine")
+
+
+def _both(loss, z, target, monkeypatch):
+    """(value, grad) on the native path and on the eager path."""
+    out = []
+    for flag in ("1", "0"):
+        monkeypatch.setenv("AUTOLOSS_RAY_NATIVE", flag)
+        x = z.detach().clone().requires_grad_(True)
+        val = loss(x, target)
+        (g,) = torch.autograd.grad(val, x)
+        out.append((val.detach(), g))
+    return out
+
+
+def _random_theta(space, rng):
+    th = rng.uniform(np.maximum(space.low, -3), np.minimum(space.high, 3))
+    faces = (rng.random(space.dim) < 0.2) & np.isfinite(space.low)
+    th[faces] = np.where(rng.random(faces.sum()) < 0.5, space.low[faces], space.high[faces])
+    return th
+
+
+def _inputs(seed, n, c, h, w, dtype, ties=False):
+    g = torch.Generator().manual_seed(seed)
+    z = 3 * torch.randn(n, c, h, w, generator=g, dtype=dtype)
+    if ties:  # coarse logits: many exactly equal probabilities, tied argmax, tied minima
+        z = torch.round(z / 2) * 2
+    t = torch.randint(0, c, (n, (h + 2) // 3, (w + 2) // 3), generator=g)
+    t = t.repeat_interleave(3, 1).repeat_interleave(3, 2)[:, :h, :w].contiguous()
+    t[:, : max(1, h // 5), : max(1, w // 4)] = 255
+    return z, t
+
+
+def test_kernels_build_on_this_machine():
+    assert native.available(), native.unavailable_reason()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("parameterization", ["bezier", "bezier1", "linear", "identity"])
+@pytest.mark.parametrize("metric", list(METRICS))
+def test_native_equals_eager(metric, parameterization, dtype, monkeypatch):
+    rng = np.random.default_rng(zlib.crc32(f"{metric}/{parameterization}".encode()))
+    space = search_space(metric, parameterization)
+    loss = SurrogateLoss(metric, num_classes=6, parameterization=parameterization,
+                         theta=_random_theta(space, rng), boundary_tolerance=2)
+    for seed, (n, h, w), ties in ((0, (2, 19, 23), False), (1, (1, 7, 5), True),
+                                  (2, (3, 1, 9), False), (3, (1, 4, 1), True)):
+        z, t = _inputs(seed, n, 6, h, w, dtype, ties)
+        (v1, g1), (v2, g2) = _both(loss, z, t, monkeypatch)
+        tol = dict(atol=1e-12, rtol=1e-9) if dtype == torch.float64 else dict(atol=2e-6,
+                                                                               rtol=1e-4)
+        torch.testing.assert_close(v1, v2, **tol)
+        torch.testing.assert_close(g1, g2, **tol)
+        assert g1.dtype == dtype
+
+
+def test_native_uneven_thread_ranges(monkeypatch):
+    """Ranges that cut images and tiles anywhere give the same sums and gradients."""
+    z, t = _inputs(5, 3, 5, 21, 17, torch.float64)
+    space = search_space("miou+bf1")
+    loss = SurrogateLoss("miou+bf1", num_classes=5, boundary_tolerance=3,
+                         theta=_random_theta(space, np.random.default_rng(5)))
+    ref = _both(loss, z, t, monkeypatch)[0]
+    orig = native.parallel_ranges
+
+    def odd(total, *, threads=None, align=128):
+        cuts = sorted({0, total, *(int(x) for x in np.linspace(0, total, 6)[1:-1] + 1)})
+        return [(a, b) for a, b in zip(cuts[:-1], cuts[1:]) if b > a] if total > 2 else \
+            orig(total, threads=threads, align=align)
+
+    monkeypatch.setattr(native, "parallel_ranges", odd)
+    assert len(odd(3 * 21 * 17)) > 3
+    got = _both(loss, z, t, monkeypatch)[0]
+    torch.testing.assert_close(got[0], ref[0], atol=1e-12, rtol=1e-10)
+    torch.testing.assert_close(got[1], ref[1], atol=1e-12, rtol=1e-10)
+
+
+def test_parallel_ranges_cover_once():
+    for total in (1, 5, 127, 128, 129, 10_000):
+        for threads in (1, 2, 3, 8):
+            r = native.parallel_ranges(total, threads=threads, align=16)
+            assert r[0][0] == 0 and r[-1][1] == total
+            assert all(a < b for a, b in r) and all(r[i][1] == r[i + 1][0]
+                                                     for i in range(len(r) - 1))
+            assert all(a % 16 == 0 for a, _ in r) and len(r) <= threads
+
+
+def test_native_generic_curve_shape_equals_eager():
+    """A curve with 3 Bezier segments (5 bounds: the kernels' generic evaluator)."""
+    g = torch.Generator().manual_seed(0)
+    xs = torch.tensor([0, .1, .3, .45, .5, .8, 1], dtype=torch.float64)
+    ys = torch.tensor([0, .3, .35, .5, .9, .92, 1], dtype=torch.float64)
+    table = curve_table(xs, ys)
+    assert table.bounds.numel() == 5
+    z = torch.randn(2, 4, 9, 11, generator=g, dtype=torch.float64)
+    tgt = torch.randint(0, 4, (2, 9, 11), generator=g)
+    w = (torch.rand(2, 9, 11, generator=g) > 0.2).double()
+    outs = []
+    for fn in (S._RegionStatsNative, S._RegionStats):
+        x = z.clone().requires_grad_(True)
+        I, O, npred = fn.apply(x, tgt, w, table, table)
+        (gr,) = torch.autograd.grad((I * torch.arange(1., 5.)).sum() + (O ** 2).sum(), x)
+        outs.append((I.detach(), O.detach(), npred, gr))
+    for a, b in zip(*outs):
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-10)
+
+
+def test_native_large_tolerance_and_tiny_images(monkeypatch):
+    """Tolerance windows larger than the image, 1-pixel rows and columns."""
+    for (h, w), r in (((5, 6), 40), ((1, 8), 3), ((8, 1), 0), ((2, 2), 1)):
+        z, t = _inputs(7, 2, 4, h, w, torch.float64, ties=True)
+        loss = SurrogateLoss.from_preset("bf1", num_classes=4, boundary_tolerance=r)
+        (v1, g1), (v2, g2) = _both(loss, z, t, monkeypatch)
+        torch.testing.assert_close(v1, v2, atol=1e-12, rtol=1e-10)
+        torch.testing.assert_close(g1, g2, atol=1e-12, rtol=1e-10)
+
+
+def test_switch_off_uses_the_eager_path(monkeypatch):
+    monkeypatch.setenv("AUTOLOSS_RAY_NATIVE", "0")
+    assert not native.enabled() and native.library() is None
+    assert not S._use_native(torch.zeros(1))
+    monkeypatch.setenv("AUTOLOSS_RAY_NATIVE", "1")
+    assert S._use_native(torch.zeros(1))
+
+
+_CHILD = textwrap.dedent("""
+    import warnings, torch
+    warnings.simplefilter("always")
+    from autoloss_ray import SurrogateLoss, native
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(2, 5, 12, 10, generator=g, dtype=torch.float64)
+    t = torch.randint(0, 5, (2, 12, 10), generator=g)
+    v = SurrogateLoss("miou+bf1", num_classes=5)(z, t)
+    print("AVAILABLE", native.available())
+    print("VALUE", repr(v.item()))
+""")
+
+
+def _child(env_extra, cache):
+    env = dict(os.environ, AUTOLOSS_RAY_CACHE=str(cache), **env_extra)
+    return subprocess.run([sys.executable, "-c", _CHILD], env=env, capture_output=True,
+                          text=True, timeout=300)
+
+
+def _value(out):
+    return float(next(line for line in out.splitlines() if line.startswith("VALUE")).split()[1])
+
+
+def test_failed_build_warns_and_falls_back(tmp_path):
+    bad = _child({"CXX": "false"}, tmp_path / "bad")
+    assert bad.returncode == 0, bad.stderr
+    assert "AVAILABLE False" in bad.stdout
+    assert "fused CPU kernels unavailable" in bad.stderr and "false failed" in bad.stderr
+    assert not list((tmp_path / "bad").glob("*.so"))  # nothing half-written left behind
+    eager = _child({"AUTOLOSS_RAY_NATIVE": "0"}, tmp_path / "off")
+    assert eager.returncode == 0 and "AVAILABLE False" in eager.stdout
+    assert "unavailable" not in eager.stderr  # switched off: no warning
+    assert _value(bad.stdout) == _value(eager.stdout)
+
+
+def test_concurrent_first_builds_share_one_library(tmp_path):
+    """Ray workers starting together on a fresh machine build at the same time."""
+    env = dict(os.environ, AUTOLOSS_RAY_CACHE=str(tmp_path))
+    procs = [subprocess.Popen([sys.executable, "-c", _CHILD], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [o[1] for o in outs]
+    assert all("AVAILABLE True" in o[0] for o in outs)
+    assert len({_value(o[0]) for o in outs}) == 1
+    assert len(list(tmp_path.glob("kernels-*.so"))) == 1
+    assert not [p for p in tmp_path.iterdir() if not p.name.startswith("kernels-")]
+
+
+@pytest.mark.parametrize("metric", ["miou", "macc", "bf1"])
+def test_create_graph_gradient_equals_first_order(metric, monkeypatch):
+    """create_graph=True (gradient penalties) builds a graph, with the same first gradient."""
+    z, t = _inputs(9, 2, 4, 11, 13, torch.float64, ties=True)
+    loss = SurrogateLoss.from_preset(metric, num_classes=4, boundary_tolerance=2)
+    monkeypatch.setenv("AUTOLOSS_RAY_NATIVE", "1")
+    x = z.clone().requires_grad_(True)
+    (g1,) = torch.autograd.grad(loss(x, t), x)
+    (g2,) = torch.autograd.grad(loss(x, t), x, create_graph=True)
+    assert g2.requires_grad and not g1.requires_grad
+    torch.testing.assert_close(g2.detach(), g1, atol=1e-12, rtol=1e-9)
+    (gg,) = torch.autograd.grad((g2 ** 2).sum(), x)
+    assert torch.isfinite(gg).all() and gg.abs().max() > 0
