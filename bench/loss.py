@@ -23,7 +23,10 @@ Peak memory:
 Ratios are to cross entropy. Goals (issue 3): region surrogates within 1.5x CE time and 2x CE
 peak memory, BF1 within 3x CE time.
 
-Run: .venv/bin/python bench/loss.py [--n 8] [--size 256] [--repeats 3] [--device cpu]
+On CPU the surrogates run on the fused native kernels (autoloss_ray.native) when they build;
+``--eager`` adds rows for the eager PyTorch path (``eager:<name>``) for comparison.
+
+Run: .venv/bin/python bench/loss.py [--n 8] [--size 256] [--repeats 3] [--device cpu] [--eager]
 """
 
 from __future__ import annotations
@@ -83,7 +86,9 @@ def official_style_miou(num_classes: int, ignore_index: int = 255):
 
 
 def build(name: str, C: int):
-    """name -> callable(logits, target)."""
+    """name -> callable(logits, target). "eager:<surrogate>" is the surrogate on the eager
+    PyTorch path (the child process runs with AUTOLOSS_RAY_NATIVE=0)."""
+    name = name.removeprefix("eager:")
     if name == "ce":
         return lambda z, t: F.cross_entropy(z, t, ignore_index=255)
     if name == "official-miou":
@@ -153,7 +158,10 @@ def cpu_child_subprocess(name, args, *, memory: bool) -> dict:
            "--threads", str(args.threads), "--inner", str(args.inner)]
     if not memory:
         cmd.append("--no-memory")
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+    env = dict(os.environ)
+    if name.startswith("eager:"):
+        env["AUTOLOSS_RAY_NATIVE"] = "0"
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, env=env)
     if out.returncode != 0:
         raise RuntimeError(out.stderr.strip().splitlines()[-1] if out.stderr else "failed")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -253,6 +261,9 @@ def main(argv=None) -> None:
     ap.add_argument("--no-memory", action="store_true", help="skip peak-memory measurement")
     ap.add_argument("--inner", type=int, default=3,
                     help="CPU: timed passes per fresh process (default 3)")
+    ap.add_argument("--eager", action="store_true",
+                    help="CPU: also time every surrogate on the eager PyTorch path "
+                    "(rows eager:<name>; the default rows use the fused native kernels)")
     ap.add_argument("--_child", dest="child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.size is None:
@@ -271,16 +282,23 @@ def main(argv=None) -> None:
         names += [f"baseline:{b}" for b in BASELINE_NAMES if b in baselines.BASELINES]
     except ImportError as exc:
         print(f"(baselines not importable: {exc})")
+    if args.eager and device.type == "cpu":
+        names += [f"eager:{n}" for n in SURROGATES]
     if args.only:
         keep = set(args.only.split(","))
-        names = [n for n in names if n in keep or n == "ce"]
+        names = [n for n in names if n in keep or n == "ce"
+                 or (n.startswith("eager:") and n[6:] in keep)]
 
     z, t = make_inputs(args.n, C, args.size, device) if device.type == "cuda" else (None, None)
     runs = (f"best of {args.repeats} rounds x {args.inner} passes, a fresh process per loss "
             "and round" if device.type == "cpu" else f"best of {args.repeats}")
+    from autoloss_ray import native
+
+    kernels = ("surrogates on the fused native kernels" if device.type == "cpu"
+               and native.available() else "surrogates on the eager PyTorch path")
     print(f"bench/loss.py: N={args.n} C={C} {args.size}x{args.size} on {device} "
           f"({platform.processor() or platform.machine()}, torch {torch.__version__}, "
-          f"{args.threads} threads), {runs}")
+          f"{args.threads} threads), {runs}; {kernels}")
     if device.type == "cpu":
         rows = _run_cpu(names, args)
     else:
@@ -289,7 +307,9 @@ def main(argv=None) -> None:
     print(f"{'loss':16s} {'fwd+bwd ms':>11s} {'x CE':>6s} {'peak MiB':>9s} {'x CE':>6s}  goal")
     for name, sec, mib in rows:
         goal = ""
-        if name in REGION and (mib != mib or ce_mib != ce_mib):  # memory not measured
+        if name.startswith("eager:"):
+            pass
+        elif name in REGION and (mib != mib or ce_mib != ce_mib):  # memory not measured
             goal = "time<=1.5x: " + ("ok" if sec <= 1.5 * ce_sec else "MISSED")
         elif name in REGION:
             ok = sec <= 1.5 * ce_sec and mib <= 2 * ce_mib
