@@ -116,6 +116,15 @@ def test_parallel_ranges_cover_once():
             assert all(a % 16 == 0 for a, _ in r) and len(r) <= threads
 
 
+def test_one_class_has_zero_gradient(monkeypatch):
+    z, _ = _inputs(12, 2, 1, 8, 9, torch.float64)
+    t = torch.zeros(2, 8, 9, dtype=torch.long)
+    for metric in METRICS:
+        (v1, g1), (v2, g2) = _both(SurrogateLoss(metric, num_classes=1), z, t, monkeypatch)
+        assert v1.item() == v2.item()
+        assert g1.abs().max() < 1e-12 and g2.abs().max() == 0
+
+
 def test_native_generic_curve_shape_equals_eager():
     """A curve with 3 Bezier segments (5 bounds: the kernels' generic evaluator)."""
     g = torch.Generator().manual_seed(0)
@@ -152,6 +161,23 @@ def test_switch_off_uses_the_eager_path(monkeypatch):
     assert not S._use_native(torch.zeros(1))
     monkeypatch.setenv("AUTOLOSS_RAY_NATIVE", "1")
     assert S._use_native(torch.zeros(1))
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+@pytest.mark.parametrize("metric", list(METRICS))
+def test_non_finite_logits_give_what_the_eager_path_gives(metric, bad, monkeypatch):
+    """A diverged network's NaN/+inf logits must show in the loss (trials fail on a non-finite
+    loss), exactly as on the eager path: such inputs are routed there (-inf too: the kernels'
+    -ffast-math promises nothing for infinities)."""
+    z, t = _inputs(11, 2, 4, 9, 10, torch.float32)
+    z[1, 2, 4, 5] = bad
+    assert not S._use_native(z)
+    loss = SurrogateLoss.from_preset(metric, num_classes=4, boundary_tolerance=2)
+    (v1, g1), (v2, g2) = _both(loss, z, t, monkeypatch)
+    torch.testing.assert_close(v1, v2, equal_nan=True)
+    torch.testing.assert_close(g1, g2, equal_nan=True)
+    if bad != -float("inf"):  # a -inf logit is a legal zero probability
+        assert not torch.isfinite(v1) or not torch.isfinite(g1).all()
 
 
 _CHILD = textwrap.dedent("""
