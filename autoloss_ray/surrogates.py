@@ -24,6 +24,11 @@ the exact target boundary, and tolerance by max-pooling (:mod:`autoloss_ray.morp
 same operations as the exact metrics). The recall term needs the dilated soft boundary only at
 target-boundary pixels, so it is read there alone (same values and gradient, ties included).
 
+On CPU, both (region statistics and BF1) run on fused C++ kernels when they build
+(:mod:`autoloss_ray.native`: ``_RegionStatsNative``, ``_BF1Native``; one pass per direction,
+the BF1 soft boundary made one class plane at a time and never stored); the torch code here is
+the GPU path and the fallback, and both are tested against each other.
+
 Class sets (which classes a mean runs over) follow the exact metrics and are computed without
 gradient from argmax(logits) and the target, so with one-hot logits every ``score`` equals
 :func:`autoloss_ray.metrics.evaluate` on that batch (tested for every metric, parameterization
