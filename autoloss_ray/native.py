@@ -2,10 +2,10 @@
 
 The eager PyTorch path of :mod:`autoloss_ray.surrogates` spends ~20 elementwise passes per
 (pixel, class) on a curve. ``_native/kernels.cpp`` does softmax, curves, derivatives and sums
-in one pass over cache-sized tiles. It is plain C++ with a C ABI (no torch headers, about a
-second to compile), built with the system C++ compiler the first time a loss runs on CPU and
-cached per source, compiler and CPU; ranges of pixels run on ``torch.get_num_threads()``
-threads (ctypes releases the GIL).
+in one pass over cache-sized tiles. It is plain C++ with a C ABI (no torch headers, about two
+seconds to compile), built with the system C++ compiler the first time a loss runs on CPU, and
+cached per source, flags, compiler, CPU and C library in a private directory; ranges of pixels
+run on ``torch.get_num_threads()`` threads (ctypes releases the GIL).
 
 When there is no compiler, the build fails, or ``AUTOLOSS_RAY_NATIVE=0`` is set, everything
 runs on the eager path (same math; a one-line warning says why). Environment:
@@ -26,6 +26,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
+import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -34,12 +35,17 @@ from typing import Callable, Sequence
 import torch
 
 __all__ = ["available", "enabled", "library", "parallel_ranges", "run_ranges",
-           "unavailable_reason", "FLAGS"]
+           "unavailable_reason", "FLAGS", "LINK_FLAGS"]
 
 SOURCE = Path(__file__).with_name("_native") / "kernels.cpp"
-# -ffast-math: lets the compiler vectorize exp/sqrt (glibc's libmvec) and the tile sums.
-FLAGS = ("-O3", "-march=native", "-ffast-math", "-fPIC", "-shared", "-std=c++17")
-ABI_VERSION = 4
+# Compile flags. -ffast-math lets the compiler vectorize the tile loops and sums; -mno-recip
+# keeps divisions and square roots exact (otherwise vectorized 1/x is an estimate: 1/1 =
+# 0.99999994, and p = 1 would not be 1). The link step gets no fast-math flag: with one, GCC
+# links crtfastmath.o, whose constructor turns on flush-to-zero for the whole process.
+FLAGS = ("-O3", "-march=native", "-ffast-math", "-mno-recip", "-fPIC", "-std=c++20")
+LINK_FLAGS = ("-shared",)
+ABI_VERSION = 5
+_STALE_S = 3600  # temporary build files older than this are debris of a killed build
 
 _lock = threading.Lock()
 _lib: ctypes.CDLL | None = None
@@ -66,17 +72,37 @@ def _cpu_key() -> str:
     return platform.processor() or platform.machine()
 
 
+def _private_dir(path: Path) -> bool:
+    """Create ``path`` (mode 0700) if needed; True if it is a directory we own, writable, and
+    not writable by others (a library loaded from there runs in this process)."""
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        st = path.stat()
+    except OSError:
+        return False
+    return (path.is_dir() and st.st_uid == os.getuid() and not st.st_mode & 0o022
+            and os.access(path, os.W_OK | os.X_OK))
+
+
 def _cache_dir() -> Path:
     base = os.environ.get("AUTOLOSS_RAY_CACHE") or os.path.join(
         os.path.expanduser("~"), ".cache", "autoloss-ray")
-    for cand in (Path(base), Path(tempfile.gettempdir()) / f"autoloss-ray-{os.getuid()}"):
+    tried = [Path(base), Path(tempfile.gettempdir()) / f"autoloss-ray-{os.getuid()}"]
+    for cand in tried:
+        if _private_dir(cand):
+            return cand
+    raise OSError("no private writable cache directory (tried "
+                  f"{', '.join(map(str, tried))}; set AUTOLOSS_RAY_CACHE)")
+
+
+def _remove_stale_temporaries(folder: Path) -> None:
+    now = time.time()
+    for f in folder.glob("tmp-*"):
         try:
-            cand.mkdir(parents=True, exist_ok=True)
-            if os.access(cand, os.W_OK):
-                return cand
+            if now - f.stat().st_mtime > _STALE_S:
+                f.unlink()
         except OSError:
-            continue
-    raise OSError(f"no writable cache directory (tried {base})")
+            pass
 
 
 def _build() -> ctypes.CDLL:
@@ -86,21 +112,27 @@ def _build() -> ctypes.CDLL:
     version = subprocess.run([cxx, "--version"], capture_output=True, text=True,
                              timeout=60).stdout
     src = SOURCE.read_bytes()
-    key = hashlib.sha256(b"\0".join([src, " ".join(FLAGS).encode(), version.encode(),
-                                     _cpu_key().encode()])).hexdigest()[:16]
-    target = _cache_dir() / f"kernels-{key}.so"
+    key = hashlib.sha256(b"\0".join([
+        src, " ".join(FLAGS + LINK_FLAGS).encode(), version.encode(), _cpu_key().encode(),
+        " ".join(platform.libc_ver()).encode()])).hexdigest()[:16]
+    folder = _cache_dir()
+    target = folder / f"kernels-{key}.so"
     if not target.exists():
-        fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
+        _remove_stale_temporaries(folder)
+        fd, tmp = tempfile.mkstemp(prefix="tmp-", suffix=".so", dir=folder)
         os.close(fd)
+        obj = tmp[:-3] + ".o"
         try:
-            res = subprocess.run([cxx, *FLAGS, "-o", tmp, str(SOURCE)], capture_output=True,
-                                 text=True, timeout=300)
-            if res.returncode != 0:
-                raise RuntimeError(f"{cxx} failed: {res.stderr.strip()[-500:]}")
+            for cmd in ([cxx, *FLAGS, "-c", "-o", obj, str(SOURCE)],
+                        [cxx, *LINK_FLAGS, "-o", tmp, obj]):
+                res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+                if res.returncode != 0:
+                    raise RuntimeError(f"{cxx} failed: {res.stderr.strip()[-500:]}")
             os.replace(tmp, target)  # atomic: concurrent builders (Ray workers) agree
         finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+            for f in (tmp, obj):
+                if os.path.exists(f):
+                    os.unlink(f)
     lib = ctypes.CDLL(str(target))
     if lib.autoloss_abi_version() != ABI_VERSION:
         raise RuntimeError(f"{target} has ABI {lib.autoloss_abi_version()}, "
@@ -172,10 +204,14 @@ def parallel_ranges(total: int, *, threads: int | None = None, align: int = 128
 def _executor(workers: int) -> ThreadPoolExecutor:
     global _pool
     pid = os.getpid()
-    if _pool is None or _pool[0] != pid or _pool[1] < workers:
-        _pool = (pid, workers, ThreadPoolExecutor(max_workers=workers,
-                                                  thread_name_prefix="autoloss-native"))
-    return _pool[2]
+    with _lock:
+        if _pool is None or _pool[0] != pid or _pool[1] < workers:
+            old = _pool
+            _pool = (pid, workers, ThreadPoolExecutor(max_workers=workers,
+                                                      thread_name_prefix="autoloss-native"))
+            if old is not None and old[0] == pid:
+                old[2].shutdown(wait=False)  # its running calls finish; then its threads end
+        return _pool[2]
 
 
 def run_ranges(fn: Callable[[int, int, int], int], ranges: Sequence[tuple[int, int]]) -> None:

@@ -203,6 +203,19 @@ def _block_softmax(z, n, r0, r1, pbuf, zbuf):
     return p.view(C, R * W)
 
 
+def _first_order_only() -> None:
+    """Called first in every fused backward: under create_graph=True (grad mode on during
+    backward) refuse, since the fused backwards compute first derivatives only (a second
+    derivative needs h'' and the saved derivatives' own dependence on z). An error, not a
+    silently partial graph."""
+    if torch.is_grad_enabled():
+        raise RuntimeError(
+            "SurrogateLoss supports first derivatives only: backward with create_graph=True "
+            "(higher-order gradients, gradient penalties through the loss) is not "
+            "implemented by its fused backward; call backward()/autograd.grad without "
+            "create_graph")
+
+
 class _RegionStats(torch.autograd.Function):
     """Per-class soft statistics of the region surrogates, fused and blocked.
 
@@ -225,7 +238,9 @@ class _RegionStats(torch.autograd.Function):
         P = rows * W
         I = torch.zeros(C, dtype=cd, device=dev)
         O = torch.zeros(C, dtype=cd, device=dev)
-        npred = torch.zeros(C, dtype=cd, device=dev)
+        with torch.no_grad():  # predicted classes: argmax(z), the first maximum
+            npred = torch.zeros(C, dtype=cd, device=dev).index_add_(
+                0, _argmax1(z).view(-1), w.reshape(-1))
         g_and = torch.empty((N, H, W), dtype=cd, device=dev) if and_table is not None else None
         g_or = torch.empty(N * C * H * W, dtype=cd, device=dev) if or_table is not None else None
         ws = Workspace(C * P if or_table is not None else P, cd, dev)
@@ -234,18 +249,12 @@ class _RegionStats(torch.autograd.Function):
         hbuf = torch.empty(C * P if or_table is not None else P, dtype=cd, device=dev)
         v1 = torch.empty(P, dtype=cd, device=dev)
         v2 = torch.empty(P, dtype=cd, device=dev)
-        hbit = torch.empty(C * P, dtype=cd, device=dev)
         off = 0
         for n, r0, r1 in _blocks(N, H, rows):
             q = (r1 - r0) * W
             p = _block_softmax(z, n, r0, r1, pbuf, zbuf)
             t = tgt[n, r0:r1].reshape(q)
             wb = w[n, r0:r1].reshape(q)
-            # predicted classes: those attaining the maximum (argmax; exact ties count for
-            # every tied class). amax + compare is ~6x faster than argmax over dim 0 on CPU.
-            pm = torch.amax(p, 0, keepdim=True, out=v2[:q].view(1, q))
-            hit = torch.ge(p, pm, out=hbit[: C * q].view(C, q))
-            npred.addmv_(hit, wb)
             if and_table is not None:
                 pt = torch.gather(p, 0, t.view(1, q), out=v1[:q].view(1, q)).view(q)
                 h = hbuf[:q]
@@ -271,6 +280,7 @@ class _RegionStats(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, gI, gO, _gnpred):
+        _first_order_only()
         z, tgt, g_and, g_or = ctx.saved_tensors
         N, C, H, W = z.shape
         cd = g_and.dtype if g_and is not None else g_or.dtype
@@ -359,27 +369,19 @@ class _RegionStatsNative(torch.autograd.Function):
         I, O, npred = acc.sum(0).to(cd).unbind(0)
         ctx.save_for_backward(z, tgt, g_and, g_or)
         ctx.mark_non_differentiable(npred)
+        ctx.lib = lib
         return I, O, npred
 
     @staticmethod
     def backward(ctx, gI, gO, _gnpred):
-        lib = native.library()
+        _first_order_only()
+        lib = ctx.lib
         z, tgt, g_and, g_or = ctx.saved_tensors
         N, C, H, W = z.shape
         cd = z.dtype
         HW = H * W
         use_and = g_and is not None and gI is not None
         use_or = g_or is not None and gO is not None
-        if torch.is_grad_enabled():  # create_graph=True: the same formula in torch ops
-            p = torch.softmax(z, 1)
-            a = torch.zeros_like(p)
-            if use_or:
-                a = a + gO.to(cd).view(1, C, 1, 1) * g_or
-            if use_and:
-                onehot = F.one_hot(tgt, C).permute(0, 3, 1, 2).to(cd)
-                a = a + onehot * (gI.to(cd)[tgt] * g_and).unsqueeze(1)
-            a = a * p
-            return a - p * a.sum(1, keepdim=True), None, None, None, None
         gI = gI.to(cd).contiguous() if use_and else None
         gO = gO.to(cd).contiguous() if use_or else None
         grad = torch.empty(z.shape, dtype=cd)
@@ -436,16 +438,15 @@ class _BF1Native(torch.autograd.Function):
         n_p, m_p, m_g, n_g = acc.sum(0).to(z.dtype).unbind(0)
         ctx.save_for_backward(z, ga, gb, v, site, dil, arg)
         ctx.mark_non_differentiable(n_g)
+        ctx.lib = lib
         return n_p, m_p, m_g, n_g
 
     @staticmethod
     def backward(ctx, gnp, gmp, gmg, _gng):
-        lib = native.library()
+        _first_order_only()
+        lib = ctx.lib
         z, ga, gb, v, site, dil, arg = ctx.saved_tensors
         N, C, H, W = z.shape
-        if torch.is_grad_enabled():  # create_graph=True: the same formula in torch ops
-            return (_bf1_backward_torch(z, ga, gb, v, site, dil, arg, gnp, gmp, gmg),
-                    None, None, None, None, None, None, None, None)
         gs = [None if x is None else x.to(z.dtype).contiguous() for x in (gnp, gmp, gmg)]
         grad = torch.empty_like(z)
         dt = _native_dtype(z.dtype)
@@ -457,24 +458,6 @@ class _BF1Native(torch.autograd.Function):
 
         native.run_ranges(work, native.parallel_ranges(N, align=1))
         return grad, None, None, None, None, None, None, None, None
-
-
-def _bf1_backward_torch(z, ga, gb, v, site, dil, arg, gnp, gmp, gmg):
-    """:class:`_BF1Native`'s backward in differentiable torch ops (for create_graph=True)."""
-    N, C, H, W = z.shape
-    zero = torch.zeros(C, dtype=z.dtype)
-    gnp, gmp, gmg = (zero if x is None else x.to(z.dtype) for x in (gnp, gmp, gmg))
-    gB = v.unsqueeze(1) * (gnp.view(1, C, 1, 1) + gmp.view(1, C, 1, 1) * dil.to(z.dtype))
-    n, i, j = (site >= 0).nonzero(as_tuple=True)
-    c = site[n, i, j].long()
-    flat = (n * C + c) * (H * W) + arg[n, i, j].long()
-    gB = gB.reshape(-1).index_add(0, flat, gmg[c]).view(N, C, H, W)
-    p = torch.softmax(z, 1)
-    _, idx = _erode3x3(p.detach(), indices=True)
-    gp = (ga * gB).reshape(N, C, H * W).scatter_add(
-        2, idx.contiguous().view(N, C, H * W), (gb * gB).reshape(N, C, H * W)).view(N, C, H, W)
-    gp = gp * p
-    return gp - p * gp.sum(1, keepdim=True)
 
 
 def _label_sites(lab: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
@@ -500,11 +483,12 @@ def _use_native(z: torch.Tensor) -> bool:
     """CPU logits go to the fused kernels when they are available and every logit is finite.
     NaN/inf logits take the eager path, where they propagate to the loss as autograd would
     (the kernels are built with -ffast-math, which does not promise that); the check is one
-    sum (~1 ms for 11M logits), not a pass per element."""
+    sum in at least float32 (~1 ms for 11M logits), not a pass per element."""
     if z.device.type != "cpu" or native.library() is None:
         return False
     with torch.no_grad():
-        return bool(torch.isfinite(z.sum()))
+        total = z.sum(dtype=torch.float64 if z.dtype == torch.float64 else torch.float32)
+        return bool(torch.isfinite(total))
 
 
 def _boundaries_bool(x: torch.Tensor) -> torch.Tensor:
@@ -656,6 +640,7 @@ class _SoftBoundary(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, g):
+        _first_order_only()
         z, ga, gb = ctx.saved_tensors
         cd = ctx.cd
         N, C, H, W = z.shape
@@ -816,24 +801,24 @@ class SurrogateLoss(nn.Module):
                 valid = target != self.ignore_index
             tgt = torch.where(valid, target, 0)
             cd = _compute_dtype(logits)
-            pred = None
             classes = torch.ones(C, dtype=torch.bool, device=logits.device)
             if self.ignore_index is not None and 0 <= self.ignore_index < C:
                 classes[self.ignore_index] = False
             total = None
+            fused = _use_native(logits)
             for term in self.terms:
                 if term == "bf1":
-                    s = self._bf1(logits, target, valid, pred, classes, tables, cd)
+                    s = self._bf1(logits, target, valid, classes, tables, cd, fused)
                 else:
-                    s = self._region(term, logits, target, tgt, valid, pred, classes, tables,
-                                     cd)
+                    s = self._region(term, logits, target, tgt, valid, classes, tables, cd,
+                                     fused)
                 total = s if total is None else total + s
         return total
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return len(self.terms) - self.score(logits, target)
 
-    def _region(self, term, logits, target, tgt, valid, pred, classes, tables, cd):
+    def _region(self, term, logits, target, tgt, valid, classes, tables, cd, fused):
         C = self.num_classes
         if term == "biou":
             band = boundary_band(target, C, ignore_index=self.ignore_index,
@@ -848,7 +833,7 @@ class SurrogateLoss(nn.Module):
         dev = logits.device
         and_table = tables[(term, "and")].to(dev, cd)
         or_table = tables[(term, "or")].to(dev, cd) if term in ("miou", "fwiou", "biou") else None
-        if _use_native(logits):
+        if fused:
             # the kernels take the compute dtype; other dtypes (bf16 under autocast) convert
             z = logits.to(cd).contiguous()
             I, O, npred = _RegionStatsNative.apply(z, tgt.contiguous(), w.contiguous(),
@@ -872,8 +857,8 @@ class SurrogateLoss(nn.Module):
         k = int(sel.sum())
         return iou[sel].sum() / k if k else zero
 
-    def _bf1(self, logits, target, valid, pred, classes, tables, cd) -> torch.Tensor:
-        if _use_native(logits):
+    def _bf1(self, logits, target, valid, classes, tables, cd, fused) -> torch.Tensor:
+        if fused:
             return self._bf1_native(logits, target, valid, classes, tables, cd)
         C = self.num_classes
         with torch.no_grad():

@@ -11,6 +11,7 @@ concurrent first builds.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -228,16 +229,94 @@ def test_concurrent_first_builds_share_one_library(tmp_path):
     assert not [p for p in tmp_path.iterdir() if not p.name.startswith("kernels-")]
 
 
-@pytest.mark.parametrize("metric", ["miou", "macc", "bf1"])
-def test_create_graph_gradient_equals_first_order(metric, monkeypatch):
-    """create_graph=True (gradient penalties) builds a graph, with the same first gradient."""
-    z, t = _inputs(9, 2, 4, 11, 13, torch.float64, ties=True)
-    loss = SurrogateLoss.from_preset(metric, num_classes=4, boundary_tolerance=2)
-    monkeypatch.setenv("AUTOLOSS_RAY_NATIVE", "1")
-    x = z.clone().requires_grad_(True)
-    (g1,) = torch.autograd.grad(loss(x, t), x)
-    (g2,) = torch.autograd.grad(loss(x, t), x, create_graph=True)
-    assert g2.requires_grad and not g1.requires_grad
-    torch.testing.assert_close(g2.detach(), g1, atol=1e-12, rtol=1e-9)
-    (gg,) = torch.autograd.grad((g2 ** 2).sum(), x)
-    assert torch.isfinite(gg).all() and gg.abs().max() > 0
+def test_equal_logits_give_equal_probabilities_at_any_position(monkeypatch):
+    """The same logits at every pixel: every pixel (vectorized body or scalar tail of a tile)
+    must see the same probabilities, so flat regions tie exactly as on the eager path and the
+    gradient routes the same way. (With libm's exp or an estimated 1/x this differed by 10%.)"""
+    torch.set_num_threads(1)
+    base = torch.tensor([-5.44112260756172, 0.022036229650748466, 1.1639443849140645,
+                         -4.100707938803099], dtype=torch.float64)
+    for dtype in (torch.float64, torch.float32):
+        z = base.to(dtype).view(1, 4, 1, 1).expand(1, 4, 5, 25).contiguous()  # 125 px
+        t = torch.zeros(1, 5, 25, dtype=torch.long)
+        t[:, :, 12:] = 1
+        for metric in ("bf1", "miou"):
+            loss = SurrogateLoss.from_preset(metric, num_classes=4, boundary_tolerance=1)
+            (v1, g1), (v2, g2) = _both(loss, z, t, monkeypatch)
+            tol = 1e-12 if dtype == torch.float64 else 1e-5
+            torch.testing.assert_close(g1, g2, atol=tol * g2.abs().max().item(), rtol=0)
+            # the native gradient is the same at every pixel of one label and kind
+            assert torch.equal(g1[0, :, 2, 3], g1[0, :, 2, 4])
+            assert torch.equal(g1[0, :, 2, 20], g1[0, :, 2, 21])
+
+
+def test_saturated_probability_is_exactly_one(monkeypatch):
+    """p = 1 must be exactly 1 (h(1) = 1): a curve with a bound at x = 1 (theta on its box's
+    face) then selects the same segment as on the eager path, at every position."""
+    sp = search_space("gacc", "bezier")
+    theta = sp.init.copy()
+    theta[2] = 1.0
+    loss = SurrogateLoss("gacc", num_classes=2, theta=theta)
+    z = torch.zeros(1, 2, 1, 24)
+    z[:, 0] = 30.0
+    t = torch.zeros(1, 1, 24, dtype=torch.long)
+    (v1, _), (v2, _) = _both(loss, z, t, monkeypatch)
+    assert v1.item() == v2.item() == 0.0
+
+
+def test_predicted_classes_are_the_first_argmax_on_both_paths(monkeypatch):
+    """Class sets use argmax(logits): logits 1e-9 apart tie in float32 probabilities but not
+    in argmax, so class 1 (never the argmax, absent from the target) is not in the mean."""
+    loss = SurrogateLoss("miou", num_classes=2)
+    z = torch.zeros(1, 2, 4, 4)
+    z[:, 1] = -1e-9
+    t = torch.zeros(1, 4, 4, dtype=torch.long)
+    (v1, _), (v2, _) = _both(loss, z, t, monkeypatch)
+    assert v1.item() == pytest.approx(v2.item(), abs=1e-7)
+    assert v1.item() == pytest.approx(0.5, abs=1e-6)  # one class, soft IoU 1/2
+
+
+def test_switch_flipped_between_forward_and_backward(monkeypatch):
+    z, t = _inputs(13, 2, 4, 9, 10, torch.float64)
+    for metric in ("miou", "bf1"):
+        loss = SurrogateLoss.from_preset(metric, num_classes=4, boundary_tolerance=2)
+        monkeypatch.setenv("AUTOLOSS_RAY_NATIVE", "1")
+        x = z.clone().requires_grad_(True)
+        val = loss(x, t)
+        monkeypatch.setenv("AUTOLOSS_RAY_NATIVE", "0")
+        (g,) = torch.autograd.grad(val, x)
+        (g_ref,) = torch.autograd.grad(loss(x, t), x)
+        torch.testing.assert_close(g, g_ref, atol=1e-12, rtol=1e-9)
+
+
+_FTZ_CHILD = textwrap.dedent("""
+    import json, numpy as np, torch
+    from autoloss_ray import native
+    before = (float(np.float32(1e-39) * np.float32(1)), float(torch.tensor([1e-39]) * 1))
+    assert native.library() is not None, native.unavailable_reason()
+    after = (float(np.float32(1e-39) * np.float32(1)), float(torch.tensor([1e-39]) * 1))
+    print("SUBNORMALS", json.dumps([before, after]))
+""")
+
+
+def test_loading_the_kernels_keeps_subnormals(tmp_path):
+    """-ffast-math at link time would add crtfastmath.o, which sets flush-to-zero for the whole
+    process (user code, numpy, the eager path). The library is linked without it."""
+    env = dict(os.environ, AUTOLOSS_RAY_CACHE=str(tmp_path))
+    out = subprocess.run([sys.executable, "-c", _FTZ_CHILD], env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    line = next(x for x in out.stdout.splitlines() if x.startswith("SUBNORMALS"))
+    before, after = json.loads(line.split(" ", 1)[1])
+    assert before == after and all(v > 0 for v in after)
+
+
+def test_cache_directory_must_be_private(tmp_path, monkeypatch):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    assert not native._private_dir(shared)
+    own = tmp_path / "own"
+    assert native._private_dir(own) and (own.stat().st_mode & 0o777) == 0o700
+    monkeypatch.setenv("AUTOLOSS_RAY_CACHE", str(shared))
+    assert native._cache_dir() != shared  # falls back to the per-user temporary directory

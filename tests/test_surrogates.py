@@ -358,13 +358,18 @@ def test_window_max_at_sites_equals_autograd_through_dilate_with_ties(r):
     assert int((g1 != 0).sum()) > 0
 
 
-def test_bf1_double_backward_graph_builds():
-    """create_graph=True (e.g. gradient penalties) runs through BF1's backward."""
-    loss = SurrogateLoss.from_preset("bf1", num_classes=3)
-    z = torch.randn(1, 3, 9, 8, requires_grad=True)
+@pytest.mark.parametrize("metric", list(METRICS))
+def test_create_graph_is_a_clear_error(metric):
+    """The fused backwards compute first derivatives only (a second derivative needs h'' and
+    the saved derivatives' own dependence on z): create_graph=True is refused with a message,
+    rather than giving a graph whose second derivatives are silently partial or missing."""
+    loss = SurrogateLoss.from_preset(metric, num_classes=3, boundary_tolerance=1)
+    z = torch.randn(1, 3, 9, 8, dtype=torch.float64, requires_grad=True)
     t = torch.randint(0, 3, (1, 9, 8))
-    (g,) = torch.autograd.grad(loss(z, t), z, create_graph=True)
-    assert g.requires_grad and torch.isfinite(g).all()
+    with pytest.raises(RuntimeError, match="first derivatives only.*create_graph"):
+        torch.autograd.grad(loss(z, t), z, create_graph=True)
+    (g,) = torch.autograd.grad(loss(z, t), z)  # first order still fine afterwards
+    assert torch.isfinite(g).all() and g.abs().max() > 0
 
 
 def test_fast_argmax_equals_argmax_with_ties():

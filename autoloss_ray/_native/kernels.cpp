@@ -15,7 +15,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <limits>
+#include <bit>
 #include <vector>
 
 namespace {
@@ -113,29 +113,70 @@ EvalFn<F> pick(int nb) {
   }
 }
 
+// exp(x) for x <= 0 (softmax arguments z - max z) from plain IEEE operations, so vectorized
+// loop bodies and their scalar tails give bit-identical results (libm's vector and scalar exp
+// differ in the last bit, which would make equal logits give unequal probabilities depending
+// on a pixel's position and break exact ties). Cephes' expf / exp: Cody-Waite reduction and a
+// polynomial (float) or rational (double) approximation, about 1 ulp; exp(0) = 1 exactly.
+// Results under the smallest normal number are 0 (torch gives subnormals there).
+inline float exp_nonpos(float x) {
+  const bool under = x < -87.0f;
+  x = under ? -87.0f : x;
+  const float n = std::floor(x * 1.44269504088896341f + 0.5f);
+  float r = x - n * 0.693359375f;
+  r = r + n * 2.12194440e-4f;
+  float y = 1.9875691500e-4f;
+  y = y * r + 1.3981999507e-3f;
+  y = y * r + 8.3334519073e-3f;
+  y = y * r + 4.1665795894e-2f;
+  y = y * r + 1.6666665459e-1f;
+  y = y * r + 5.0000001201e-1f;
+  y = y * (r * r) + r + 1.0f;
+  const float scale = std::bit_cast<float>((static_cast<int32_t>(n) + 127) << 23);
+  return under ? 0.0f : y * scale;
+}
+
+inline double exp_nonpos(double x) {
+  const bool under = x < -708.0;
+  x = under ? -708.0 : x;
+  const double n = std::floor(x * 1.4426950408889634073599 + 0.5);
+  double r = x - n * 6.93145751953125e-1;
+  r = r - n * 1.42860682030941723212e-6;
+  const double xx = r * r;
+  const double px = r * ((1.26177193074810590878e-4 * xx + 3.02994407707441961300e-2) * xx +
+                         9.99999999999999999910e-1);
+  const double qx = ((3.00198505138664455042e-6 * xx + 2.52448340349684104192e-3) * xx +
+                     2.27265548208155028766e-1) * xx + 2.00000000000000000009e0;
+  const double y = 1.0 + 2.0 * (px / (qx - px));
+  const double scale = std::bit_cast<double>((static_cast<int64_t>(n) + 1023) << 52);
+  return under ? 0.0 : y * scale;
+}
+
 // Softmax of one tile: z points at pixel j0 of image n's class-0 plane; writes p [C, TILE]
-// (row stride TILE) and, per class, accumulates sum over the tile of w where z_c == max z
-// (the argmax classes, ties counted for each) into npred (if given).
+// (row stride TILE) and, if ``pred`` is given, argmax_c z per pixel (the first maximum, as
+// torch.argmax) into pred [cnt]. m, s: [TILE] scratch.
 template <typename F>
 void tile_softmax(const F* __restrict z, int64_t C, int64_t HW, int64_t cnt, F* __restrict p,
-                  F* __restrict m, F* __restrict s, const F* __restrict w, double* npred) {
+                  F* __restrict m, F* __restrict s, int32_t* __restrict pred) {
   for (int64_t j = 0; j < cnt; ++j) m[j] = z[j];
   for (int64_t c = 1; c < C; ++c) {
     const F* __restrict zc = z + c * HW;
     for (int64_t j = 0; j < cnt; ++j) m[j] = zc[j] > m[j] ? zc[j] : m[j];
+  }
+  if (pred) {
+    for (int64_t j = 0; j < cnt; ++j) pred[j] = static_cast<int32_t>(C - 1);
+    for (int64_t c = C - 2; c >= 0; --c) {
+      const F* __restrict zc = z + c * HW;
+      for (int64_t j = 0; j < cnt; ++j) pred[j] = zc[j] >= m[j] ? static_cast<int32_t>(c) : pred[j];
+    }
   }
   for (int64_t j = 0; j < cnt; ++j) s[j] = F(0);
   for (int64_t c = 0; c < C; ++c) {
     const F* __restrict zc = z + c * HW;
     F* __restrict pc = p + c * TILE;
     for (int64_t j = 0; j < cnt; ++j) {
-      pc[j] = std::exp(zc[j] - m[j]);
+      pc[j] = exp_nonpos(zc[j] - m[j]);
       s[j] += pc[j];
-    }
-    if (npred) {
-      F acc = F(0);
-      for (int64_t j = 0; j < cnt; ++j) acc += zc[j] >= m[j] ? w[j] : F(0);
-      npred[c] += acc;
     }
   }
   for (int64_t j = 0; j < cnt; ++j) s[j] = F(1) / s[j];
@@ -150,21 +191,20 @@ inline int64_t tile_count(int64_t g, int64_t g1, int64_t HW) {
 }
 
 // Region statistics, forward, for pixels [g0, g1). and_/or_ null: that curve is not used.
-// acc [3C] (double): I, O, npred, added to. g_and [N*HW]: w h_and'(p_t). g_or [N, C, HW]:
+// acc [3C] (double): I, O, npred (sum of w over pixels whose argmax is c), added to. g_and [N*HW]: w h_and'(p_t). g_or [N, C, HW]:
 // w (1 - y_c) h_or'(p_c).
 template <typename F>
 void region_forward(const F* z, const int64_t* tgt, const F* w, int64_t C, int64_t HW,
                     int64_t g0, int64_t g1, const Curve<F>* and_, const Curve<F>* or_,
                     F* g_and, F* g_or, double* acc) {
-  std::vector<F> buf((C + 6) * TILE);
+  std::vector<F> buf((C + 5) * TILE);
   F* p = buf.data();
   F* m = p + C * TILE;
   F* s = m + TILE;
   F* h = s + TILE;
   F* d = h + TILE;
   F* x = d + TILE;
-  F* tw = x + TILE;
-  std::vector<int32_t> ti(TILE);
+  std::vector<int32_t> ti(TILE), pi(TILE);
   const EvalFn<F> fand = and_ ? pick<F>(and_->nb) : nullptr;
   const EvalFn<F> f_or = or_ ? pick<F>(or_->nb) : nullptr;
   double* I = acc;
@@ -176,7 +216,8 @@ void region_forward(const F* z, const int64_t* tgt, const F* w, int64_t C, int64
     const F* zt = z + n * C * HW + j0;
     const F* wt = w + g;
     for (int64_t j = 0; j < cnt; ++j) ti[j] = static_cast<int32_t>(tgt[g + j]);
-    tile_softmax(zt, C, HW, cnt, p, m, s, wt, npred);
+    tile_softmax(zt, C, HW, cnt, p, m, s, pi.data());
+    for (int64_t j = 0; j < cnt; ++j) npred[pi[j]] += static_cast<double>(wt[j]);
     if (f_or) {
       for (int64_t c = 0; c < C; ++c) {
         f_or(*or_, p + c * TILE, h, d, cnt);
@@ -198,7 +239,6 @@ void region_forward(const F* z, const int64_t* tgt, const F* w, int64_t C, int64
         g_and[g + j] = wt[j] * d[j];
       }
     }
-    (void)tw;
     g += cnt;
   }
 }
@@ -220,8 +260,7 @@ void region_backward(const F* z, const int64_t* tgt, int64_t C, int64_t HW, int6
     const int64_t cnt = tile_count(g, g1, HW);
     const int64_t n = g / HW, j0 = g % HW;
     for (int64_t j = 0; j < cnt; ++j) ti[j] = static_cast<int32_t>(tgt[g + j]);
-    tile_softmax(z + n * C * HW + j0, C, HW, cnt, p, m, s, static_cast<const F*>(nullptr),
-                 static_cast<double*>(nullptr));
+    tile_softmax(z + n * C * HW + j0, C, HW, cnt, p, m, s, static_cast<int32_t*>(nullptr));
     for (int64_t j = 0; j < cnt; ++j) {
       at[j] = gI ? gI[ti[j]] * g_and[g + j] : F(0);
       s[j] = F(0);
@@ -258,22 +297,18 @@ void region_backward(const F* z, const int64_t* tgt, int64_t C, int64_t HW, int6
 // ---- BF1 -------------------------------------------------------------------------------
 
 // Softmax of a whole image: z [C, HW] -> p [C, HW].
-// If ``pred`` is given, also writes argmax_c z [HW] (the first maximum).
+// Softmax of a whole image: z [C, HW] -> p [C, HW]; if ``pred`` is given, also writes
+// argmax_c z [HW] (the first maximum).
 template <typename F>
 void image_softmax(const F* z, int64_t C, int64_t HW, F* p, int64_t* pred = nullptr) {
   std::vector<F> m(TILE), s(TILE), t(C * TILE);
+  std::vector<int32_t> pi(TILE);
   for (int64_t j0 = 0; j0 < HW; j0 += TILE) {
     const int64_t cnt = std::min(TILE, HW - j0);
-    tile_softmax(z + j0, C, HW, cnt, t.data(), m.data(), s.data(), static_cast<const F*>(nullptr),
-                 static_cast<double*>(nullptr));
-    if (pred) {
-      int64_t* __restrict pr = pred + j0;
-      for (int64_t j = 0; j < cnt; ++j) pr[j] = C - 1;
-      for (int64_t c = C - 2; c >= 0; --c) {
-        const F* __restrict zc = z + c * HW + j0;
-        for (int64_t j = 0; j < cnt; ++j) pr[j] = zc[j] >= m[j] ? c : pr[j];
-      }
-    }
+    tile_softmax(z + j0, C, HW, cnt, t.data(), m.data(), s.data(),
+                 pred ? pi.data() : static_cast<int32_t*>(nullptr));
+    if (pred)
+      for (int64_t j = 0; j < cnt; ++j) pred[j0 + j] = pi[j];
     for (int64_t c = 0; c < C; ++c) {
       const F* __restrict src = t.data() + c * TILE;
       F* __restrict dst = p + c * HW + j0;
@@ -386,7 +421,7 @@ void bf1_forward(const F* z, const F* v, const int32_t* site, int64_t C, int64_t
       const F* pc = p.data() + c * HW;
       erode3x3(pc, H, W, tmp.data(), e.data());
       const int64_t off = (n * C + c) * HW;
-      F np = F(0);
+      double np = 0.0;
       for (int64_t j0 = 0; j0 < HW; j0 += TILE) {
         const int64_t cnt = std::min(TILE, HW - j0);
         const F* xp = pc + j0;
@@ -399,14 +434,16 @@ void bf1_forward(const F* z, const F* v, const int32_t* site, int64_t C, int64_t
         F* __restrict oa = ga + off + j0;
         F* __restrict oe = gb + off + j0;
         const F* __restrict vj = vn + j0;
+        F npt = F(0);
         for (int64_t j = 0; j < cnt; ++j) {
           const F raw = h3[j] + h4[j] - h3[j] * h4[j] - h1[j] * h2[j];
           const bool keep = raw >= F(0);
           ob[j] = keep ? raw : F(0);
           oa[j] = keep ? (F(1) - h4[j]) * d3[j] - d1[j] * h2[j] : F(0);
           oe[j] = keep ? (F(1) - h3[j]) * d4[j] - h1[j] * d2[j] : F(0);
-          np += vj[j] * ob[j];
+          npt += vj[j] * ob[j];
         }
+        np += static_cast<double>(npt);
       }
       n_p[c] += np;
       uint8_t* __restrict dc = dil + off;
@@ -416,8 +453,13 @@ void bf1_forward(const F* z, const F* v, const int32_t* site, int64_t C, int64_t
       }
       dilate_class(st, static_cast<int32_t>(c), H, W, r, rowc.data(), colc.data(), dc);
       const F* __restrict bc = bp.data();
-      F mp = F(0);
-      for (int64_t j = 0; j < HW; ++j) mp += dc[j] ? vn[j] * bc[j] : F(0);
+      double mp = 0.0;
+      for (int64_t j0 = 0; j0 < HW; j0 += TILE) {
+        const int64_t j1 = std::min(HW, j0 + TILE);
+        F mpt = F(0);
+        for (int64_t j = j0; j < j1; ++j) mpt += dc[j] ? vn[j] * bc[j] : F(0);
+        mp += static_cast<double>(mpt);
+      }
       m_p[c] += mp;
       double mg = 0.0;
       for (int64_t q = start[c]; q < start[c + 1]; ++q) {
@@ -450,7 +492,7 @@ void bf1_backward(const F* z, const F* ga, const F* gb, const F* v, const int32_
                   const F* gmg, int64_t C, int64_t H, int64_t W, int64_t n0, int64_t n1,
                   F* grad) {
   const int64_t HW = H * W, Wp = W + 2, HWp = (H + 2) * Wp;
-  std::vector<F> p(C * HW), s(HW), gB(HW), P(HWp, std::numeric_limits<F>::infinity()),
+  std::vector<F> p(C * HW), s(HW), gB(HW), P(HWp, F(2)),
       V(HWp, F(0));
   std::vector<uint8_t> code(HWp, 255);
   std::vector<int64_t> start, list;
@@ -477,7 +519,7 @@ void bf1_backward(const F* z, const F* ga, const F* gb, const F* v, const int32_
       F* __restrict Pp = P.data();
       F* __restrict Vp = V.data();
       uint8_t* __restrict cp = code.data();
-      for (int64_t i = 0; i < H; ++i) {  // padded copies: +inf / 0 outside the image
+      for (int64_t i = 0; i < H; ++i) {  // padded copies: 2 (> any p) / 0 outside the image
         const int64_t q = (i + 1) * Wp + 1;
         for (int64_t j = 0; j < W; ++j) {
           Pp[q + j] = pc[i * W + j];
@@ -488,7 +530,7 @@ void bf1_backward(const F* z, const F* ga, const F* gb, const F* v, const int32_
       for (int64_t i = 0; i < H; ++i) {
         const int64_t q = (i + 1) * Wp + 1;
         for (int64_t j = 0; j < W; ++j) {
-          F best = std::numeric_limits<F>::infinity();
+          F best = F(2);  // above every probability (no infinities under -ffast-math)
           uint8_t kb = 0;
           for (int k = 0; k < 9; ++k) {
             const F x = Pp[q + j + off9[k]];
@@ -558,7 +600,7 @@ Curve<F> curve(int nb, const void* bounds, const void* coef) {
 
 extern "C" {
 
-int autoloss_abi_version() { return 4; }
+int autoloss_abi_version() { return 5; }
 
 // dtype: 0 float32, 1 float64. nb_and / nb_or: -2 = curve not used, -1 = identity, else the
 // number of bounds.
