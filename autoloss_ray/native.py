@@ -42,9 +42,9 @@ SOURCE = Path(__file__).with_name("_native") / "kernels.cpp"
 # keeps divisions and square roots exact (otherwise vectorized 1/x is an estimate: 1/1 =
 # 0.99999994, and p = 1 would not be 1). The link step gets no fast-math flag: with one, GCC
 # links crtfastmath.o, whose constructor turns on flush-to-zero for the whole process.
-FLAGS = ("-O3", "-march=native", "-ffast-math", "-mno-recip", "-fPIC", "-std=c++20")
+FLAGS = ("-O3", "-march=native", "-ffast-math", "-mno-recip", "-fPIC", "-std=c++17")
 LINK_FLAGS = ("-shared",)
-ABI_VERSION = 5
+ABI_VERSION = 6
 _STALE_S = 3600  # temporary build files older than this are debris of a killed build
 
 _lock = threading.Lock()
@@ -74,13 +74,13 @@ def _cpu_key() -> str:
 
 def _private_dir(path: Path) -> bool:
     """Create ``path`` (mode 0700) if needed; True if it is a directory we own, writable, and
-    not writable by others (a library loaded from there runs in this process)."""
+    not world-writable (a library loaded from there runs in this process)."""
     try:
         path.mkdir(mode=0o700, parents=True, exist_ok=True)
         st = path.stat()
     except OSError:
         return False
-    return (path.is_dir() and st.st_uid == os.getuid() and not st.st_mode & 0o022
+    return (path.is_dir() and st.st_uid == os.getuid() and not st.st_mode & 0o002
             and os.access(path, os.W_OK | os.X_OK))
 
 
@@ -91,6 +91,10 @@ def _cache_dir() -> Path:
     for cand in tried:
         if _private_dir(cand):
             return cand
+        if cand == tried[0] and os.environ.get("AUTOLOSS_RAY_CACHE"):
+            warnings.warn(f"autoloss-ray: AUTOLOSS_RAY_CACHE={base} is not a directory of "
+                          "yours that others cannot write; using a private temporary one",
+                          RuntimeWarning, stacklevel=4)
     raise OSError("no private writable cache directory (tried "
                   f"{', '.join(map(str, tried))}; set AUTOLOSS_RAY_CACHE)")
 
@@ -150,6 +154,8 @@ def _build() -> ctypes.CDLL:
     lib.autoloss_bf1_backward.argtypes = [i32, ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr,
                                           ptr, i64, i64, i64, i64, i64, ptr]
     lib.autoloss_bf1_backward.restype = i32
+    lib.autoloss_exp.argtypes = [i32, ptr, ptr, i64]
+    lib.autoloss_exp.restype = i32
     lib.autoloss_label_sites.argtypes = [ptr, ptr, i64, i64, i64, i64, ptr]
     lib.autoloss_label_sites.restype = i32
     return lib
@@ -202,15 +208,16 @@ def parallel_ranges(total: int, *, threads: int | None = None, align: int = 128
 
 
 def _executor(workers: int) -> ThreadPoolExecutor:
+    """The process's thread pool (threads start lazily, up to max(workers, CPUs)). A pool is
+    never shut down: another thread may hold it and be about to submit; a larger one replaces
+    it only when more workers are asked for than it has, and after a fork."""
     global _pool
     pid = os.getpid()
     with _lock:
         if _pool is None or _pool[0] != pid or _pool[1] < workers:
-            old = _pool
-            _pool = (pid, workers, ThreadPoolExecutor(max_workers=workers,
-                                                      thread_name_prefix="autoloss-native"))
-            if old is not None and old[0] == pid:
-                old[2].shutdown(wait=False)  # its running calls finish; then its threads end
+            size = max(workers, os.cpu_count() or 1)
+            _pool = (pid, size, ThreadPoolExecutor(max_workers=size,
+                                                   thread_name_prefix="autoloss-native"))
         return _pool[2]
 
 

@@ -15,7 +15,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <bit>
+#include <cstring>
 #include <vector>
 
 namespace {
@@ -113,26 +113,36 @@ EvalFn<F> pick(int nb) {
   }
 }
 
+template <typename T, typename U>
+inline T bits_as(U u) {  // std::bit_cast without C++20
+  static_assert(sizeof(T) == sizeof(U));
+  T t;
+  std::memcpy(&t, &u, sizeof(T));
+  return t;
+}
+
 // exp(x) for x <= 0 (softmax arguments z - max z) from plain IEEE operations, so vectorized
 // loop bodies and their scalar tails give bit-identical results (libm's vector and scalar exp
 // differ in the last bit, which would make equal logits give unequal probabilities depending
 // on a pixel's position and break exact ties). Cephes' expf / exp: Cody-Waite reduction and a
-// polynomial (float) or rational (double) approximation, about 1 ulp; exp(0) = 1 exactly.
-// Results under the smallest normal number are 0 (torch gives subnormals there).
+// polynomial (float) or rational (double) approximation, written with explicit fma so that
+// -ffast-math cannot merge the two-step reduction; exp(0) = 1 exactly. Results under the
+// smallest normal number are 0 (torch gives subnormals there). Accuracy: see
+// tests/test_native.py::test_exp_accuracy.
 inline float exp_nonpos(float x) {
   const bool under = x < -87.0f;
   x = under ? -87.0f : x;
   const float n = std::floor(x * 1.44269504088896341f + 0.5f);
-  float r = x - n * 0.693359375f;
-  r = r + n * 2.12194440e-4f;
+  float r = std::fma(n, -0.693359375f, x);
+  r = std::fma(n, 2.12194440e-4f, r);
   float y = 1.9875691500e-4f;
-  y = y * r + 1.3981999507e-3f;
-  y = y * r + 8.3334519073e-3f;
-  y = y * r + 4.1665795894e-2f;
-  y = y * r + 1.6666665459e-1f;
-  y = y * r + 5.0000001201e-1f;
-  y = y * (r * r) + r + 1.0f;
-  const float scale = std::bit_cast<float>((static_cast<int32_t>(n) + 127) << 23);
+  y = std::fma(y, r, 1.3981999507e-3f);
+  y = std::fma(y, r, 8.3334519073e-3f);
+  y = std::fma(y, r, 4.1665795894e-2f);
+  y = std::fma(y, r, 1.6666665459e-1f);
+  y = std::fma(y, r, 5.0000001201e-1f);
+  y = std::fma(y, r * r, r) + 1.0f;
+  const float scale = bits_as<float>((static_cast<int32_t>(n) + 127) << 23);
   return under ? 0.0f : y * scale;
 }
 
@@ -140,49 +150,63 @@ inline double exp_nonpos(double x) {
   const bool under = x < -708.0;
   x = under ? -708.0 : x;
   const double n = std::floor(x * 1.4426950408889634073599 + 0.5);
-  double r = x - n * 6.93145751953125e-1;
-  r = r - n * 1.42860682030941723212e-6;
+  double r = std::fma(n, -6.93145751953125e-1, x);
+  r = std::fma(n, -1.42860682030941723212e-6, r);
   const double xx = r * r;
-  const double px = r * ((1.26177193074810590878e-4 * xx + 3.02994407707441961300e-2) * xx +
-                         9.99999999999999999910e-1);
-  const double qx = ((3.00198505138664455042e-6 * xx + 2.52448340349684104192e-3) * xx +
-                     2.27265548208155028766e-1) * xx + 2.00000000000000000009e0;
-  const double y = 1.0 + 2.0 * (px / (qx - px));
-  const double scale = std::bit_cast<double>((static_cast<int64_t>(n) + 1023) << 52);
+  const double px = r * std::fma(std::fma(1.26177193074810590878e-4, xx,
+                                          3.02994407707441961300e-2), xx,
+                                 9.99999999999999999910e-1);
+  const double qx = std::fma(std::fma(std::fma(3.00198505138664455042e-6, xx,
+                                               2.52448340349684104192e-3), xx,
+                                      2.27265548208155028766e-1), xx,
+                             2.00000000000000000009e0);
+  const double y = std::fma(2.0, px / (qx - px), 1.0);
+  const double scale = bits_as<double>((static_cast<int64_t>(n) + 1023) << 52);
   return under ? 0.0 : y * scale;
 }
 
 // Softmax of one tile: z points at pixel j0 of image n's class-0 plane; writes p [C, TILE]
-// (row stride TILE) and, if ``pred`` is given, argmax_c z per pixel (the first maximum, as
-// torch.argmax) into pred [cnt]. m, s: [TILE] scratch.
+// (row stride TILE) for the first cnt pixels and, if ``pred`` is given, argmax_c z per pixel
+// (the first maximum, as torch.argmax) into pred [cnt]. m, s: [TILE] scratch; zt: [C, TILE]
+// scratch. The logits are first copied into zt (a partial tile padded with zeros) and every
+// loop runs over the full TILE width: no loop has a remainder, so every pixel goes through the
+// same vector code and equal logits give bit-identical probabilities at any position (under
+// -ffast-math a remainder loop may sum the classes in another order than the vector body).
 template <typename F>
 void tile_softmax(const F* __restrict z, int64_t C, int64_t HW, int64_t cnt, F* __restrict p,
-                  F* __restrict m, F* __restrict s, int32_t* __restrict pred) {
-  for (int64_t j = 0; j < cnt; ++j) m[j] = z[j];
-  for (int64_t c = 1; c < C; ++c) {
+                  F* __restrict m, F* __restrict s, F* __restrict zt, int32_t* __restrict pred) {
+  for (int64_t c = 0; c < C; ++c) {
     const F* __restrict zc = z + c * HW;
-    for (int64_t j = 0; j < cnt; ++j) m[j] = zc[j] > m[j] ? zc[j] : m[j];
+    F* __restrict dst = zt + c * TILE;
+    for (int64_t j = 0; j < cnt; ++j) dst[j] = zc[j];
+    for (int64_t j = cnt; j < TILE; ++j) dst[j] = F(0);
+  }
+  for (int64_t j = 0; j < TILE; ++j) m[j] = zt[j];
+  for (int64_t c = 1; c < C; ++c) {
+    const F* __restrict zc = zt + c * TILE;
+    for (int64_t j = 0; j < TILE; ++j) m[j] = zc[j] > m[j] ? zc[j] : m[j];
   }
   if (pred) {
     for (int64_t j = 0; j < cnt; ++j) pred[j] = static_cast<int32_t>(C - 1);
     for (int64_t c = C - 2; c >= 0; --c) {
-      const F* __restrict zc = z + c * HW;
-      for (int64_t j = 0; j < cnt; ++j) pred[j] = zc[j] >= m[j] ? static_cast<int32_t>(c) : pred[j];
+      const F* __restrict zc = zt + c * TILE;
+      for (int64_t j = 0; j < cnt; ++j)
+        pred[j] = zc[j] >= m[j] ? static_cast<int32_t>(c) : pred[j];
     }
   }
-  for (int64_t j = 0; j < cnt; ++j) s[j] = F(0);
+  for (int64_t j = 0; j < TILE; ++j) s[j] = F(0);
   for (int64_t c = 0; c < C; ++c) {
-    const F* __restrict zc = z + c * HW;
+    const F* __restrict zc = zt + c * TILE;
     F* __restrict pc = p + c * TILE;
-    for (int64_t j = 0; j < cnt; ++j) {
+    for (int64_t j = 0; j < TILE; ++j) {
       pc[j] = exp_nonpos(zc[j] - m[j]);
       s[j] += pc[j];
     }
   }
-  for (int64_t j = 0; j < cnt; ++j) s[j] = F(1) / s[j];
+  for (int64_t j = 0; j < TILE; ++j) s[j] = F(1) / s[j];
   for (int64_t c = 0; c < C; ++c) {
     F* __restrict pc = p + c * TILE;
-    for (int64_t j = 0; j < cnt; ++j) pc[j] *= s[j];
+    for (int64_t j = 0; j < TILE; ++j) pc[j] *= s[j];
   }
 }
 
@@ -191,19 +215,20 @@ inline int64_t tile_count(int64_t g, int64_t g1, int64_t HW) {
 }
 
 // Region statistics, forward, for pixels [g0, g1). and_/or_ null: that curve is not used.
-// acc [3C] (double): I, O, npred (sum of w over pixels whose argmax is c), added to. g_and [N*HW]: w h_and'(p_t). g_or [N, C, HW]:
-// w (1 - y_c) h_or'(p_c).
+// acc [3C] (double, added to): I, O, npred (sum of w over the pixels whose argmax is c).
+// g_and [N*HW]: w h_and'(p_t). g_or [N, C, HW]: w (1 - y_c) h_or'(p_c).
 template <typename F>
 void region_forward(const F* z, const int64_t* tgt, const F* w, int64_t C, int64_t HW,
                     int64_t g0, int64_t g1, const Curve<F>* and_, const Curve<F>* or_,
                     F* g_and, F* g_or, double* acc) {
-  std::vector<F> buf((C + 5) * TILE);
+  std::vector<F> buf((2 * C + 5) * TILE);
   F* p = buf.data();
   F* m = p + C * TILE;
   F* s = m + TILE;
   F* h = s + TILE;
   F* d = h + TILE;
   F* x = d + TILE;
+  F* zt = x + TILE;  // [C, TILE]
   std::vector<int32_t> ti(TILE), pi(TILE);
   const EvalFn<F> fand = and_ ? pick<F>(and_->nb) : nullptr;
   const EvalFn<F> f_or = or_ ? pick<F>(or_->nb) : nullptr;
@@ -213,10 +238,10 @@ void region_forward(const F* z, const int64_t* tgt, const F* w, int64_t C, int64
   for (int64_t g = g0; g < g1;) {
     const int64_t cnt = tile_count(g, g1, HW);
     const int64_t n = g / HW, j0 = g % HW;
-    const F* zt = z + n * C * HW + j0;
+    const F* zt0 = z + n * C * HW + j0;
     const F* wt = w + g;
     for (int64_t j = 0; j < cnt; ++j) ti[j] = static_cast<int32_t>(tgt[g + j]);
-    tile_softmax(zt, C, HW, cnt, p, m, s, pi.data());
+    tile_softmax(zt0, C, HW, cnt, p, m, s, zt, pi.data());
     for (int64_t j = 0; j < cnt; ++j) npred[pi[j]] += static_cast<double>(wt[j]);
     if (f_or) {
       for (int64_t c = 0; c < C; ++c) {
@@ -249,18 +274,19 @@ template <typename F>
 void region_backward(const F* z, const int64_t* tgt, int64_t C, int64_t HW, int64_t g0,
                      int64_t g1, const F* gI, const F* g_and, const F* gO, const F* g_or,
                      F* grad) {
-  std::vector<F> buf((2 * C + 3) * TILE);
+  std::vector<F> buf((3 * C + 3) * TILE);
   F* p = buf.data();
   F* a = p + C * TILE;
   F* m = a + C * TILE;
   F* s = m + TILE;
   F* at = s + TILE;
+  F* zt = at + TILE;  // [C, TILE]
   std::vector<int32_t> ti(TILE);
   for (int64_t g = g0; g < g1;) {
     const int64_t cnt = tile_count(g, g1, HW);
     const int64_t n = g / HW, j0 = g % HW;
     for (int64_t j = 0; j < cnt; ++j) ti[j] = static_cast<int32_t>(tgt[g + j]);
-    tile_softmax(z + n * C * HW + j0, C, HW, cnt, p, m, s, static_cast<int32_t*>(nullptr));
+    tile_softmax(z + n * C * HW + j0, C, HW, cnt, p, m, s, zt, static_cast<int32_t*>(nullptr));
     for (int64_t j = 0; j < cnt; ++j) {
       at[j] = gI ? gI[ti[j]] * g_and[g + j] : F(0);
       s[j] = F(0);
@@ -296,16 +322,15 @@ void region_backward(const F* z, const int64_t* tgt, int64_t C, int64_t HW, int6
 
 // ---- BF1 -------------------------------------------------------------------------------
 
-// Softmax of a whole image: z [C, HW] -> p [C, HW].
 // Softmax of a whole image: z [C, HW] -> p [C, HW]; if ``pred`` is given, also writes
 // argmax_c z [HW] (the first maximum).
 template <typename F>
 void image_softmax(const F* z, int64_t C, int64_t HW, F* p, int64_t* pred = nullptr) {
-  std::vector<F> m(TILE), s(TILE), t(C * TILE);
+  std::vector<F> m(TILE), s(TILE), t(C * TILE), zt(C * TILE);
   std::vector<int32_t> pi(TILE);
   for (int64_t j0 = 0; j0 < HW; j0 += TILE) {
     const int64_t cnt = std::min(TILE, HW - j0);
-    tile_softmax(z + j0, C, HW, cnt, t.data(), m.data(), s.data(),
+    tile_softmax(z + j0, C, HW, cnt, t.data(), m.data(), s.data(), zt.data(),
                  pred ? pi.data() : static_cast<int32_t*>(nullptr));
     if (pred)
       for (int64_t j = 0; j < cnt; ++j) pred[j0 + j] = pi[j];
@@ -600,7 +625,7 @@ Curve<F> curve(int nb, const void* bounds, const void* coef) {
 
 extern "C" {
 
-int autoloss_abi_version() { return 5; }
+int autoloss_abi_version() { return 6; }
 
 // dtype: 0 float32, 1 float64. nb_and / nb_or: -2 = curve not used, -1 = identity, else the
 // number of bounds.
@@ -684,6 +709,15 @@ int autoloss_bf1_backward(int dtype, const void* z, const void* ga, const void* 
       static_cast<const F*>(v), site, dil, arg, static_cast<const F*>(gnp),
       static_cast<const F*>(gmp), static_cast<const F*>(gmg), C, H, W, n0, n1,
       static_cast<F*>(grad)))
+}
+
+// exp_nonpos over x [n] (x <= 0), for tests of its accuracy and position independence.
+int autoloss_exp(int dtype, const void* x, void* out, int64_t n) {
+  AUTOLOSS_DISPATCH(dtype, {
+    const F* __restrict xi = static_cast<const F*>(x);
+    F* __restrict o = static_cast<F*>(out);
+    for (int64_t j = 0; j < n; ++j) o[j] = exp_nonpos(xi[j]);
+  })
 }
 
 int autoloss_label_sites(const int64_t* lab, const uint8_t* valid, int64_t H, int64_t W,
