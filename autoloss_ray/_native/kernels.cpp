@@ -32,6 +32,19 @@ struct Curve {
 template <typename F>
 inline F sfloor() { return F(1e-8); }  // EPS_C^2 (parameterizations._SFLOOR)
 
+// One half-segment (coefficients A, B, c, y0, yb, ya of parameterizations.curve_table) at x:
+// h = (yb + ya t) t + y0 and h' = (yb + 2 ya t) A / (2 sqrt(s)), t = u / (c + sqrt(s)).
+template <typename F>
+inline void half_segment(F x, F A, F B, F c, F y0, F yb, F ya, F& h, F& d) {
+  const F u = A * x + B;
+  F s = u + c * (c - F(2) * u);
+  s = s > sfloor<F>() ? s : sfloor<F>();
+  const F r = std::sqrt(s);
+  const F t = u / (c + r);
+  h = (yb + ya * t) * t + y0;
+  d = (yb + F(2) * ya * t) * A * F(0.5) / r;
+}
+
 template <typename F, int NB>
 void eval_fixed(const Curve<F>& cv, const F* __restrict x, F* __restrict h, F* __restrict d,
                 int64_t n) {
@@ -59,13 +72,7 @@ void eval_fixed(const Curve<F>& cv, const F* __restrict x, F* __restrict h, F* _
       yb = up ? yb_[i + 1] : yb;
       ya = up ? ya_[i + 1] : ya;
     }
-    const F u = A * xv + B;
-    F s = u + c * (c - F(2) * u);
-    s = s > sfloor<F>() ? s : sfloor<F>();
-    const F r = std::sqrt(s);
-    const F t = u / (c + r);
-    h[j] = (yb + ya * t) * t + y0;
-    d[j] = (yb + F(2) * ya * t) * A * F(0.5) / r;
+    half_segment(xv, A, B, c, y0, yb, ya, h[j], d[j]);
   }
 }
 
@@ -80,13 +87,7 @@ void eval_generic(const Curve<F>& cv, const F* __restrict x, F* __restrict h,
     for (int i = 0; i < cv.nb; ++i) k += xv >= cv.bounds[i];
     const F A = co[k], B = co[ns + k], c = co[2 * ns + k], y0 = co[3 * ns + k],
             yb = co[4 * ns + k], ya = co[5 * ns + k];
-    const F u = A * xv + B;
-    F s = u + c * (c - F(2) * u);
-    s = s > sfloor<F>() ? s : sfloor<F>();
-    const F r = std::sqrt(s);
-    const F t = u / (c + r);
-    h[j] = (yb + ya * t) * t + y0;
-    d[j] = (yb + F(2) * ya * t) * A * F(0.5) / r;
+    half_segment(xv, A, B, c, y0, yb, ya, h[j], d[j]);
   }
 }
 
