@@ -858,8 +858,20 @@ class SurrogateLoss(nn.Module):
         return iou[sel].sum() / k if k else zero
 
     def _bf1(self, logits, target, valid, classes, tables, cd, fused) -> torch.Tensor:
-        if fused:
-            return self._bf1_native(logits, target, valid, classes, tables, cd)
+        counts = self._bf1_counts_native if fused else self._bf1_counts
+        n_p, m_p, m_g, n_g, n_p_hard = counts(logits, target, valid, tables, cd)
+        sel = ((n_p_hard > 0) | (n_g > 0)) & classes
+        prec = m_p / n_p.clamp(min=_EPS)
+        rec = m_g / n_g.clamp(min=_EPS)
+        f1 = 2.0 * prec * rec / (prec + rec).clamp(min=_EPS)
+        k = int(sel.sum())
+        if k == 0:
+            return f1.sum() * 0.0
+        return f1[sel].sum() / k
+
+    def _bf1_counts(self, logits, target, valid, tables, cd):
+        """BF1's soft counts [C] (n_p, m_p, m_g, n_g) and the predicted boundary pixels per
+        class n_p_hard, in torch ops (GPU, and the CPU fallback)."""
         C = self.num_classes
         with torch.no_grad():
             pred = _argmax1(logits)
@@ -879,7 +891,6 @@ class SurrogateLoss(nn.Module):
             n_g = bgv.sum((0, 2, 3))
             pclass = pred.unsqueeze(1) == torch.arange(C, device=pred.device).view(1, C, 1, 1)
             n_p_hard = (_boundaries_bool(pclass) & valid.unsqueeze(1)).sum((0, 2, 3))
-            sel = ((n_p_hard > 0) | (n_g > 0)) & classes
             del tclass, pclass, bg
         bv = b * v
         n_p = bv.sum((0, 2, 3))
@@ -887,16 +898,11 @@ class SurrogateLoss(nn.Module):
         # m_g = sum(dilate(b, r) * bgv): read the dilation at the target-boundary sites only
         vals, cls = _window_max_at(b, bgv > 0, r)
         m_g = torch.zeros(C, dtype=b.dtype, device=b.device).index_add(0, cls, vals)
-        prec = m_p / n_p.clamp(min=_EPS)
-        rec = m_g / n_g.clamp(min=_EPS)
-        f1 = 2.0 * prec * rec / (prec + rec).clamp(min=_EPS)
-        k = int(sel.sum())
-        if k == 0:
-            return f1.sum() * 0.0
-        return f1[sel].sum() / k
+        return n_p, m_p, m_g, n_g, n_p_hard
 
-    def _bf1_native(self, logits, target, valid, classes, tables, cd) -> torch.Tensor:
-        """:meth:`_bf1` by the fused CPU kernels (same values; boundaries from label maps)."""
+    def _bf1_counts_native(self, logits, target, valid, tables, cd):
+        """:meth:`_bf1_counts` by the fused CPU kernels (same values; boundaries from label
+        maps)."""
         C = self.num_classes
         z = logits.to(cd).contiguous()
         N, _, H, W = z.shape
@@ -911,14 +917,7 @@ class SurrogateLoss(nn.Module):
         with torch.no_grad():
             psite = _label_sites(pred, valid)
             n_p_hard = torch.bincount(psite[psite >= 0].long(), minlength=C)
-        sel = ((n_p_hard > 0) | (n_g > 0)) & classes
-        prec = m_p / n_p.clamp(min=_EPS)
-        rec = m_g / n_g.clamp(min=_EPS)
-        f1 = 2.0 * prec * rec / (prec + rec).clamp(min=_EPS)
-        k = int(sel.sum())
-        if k == 0:
-            return f1.sum() * 0.0
-        return f1[sel].sum() / k
+        return n_p, m_p, m_g, n_g, n_p_hard
 
     # -- persistence -------------------------------------------------------------------------
     def to_dict(self, meta: dict | None = None) -> dict[str, Any]:

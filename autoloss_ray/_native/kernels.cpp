@@ -1,6 +1,6 @@
 // autoloss-ray: fused CPU kernels for the surrogate losses (loaded by autoloss_ray/native.py).
 //
-// Plain C ABI (no torch headers, so it compiles in about a second); every function works on
+// Plain C ABI (no torch headers, so it compiles in about two seconds); every function works on
 // one range of pixels so Python can run several ranges on several threads (ctypes releases
 // the GIL). Math is the same as the eager code in surrogates.py / parameterizations.py:
 //
@@ -129,7 +129,7 @@ inline T bits_as(U u) {  // std::bit_cast without C++20
 // polynomial (float) or rational (double) approximation, written with explicit fma so that
 // -ffast-math cannot merge the two-step reduction; exp(0) = 1 exactly. Results under the
 // smallest normal number are 0 (torch gives subnormals there). Accuracy: see
-// tests/test_native.py::test_exp_accuracy.
+// tests/test_native.py::test_exp_accuracy_and_position_independence.
 inline float exp_nonpos(float x) {
   const bool under = x < -87.0f;
   x = under ? -87.0f : x;
@@ -518,8 +518,7 @@ void bf1_backward(const F* z, const F* ga, const F* gb, const F* v, const int32_
                   const F* gmg, int64_t C, int64_t H, int64_t W, int64_t n0, int64_t n1,
                   F* grad) {
   const int64_t HW = H * W, Wp = W + 2, HWp = (H + 2) * Wp;
-  std::vector<F> p(C * HW), s(HW), gB(HW), P(HWp, F(2)),
-      V(HWp, F(0));
+  std::vector<F> p(C * HW), s(HW), gB(HW), P(HWp, F(2)), V(HWp, F(0));
   std::vector<uint8_t> code(HWp, 255);
   std::vector<int64_t> start, list;
   int64_t off9[9];  // window offsets in the padded plane, row-major (max_pool2d's scan order)
@@ -628,52 +627,6 @@ extern "C" {
 
 int autoloss_abi_version() { return 6; }
 
-// dtype: 0 float32, 1 float64. nb_and / nb_or: -2 = curve not used, -1 = identity, else the
-// number of bounds.
-int autoloss_region_forward(int dtype, const void* z, const int64_t* tgt, const void* w,
-                            int64_t C, int64_t HW, int64_t g0, int64_t g1, int nb_and,
-                            const void* b_and, const void* c_and, int nb_or, const void* b_or,
-                            const void* c_or, void* g_and, void* g_or, double* acc) {
-  if (dtype == 0) {
-    using F = float;
-    Curve<F> ca = curve<F>(nb_and, b_and, c_and), co = curve<F>(nb_or, b_or, c_or);
-    region_forward<F>(static_cast<const F*>(z), tgt, static_cast<const F*>(w), C, HW, g0, g1,
-                      nb_and >= -1 ? &ca : nullptr, nb_or >= -1 ? &co : nullptr,
-                      static_cast<F*>(g_and), static_cast<F*>(g_or), acc);
-  } else if (dtype == 1) {
-    using F = double;
-    Curve<F> ca = curve<F>(nb_and, b_and, c_and), co = curve<F>(nb_or, b_or, c_or);
-    region_forward<F>(static_cast<const F*>(z), tgt, static_cast<const F*>(w), C, HW, g0, g1,
-                      nb_and >= -1 ? &ca : nullptr, nb_or >= -1 ? &co : nullptr,
-                      static_cast<F*>(g_and), static_cast<F*>(g_or), acc);
-  } else {
-    return 1;
-  }
-  return 0;
-}
-
-int autoloss_region_backward(int dtype, const void* z, const int64_t* tgt, int64_t C,
-                             int64_t HW, int64_t g0, int64_t g1, const void* gI,
-                             const void* g_and, const void* gO, const void* g_or,
-                             void* grad) {
-  if (dtype == 0) {
-    using F = float;
-    region_backward<F>(static_cast<const F*>(z), tgt, C, HW, g0, g1,
-                       static_cast<const F*>(gI), static_cast<const F*>(g_and),
-                       static_cast<const F*>(gO), static_cast<const F*>(g_or),
-                       static_cast<F*>(grad));
-  } else if (dtype == 1) {
-    using F = double;
-    region_backward<F>(static_cast<const F*>(z), tgt, C, HW, g0, g1,
-                       static_cast<const F*>(gI), static_cast<const F*>(g_and),
-                       static_cast<const F*>(gO), static_cast<const F*>(g_or),
-                       static_cast<F*>(grad));
-  } else {
-    return 1;
-  }
-  return 0;
-}
-
 #define AUTOLOSS_DISPATCH(dtype, ...)        \
   if ((dtype) == 0) {                        \
     using F = float;                         \
@@ -685,6 +638,30 @@ int autoloss_region_backward(int dtype, const void* z, const int64_t* tgt, int64
     return 1;                                \
   }                                          \
   return 0;
+
+// dtype: 0 float32, 1 float64 (every entry point; another value returns 1). nb_and / nb_or:
+// -2 = curve not used, -1 = identity, else the number of bounds.
+int autoloss_region_forward(int dtype, const void* z, const int64_t* tgt, const void* w,
+                            int64_t C, int64_t HW, int64_t g0, int64_t g1, int nb_and,
+                            const void* b_and, const void* c_and, int nb_or, const void* b_or,
+                            const void* c_or, void* g_and, void* g_or, double* acc) {
+  AUTOLOSS_DISPATCH(dtype, {
+    Curve<F> ca = curve<F>(nb_and, b_and, c_and), co = curve<F>(nb_or, b_or, c_or);
+    region_forward<F>(static_cast<const F*>(z), tgt, static_cast<const F*>(w), C, HW, g0, g1,
+                      nb_and >= -1 ? &ca : nullptr, nb_or >= -1 ? &co : nullptr,
+                      static_cast<F*>(g_and), static_cast<F*>(g_or), acc);
+  })
+}
+
+int autoloss_region_backward(int dtype, const void* z, const int64_t* tgt, int64_t C,
+                             int64_t HW, int64_t g0, int64_t g1, const void* gI,
+                             const void* g_and, const void* gO, const void* g_or,
+                             void* grad) {
+  AUTOLOSS_DISPATCH(dtype, region_backward<F>(
+      static_cast<const F*>(z), tgt, C, HW, g0, g1, static_cast<const F*>(gI),
+      static_cast<const F*>(g_and), static_cast<const F*>(gO), static_cast<const F*>(g_or),
+      static_cast<F*>(grad)))
+}
 
 // nbs [4], bounds [4], coefs [4]: the curves h1..h4 (nb -1: identity).
 int autoloss_bf1_forward(int dtype, const void* z, const void* v, const int32_t* site,
