@@ -480,11 +480,14 @@ def _label_sites(lab: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
 
 
 def _use_native(z: torch.Tensor) -> bool:
-    """CPU logits go to the fused kernels when they are available and every logit is finite.
+    """CPU logits go to the fused kernels when they are available, every logit is finite and
+    an image has fewer than 2^31 pixels.
     NaN/inf logits take the eager path, where they propagate to the loss as autograd would
     (the kernels are built with -ffast-math, which does not promise that); the check is one
     sum in at least float32 (~1 ms for 11M logits), not a pass per element."""
     if z.device.type != "cpu" or native.library() is None:
+        return False
+    if z.shape[2:].numel() >= 2**31:  # the kernels keep in-image offsets in int32
         return False
     with torch.no_grad():
         total = z.sum(dtype=torch.float64 if z.dtype == torch.float64 else torch.float32)

@@ -156,6 +156,12 @@ def test_native_large_tolerance_and_tiny_images(monkeypatch):
         torch.testing.assert_close(g1, g2, atol=1e-12, rtol=1e-10)
 
 
+def test_images_of_2_to_the_31_pixels_take_the_eager_path():
+    huge = torch.zeros(1, 1, 1, 1).expand(1, 2, 2**16, 2**15)  # no memory behind it
+    assert not S._use_native(huge)
+    assert S._use_native(torch.zeros(1, 2, 2**8, 2**7))
+
+
 def test_switch_off_uses_the_eager_path(monkeypatch):
     monkeypatch.setenv("AUTOLOSS_RAY_NATIVE", "0")
     assert not native.enabled() and native.library() is None
