@@ -8,6 +8,7 @@ Ray 2.60 here: `ray start --head` turns token authentication on (the token lives
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -52,6 +53,9 @@ def ray_head(monkeypatch):
     temp_dir = tempfile.mkdtemp(prefix="rj", dir="/tmp")  # socket paths must stay short
     gcs_port, dash_port = _free_port(), _free_port()
     monkeypatch.setenv("RAY_AUTH_MODE", "token")
+    # A fresh machine has no ~/.ray/auth_token: give this head (and the clients below, which
+    # inherit the environment) a token of its own, never written to disk.
+    monkeypatch.setenv("RAY_AUTH_TOKEN", secrets.token_hex(32))
     out = subprocess.run(
         [RAY, "start", "--head", "--num-cpus", "2", "--port", str(gcs_port),
          "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dash_port),
