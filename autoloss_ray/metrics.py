@@ -604,13 +604,49 @@ class MetricAccumulator:
         self._images += t.shape[0]
         self._pixels += t.numel()
 
-    def compute(self) -> dict[str, float]:
-        """The six metrics as floats in [0, 1] (nan for a mean over no class)."""
+    def compute(self, *, sync: bool = False, group: Any = None) -> dict[str, float]:
+        """The six metrics as floats in [0, 1] (nan for a mean over no class).
+
+        sync=True: of the sums over all ranks of the torch.distributed ``group`` (default
+        group; see :meth:`reduced`), which every rank must call together; this accumulator
+        keeps its local sums.
+        """
+        if not isinstance(sync, bool):
+            raise TypeError(f"sync must be True or False, got {sync!r}")
+        if sync:
+            return self.reduced(group=group).compute()
         if self._images == 0:
             raise ValueError("no data: call update(pred, target) at least once before compute()")
         return scores_from_stats(
             self._confusion, self._band_confusion, self._bf1, ignore_index=self.ignore_index
         )
+
+    def reduced(self, *, group: Any = None) -> "MetricAccumulator":
+        """A new accumulator holding the sums of this one over all ranks of a torch.distributed
+        process group (default: the default group): one all-reduce of the integer counts
+        (confusion matrices, BF1 counts, images, pixels), so N ranks that each saw a part of
+        a dataset give exactly the numbers of one process that saw all of it. A collective:
+        every rank calls it. The counts travel on the sums' device (pass ``device=`` to the
+        accumulator so that a rank without batches matches the others, e.g. "cuda" for
+        NCCL). This accumulator is unchanged. RuntimeError when torch.distributed is not
+        initialized.
+        """
+        from autoloss_ray.distributed import all_reduce_counts
+
+        C = self.num_classes
+        dev = self._confusion.device
+        meta = torch.tensor([self._images, self._pixels], dtype=torch.int64, device=dev)
+        flat = torch.cat([self._confusion.reshape(-1), self._band_confusion.reshape(-1),
+                          self._bf1.reshape(-1), meta])
+        all_reduce_counts(flat)
+        out = MetricAccumulator(C, ignore_index=self.ignore_index,
+                                boundary_tolerance=self.boundary_tolerance, device=self.device)
+        cc = C * C
+        out._confusion = flat[:cc].view(C, C).clone()
+        out._band_confusion = flat[cc:2 * cc].view(C, C).clone()
+        out._bf1 = flat[2 * cc:2 * cc + 4 * C].view(4, C).clone()
+        out._images, out._pixels = (int(v) for v in flat[2 * cc + 4 * C:])
+        return out
 
 
 def evaluate(

@@ -54,6 +54,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from autoloss_ray import native
+from autoloss_ray.distributed import all_reduce_sum, check_sync
 from autoloss_ray.metrics import METRICS, boundary_band, parse_metric
 from autoloss_ray.parameterizations import (
     IDENTITY_TABLE,
@@ -674,6 +675,15 @@ class SurrogateLoss(nn.Module):
         theta: parameters (length ``search_space(metric, parameterization).dim``) or None for
             the identity curves (the naive relaxation).
         ignore_index: target value that never counts. boundary_tolerance: BIoU/BF1 radius (px).
+        sync: "none" (default): the statistics are pooled over the local mini-batch (the
+            paper's per-GPU pooling). "ddp": the per-class sums (I_c, U_c, BF1's soft counts,
+            the counts that decide the class sets) are summed over the ranks of the default
+            torch.distributed group before the ratios, so every rank's loss is the loss of the
+            global batch, and its gradient, once DDP has averaged it over the ranks, is the
+            global-batch gradient (each rank's logits get ``world_size`` times their share;
+            :mod:`autoloss_ray.distributed`). Needs an initialized process group at forward
+            time and the same loss on every rank; one all-reduce of a few [C] vectors per
+            metric term. Not stored by :meth:`to_dict` (a runtime choice, like the device).
 
     ``score(logits [N, C, h, w], target [N, H, W])`` -> scalar tensor (sum of the metrics'
     soft scores); ``forward`` -> sum of the per-metric losses 1 - score_m.
@@ -688,8 +698,10 @@ class SurrogateLoss(nn.Module):
         theta: Any = None,
         ignore_index: int = 255,
         boundary_tolerance: int = 5,
+        sync: str = "none",
     ) -> None:
         super().__init__()
+        self.sync = check_sync(sync)
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
             raise ValueError(f"num_classes must be an int >= 1, got {num_classes!r}")
         if ignore_index is not None and (
@@ -725,7 +737,16 @@ class SurrogateLoss(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"metric={self.metric!r}, num_classes={self.num_classes}, "
-                f"parameterization={self.parameterization!r}, ignore_index={self.ignore_index}")
+                f"parameterization={self.parameterization!r}, ignore_index={self.ignore_index}"
+                + (f", sync={self.sync!r}" if self.sync != "none" else ""))
+
+    def _synced(self, cd: torch.dtype, *sums: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The per-class sums [C] summed over the ranks when ``sync="ddp"`` (one all-reduce of
+        their stack, in the compute dtype; the gradient flows to the differentiable ones), else
+        unchanged."""
+        if self.sync == "none":
+            return sums
+        return tuple(all_reduce_sum(torch.stack([x.to(cd) for x in sums])).unbind(0))
 
     def curve_tables(self) -> dict[tuple[str, str], CurveTable]:
         """(metric, curve) -> CurveTable (float64, CPU), rebuilt when theta changes."""
@@ -844,6 +865,7 @@ class SurrogateLoss(nn.Module):
         else:
             z = logits if logits.is_contiguous() else logits.contiguous()
             I, O, npred = _RegionStats.apply(z, tgt.contiguous(), w, and_table, or_table)
+        I, O, n, npred = self._synced(cd, I, O, n, npred)
         zero = I.sum() * 0.0  # keeps the graph (zero gradient) when a class set is empty
         if term == "gacc":
             tot = n.sum()
@@ -862,7 +884,8 @@ class SurrogateLoss(nn.Module):
 
     def _bf1(self, logits, target, valid, classes, tables, cd, fused) -> torch.Tensor:
         counts = self._bf1_counts_native if fused else self._bf1_counts
-        n_p, m_p, m_g, n_g, n_p_hard = counts(logits, target, valid, tables, cd)
+        n_p, m_p, m_g, n_g, n_p_hard = self._synced(cd, *counts(logits, target, valid, tables,
+                                                                 cd))
         sel = ((n_p_hard > 0) | (n_g > 0)) & classes
         prec = m_p / n_p.clamp(min=_EPS)
         rec = m_g / n_g.clamp(min=_EPS)
