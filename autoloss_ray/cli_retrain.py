@@ -14,6 +14,7 @@ import argparse
 import json
 import os
 import re
+import tempfile
 from dataclasses import dataclass
 from typing import Any
 
@@ -152,6 +153,14 @@ def _cmd_retrain(args: argparse.Namespace) -> int:
         os.path.dirname(os.path.abspath(args.store)), "retrain", args.experiment))
     if args.repeats < 1:
         raise OptionsError(f"--repeats must be >= 1, got {args.repeats}")
+    if args.workers < 1:
+        raise OptionsError(f"--workers must be >= 1, got {args.workers}")
+    if args.workers > 1 and args.batch_size % args.workers:
+        raise OptionsError(f"--batch-size {args.batch_size} must be a multiple of --workers "
+                           f"{args.workers} (each worker takes an equal part of every batch)")
+    if args.gpus_per_worker < 0 or args.max_failures < 0 or args.checkpoint_every < 0:
+        raise OptionsError("--gpus-per-worker, --max-failures and --checkpoint-every must be "
+                           ">= 0")
     specs = _resolve_all(args.loss, metric=args.metric, store=args.store,
                          loss_dir=os.path.join(out_dir, "losses"))
 
@@ -178,9 +187,22 @@ def _cmd_retrain(args: argparse.Namespace) -> int:
         "seed": (args.seed if args.repeats == 1
                  else tune.grid_search([args.seed + i for i in range(args.repeats)])),
     }
+    if args.workers > 1:  # one Ray Train TorchTrainer per loss (trainables.retrain_ddp)
+        from trainables.retrain_ddp import retrain_ddp_task
+
+        config.update({
+            "workers": args.workers, "gpus_per_worker": args.gpus_per_worker,
+            "cpus_per_worker": args.cpus_per_trial, "max_failures": args.max_failures,
+            "checkpoint_every": args.checkpoint_every, "loss_sync": args.loss_sync,
+            "train_storage": os.path.join(os.path.dirname(os.path.abspath(args.store)),
+                                          "train"),
+        })
+        trainable = retrain_ddp_task
+    else:
+        trainable = with_gpu_resources(retrain_task, gpus_per_trial=args.gpus_per_trial,
+                                       cpus_per_trial=args.cpus_per_trial)
     tuner = tune.Tuner(
-        with_gpu_resources(retrain_task, gpus_per_trial=args.gpus_per_trial,
-                           cpus_per_trial=args.cpus_per_trial),
+        trainable,
         param_space=config,
         tune_config=tune.TuneConfig(max_concurrent_trials=args.max_concurrent),
         run_config=tune.RunConfig(
@@ -216,13 +238,32 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             f"checkpoint {args.checkpoint!r} was trained for {meta['num_classes']} classes but "
             f"dataset {args.dataset!r} has {dataset.num_classes}"
         )
-    device = resolve_device(args.device)
-    model.to(device)
-    metrics = evaluate_model(
-        model, dataset, num_classes=dataset.num_classes, ignore_index=dataset.ignore_index,
-        boundary_tolerance=int(meta.get("boundary_tolerance", 5)), device=device,
-        batch_size=args.batch_size,
-    )
+    if args.workers < 1:
+        from autoloss_ray.options import OptionsError
+
+        raise OptionsError(f"--workers must be >= 1, got {args.workers}")
+    if args.workers > 1:  # sharded over a Ray Train TorchTrainer, counts all-reduced
+        from trainables.experiment import init_ray
+        from trainables.retrain_ddp import evaluate_with_workers
+
+        init_ray(args.address)
+        device = "cuda" if args.gpus_per_worker > 0 else "cpu"
+        metrics = evaluate_with_workers(
+            args.checkpoint, dict(
+                name=args.dataset, root=args.data_root, split=args.split,
+                image_size=args.image_size or int(meta["image_size"]), train=False,
+                seed=args.seed, **({"length": args.train_size} if args.train_size else {})),
+            workers=args.workers, gpus_per_worker=args.gpus_per_worker,
+            batch_size=args.batch_size,
+            storage=os.path.join(tempfile.gettempdir(), "autoloss-evaluate"))
+    else:
+        device = resolve_device(args.device)
+        model.to(device)
+        metrics = evaluate_model(
+            model, dataset, num_classes=dataset.num_classes, ignore_index=dataset.ignore_index,
+            boundary_tolerance=int(meta.get("boundary_tolerance", 5)), device=device,
+            batch_size=args.batch_size,
+        )
     print("| checkpoint | mIoU | FWIoU | BIoU | BF1 | mAcc | gAcc |")
     print("|---|---|---|---|---|---|---|")
     print(f"| {os.path.basename(args.checkpoint)} | "
@@ -277,6 +318,19 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--repeats", type=int, default=1,
                    help="runs per loss with seeds seed..seed+repeats-1 (the table averages them)")
     p.add_argument("--address", default=None)
+    p.add_argument("--workers", type=int, default=1,
+                   help="data-parallel workers per loss: > 1 trains each loss on a Ray Train "
+                   "TorchTrainer (DDP; NCCL on GPUs, Gloo on CPU); 1 = one process per loss")
+    p.add_argument("--gpus-per-worker", type=float, default=0.0,
+                   help="with --workers > 1: GPUs per worker (0 = CPU workers)")
+    p.add_argument("--max-failures", type=int, default=2,
+                   help="with --workers > 1: restarts from the last checkpoint after a worker "
+                   "dies")
+    p.add_argument("--checkpoint-every", type=int, default=100,
+                   help="with --workers > 1: iterations between Ray Train checkpoints (0: none)")
+    p.add_argument("--loss-sync", choices=("none", "ddp"), default="none",
+                   help="with --workers > 1: 'ddp' sums a surrogate's statistics over the "
+                   "workers (the global-batch loss); 'none' pools per worker (the paper)")
     p.set_defaults(func=_cmd_retrain)
 
     p = sub.add_parser(
@@ -296,4 +350,9 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--json", action="store_true", help="also print the metrics as JSON")
     p.add_argument("--store", default=None, help="also write a row (kind evaluate) here")
     p.add_argument("--experiment", default=None)
+    p.add_argument("--workers", type=int, default=1,
+                   help="> 1: evaluate shards on a Ray Train TorchTrainer of N workers (the "
+                   "integer counts are summed: the same numbers as one process)")
+    p.add_argument("--gpus-per-worker", type=float, default=0.0)
+    p.add_argument("--address", default=None, help="with --workers > 1: the Ray cluster")
     p.set_defaults(func=_cmd_evaluate)
