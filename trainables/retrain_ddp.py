@@ -191,6 +191,7 @@ def ddp_train_loop(config: dict[str, Any]) -> None:
     }
     if status == "ok":
         t1 = time.perf_counter()
+        _broadcast_state(_unwrap(model))
         metrics = _evaluate_shard(
             _unwrap(model), eval_set, rank=rank, world=world, num_classes=num_classes,
             ignore_index=ignore_index, boundary_tolerance=cfg.boundary_tolerance,
@@ -214,6 +215,18 @@ def ddp_train_loop(config: dict[str, Any]) -> None:
             ray.train.report(result, checkpoint=ray.train.Checkpoint.from_directory(d))
     else:
         ray.train.report(result, checkpoint=None)
+
+
+def _broadcast_state(model) -> None:
+    """Rank 0's parameters and buffers to every rank. Parameters agree already (DDP), but a
+    BatchNorm's running statistics are only broadcast at the start of each DDP forward, so
+    after the last step every rank holds its own; the evaluation (sharded) and the saved
+    weights (rank 0's) must be one model."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        for t in model.state_dict().values():
+            dist.broadcast(t, src=0)
 
 
 def _unwrap(model):
