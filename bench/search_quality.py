@@ -194,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # the table
     header = (["searcher"] + [f"best after {k}" for k in checkpoints]
-              + [f"recommended, {args.fresh} fresh seeds"])
+              + [f"recommended, {args.fresh} fresh seed(s)"])
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     table: dict[str, Any] = {}
     for searcher, reps in runs.items():
