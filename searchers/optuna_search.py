@@ -14,7 +14,9 @@ optuna's ``TPESampler`` or ``CmaEsSampler``, seeded:
 * a step is a block of ``samples_per_step`` (M) consecutive trials: the M configs of a step
   are asked together and the M results told together once all are in, so the sampler sees
   only whole steps (TPE: ``n_startup_trials=M``, i.e. the first step is its random start-up,
-  ``constant_liar`` spreads a step's asks; CMA-ES: ``popsize=M``, one generation per step);
+  ``constant_liar`` spreads a step's asks; CMA-ES: ``popsize=M``, one generation per step
+  from step 1 on: optuna's CmaEsSampler samples uniformly until a trial has completed, so
+  step 0 is the start plus M-1 uniform draws for both);
 * the answer (``best_theta``, the step record's ``mu``/``best_mu``): the best trial's theta.
 
 Resume (``replay``) is exact: the history is restored *and* the samplers' random streams,
