@@ -12,7 +12,7 @@ import json
 import sys
 from typing import Any, Sequence
 
-from autoloss_ray.options import RECIPES, OptionsError, SearchOptions
+from autoloss_ray.options import RECIPES, SEARCHERS, OptionsError, SearchOptions
 
 __all__ = ["main", "build_parser", "add_search_arguments", "search_options_from_args"]
 
@@ -32,8 +32,16 @@ def add_search_arguments(p: argparse.ArgumentParser) -> None:
         help="curve family h(x) (default: bezier, 2 quadratic segments)",
     )
     g.add_argument(
-        "--searcher", default="ppo", choices=["ppo", "random"],
-        help="PPO2 (the paper) or the uniform random-search baseline (default: ppo)",
+        "--searcher", default="ppo", choices=list(SEARCHERS),
+        help="ppo: PPO2 (the paper); random: uniform random search; tpe, cmaes: optuna's "
+        "TPE / CMA-ES through Ray Tune's OptunaSearch (pip install 'autoloss-ray[optuna]'); "
+        "every searcher runs --steps x --samples trials (default: ppo)",
+    )
+    g.add_argument(
+        "--crn", action=argparse.BooleanOptionalAction, default=True,
+        help="common random numbers: every trial trains with --seed (same weight init and "
+        "data order), so rewards differ by the loss alone; --no-crn gives each trial "
+        "(step, sample) a training seed of its own, on the same data (default: --crn)",
     )
     g.add_argument("--init-preset", default=None, help="start mu at a paper preset (e.g. miou)")
     g = p.add_argument_group("proxy task")
@@ -136,6 +144,7 @@ def _options_from_args(args: argparse.Namespace) -> SearchOptions:
         metric=args.metric,
         parameterization=args.parameterization,
         searcher=args.searcher,
+        crn=args.crn,
         recipe=args.recipe,
         dataset=args.dataset,
         data_root=args.data_root,

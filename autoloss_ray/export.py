@@ -1,7 +1,7 @@
 """Turn a searched experiment of the store into a loss file any PyTorch project can load.
 
 ``export_experiment(store, "demo", "miou-loss.json")`` writes the mu of the PPO step with the
-best mean reward (random search: the best trial's theta) as a JSON file for
+best mean reward (random search, TPE, CMA-ES: the best trial's theta) as a JSON file for
 ``SurrogateLoss.from_file``. No ray import.
 """
 

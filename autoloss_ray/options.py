@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["RECIPES", "SearchOptions", "OptionsError", "is_uri"]
+__all__ = ["RECIPES", "SEARCHERS", "SearchOptions", "OptionsError", "is_uri"]
 
 # Proxy-task recipes. "demo" finishes on 2 CPU cores in a few minutes (the README's main job);
 # "paper" is the paper's proxy task (DESIGN section 5).
@@ -41,6 +41,10 @@ RECIPES: dict[str, dict[str, Any]] = {
     },
 }
 
+# ppo: PPO2 (the paper); random: uniform random search; tpe / cmaes: optuna's samplers through
+# Ray Tune's OptunaSearch (the optional extra autoloss-ray[optuna]).
+SEARCHERS = ("ppo", "random", "tpe", "cmaes")
+
 _EXPERIMENT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 
@@ -59,6 +63,9 @@ class SearchOptions:
     metric: str = "miou"
     parameterization: str = "bezier"
     searcher: str = "ppo"
+    # common random numbers: every search trial trains with --seed (same init, data order);
+    # False: trial (step, sample) trains with a seed of its own (same data and hold-out)
+    crn: bool = True
     recipe: str = "demo"
     dataset: str = "synthetic"
     data_root: str | None = None
@@ -116,8 +123,10 @@ class SearchOptions:
         from autoloss_ray.surrogates import search_space
 
         search_space(self.metric, self.parameterization)
-        if self.searcher not in ("ppo", "random"):
-            raise OptionsError(f"--searcher must be 'ppo' or 'random', got {self.searcher!r}")
+        if self.searcher not in SEARCHERS:
+            raise OptionsError(
+                f"--searcher must be one of {', '.join(SEARCHERS)}, got {self.searcher!r}"
+            )
         if self.steps is not None and self.steps < 1:
             raise OptionsError(f"--steps must be >= 1, got {self.steps}")
         if self.samples is not None and self.samples < 2:
@@ -182,6 +191,8 @@ class SearchOptions:
             "holdout_fraction": self.holdout_fraction,
             "seed": self.seed,
         }
+        if not self.crn:
+            config["crn"] = False
         if self.train_size:
             config["train_size"] = self.train_size
         if self.num_classes is not None:

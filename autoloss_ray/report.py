@@ -314,12 +314,13 @@ def plot_curves(
 
 def best_theta(trials: pd.DataFrame, policy: pd.DataFrame | None = None) -> np.ndarray | None:
     """The search's answer: the policy mean ``mu`` of the step with the best mean reward
-    (PPO2's rule); for random search (or without policy rows) the best trial's theta."""
+    (PPO2's rule); for the other searchers (random, TPE, CMA-ES: policy rows whose searcher
+    names no PPO) or without policy rows, the best trial's theta."""
     if policy is not None and len(policy):
         searcher = policy["searcher"].dropna() if "searcher" in policy.columns else []
-        is_random = searcher.astype(str).str.lower().str.contains("random") if len(
-            searcher) else pd.Series([], dtype=bool)
-        if not (len(searcher) and is_random.all()):
+        name = searcher.astype(str).str.lower() if len(searcher) else pd.Series([], dtype=str)
+        not_ppo = name.str.contains("random|tpe|cmaes|optuna")
+        if not (len(searcher) and not_ppo.all()):
             mr = pd.to_numeric(policy["mean_reward"], errors="coerce")
             if mr.notna().any():
                 return np.asarray(policy.loc[mr.idxmax(), "mu"], dtype=np.float64)

@@ -78,6 +78,10 @@ class TrialConfig:
     head_lr_mult: float = 10.0
     # execution
     seed: int = 0
+    # seed of the weight init, data order and augmentations; None: ``seed``. ``seed`` alone
+    # fixes the data (synthetic images, subset, hold-out split), so a trial with another
+    # train_seed is scored on the same hold-out.
+    train_seed: int | None = None
     device: str = "auto"
     amp: bool = True
     deterministic: bool = True
@@ -224,6 +228,13 @@ def _class_weights(train_set, num_classes: int, ignore_index: int, max_items: in
     return class_frequency_weights(labels, num_classes, ignore_index)
 
 
+def trial_train_seed(seed: int, step: int, sample: int) -> int:
+    """The training seed of search trial (``step``, ``sample``) without common random numbers
+    (``--no-crn``): a 31-bit int drawn from ``SeedSequence([seed, step, sample])``."""
+    state = np.random.SeedSequence([int(seed), int(step), int(sample)]).generate_state(1)
+    return int(state[0] >> 1)
+
+
 class _InfiniteSampler(torch.utils.data.Sampler):
     """Seeded epochs of random permutations, as ``(index, draw)`` pairs; ``draw`` is unique
     per fetched item, so augmentations are reproducible in any worker."""
@@ -332,8 +343,9 @@ def run_trial(
     train_set, eval_set = build_data(cfg)
     num_classes, ignore_index = train_set.num_classes, train_set.ignore_index
     criterion = build_loss(cfg, num_classes, ignore_index, train_set)
-    torch.manual_seed(cfg.seed)
-    np.random.seed(cfg.seed % (2**32))
+    train_seed = cfg.seed if cfg.train_seed is None else int(cfg.train_seed)
+    torch.manual_seed(train_seed)
+    np.random.seed(train_seed % (2**32))
     if device.type == "cuda":
         torch.backends.cudnn.deterministic = cfg.deterministic
         torch.backends.cudnn.benchmark = not cfg.deterministic
@@ -362,6 +374,7 @@ def run_trial(
         "num_eval": len(eval_set),
         "metric": cfg.metric,
         "seed": cfg.seed,
+        "train_seed": train_seed,
     }
     model.to(device)
     criterion.to(device)
@@ -375,7 +388,7 @@ def run_trial(
     loader = torch.utils.data.DataLoader(
         train_set,
         batch_sampler=torch.utils.data.BatchSampler(
-            _InfiniteSampler(len(train_set), cfg.iterations * cfg.batch_size, cfg.seed),
+            _InfiniteSampler(len(train_set), cfg.iterations * cfg.batch_size, train_seed),
             cfg.batch_size,
             drop_last=False,
         ),

@@ -2,10 +2,16 @@
 
 ``PPO2Searcher`` and ``RandomSearcher`` subclass ``ray.tune.search.Searcher`` and work with
 ``tune.Tuner`` and ``tune.run`` for any trainable and any box-shaped space (see
-``searchers.ppo2`` for the step protocol, failures and restore).
+``searchers.ppo2`` for the step protocol, failures and restore). ``TPESearcher`` and
+``CMAESSearcher`` (``searchers.optuna_search``) run optuna's samplers through Ray Tune's
+``OptunaSearch`` in the same steps.
 """
 
 from searchers.ppo2 import SAMPLE_KEY, STEP_KEY, PPO2Searcher, RandomSearcher
+from searchers.optuna_search import CMAESSearcher, TPESearcher
 from searchers.space import BoxSpace
 
-__all__ = ["PPO2Searcher", "RandomSearcher", "BoxSpace", "STEP_KEY", "SAMPLE_KEY"]
+__all__ = [
+    "PPO2Searcher", "RandomSearcher", "TPESearcher", "CMAESSearcher", "BoxSpace", "STEP_KEY",
+    "SAMPLE_KEY",
+]

@@ -219,5 +219,7 @@ def test_best_theta_rules():
                            "searcher": ["ppo2", "ppo2"]})
     assert best_theta(trials, policy).tolist() == [3.0]
     assert best_theta(trials, policy.assign(searcher="random")).tolist() == [1.0]
+    for name in ("TPESearcher", "CMAESSearcher"):  # optuna searchers: the best trial too
+        assert best_theta(trials, policy.assign(searcher=name)).tolist() == [1.0]
     assert best_theta(trials, None).tolist() == [1.0]
     assert best_theta(trials.iloc[:0], None) is None

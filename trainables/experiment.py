@@ -3,7 +3,7 @@
 This is the glue the ``autoloss search`` command and ``search.py`` call. It only wires
 library pieces together:
 
-    SearchOptions -> PPO2Searcher / RandomSearcher (searchers/)
+    SearchOptions -> PPO2Searcher / RandomSearcher / TPESearcher / CMAESSearcher (searchers/)
                   -> proxy_task with resources (trainables/)
                   -> StoreCallback (every finished trial -> Parquet) + ProgressCallback
                   -> tune.Tuner(...).fit()  (resume: the searcher replays the store first)
@@ -60,8 +60,23 @@ def _space(opts: SearchOptions):
     return search_space(opts.metric, opts.parameterization)
 
 
+def check_searcher_installed(searcher: str) -> None:
+    """Raise :class:`OptionsError` (one sentence) when ``searcher`` needs a missing package."""
+    from searchers.optuna_search import require_optuna
+
+    try:
+        require_optuna(searcher)
+    except ImportError as e:
+        raise OptionsError(str(e)) from None
+
+
 def build_searcher(opts: SearchOptions, store: ExperimentStore):
-    """The Tune searcher for ``opts`` (PPO2 or the random-search baseline)."""
+    """The Tune searcher for ``opts``: PPO2, random search, or optuna's TPE / CMA-ES.
+
+    TPE and CMA-ES (:mod:`searchers.optuna_search`) start at the space's init (or
+    ``--init-preset``) as their first trial, take ``--sigma`` as CMA-ES's initial step size,
+    run in steps of M like PPO2 and answer with the best trial's theta.
+    """
     from searchers import PPO2Searcher, RandomSearcher
 
     common = dict(
@@ -85,6 +100,13 @@ def build_searcher(opts: SearchOptions, store: ExperimentStore):
                 f"search uses --parameterization {opts.parameterization}"
             )
         points = [{"theta": [float(v) for v in theta]}]
+    if opts.searcher in ("tpe", "cmaes"):
+        check_searcher_installed(opts.searcher)
+        from searchers.optuna_search import CMAESSearcher, TPESearcher
+
+        cls = TPESearcher if opts.searcher == "tpe" else CMAESSearcher
+        return cls(_space(opts), sigma=opts.sigma, failure_reward=opts.failure_reward,
+                   points_to_evaluate=points, **common)
     return PPO2Searcher(
         _space(opts),
         sigma=opts.sigma,
@@ -236,6 +258,7 @@ def run_search(opts: SearchOptions) -> SearchOutcome:
     from its start; a finished one never does.
     """
     opts = opts.resolved()
+    check_searcher_installed(opts.searcher)
     store = ExperimentStore(opts.store)
     manifest = store.read_search(opts.experiment)
     previous, results = previous_results(store, opts.experiment)

@@ -65,6 +65,14 @@ def _run(config: Mapping[str, Any], defaults: Mapping[str, Any], kind: str) -> N
     from autoloss_ray.train import METRIC_KEYS, run_trial
 
     cfg = {**defaults, **dict(config)}
+    if not cfg.pop("crn", True) and cfg.get("train_seed") is None:
+        # no common random numbers: every search trial trains with a seed of its own
+        # (the data and its hold-out split stay those of `seed`)
+        from autoloss_ray.train import trial_train_seed
+
+        step, sample = cfg.get("search_step"), cfg.get("search_sample")
+        if step is not None and sample is not None:
+            cfg["train_seed"] = trial_train_seed(int(cfg.get("seed", 0)), step, sample)
     device, gpu_ids = trial_device(cfg.get("device", "auto"))
     cfg["device"] = device
     extra = {"kind": kind, "gpu_ids": [str(g) for g in gpu_ids]}
