@@ -22,6 +22,10 @@ Conventions
   :func:`autoloss_ray.morphology.dilate` of every class map exactly (tested).
 - BF1: boundaries and dilations are computed on the full label maps; only the counting of
   ``n_p, n_g, m_p, m_g`` is restricted to valid pixels (target != ignore).
+- ``boundary_classes``: ``"all"`` (default) builds the BIoU band from the boundaries of every
+  class and averages BF1 over every class; ``"foreground"`` leaves the class
+  ``background_index`` (default 0) out of both, as the official release's VOC evaluation does
+  (``drop_bg``): band = D_r(union_{c != bg} B_c(target)), BF1 mean over c != bg.
 
 Inputs are torch tensors (any device; the work runs there) or numpy arrays, integer (or bool)
 label maps of shape [N, H, W] or [H, W].
@@ -42,9 +46,11 @@ from autoloss_ray.morphology import erode3x3
 
 __all__ = [
     "METRICS",
+    "BOUNDARY_CLASSES",
     "evaluate",
     "MetricAccumulator",
     "check_labels",
+    "check_boundary_classes",
     "confusion_matrix",
     "boundary_band",
     "bf1_counts",
@@ -54,6 +60,7 @@ __all__ = [
 ]
 
 METRICS: tuple[str, ...] = ("miou", "fwiou", "biou", "bf1", "macc", "gacc")
+BOUNDARY_CLASSES: tuple[str, ...] = ("all", "foreground")
 
 # ---------------------------------------------------------------------------------------------
 # validation
@@ -82,6 +89,26 @@ def _check_tolerance(tolerance: Any) -> int:
     if tolerance < 0:
         raise ValueError(f"boundary_tolerance must be >= 0 pixels, got {tolerance}")
     return int(tolerance)
+
+
+def check_boundary_classes(
+    boundary_classes: Any, background_index: Any, num_classes: int
+) -> int | None:
+    """Validate ``boundary_classes`` / ``background_index``; return the class the boundary
+    metrics leave out (``background_index`` for ``"foreground"``), or None (``"all"``)."""
+    num_classes = _check_num_classes(num_classes)
+    if not isinstance(boundary_classes, str) or boundary_classes not in BOUNDARY_CLASSES:
+        raise ValueError(
+            f"boundary_classes must be one of {', '.join(map(repr, BOUNDARY_CLASSES))}, "
+            f"got {boundary_classes!r}"
+        )
+    if isinstance(background_index, bool) or not isinstance(background_index, numbers.Integral):
+        raise TypeError(f"background_index must be an int class index, got {background_index!r}")
+    if not 0 <= background_index < num_classes:
+        raise ValueError(
+            f"background_index must be a class in 0..{num_classes - 1}, got {background_index}"
+        )
+    return int(background_index) if boundary_classes == "foreground" else None
 
 
 def _as_tensor(x: Any, name: str, device: torch.device | None) -> torch.Tensor:
@@ -371,15 +398,22 @@ def _all_stats(
     ignore_index: int | None,
     tolerance: int,
     pred_all_classes: bool = False,
+    background: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Validated int64 [N, H, W] maps -> (confusion [C,C], band confusion [C,C], bf1 [4,C])."""
+    """Validated int64 [N, H, W] maps -> (confusion [C,C], band confusion [C,C], bf1 [4,C]).
+
+    background: a class whose target boundary is left out of the BIoU band, or None."""
     C = num_classes
     codes = _stack_codes(
         [(pred, _pred_nonclass(C, ignore_index, pred_all_classes)), (target, ignore_index)], C
     )
     valid = codes[:, 1] < C  # target != ignore_index
     stats = _BoundaryStats(codes, C, tolerance)
-    band = stats.dilated_any(1)
+    if background is None:
+        band = stats.dilated_any(1)
+    else:
+        fg = stats.boundary[:, 1] & (codes[:, 1] != background)
+        band = _or_dilate(fg.to(torch.uint8), tolerance) != 0
     # One bincount for both confusion matrices: bins (band, target code, pred code); target
     # code C is a dustbin row for ignored pixels.
     K = (C + 1) * (C + 1)
@@ -434,16 +468,22 @@ def boundary_band(
     *,
     ignore_index: int | None = 255,
     tolerance: int = 5,
+    boundary_classes: str = "all",
+    background_index: int = 0,
 ) -> torch.Tensor:
     """Trimap band of BIoU: D_r(union_c B_c(target)), bool [N, H, W] ([1, H, W] for [H, W]).
 
     The target's ignore value is not a class, so it has no boundary (pixels of a class next to
-    an ignore region do).
+    an ignore region do). ``boundary_classes="foreground"``: the union runs over the classes
+    other than ``background_index`` (the official VOC evaluation's ``drop_bg``).
     """
     tolerance = _check_tolerance(tolerance)
+    background = check_boundary_classes(boundary_classes, background_index, num_classes)
     t, _ = check_labels(target, target, num_classes, ignore_index)
     codes = _stack_codes([(t, ignore_index)], num_classes)
     boundary = _label_boundaries(codes, num_classes)
+    if background is not None:
+        boundary &= codes != background
     return _or_dilate(boundary.to(torch.uint8), tolerance)[:, 0] != 0
 
 
@@ -486,12 +526,14 @@ def scores_from_stats(
     bf1_counts: torch.Tensor,
     *,
     ignore_index: int | None = None,
+    bf1_background: int | None = None,
 ) -> dict[str, float]:
     """The six metrics from dataset-level sums (DESIGN section 2).
 
     confusion, band_confusion: [C, C] counts M[g, p]; bf1_counts: [4, C] rows
     (n_p, n_g, m_p, m_g). A class with a zero denominator is left out of a mean; an empty mean
-    is nan. ``ignore_index`` inside [0, C) names a class that is left out of every mean.
+    is nan. ``ignore_index`` inside [0, C) names a class that is left out of every mean;
+    ``bf1_background`` a class left out of the BF1 mean (``boundary_classes="foreground"``).
     Returns {metric: float} in METRICS order.
     """
     cm = torch.as_tensor(confusion).detach().to("cpu", torch.float64)
@@ -522,7 +564,11 @@ def scores_from_stats(
     rec = torch.where(n_g > 0, m_g / n_g.clamp(min=1), torch.zeros_like(n_g))
     s = prec + rec
     f1 = torch.where(s > 0, 2 * prec * rec / torch.where(s > 0, s, 1.0), torch.zeros_like(s))
-    bf1 = _nanmean(f1, ((n_p + n_g) > 0) & classes)
+    bf1_classes = classes
+    if bf1_background is not None:
+        bf1_classes = classes.clone()
+        bf1_classes[bf1_background] = False
+    bf1 = _nanmean(f1, ((n_p + n_g) > 0) & bf1_classes)
     return {"miou": miou, "fwiou": fwiou, "biou": biou, "bf1": bf1, "macc": macc, "gacc": gacc}
 
 
@@ -547,10 +593,16 @@ class MetricAccumulator:
         ignore_index: int | None = 255,
         boundary_tolerance: int = 5,
         device: torch.device | str | None = None,
+        boundary_classes: str = "all",
+        background_index: int = 0,
     ) -> None:
         self.num_classes = _check_num_classes(num_classes)
         self.ignore_index = _check_ignore_index(ignore_index)
         self.boundary_tolerance = _check_tolerance(boundary_tolerance)
+        self._background = check_boundary_classes(boundary_classes, background_index,
+                                                  self.num_classes)
+        self.boundary_classes = boundary_classes
+        self.background_index = int(background_index)
         self.device = torch.device(device) if device is not None else None
         self.reset()
 
@@ -596,7 +648,8 @@ class MetricAccumulator:
             self._band_confusion = self._band_confusion.to(t.device)
             self._bf1 = self._bf1.to(t.device)
         cm, bcm, bf = _all_stats(
-            p, t, self.num_classes, self.ignore_index, self.boundary_tolerance, pred_all_classes
+            p, t, self.num_classes, self.ignore_index, self.boundary_tolerance, pred_all_classes,
+            self._background,
         )
         self._confusion += cm
         self._band_confusion += bcm
@@ -618,7 +671,8 @@ class MetricAccumulator:
         if self._images == 0:
             raise ValueError("no data: call update(pred, target) at least once before compute()")
         return scores_from_stats(
-            self._confusion, self._band_confusion, self._bf1, ignore_index=self.ignore_index
+            self._confusion, self._band_confusion, self._bf1, ignore_index=self.ignore_index,
+            bf1_background=self._background,
         )
 
     def reduced(self, *, group: Any = None) -> "MetricAccumulator":
@@ -640,7 +694,9 @@ class MetricAccumulator:
                           self._bf1.reshape(-1), meta])
         all_reduce_counts(flat)
         out = MetricAccumulator(C, ignore_index=self.ignore_index,
-                                boundary_tolerance=self.boundary_tolerance, device=self.device)
+                                boundary_tolerance=self.boundary_tolerance, device=self.device,
+                                boundary_classes=self.boundary_classes,
+                                background_index=self.background_index)
         cc = C * C
         out._confusion = flat[:cc].view(C, C).clone()
         out._band_confusion = flat[cc:2 * cc].view(C, C).clone()
@@ -656,15 +712,20 @@ def evaluate(
     *,
     ignore_index: int | None = 255,
     boundary_tolerance: int = 5,
+    boundary_classes: str = "all",
+    background_index: int = 0,
 ) -> dict[str, float]:
     """All six metrics of pred against target, accumulated over the batch.
 
     pred, target: integer label maps [N, H, W] or [H, W], torch (any device) or numpy.
+    boundary_classes: "all" (default) or "foreground" (the BIoU band and the BF1 mean leave
+    out ``background_index``, as the official VOC evaluation does).
     Returns {"miou", "fwiou", "biou", "bf1", "macc", "gacc"} as floats in [0, 1]; a mean over
     an empty class set (everything ignored; no boundary for biou/bf1) is nan.
     """
     acc = MetricAccumulator(
-        num_classes, ignore_index=ignore_index, boundary_tolerance=boundary_tolerance
+        num_classes, ignore_index=ignore_index, boundary_tolerance=boundary_tolerance,
+        boundary_classes=boundary_classes, background_index=background_index,
     )
     acc.update(pred, target)
     return acc.compute()

@@ -55,7 +55,7 @@ import torch.nn.functional as F
 
 from autoloss_ray import native
 from autoloss_ray.distributed import all_reduce_sum, check_sync
-from autoloss_ray.metrics import METRICS, boundary_band, parse_metric
+from autoloss_ray.metrics import METRICS, boundary_band, check_boundary_classes, parse_metric
 from autoloss_ray.parameterizations import (
     IDENTITY_TABLE,
     CurveTable,
@@ -684,6 +684,10 @@ class SurrogateLoss(nn.Module):
             :mod:`autoloss_ray.distributed`). Needs an initialized process group at forward
             time and the same loss on every rank; one all-reduce of a few [C] vectors per
             metric term. Not stored by :meth:`to_dict` (a runtime choice, like the device).
+        boundary_classes: "all" (default) or "foreground": the BIoU band is built from the
+            target boundaries of the classes other than ``background_index`` (default 0) and
+            BF1 averages over those classes only, as the official release does with
+            ``drop_bg`` on VOC (see :func:`autoloss_ray.metrics.evaluate`).
 
     ``score(logits [N, C, h, w], target [N, H, W])`` -> scalar tensor (sum of the metrics'
     soft scores); ``forward`` -> sum of the per-metric losses 1 - score_m.
@@ -699,6 +703,8 @@ class SurrogateLoss(nn.Module):
         ignore_index: int = 255,
         boundary_tolerance: int = 5,
         sync: str = "none",
+        boundary_classes: str = "all",
+        background_index: int = 0,
     ) -> None:
         super().__init__()
         self.sync = check_sync(sync)
@@ -720,6 +726,10 @@ class SurrogateLoss(nn.Module):
         self.num_classes = int(num_classes)
         self.ignore_index = ignore_index
         self.boundary_tolerance = int(boundary_tolerance)
+        self._background = check_boundary_classes(boundary_classes, background_index,
+                                                  self.num_classes)
+        self.boundary_classes = boundary_classes
+        self.background_index = int(background_index)
         th = self.space.init.copy() if theta is None else self.space.validate(theta)
         self.register_buffer("_theta", torch.tensor(th, dtype=torch.float64), persistent=True)
         self._tables: dict[tuple[str, str], CurveTable] = {}
@@ -846,7 +856,9 @@ class SurrogateLoss(nn.Module):
         C = self.num_classes
         if term == "biou":
             band = boundary_band(target, C, ignore_index=self.ignore_index,
-                                 tolerance=self.boundary_tolerance)
+                                 tolerance=self.boundary_tolerance,
+                                 boundary_classes=self.boundary_classes,
+                                 background_index=self.background_index)
             mask = valid & band
         else:
             mask = valid
@@ -887,6 +899,8 @@ class SurrogateLoss(nn.Module):
         n_p, m_p, m_g, n_g, n_p_hard = self._synced(cd, *counts(logits, target, valid, tables,
                                                                  cd))
         sel = ((n_p_hard > 0) | (n_g > 0)) & classes
+        if self._background is not None:  # boundary_classes="foreground"
+            sel[self._background] = False
         prec = m_p / n_p.clamp(min=_EPS)
         rec = m_g / n_g.clamp(min=_EPS)
         f1 = 2.0 * prec * rec / (prec + rec).clamp(min=_EPS)
@@ -956,6 +970,8 @@ class SurrogateLoss(nn.Module):
             "num_classes": self.num_classes,
             "ignore_index": self.ignore_index,
             "boundary_tolerance": self.boundary_tolerance,
+            "boundary_classes": self.boundary_classes,
+            "background_index": self.background_index,
         }
         if meta is not None:
             d["meta"] = meta
@@ -984,7 +1000,8 @@ class SurrogateLoss(nn.Module):
             "parameterization": data["parameterization"],
             "theta": data["theta"],
         }
-        for key in ("num_classes", "ignore_index", "boundary_tolerance"):
+        for key in ("num_classes", "ignore_index", "boundary_tolerance", "boundary_classes",
+                    "background_index"):
             if key in data:
                 kw[key] = data[key]
         kw.update(overrides)
