@@ -127,7 +127,8 @@ def main() -> None:
     # 2. BF1 class set ---------------------------------------------------------------------
     print("\n2. BF1 class set: target or predicted boundary (ours) vs target boundary (official)")
     pred_np, t_np = pred.numpy().copy(), t.numpy()
-    pred_np[:, 60:70, 100:110] = 20  # a class the target does not hold: a predicted boundary only
+    absent = min(set(range(C)) - set(np.unique(t_np).tolist()))
+    pred_np[:, 60:70, 100:110] = absent  # a class the target lacks: a predicted boundary only
     counts = bf1_counts(pred_np, t_np, C).double()
     n_p, n_g, m_p, m_g = counts
     prec = torch.where(n_p > 0, m_p / n_p.clamp(min=1), 0.0)
@@ -150,7 +151,7 @@ def main() -> None:
     # 3. BIoU band -------------------------------------------------------------------------
     print("\n3. BIoU band: all classes (default) vs foreground (official VOC, drop_bg)")
     for seed in (0, 1, 2):
-        zs, ts = voc_like(seed)
+        zs, ts = voc_like(seed, noise=1.0)
         ps = zs.argmax(1)
         b_all = boundary_band(ts, C)
         b_fg = boundary_band(ts, C, boundary_classes="foreground")
