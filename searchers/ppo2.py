@@ -135,6 +135,7 @@ class _StepSearcher(Searcher):
         self._worst_value: float | None = None
         self._points: list[np.ndarray] = []
         self._last_value: dict[str, float] = {}  # trial id -> last reported metric value
+        self._finished_trials: set[str] = set()  # trial ids whose done=True result we saw
         self._reasons: list[str | None] = [None] * self.samples_per_step
         self._early = np.zeros(self.samples_per_step, dtype=bool)
         self._evaluated: list[dict[str, Any]] = []
@@ -287,6 +288,10 @@ class _StepSearcher(Searcher):
             self._metric in result
         ):
             self._last_value[trial_id] = _as_float(result[self._metric])
+        if trial_id in self._trial_sample and result and result.get("done"):
+            # Tune hands a trial's natural final result (done=True) to on_trial_result, but
+            # not the one on which a scheduler or stopper decides STOP
+            self._finished_trials.add(trial_id)
 
     def on_trial_complete(
         self, trial_id: str, result: dict | None = None, error: bool = False
@@ -295,8 +300,9 @@ class _StepSearcher(Searcher):
 
         * ``error=True``: failed (reason ``"error"``);
         * a result with the metric: that value (NaN/inf: failed, reason ``"not finite"``);
-          a result without ``done=True`` means a scheduler (ASHA, HyperBand, a stopper)
-          stopped the trial early: the value counts and ``stopped_early`` is recorded;
+          if a scheduler (ASHA, HyperBand) or a stopper ended the trial (Tune then never
+          shows its final result to ``on_trial_result``), the value counts and
+          ``stopped_early`` is recorded;
         * a result without the metric: failed (reason ``"metric missing"``);
         * no result (stopped while pending/paused): the last value the trial reported
           (``stopped_early``), or failed (reason ``"no result"``) if it reported none.
@@ -304,6 +310,8 @@ class _StepSearcher(Searcher):
         i = self._locate(trial_id, result)
         self._trial_sample.pop(trial_id, None)
         last = self._last_value.pop(trial_id, None)
+        ended_itself = trial_id in self._finished_trials
+        self._finished_trials.discard(trial_id)
         if i is None:
             return
         value, reason, early = math.nan, None, False
@@ -325,10 +333,25 @@ class _StepSearcher(Searcher):
             )
         else:
             value = _as_float(result[self._metric])
-            early = not bool(result.get("done", False))
+            # Tune puts done=False in every intermediate result; a result without the key
+            # (e.g. Repeater's averaged one) is a finished trial
+            # stopped early: Tune showed us earlier results of this trial but not its natural
+            # final one (a STOP decision sets done=True without telling on_trial_result), or
+            # the result says done=False. A trial stopped on its very first result cannot be
+            # told from one that finished (Tune passes nothing else).
+            early = ("done" in result and not bool(result["done"])) or (
+                last is not None and not ended_itself
+            )
         if reason is None and not math.isfinite(value):
             reason = "not finite"
         self._record(i, trial_id, value, reason=reason, early=early)
+
+    def on_pause(self, trial_id: str) -> None:
+        """A paused trial (HyperBand, PBT, HyperBandForBOHB) keeps its sample in flight; its
+        last reported value is kept for the case a scheduler then stops it while paused."""
+
+    def on_unpause(self, trial_id: str) -> None:
+        """Resuming changes nothing: the sample completes when the trial ends."""
 
     def _warn_once(self, kind: str, message: str) -> None:
         if kind not in self._warned:
@@ -627,6 +650,7 @@ class _StepSearcher(Searcher):
             "worst_value": self._worst_value,
             "points": self._points,
             "last_value": self._last_value,
+            "finished_trials": self._finished_trials,
             "reasons": self._reasons,
             "early": self._early,
             "evaluated": self._evaluated,
@@ -665,6 +689,7 @@ class _StepSearcher(Searcher):
         # keys added later: states saved before them load with the defaults
         m = self.samples_per_step
         self._last_value = state.get("last_value", {})
+        self._finished_trials = state.get("finished_trials", set())
         self._reasons = state.get("reasons", [None] * m)
         self._early = state.get("early", np.zeros(m, dtype=bool))
         self._evaluated = state.get("evaluated", [])
