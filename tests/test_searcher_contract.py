@@ -257,7 +257,7 @@ def test_add_evaluated_point_warm_start_then_recorded_only(cls):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("cls", CLASSES)
+@pytest.mark.parametrize("cls", [PPO2Searcher])  # shared code; RandomSearcher: unit test above
 def test_add_evaluated_trials_from_an_earlier_run(local_ray, tmp_path, cls):
     analysis = tune.run(quad_trainable, config={"x": tune.grid_search([-0.9, 0.2, 0.7])},
                         metric="loss", mode="min", storage_path=str(tmp_path), name="prev",
@@ -370,7 +370,7 @@ def test_repeater_averages_into_one_sample(local_ray, tmp_path, cls):
 
 # --------------------------------------------------------------------------- budgets
 @pytest.mark.slow
-@pytest.mark.parametrize("cls", CLASSES)
+@pytest.mark.parametrize("cls", [RandomSearcher])  # PPO2: the save/restore test (smaller)
 def test_num_samples_larger_than_T_times_M_ends_with_finished(local_ray, tmp_path, cls):
     s = cls(metric="loss", mode="min", steps=T, samples_per_step=3, seed=6)
     res = _run("tuner", quad_trainable, s, tmp_path, num_samples=T * 3 + 5)
@@ -378,7 +378,7 @@ def test_num_samples_larger_than_T_times_M_ends_with_finished(local_ray, tmp_pat
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("cls", CLASSES)
+@pytest.mark.parametrize("cls", [PPO2Searcher])  # shared step code
 def test_time_budget_ends_the_search_without_a_stall(local_ray, tmp_path, cls):
     s = cls(metric="loss", mode="min", steps=50, samples_per_step=4, seed=7)
     t0 = time.time()
