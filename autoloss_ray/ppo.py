@@ -203,6 +203,11 @@ class _AskTell:
         return mu0
 
     def _check_tell(self, thetas: Any, rewards: Any) -> tuple[np.ndarray, np.ndarray]:
+        if self._pending is None:
+            raise ValueError(
+                f"tell() without a pending ask(): step {self.step} has not been asked for its "
+                "samples yet; call ask(), evaluate its thetas, then tell() their rewards"
+            )
         x = np.asarray(thetas, dtype=np.float64)
         r = np.asarray(rewards, dtype=np.float64)
         m, d = self.samples_per_step, self.dim
@@ -278,7 +283,10 @@ class PPO2(_AskTell):
         low, high: box bounds [D] (infinite bounds allowed).
         mu0: initial mean [D], inside the box (boundary values are nudged inside).
         samples_per_step: M >= 2 samples per step (paper: 32).
-        sigma: fixed policy scale > 0 (relative to the box width for bounded dimensions).
+        sigma: policy scale > 0 (relative to the box width for bounded dimensions).
+        sigma_decay: optional schedule: the scale of step t is
+            ``max(sigma * sigma_decay**t, sigma_min)`` (default 1.0: a fixed scale, the paper's).
+        sigma_min: floor of the scheduled scale (default 0.0).
         clip_eps: PPO clip epsilon (0.2). lr: Adam learning rate on the mu parameters (0.2).
         update_steps: Adam steps per update (60).
         baseline: "mean" (A_i = R_i - mean R) or "mu" (A_i = R_i - R_0; needs include_mean).
@@ -305,8 +313,16 @@ class PPO2(_AskTell):
         baseline: str = "mean",
         include_mean: bool = False,
         seed: Any = None,
+        sigma_decay: float = 1.0,
+        sigma_min: float = 0.0,
     ) -> None:
         self._init_common(low, high, samples_per_step, seed)
+        if not (isinstance(sigma_decay, (int, float, np.floating)) and 0 < sigma_decay <= 1):
+            raise ValueError(f"sigma_decay must be a number in (0, 1]; got {sigma_decay!r}")
+        if not (isinstance(sigma_min, (int, float, np.floating)) and 0 <= sigma_min < math.inf):
+            raise ValueError(f"sigma_min must be a finite number >= 0; got {sigma_min!r}")
+        self.sigma_decay = float(sigma_decay)
+        self.sigma_min = float(sigma_min)
         if not (isinstance(sigma, (int, float, np.floating)) and math.isfinite(sigma)) or (
             sigma <= 0
         ):
@@ -341,7 +357,6 @@ class PPO2(_AskTell):
         )
         self._all_box = bool(np.all(self._kind == _BOX))
         self._width = np.where(self._kind == _BOX, self.high - self.low, 1.0)
-        self.scale = self.sigma * self._width  # per-dimension policy scale [D]
         self.dist = TruncatedNormal(self.low, self.high)
         # finite stand-ins for infinite bounds (unused where the kind ignores them)
         self._lo0 = np.where(lo_f, self.low, 0.0)
@@ -371,6 +386,18 @@ class PPO2(_AskTell):
         dmu = np.where(k == _BOX, self._width * s * (1 - s),
                        np.where(k == _LOWER, s, np.where(k == _UPPER, -s, 1.0)))
         return mu, dmu
+
+    @property
+    def current_sigma(self) -> float:
+        """The scale of the current step: ``max(sigma * sigma_decay**step, sigma_min)``."""
+        if self.sigma_decay == 1.0:
+            return self.sigma
+        return max(self.sigma * self.sigma_decay**self.step, self.sigma_min)
+
+    @property
+    def scale(self) -> np.ndarray:
+        """Per-dimension policy scale of the current step [D]."""
+        return self.current_sigma * self._width
 
     @property
     def mu(self) -> np.ndarray:
@@ -448,7 +475,7 @@ class PPO2(_AskTell):
             {
                 "step": self.step,
                 "mu": mu_old.tolist(),
-                "sigma": self.sigma,
+                "sigma": self.current_sigma,
                 "thetas": x.tolist(),
                 "rewards": r.tolist(),
                 "mean_reward": float(r.mean()),
@@ -484,6 +511,8 @@ class PPO2(_AskTell):
             update_steps=self.update_steps,
             baseline=self.baseline,
             include_mean=self.include_mean,
+            sigma_decay=self.sigma_decay,
+            sigma_min=self.sigma_min,
             z=self._z.tolist(),
             mu0=self.mu0.tolist(),
         )
@@ -497,6 +526,8 @@ class PPO2(_AskTell):
         self.update_steps = int(state["update_steps"])
         self.baseline = state["baseline"]
         self.include_mean = bool(state["include_mean"])
+        self.sigma_decay = float(state.get("sigma_decay", 1.0))  # states before the schedule
+        self.sigma_min = float(state.get("sigma_min", 0.0))
         self._setup_geometry()
         self._z = np.asarray(state["z"], dtype=np.float64)
         self.mu0 = np.asarray(state["mu0"], dtype=np.float64)

@@ -98,6 +98,9 @@ TRIAL_SCHEMA = pa.schema(
         pa.field("config_json", pa.string()),  # the trial's full config, JSON
         pa.field("extra_json", pa.string()),  # any other result values, JSON
         pa.field("finished_at", _TS, nullable=False),
+        # True: a scheduler (ASHA, HyperBand, a stopper) ended the trial before it finished;
+        # its reward is the last value it reported. Null in stores written before the column.
+        pa.field("stopped_early", pa.bool_()),
     ]
 )
 
@@ -246,6 +249,14 @@ def _to_bools(v: Any, key: str) -> list[bool] | None:
     return [bool(x) for x in v]
 
 
+def _to_bool(v: Any, key: str) -> bool | None:
+    if v is None:
+        return None
+    if not isinstance(v, (bool, np.bool_)):
+        raise StoreError(f"column {key!r} must be a bool or None, got {type(v).__name__}")
+    return bool(v)
+
+
 def _to_json(v: Any, key: str) -> str | None:
     if v is None:
         return None
@@ -338,6 +349,7 @@ def normalize_trial_row(row: Mapping[str, Any]) -> dict[str, Any]:
     out["config_json"] = _to_json(row.get("config", row.get("config_json")), "config_json")
     out["extra_json"] = _to_json(row.get("extra", row.get("extra_json")), "extra_json")
     out["finished_at"] = _to_time(row.get("finished_at"), "finished_at")
+    out["stopped_early"] = _to_bool(row.get("stopped_early"), "stopped_early")
     return out
 
 

@@ -9,9 +9,9 @@
 
 from searchers.ppo2 import SAMPLE_KEY, STEP_KEY, PPO2Searcher, RandomSearcher
 from searchers.optuna_search import CMAESSearcher, TPESearcher
-from searchers.space import BoxSpace
+from searchers.space import Box, BoxSpace
 
 __all__ = [
-    "PPO2Searcher", "RandomSearcher", "TPESearcher", "CMAESSearcher", "BoxSpace", "STEP_KEY",
-    "SAMPLE_KEY",
+    "PPO2Searcher", "RandomSearcher", "TPESearcher", "CMAESSearcher", "Box", "BoxSpace",
+    "STEP_KEY", "SAMPLE_KEY",
 ]

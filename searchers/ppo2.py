@@ -12,12 +12,19 @@ at least ``steps * samples_per_step``)::
                max_concurrent_trials=32), param_space={...constants...}).fit()
 
 Concurrency: ``set_max_concurrency`` returns True (as Ray's HEBO searcher does), so Tune's
-``max_concurrent_trials``/``ConcurrencyLimiter`` do not serialise the step; the searcher
-itself never has more than that many trials in flight.
+``max_concurrent_trials``/``ConcurrencyLimiter`` (``batch=True`` or not) hand every call
+through and the searcher itself never has more than that many trials in flight. ``batch``
+changes nothing that is learned: the optimizer is told only when a whole step is in.
 
-Failures: a trial that errors, is stopped before reporting, or reports a NaN/inf metric gets
-``failure_reward`` (in the metric's units; ``None`` = the worst value seen so far in the
-search, 0.0 if none) and is recorded as failed in the step record.
+Every ending of a trial completes its sample, so a step cannot stall (see
+``on_trial_complete``). Failures: a trial that errors, ends without the metric (a warning is
+logged once), or reports a NaN/inf metric gets ``failure_reward`` (in the metric's units;
+default ``None`` = the worst valid value seen so far in the search for the mode, i.e. the
+lowest in max mode and the highest in min mode, the step's own values included) and is
+recorded as failed, with the reason, in the step record (``failed``, ``fail_reasons``).
+
+Early stopping (ASHA, HyperBand, stoppers): a trial a scheduler stops counts with the last
+value it reported (what Ray's own searchers use), and ``stopped_early`` is recorded.
 
 Restore (``Tuner.restore``): the whole state (optimizer, the step's samples, which sample each
 trial id carries, which results were already told) is pickled at every experiment checkpoint.
@@ -59,6 +66,13 @@ _UNASSIGNED, _IN_FLIGHT, _TOLD = 0, 1, 2
 _STATE_VERSION = 1
 
 
+def _as_float(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
 class _StepSearcher(Searcher):
     """Shared machinery: a step of M samples, handed out and collected, then told."""
 
@@ -70,7 +84,7 @@ class _StepSearcher(Searcher):
         mode: str | None = None,
         steps: int = 12,
         samples_per_step: int = 32,
-        failure_reward: float | None = 0.0,
+        failure_reward: float | None = None,
         points_to_evaluate: Sequence[Any] | None = None,
         seed: Any = None,
         step_callback: Callable[[dict], Any] | None = None,
@@ -99,6 +113,7 @@ class _StepSearcher(Searcher):
         self._raw_points = list(points_to_evaluate) if points_to_evaluate else []
         self._max_concurrent = 0  # 0 = no limit of our own
         self._warned_min = False
+        self._warned: set[str] = set()
         self._space: BoxSpace | None = None
         self._opt: Any = None
         self._reset_search_state()
@@ -119,6 +134,11 @@ class _StepSearcher(Searcher):
         self._records: list[dict[str, Any]] = []
         self._worst_value: float | None = None
         self._points: list[np.ndarray] = []
+        self._last_value: dict[str, float] = {}  # trial id -> last reported metric value
+        self._finished_trials: set[str] = set()  # trial ids whose done=True result we saw
+        self._reasons: list[str | None] = [None] * self.samples_per_step
+        self._early = np.zeros(self.samples_per_step, dtype=bool)
+        self._evaluated: list[dict[str, Any]] = []
 
     def _set_space(self, space: BoxSpace) -> None:
         self._space = space
@@ -149,7 +169,8 @@ class _StepSearcher(Searcher):
         if self._space is not None and has_domains(config):
             return False  # Tune raises its "search space already set" error
         if self._space is None and has_domains(config):
-            self._set_space(BoxSpace(config, key=self._key))
+            # Tune's param_space: tuples and lists are constants, as Ray passes them
+            self._set_space(BoxSpace(config, key=self._key, param_space=True))
         if metric:
             self._metric = metric
         if mode:
@@ -205,6 +226,8 @@ class _StepSearcher(Searcher):
         self._failed = np.zeros(m, dtype=bool)
         self._status = np.zeros(m, dtype=np.int8)
         self._trial_ids = [None] * m
+        self._reasons = [None] * m
+        self._early = np.zeros(m, dtype=bool)
 
     def suggest(self, trial_id: str) -> dict | str | None:
         if self._finished:
@@ -259,31 +282,96 @@ class _StepSearcher(Searcher):
             i = self._locate(trial_id, result)
             if i is not None:
                 self._trial_sample[trial_id] = (self._step, i)
+        # Remember the last reported value: a trial a scheduler stops while it is paused
+        # completes without a result, and then this value is what the searcher is told.
+        if trial_id in self._trial_sample and self._metric and result and (
+            self._metric in result
+        ):
+            self._last_value[trial_id] = _as_float(result[self._metric])
+        if trial_id in self._trial_sample and result and result.get("done"):
+            # Tune hands a trial's natural final result (done=True) to on_trial_result, but
+            # not the one on which a scheduler or stopper decides STOP
+            self._finished_trials.add(trial_id)
 
     def on_trial_complete(
         self, trial_id: str, result: dict | None = None, error: bool = False
     ) -> None:
+        """Tell the step a trial's end. Every ending completes its sample:
+
+        * ``error=True``: failed (reason ``"error"``);
+        * a result with the metric: that value (NaN/inf: failed, reason ``"not finite"``);
+          if a scheduler (ASHA, HyperBand) or a stopper ended the trial (Tune then never
+          shows its final result to ``on_trial_result``), the value counts and
+          ``stopped_early`` is recorded;
+        * a result without the metric: failed (reason ``"metric missing"``);
+        * no result (stopped while pending/paused): the last value the trial reported
+          (``stopped_early``), or failed (reason ``"no result"``) if it reported none.
+        """
         i = self._locate(trial_id, result)
         self._trial_sample.pop(trial_id, None)
+        last = self._last_value.pop(trial_id, None)
+        ended_itself = trial_id in self._finished_trials
+        self._finished_trials.discard(trial_id)
         if i is None:
             return
-        value = math.nan
-        if result is not None and not error:
-            if self._metric not in result:
-                raise ValueError(
-                    f"trial {trial_id} finished without the metric {self._metric!r} in its "
-                    f"result (keys: {sorted(k for k in result if not k.startswith('config/'))})"
-                )
-            try:
-                value = float(result[self._metric])
-            except (TypeError, ValueError):
-                value = math.nan
-        self._record(i, trial_id, value)
+        value, reason, early = math.nan, None, False
+        if error:
+            reason = "error"
+        elif result is None:
+            if last is None:
+                reason = "no result"
+            else:
+                value, early = last, True
+        elif self._metric not in result:
+            reason = "metric missing"
+            self._warn_once(
+                reason,
+                f"trial {trial_id} ended without the metric {self._metric!r} in its result "
+                f"(keys: {sorted(k for k in result if not k.startswith('config/'))}); it "
+                "counts as a failed sample (failure_reward); further such trials are not "
+                "logged",
+            )
+        else:
+            value = _as_float(result[self._metric])
+            # Tune puts done=False in every intermediate result; a result without the key
+            # (e.g. Repeater's averaged one) is a finished trial
+            # stopped early: Tune showed us earlier results of this trial but not its natural
+            # final one (a STOP decision sets done=True without telling on_trial_result), or
+            # the result says done=False. A trial stopped on its very first result cannot be
+            # told from one that finished (Tune passes nothing else).
+            early = ("done" in result and not bool(result["done"])) or (
+                last is not None and not ended_itself
+            )
+        if reason is None and not math.isfinite(value):
+            reason = "not finite"
+        self._record(i, trial_id, value, reason=reason, early=early)
 
-    def _record(self, i: int, trial_id: str | None, value: float) -> None:
-        ok = math.isfinite(value)
+    def on_pause(self, trial_id: str) -> None:
+        """A paused trial (HyperBand, PBT, HyperBandForBOHB) keeps its sample in flight; its
+        last reported value is kept for the case a scheduler then stops it while paused."""
+
+    def on_unpause(self, trial_id: str) -> None:
+        """Resuming changes nothing: the sample completes when the trial ends."""
+
+    def _warn_once(self, kind: str, message: str) -> None:
+        if kind not in self._warned:
+            self._warned.add(kind)
+            logger.warning("%s: %s", type(self).__name__, message)
+
+    def _record(
+        self,
+        i: int,
+        trial_id: str | None,
+        value: float,
+        *,
+        reason: str | None = None,
+        early: bool = False,
+    ) -> None:
+        ok = math.isfinite(value) and reason is None
         self._values[i] = value if ok else math.nan
         self._failed[i] = not ok
+        self._reasons[i] = None if ok else (reason or "not finite")
+        self._early[i] = bool(early)
         self._status[i] = _TOLD
         self._trial_ids[i] = trial_id
         if trial_id is not None:
@@ -319,6 +407,8 @@ class _StepSearcher(Searcher):
             "rewards": [float(r) for r in rewards],
             "values": [float(v) for v in values],
             "failed": [bool(f) for f in self._failed],
+            "fail_reasons": list(self._reasons),
+            "stopped_early": [bool(e) for e in self._early],
             "trial_ids": list(self._trial_ids),
             "mean_reward": float(np.mean(rewards)),
             "best_mu": [float(v) for v in self._opt.best],
@@ -373,6 +463,67 @@ class _StepSearcher(Searcher):
             self._trial_ids[i] = None
         self._trial_sample = {}
         return [int(i) for i in idx]
+
+    # ------------------------------------------------------------------ evaluated points
+    def add_evaluated_point(
+        self,
+        parameters: Mapping[str, Any],
+        value: float,
+        error: bool = False,
+        pruned: bool = False,
+        intermediate_values: Sequence[float] | None = None,
+    ) -> None:
+        """Record a point evaluated outside this search (Ray's ``Searcher`` API).
+
+        Before the first step has started (no ``suggest`` yet) it is a **warm start**: the
+        best valid point added so far (by ``mode``) becomes the policy's initial mean
+        ``mu0`` (PPO2; RandomSearcher: the centre of its unbounded dimensions), replacing
+        the space's default or the first of ``points_to_evaluate``. Afterwards points are
+        only recorded (``evaluated_points``), never mixed into a step's update: a PPO step
+        learns from the samples it drew itself. ``add_evaluated_trials`` (Ray's default,
+        over ``add_evaluated_point``) takes trials or an ``ExperimentAnalysis``.
+
+        Raises:
+            ValueError: no search space or mode yet, or ``parameters`` are not a point of
+                this space.
+        """
+        if self._space is None or not self._mode:
+            raise ValueError(
+                f"{type(self).__name__}.add_evaluated_point needs the search space and mode "
+                "first: pass space= and mode= to the searcher (a param_space reaches it only "
+                "when Tune starts)"
+            )
+        theta = self._space.from_config(parameters)
+        v = _as_float(value)
+        valid = not error and math.isfinite(v)
+        warm = self._step == 0 and self._thetas is None and not self._records
+        self._evaluated.append(
+            {
+                "theta": [float(t) for t in theta],
+                "value": v,
+                "error": bool(error),
+                "pruned": bool(pruned),
+                "warm_start": warm,
+            }
+        )
+        if not warm:
+            logger.info(
+                "%s: evaluated point recorded (step %d has started; it is not used by the "
+                "update)", type(self).__name__, self._step,
+            )
+            return
+        pts = [e for e in self._evaluated if e["warm_start"] and not e["error"]
+               and math.isfinite(e["value"])]
+        if valid and pts:
+            pick = max if self._mode == "max" else min
+            best = pick(pts, key=lambda e: e["value"])
+            self._opt = self._make_optimizer(self._space, np.asarray(best["theta"]))
+
+    @property
+    def evaluated_points(self) -> list[dict[str, Any]]:
+        """Points given through ``add_evaluated_point`` (theta, value, error, pruned,
+        warm_start: whether it could still set mu0)."""
+        return copy.deepcopy(self._evaluated)
 
     # ------------------------------------------------------------------ replay
     def replay(
@@ -498,6 +649,11 @@ class _StepSearcher(Searcher):
             "records": self._records,
             "worst_value": self._worst_value,
             "points": self._points,
+            "last_value": self._last_value,
+            "finished_trials": self._finished_trials,
+            "reasons": self._reasons,
+            "early": self._early,
+            "evaluated": self._evaluated,
         }
 
     def set_state(self, state: dict) -> None:
@@ -530,6 +686,13 @@ class _StepSearcher(Searcher):
         self._records = state["records"]
         self._worst_value = state["worst_value"]
         self._points = state["points"]
+        # keys added later: states saved before them load with the defaults
+        m = self.samples_per_step
+        self._last_value = state.get("last_value", {})
+        self._finished_trials = state.get("finished_trials", set())
+        self._reasons = state.get("reasons", [None] * m)
+        self._early = state.get("early", np.zeros(m, dtype=bool))
+        self._evaluated = state.get("evaluated", [])
 
     def _optimizer_from_state(self, state: dict) -> Any:  # pragma: no cover
         raise NotImplementedError
@@ -556,12 +719,15 @@ class PPO2Searcher(_StepSearcher):
 
     Args:
         space: a SearchSpace-like object (config key "theta": list of floats), or a dict of
-            name -> (low, high) / tune.uniform / tune.loguniform, or None to take the
-            box-shaped entries of Tune's param_space.
+            name -> Box(low, high) / tune.uniform / tune.loguniform (tuples are constants),
+            or None to take the box-shaped entries of Tune's param_space.
         metric, mode: the result key to optimise and "max"/"min".
         steps: T, PPO steps (12). samples_per_step: M, trials per step (32).
         sigma, clip_eps, lr, update_steps, baseline, include_mean: see ``autoloss_ray.ppo.PPO2``.
-        failure_reward: metric value given to failed / NaN trials (None: worst seen so far).
+        failure_reward: metric value given to failed / NaN trials (None, the default: the
+            worst valid value seen so far for the mode).
+        sigma_decay, sigma_min: optional sigma schedule ``max(sigma * sigma_decay**t,
+            sigma_min)`` for step t (default 1.0: fixed sigma, the paper's).
         points_to_evaluate: configs (or vectors) evaluated first, in step 0; the first one is
             the initial mu (e.g. a paper preset).
         seed: sampling seed. step_callback: picklable callable(record) after each update.
@@ -581,7 +747,9 @@ class PPO2Searcher(_StepSearcher):
         update_steps: int = 60,
         baseline: str = "mean",
         include_mean: bool = False,
-        failure_reward: float | None = 0.0,
+        sigma_decay: float = 1.0,
+        sigma_min: float = 0.0,
+        failure_reward: float | None = None,
         points_to_evaluate: Sequence[Any] | None = None,
         seed: Any = None,
         step_callback: Callable[[dict], Any] | None = None,
@@ -594,6 +762,8 @@ class PPO2Searcher(_StepSearcher):
             update_steps=update_steps,
             baseline=baseline,
             include_mean=include_mean,
+            sigma_decay=sigma_decay,
+            sigma_min=sigma_min,
         )
         # validate the optimizer arguments now, even when the space comes later
         PPO2(low=[0.0], high=[1.0], mu0=[0.5], samples_per_step=2, **self._ppo_kwargs)
@@ -645,7 +815,7 @@ class RandomSearcher(_StepSearcher):
         steps: int = 12,
         samples_per_step: int = 32,
         sigma: float = 0.2,
-        failure_reward: float | None = 0.0,
+        failure_reward: float | None = None,
         points_to_evaluate: Sequence[Any] | None = None,
         seed: Any = None,
         step_callback: Callable[[dict], Any] | None = None,

@@ -5,10 +5,17 @@ Two kinds of space are accepted:
 * a ``SearchSpace``-like object (anything with ``low``, ``high``, ``init`` and ``dim``, e.g.
   ``autoloss_ray.search_space("miou")``): the whole vector goes to one config key, ``"theta"``
   by default, as a list of floats;
-* a dict (nested dicts allowed) whose leaves are ``(low, high)`` tuples, ``tune.uniform`` or
+* a dict (nested dicts allowed) whose leaves are :class:`Box` ranges, ``tune.uniform`` or
   ``tune.loguniform`` domains (each leaf its own config key; loguniform dimensions are searched
-  in log space) or constants (passed through unchanged). Any other Tune domain (choice,
-  randint, quantized, randn, ...) is not box-shaped and raises ``ValueError``.
+  in log space) or constants (passed through unchanged, as Ray passes them: a tuple or list is
+  a constant, never a range). Any other Tune domain (choice, randint, quantized, randn, ...)
+  is not box-shaped and raises ``ValueError``; so does a domain nested inside a list or tuple
+  (these searchers search dict leaves only).
+
+Migration: earlier versions took a bare ``(low, high)`` tuple in the searcher's own ``space``
+dict as a range. Write ``Box(low, high)`` (or ``tune.uniform(low, high)``) instead; a bare
+2-tuple of numbers there raises ``TypeError`` saying so. In Tune's ``param_space`` a tuple is
+always a constant.
 """
 
 from __future__ import annotations
@@ -18,9 +25,41 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["BoxSpace"]
+__all__ = ["Box", "BoxSpace"]
 
 THETA_KEY = "theta"
+
+
+class Box:
+    """An explicit search range ``[low, high]`` for a dict space entry (uniform in the box).
+
+    ``Box(0.0, 1.0)`` is what a bare ``(0.0, 1.0)`` tuple used to mean; infinite bounds are
+    allowed (PPO2 then uses a half or plain normal).
+    """
+
+    __slots__ = ("low", "high")
+
+    def __init__(self, low: float, high: float) -> None:
+        try:
+            lo, hi = float(low), float(high)
+        except (TypeError, ValueError):
+            raise TypeError(f"Box(low, high) takes two numbers; got ({low!r}, {high!r})") from None
+        self.low, self.high = lo, hi
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Box) and (self.low, self.high) == (other.low, other.high)
+
+    def __hash__(self) -> int:
+        return hash((Box, self.low, self.high))
+
+    def __getstate__(self) -> tuple[float, float]:
+        return (self.low, self.high)
+
+    def __setstate__(self, state: tuple[float, float]) -> None:
+        self.low, self.high = state
+
+    def __repr__(self) -> str:
+        return f"Box({self.low!r}, {self.high!r})"
 
 
 def _is_domain(value: Any) -> bool:
@@ -29,18 +68,36 @@ def _is_domain(value: Any) -> bool:
     return isinstance(value, Domain)
 
 
-def _leaf_to_dim(path: tuple[str, ...], value: Any) -> tuple[float, float, bool] | None:
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+
+
+def _leaf_to_dim(
+    path: tuple[str, ...], value: Any, *, param_space: bool
+) -> tuple[float, float, bool] | None:
     """(low, high, log) for a box leaf, None for a constant; ValueError for other domains."""
     from ray.tune.search import sample
 
     name = "/".join(path)
-    if isinstance(value, tuple):
-        if len(value) != 2:
+    if isinstance(value, Box):
+        return value.low, value.high, False
+    if isinstance(value, (list, tuple)):
+        if _nested_domain(value):
             raise ValueError(
-                f"search space entry {name!r}: expected a (low, high) tuple, got {value!r}"
+                f"search space entry {name!r} has a Tune domain inside a "
+                f"{type(value).__name__}: these searchers search dict leaves only; use a dict "
+                "(e.g. {'0': tune.uniform(...), ...}) or a constant"
             )
-        lo, hi = float(value[0]), float(value[1])
-        return lo, hi, False
+        if not param_space and isinstance(value, tuple) and len(value) == 2 and all(
+            _is_number(v) for v in value
+        ):
+            raise TypeError(
+                f"search space entry {name!r} is a bare tuple {value!r}: a tuple is a constant "
+                f"(as in Ray), not a range any more; write Box({value[0]!r}, {value[1]!r}) or "
+                f"tune.uniform({value[0]!r}, {value[1]!r}) to search it, or put the constant "
+                "in Tune's param_space"
+            )
+        return None
     if _is_domain(value):
         sampler = getattr(value, "sampler", None)
         if isinstance(value, sample.Float) and isinstance(sampler, sample.Float._Uniform):
@@ -56,7 +113,7 @@ def _leaf_to_dim(path: tuple[str, ...], value: Any) -> tuple[float, float, bool]
         raise ValueError(
             f"search space entry {name!r} is {type(value).__name__} with sampler "
             f"{type(sampler).__name__}: these searchers need a box-shaped space "
-            "(tune.uniform, tune.loguniform or (low, high) tuples); put other parameters in "
+            "(tune.uniform, tune.loguniform or Box(low, high)); put other parameters in "
             "param_space as constants or use another searcher"
         )
     return None
@@ -69,8 +126,12 @@ class BoxSpace:
     dimension), ``is_vector`` (True when the vector goes to one key).
     """
 
-    def __init__(self, space: Any, *, key: str = THETA_KEY) -> None:
+    def __init__(self, space: Any, *, key: str = THETA_KEY, param_space: bool = False) -> None:
+        """``param_space=True``: the dict is Tune's param_space (tuples are constants without
+        a word); otherwise it is the searcher's own space (a bare numeric 2-tuple is refused
+        with a pointer to :class:`Box`, the old meaning)."""
         self.key = key
+        self._param_space = bool(param_space)
         self.constants: dict[tuple[str, ...], Any] = {}
         self._paths: list[tuple[str, ...]] = []
         self._log: list[bool] = []
@@ -80,7 +141,7 @@ class BoxSpace:
             self._walk(space, (), lows, highs)
             if not self._paths:
                 raise ValueError(
-                    "the search space dict has no box-shaped entries ((low, high) tuples, "
+                    "the search space dict has no box-shaped entries (Box(low, high), "
                     "tune.uniform or tune.loguniform); nothing to search"
                 )
             self.low = np.asarray(lows, dtype=np.float64)
@@ -109,7 +170,7 @@ class BoxSpace:
         else:
             raise TypeError(
                 "space must be a SearchSpace-like object (with .low, .high, .init, .dim) or a "
-                f"dict of name -> (low, high) / tune.uniform / tune.loguniform; got "
+                f"dict of name -> Box(low, high) / tune.uniform / tune.loguniform; got "
                 f"{type(space).__name__}"
             )
         if self.low.size == 0:
@@ -128,7 +189,7 @@ class BoxSpace:
             if isinstance(v, Mapping):
                 self._walk(v, path, lows, highs)
                 continue
-            dim = _leaf_to_dim(path, v)
+            dim = _leaf_to_dim(path, v, param_space=self._param_space)
             if dim is None:
                 self.constants[path] = v
             else:
@@ -212,7 +273,14 @@ def _set_path(out: dict, path: tuple[str, ...], value: Any) -> None:
 
 
 def has_domains(config: Any) -> bool:
-    """True if a (nested) config holds any Tune search domain."""
+    """True if a (nested) config holds any Tune search domain or :class:`Box` (also inside
+    lists and tuples, which the searchers then refuse with a clear error)."""
     if isinstance(config, Mapping):
         return any(has_domains(v) for v in config.values())
-    return _is_domain(config)
+    if isinstance(config, (list, tuple)):
+        return any(has_domains(v) for v in config)
+    return _is_domain(config) or isinstance(config, Box)
+
+
+def _nested_domain(value: Any) -> bool:
+    return any(has_domains(v) for v in value)

@@ -27,6 +27,7 @@ from ray import tune  # noqa: E402
 from ray.tune.search import ConcurrencyLimiter, Searcher  # noqa: E402
 
 from autoloss_ray.ppo import PPO2  # noqa: E402
+from searchers import Box as Range  # noqa: E402
 from searchers import PPO2Searcher, RandomSearcher  # noqa: E402
 
 T, M, D = 3, 4, 3
@@ -132,11 +133,19 @@ def test_failure_reward_none_uses_worst_seen() -> None:
     assert s.history[0]["values"] == [0.7, 0.2, 0.2]
 
 
-def test_missing_metric_is_a_clear_error() -> None:
-    s = PPO2Searcher(Box(), metric="reward", mode="max", steps=1, samples_per_step=2)
-    s.suggest("t0")
-    with pytest.raises(ValueError, match="without the metric 'reward'"):
-        s.on_trial_complete("t0", {"loss": 1.0})
+def test_missing_metric_is_a_failed_sample_with_one_warning(caplog) -> None:
+    s = PPO2Searcher(Box(), metric="reward", mode="max", steps=1, samples_per_step=3)
+    for i in range(3):
+        s.suggest(f"t{i}")
+    with caplog.at_level("WARNING", logger="searchers.ppo2"):
+        s.on_trial_complete("t0", {"loss": 1.0, "done": True})
+        s.on_trial_complete("t1", {"loss": 2.0, "done": True})
+    assert sum("without the metric 'reward'" in r.message for r in caplog.records) == 1
+    s.on_trial_complete("t2", {"reward": 0.5, "done": True})
+    rec = s.history[0]  # the step completed
+    assert rec["failed"] == [True, True, False]
+    assert rec["fail_reasons"] == ["metric missing", "metric missing", None]
+    assert rec["values"] == [0.5, 0.5, 0.5]  # default failure value: worst valid seen
 
 
 def test_max_concurrency_is_handled_by_the_searcher() -> None:
@@ -162,8 +171,8 @@ def test_points_to_evaluate_first_point_is_mu0_and_evaluated_first() -> None:
         PPO2Searcher(Box(), samples_per_step=2, points_to_evaluate=[[0.1] * 3] * 3)
 
 
-def test_dict_space_uniform_loguniform_tuple_and_nested() -> None:
-    space = {"lr": tune.loguniform(1e-4, 1e-1), "a": (0.0, 2.0),
+def test_dict_space_uniform_loguniform_box_and_nested() -> None:
+    space = {"lr": tune.loguniform(1e-4, 1e-1), "a": Range(0.0, 2.0),
              "opt": {"m": tune.uniform(0.5, 0.99)}, "fixed": "x"}
     s = PPO2Searcher(space, metric="r", mode="max", steps=1, samples_per_step=8, seed=1)
     cfgs = [s.suggest(f"t{i}") for i in range(8)]
@@ -176,10 +185,10 @@ def test_dict_space_uniform_loguniform_tuple_and_nested() -> None:
 
 
 @pytest.mark.parametrize("bad", [tune.choice([1, 2]), tune.randint(0, 3),
-                                 tune.quniform(0, 1, 0.1), (1.0, 0.0)])
+                                 tune.quniform(0, 1, 0.1), Range(1.0, 0.0)])
 def test_non_box_space_is_a_clear_error(bad) -> None:
     with pytest.raises(ValueError, match="box|inverted"):
-        PPO2Searcher({"x": bad, "y": (0.0, 1.0)})
+        PPO2Searcher({"x": bad, "y": Range(0.0, 1.0)})
 
 
 @pytest.mark.parametrize(
@@ -395,7 +404,8 @@ def _read_log(path) -> list[dict]:
 @pytest.fixture(scope="module")
 def ray_cluster():
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+    # address="local": a cluster of its own even when a `ray start` one runs on this machine
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
              configure_logging=False)
     try:
         yield ray.get_runtime_context().gcs_address
@@ -412,7 +422,10 @@ def _check_complete(results, log_path, *, errors_expected=0):
     log = _read_log(log_path)
     assert [rec["step"] for rec in log] == list(range(T))
     by_key = {(r.config["search_step"], r.config["search_sample"]): r for r in results}
+    worst = math.inf  # the default failure value: the worst valid value so far (max mode)
     for rec in log:
+        worst = min([worst] + [by_key[(rec["step"], i)].metrics["reward"] for i in range(M)
+                               if by_key[(rec["step"], i)].error is None])
         for i in range(M):
             r = by_key[(rec["step"], i)]
             assert rec["thetas"][i] == pytest.approx(r.config["theta"])
@@ -420,7 +433,7 @@ def _check_complete(results, log_path, *, errors_expected=0):
                 assert rec["values"][i] == pytest.approx(r.metrics["reward"])
                 assert not rec["failed"][i]
             else:
-                assert rec["failed"][i] and rec["values"][i] == 0.0
+                assert rec["failed"][i] and rec["values"][i] == pytest.approx(worst)
     return log
 
 

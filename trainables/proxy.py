@@ -2,7 +2,8 @@
 
 ``proxy_task(config)`` trains one proxy model with the trial's loss (``metric``,
 ``parameterization``, ``theta`` from the searcher) and reports once, at the end, ``reward``
-with the six metrics, status, timings and where it ran (``device``, ``node``, ``gpu_ids``).
+with the six metrics, status, timings and where it ran (``device``, ``node``, ``gpu_ids``:
+comma-separated ids, "" without a GPU).
 With ``progress_every > 0`` in the config it also reports progress rows (``status="running"``,
 ``reward`` NaN) every so many iterations.
 
@@ -75,7 +76,9 @@ def _run(config: Mapping[str, Any], defaults: Mapping[str, Any], kind: str) -> N
             cfg["train_seed"] = trial_train_seed(int(cfg.get("seed", 0)), step, sample)
     device, gpu_ids = trial_device(cfg.get("device", "auto"))
     cfg["device"] = device
-    extra = {"kind": kind, "gpu_ids": [str(g) for g in gpu_ids]}
+    # a comma-separated string ("0", "0,1", "" without a GPU): Tune's loggers
+    # (TensorBoard) take scalars and strings, and warn on every trial for a list
+    extra = {"kind": kind, "gpu_ids": ",".join(str(g) for g in gpu_ids)}
     try:
         extra["node_id"] = ray.get_runtime_context().get_node_id()
     except Exception:  # noqa: BLE001

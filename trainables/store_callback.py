@@ -10,7 +10,9 @@ Rows are built from ``trial.config`` (``theta``, ``search_step``, ``search_sampl
 ``metric``, ``parameterization``, ``seed``, ``dataset``, ``model``, ``loss_label`` or
 ``loss`` -> the ``loss`` column (the row label of the report's Table 2; a retrain with only a
 theta gets ``"surrogate:<metric>"``), ``iterations``) and ``trial.last_result`` (``reward``, the six metrics, ``status``,
-``error``, ``train_seconds``, ``eval_seconds``, ``node``, ``device``, ``checkpoint``); other
+``error``, ``train_seconds``, ``eval_seconds``, ``node``, ``device``, ``checkpoint``;
+``stopped_early``: the last result says ``done=False``, i.e. a scheduler stopped the trial
+before it finished, as Ray's ``add_evaluated_trials`` calls it "pruned"); other
 result values go to ``extra_json`` and the whole config to ``config_json``. An errored trial
 gets ``status="failed"`` and the text of its error.
 """
@@ -117,6 +119,7 @@ def trial_row(
     failed: bool = False,
     error: str | None = None,
     kind: str = "search",
+    stopped_early: bool = False,
 ) -> dict[str, Any]:
     """The store row of one trial (no I/O; pure, so it is testable without Ray)."""
     config = dict(config or {})
@@ -161,6 +164,13 @@ def trial_row(
     ckpt = result.get("checkpoint")
     row["checkpoint"] = ckpt if isinstance(ckpt, str) else None
 
+    # Tune sets done=False in every intermediate result: a trial that completes (not errored)
+    # with done=False was stopped by a scheduler while paused/pending (StoreCallback also
+    # passes stopped_early=True when it saw the STOP decision); its values are the last
+    # reported ones
+    row["stopped_early"] = (not failed) and (
+        stopped_early or ("done" in result and not bool(result["done"]))
+    )
     if failed:
         row["status"] = "failed"
         row["error"] = error or _str(result.get("error")) or "trial errored"
@@ -207,6 +217,7 @@ class StoreCallback(tune.Callback):
         self.kind = kind
         self.retries = max(1, int(retries))
         self._store: ExperimentStore | None = None
+        self._stopped: set[str] = set()  # trial ids a scheduler/stopper ended
         self.written: int = 0
 
     def __getstate__(self) -> dict[str, Any]:
@@ -214,11 +225,22 @@ class StoreCallback(tune.Callback):
         state["_store"] = None
         return state
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.__dict__.setdefault("_stopped", set())  # pickled before the early-stop flag
+
     @property
     def store(self) -> ExperimentStore:
         if self._store is None:
             self._store = ExperimentStore(self.store_root)
         return self._store
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
+                        **info: Any) -> None:
+        # Tune shows callbacks the result on which a scheduler or stopper decides STOP with
+        # done=True; a trial's natural end arrives without a new result here.
+        if result.get("done"):
+            self._stopped.add(str(trial.trial_id))
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._write(trial, failed=False)
@@ -236,7 +258,9 @@ class StoreCallback(tune.Callback):
             failed=failed,
             error=_error_text(trial) if failed else None,
             kind=self.kind,
+            stopped_early=str(trial.trial_id) in self._stopped,
         )
+        self._stopped.discard(str(trial.trial_id))
         try:
             self._write_with_retries(row)
         except (StoreError, TypeError, OverflowError, pa.ArrowException) as e:
