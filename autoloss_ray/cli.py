@@ -176,8 +176,22 @@ def _cmd_search(args: argparse.Namespace) -> int:
     from trainables.experiment import run_search
 
     outcome = run_search(opts)
+    return _finish_search(outcome, "autoloss search")
+
+
+def _finish_search(outcome: dict[str, Any], prog: str) -> int:
+    """Print the outcome; status 1 (and the first trial's error on stderr) when every trial
+    of a step failed, 0 otherwise."""
+    if outcome.get("failed_step") is not None:
+        print(f"{prog}: error: every trial of step {outcome['failed_step']} failed; the first "
+              f"one's error: {_one_line(outcome.get('error'))}", file=sys.stderr, flush=True)
+        return 1
     _print_outcome(outcome)
     return 0
+
+
+def _one_line(text: Any) -> str:
+    return " ".join(str(text).split())[:500]
 
 
 def _print_outcome(outcome: dict[str, Any]) -> None:

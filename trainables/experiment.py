@@ -29,7 +29,7 @@ from trainables.progress import ProgressCallback
 
 __all__ = [
     "init_ray", "build_searcher", "build_tuner", "run_search", "SearchOutcome",
-    "check_resume_options", "previous_results", "search_manifest",
+    "check_resume_options", "previous_results", "search_manifest", "first_failed_step",
 ]
 
 logger = logging.getLogger(__name__)
@@ -317,6 +317,9 @@ def summarize(opts: SearchOptions, store: ExperimentStore) -> SearchOutcome:
         best = policy.loc[policy["mean_reward"].astype(float).idxmax()]
         out["best_step"] = int(best["step"])
         out["best_mean_reward"] = float(best["mean_reward"])
+    failed_step = first_failed_step(trials)
+    if failed_step is not None:
+        out["failed_step"], out["error"] = failed_step
     if len(trials):
         from autoloss_ray.report import best_theta
 
@@ -325,6 +328,20 @@ def summarize(opts: SearchOptions, store: ExperimentStore) -> SearchOutcome:
             out["best_theta"] = [round(float(v), 6) for v in theta]
         out["best_trial_reward"] = float(trials["reward"].max())
     return out
+
+
+def first_failed_step(trials) -> tuple[int, str] | None:
+    """``(step, error of its first sample)`` of the first step in which every search trial
+    failed with an error (status ``failed``; a diverged trial, status ``nan``, is a result),
+    or None. Such a search says nothing about the loss: the CLI exits non-zero with it."""
+    if not len(trials):
+        return None
+    rows = trials[(trials["kind"] == "search") & trials["step"].notna()]
+    for step, group in rows.groupby("step", sort=True):
+        if (group["status"] == "failed").all():
+            first = group.sort_values(["sample", "finished_at"], kind="stable").iloc[0]
+            return int(step), str(first["error"] or "no error text")
+    return None
 
 
 def export_best(opts: SearchOptions, store: ExperimentStore, path: str) -> str:
