@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["RECIPES", "SearchOptions", "OptionsError", "is_uri", "check_finite",
-           "check_resources", "check_max_concurrent"]
+           "check_resources", "check_max_concurrent",
+           "check_output_file", "check_output_dir"]
 
 # Proxy-task recipes. "demo" finishes on 2 CPU cores in a few minutes (the README's main job);
 # "paper" is the paper's proxy task (DESIGN section 5).
@@ -77,6 +78,31 @@ def check_resources(gpus_per_trial: float, cpus_per_trial: float) -> None:
         raise OptionsError(
             f"--gpus-per-trial above 1 must be a whole number, got {gpus_per_trial}"
         )
+
+
+def check_output_file(path: str | None, option: str) -> None:
+    """An output *file* option: refuse an existing directory or a parent that is a file."""
+    if not path or is_uri(path):
+        return
+    if os.path.isdir(path):
+        raise OptionsError(f"{option} {path!r} is an existing directory; give a file path")
+    parent = os.path.dirname(os.path.abspath(path))
+    while parent and not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if parent and not os.path.isdir(parent):
+        raise OptionsError(f"{option} {path!r} is below {parent!r}, which is a file")
+
+
+def check_output_dir(path: str | None, option: str) -> None:
+    """An output *directory* option: refuse an existing file (at it or at a parent)."""
+    if not path or is_uri(path):
+        return
+    probe = os.path.abspath(path)
+    while probe and not os.path.exists(probe):
+        probe = os.path.dirname(probe)
+    if probe and not os.path.isdir(probe):
+        raise OptionsError(f"{option} {path!r}: {probe!r} is an existing file; give a "
+                           "directory path")
 
 
 def check_max_concurrent(value: int | None) -> None:
@@ -194,8 +220,8 @@ class SearchOptions:
                 raise OptionsError(
                     f"--store {self.store!r} is an existing file; give a directory path"
                 )
-        if self.export and Path(self.export).is_dir():
-            raise OptionsError(f"--export {self.export!r} is a directory; give a .json path")
+        check_output_file(self.export, "--export")
+        check_output_dir(self.report_dir, "--report-dir")
         if self.backbone_weights and not os.path.isfile(self.backbone_weights):
             raise OptionsError(f"--backbone-weights {self.backbone_weights!r} does not exist")
         if self.init_preset is not None:

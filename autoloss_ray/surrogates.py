@@ -941,11 +941,18 @@ class SurrogateLoss(nn.Module):
     def to_file(self, path: str | os.PathLike, *, meta: dict | None = None) -> None:
         """Write the loss as human-readable JSON (atomically)."""
         path = os.fspath(path)
+        if os.path.isdir(path):
+            raise IsADirectoryError(f"{path!r} is a directory; give a .json file path")
         tmp = f"{path}.tmp{os.getpid()}"
-        with open(tmp, "w") as f:
-            json.dump(self.to_dict(meta), f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
+        try:
+            with open(tmp, "w") as f:
+                json.dump(self.to_dict(meta), f, indent=2)
+                f.write("\n")
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.lexists(tmp):
+                os.unlink(tmp)
+            raise
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], **overrides: Any) -> "SurrogateLoss":
