@@ -29,6 +29,7 @@ search that reports a trial twice still holds one row for it. Nothing here impor
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import math
@@ -549,6 +550,58 @@ class ExperimentStore:
             return dict(json.loads(data.decode("utf-8"))["options"])
         except (ValueError, KeyError, TypeError) as e:
             raise StoreError(f"search manifest {path} is unreadable: {e}") from None
+
+    @contextlib.contextmanager
+    def search_lock(self, experiment: str):
+        """Hold the advisory lock of ``experiment`` (``searches/<name>.lock``) for a search.
+
+        A second search of the same experiment on this store is refused with
+        :class:`StoreError` naming the holder's pid and host. The lock is an ``flock`` on the
+        file, which the kernel drops when its holder exits however it exits (kill -9
+        included), so a lock file left by a dead process never blocks. Local stores only
+        (object stores have no locks; one writer per experiment is then up to the user).
+        """
+        if not self._local:
+            yield None
+            return
+        import fcntl
+        import socket
+
+        path = f"{self._dir('searches')}/{check_name(experiment, 'experiment')}.lock"
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                holder = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip() or "?"
+                raise StoreError(
+                    f"experiment {experiment!r} is being searched by another process "
+                    f"({holder}; lock {path}); wait for it to end or use another --experiment"
+                ) from None
+            try:
+                same = os.fstat(fd).st_ino == os.stat(path).st_ino
+            except OSError:
+                same = False
+            if not same:  # the holder removed the file between our open and our flock
+                os.close(fd)
+                fd = -1
+                with self.search_lock(experiment) as again:
+                    yield again
+                return
+            info = f"pid {os.getpid()} on host {socket.gethostname()}"
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, info.encode(), 0)
+            try:
+                yield path
+            finally:
+                try:
+                    os.unlink(path)  # still ours: nobody else can take an flock'd file
+                except OSError:
+                    pass
+        finally:
+            if fd >= 0:
+                os.close(fd)
 
     def _atomic_write(self, table: pa.Table, path: str) -> None:
         sink = pa.BufferOutputStream()
