@@ -47,9 +47,13 @@ def _one_line_error(out: subprocess.CompletedProcess, text: str) -> None:
 @pytest.fixture()
 def store_dir(tmp_path: Path) -> Path:
     """A store holding one finished search step of experiment "old" (written without Ray)."""
+    from autoloss_ray.presets import preset_theta
+
+    parameterization, theta = preset_theta("miou")
     store = ExperimentStore(tmp_path / "store")
     for i in range(4):
-        store.write_trial(full_row(i, experiment="old"))
+        store.write_trial(full_row(i, experiment="old", parameterization=parameterization,
+                                   theta=[float(v) for v in theta]))
     store.write_search("old", {"metric": "miou", "steps": 1, "samples": 4})
     return tmp_path / "store"
 
@@ -61,12 +65,10 @@ BAD_SEARCH = [
     (["--holdout-fraction", "2"], "holdout_fraction must be in (0, 1)"),
     (["--train-size", "-5"], "'train_size' must be an int >= 0"),
     (["--gpus-per-trial", "nan"], "--gpus-per-trial must be a finite number"),
-    (["--cpus-per-trial", "nan"], "--cpus-per-trial must be a finite number"),
     (["--cpus-per-trial", "inf"], "--cpus-per-trial must be a finite number"),
     (["--sigma", "nan"], "--sigma must be a finite number"),
     (["--lr", "inf"], "--lr must be a finite number"),
-    (["--clip-eps", "nan"], "--clip-eps must be a finite number"),
-    (["--failure-reward", "-inf"], "--failure-reward must be a finite number"),
+    (["--failure-reward=-inf"], "--failure-reward must be a finite number"),
     (["--holdout-fraction", "nan"], "--holdout-fraction must be a finite number"),
     (["--max-concurrent", "0"], "--max-concurrent must be >= 1"),
     (["--gpus-per-trial", "1.5"], "whole number"),
@@ -245,7 +247,7 @@ def test_resume_with_a_corrupted_manifest_is_refused(store_dir: Path) -> None:
 _HOLD = """
 import sys, time
 from autoloss_ray.store import ExperimentStore
-with ExperimentStore(sys.argv[1]).search_lock("old"):
+with ExperimentStore(sys.argv[1]).search_lock("new"):
     print("HELD", flush=True)
     time.sleep(600)
 """
@@ -257,19 +259,19 @@ def test_a_second_search_of_the_same_experiment_is_refused(store_dir: Path) -> N
     try:
         assert holder.stdout.readline().strip() == "HELD"
         before = _snapshot(store_dir.parent)
-        out = _run("search", "--store", str(store_dir), "--experiment", "old", "--resume")
+        out = _run("search", "--store", str(store_dir), "--experiment", "new")
         _one_line_error(out, f"is being searched by another process (pid {holder.pid}")
         assert socket.gethostname() in out.stderr
         assert _snapshot(store_dir.parent) == before
         with pytest.raises(StoreError, match="being searched"):
-            with ExperimentStore(store_dir).search_lock("old"):
+            with ExperimentStore(store_dir).search_lock("new"):
                 pass
     finally:
         holder.send_signal(signal.SIGKILL)  # kill -9: the lock file stays behind ...
         holder.wait()
-    lock = Path(ExperimentStore(store_dir).search_path("old")).with_suffix(".lock")
+    lock = Path(ExperimentStore(store_dir).search_path("new")).with_suffix(".lock")
     assert lock.exists()
-    with ExperimentStore(store_dir).search_lock("old") as path:  # ... and blocks nobody
+    with ExperimentStore(store_dir).search_lock("new") as path:  # ... and blocks nobody
         assert path == str(lock)
         assert lock.read_text() == f"pid {os.getpid()} on host {socket.gethostname()}"
     assert not lock.exists()
@@ -309,14 +311,20 @@ def listening_sockets(pids: list[int]) -> set[tuple[str, str]]:
     the socket inodes of /proc/<pid>/fd matched against /proc/<pid>/net/tcp{,6})."""
     found = set()
     for pid in pids:
+        inodes = set()
         try:
-            inodes = {int(os.readlink(f"/proc/{pid}/fd/{fd}")[8:-1])
-                      for fd in os.listdir(f"/proc/{pid}/fd")
-                      if os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:[")}
+            fds = os.listdir(f"/proc/{pid}/fd")
             with open(f"/proc/{pid}/comm") as f:
                 name = f.read().strip()
-        except OSError:
+        except OSError:  # gone, or not ours
             continue
+        for fd in fds:
+            try:
+                link = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:  # closed meanwhile
+                continue
+            if link.startswith("socket:["):
+                inodes.add(int(link[8:-1]))
         for table in ("tcp", "tcp6"):
             try:
                 with open(f"/proc/{pid}/net/{table}") as f:
