@@ -674,6 +674,11 @@ class SurrogateLoss(nn.Module):
         theta: parameters (length ``search_space(metric, parameterization).dim``) or None for
             the identity curves (the naive relaxation).
         ignore_index: target value that never counts. boundary_tolerance: BIoU/BF1 radius (px).
+        nonfinite: what ``score``/``forward`` do with NaN or +inf logits: ``"propagate"``
+            (default) gives a NaN/inf loss, as a diverged network's loss should look (the
+            proxy task stops a trial on a non-finite loss); ``"raise"`` raises ValueError
+            saying how many logits are non-finite. -inf logits are a legal zero probability
+            either way.
 
     ``score(logits [N, C, h, w], target [N, H, W])`` -> scalar tensor (sum of the metrics'
     soft scores); ``forward`` -> sum of the per-metric losses 1 - score_m.
@@ -688,8 +693,12 @@ class SurrogateLoss(nn.Module):
         theta: Any = None,
         ignore_index: int = 255,
         boundary_tolerance: int = 5,
+        nonfinite: str = "propagate",
     ) -> None:
         super().__init__()
+        if nonfinite not in ("propagate", "raise"):
+            raise ValueError(f"nonfinite must be 'propagate' or 'raise', got {nonfinite!r}")
+        self.nonfinite = nonfinite
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
             raise ValueError(f"num_classes must be an int >= 1, got {num_classes!r}")
         if ignore_index is not None and (
@@ -771,6 +780,13 @@ class SurrogateLoss(nn.Module):
         if target.numel() == 0 or logits.numel() == 0:
             raise ValueError(f"empty input: logits {tuple(logits.shape)}, target "
                              f"{tuple(target.shape)}")
+        if self.nonfinite == "raise":
+            bad = torch.isnan(logits) | (logits == float("inf"))
+            if bool(bad.any()):
+                raise ValueError(
+                    f"logits hold {int(bad.sum())} NaN or +inf value(s) of "
+                    f"{logits.numel()} (nonfinite='raise'); the network has diverged"
+                )
         if target.device != logits.device:
             target = target.to(logits.device)
         target = target.to(torch.int64)

@@ -187,6 +187,25 @@ def test_non_finite_logits_give_what_the_eager_path_gives(metric, bad, monkeypat
         assert not torch.isfinite(v1) or not torch.isfinite(g1).all()
 
 
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_nonfinite_raise_gives_a_clear_error(bad):
+    """nonfinite="raise": NaN/+inf logits are refused in score with a sentence; the default
+    ("propagate", the case above) keeps giving a non-finite loss; -inf stays legal."""
+    z, t = _inputs(12, 2, 3, 6, 7, torch.float32)
+    strict = SurrogateLoss.from_preset("miou", num_classes=3, nonfinite="raise")
+    finite = strict(z, t)
+    assert torch.isfinite(finite)
+    z[0, 1, 2, 3] = bad
+    z[1, 0, 0, 0] = bad
+    with pytest.raises(ValueError, match=r"logits hold 2 NaN or \+inf value\(s\) of 252"):
+        strict.score(z, t)
+    assert not torch.isfinite(SurrogateLoss.from_preset("miou", num_classes=3)(z, t))
+    z[0, 1, 2, 3] = z[1, 0, 0, 0] = -float("inf")
+    assert torch.isfinite(strict(z, t))
+    with pytest.raises(ValueError, match="nonfinite must be 'propagate' or 'raise'"):
+        SurrogateLoss("miou", num_classes=3, nonfinite="ignore")
+
+
 _CHILD = textwrap.dedent("""
     import warnings, torch
     warnings.simplefilter("always")

@@ -381,3 +381,81 @@ def test_embedded_search_listens_on_loopback_only(tmp_path: Path) -> None:
     assert "gcs_server" in names and "raylet" in names, seen  # the reader saw Ray itself
     outside = sorted((n, a) for n, a in seen if not _loopback(a))
     assert not outside, f"listening beyond loopback: {outside}"
+
+
+# ------------------------------------------------------- SIGINT, and a worker killed -9
+def _search(tmp_path: Path, name: str, *extra: str) -> list[str]:
+    return ["search", "--store", str(tmp_path / "s"), "--experiment", name, "--samples", "2",
+            "--max-concurrent", "1", *SMALL, *extra]
+
+
+@pytest.mark.slow
+def test_ctrl_c_then_resume_loses_and_repeats_nothing(tmp_path: Path) -> None:
+    """SIGINT to the foreground process group (what Ctrl-C sends) mid-search: status 130,
+    a one-line hint, and --resume completes with exactly one row per (step, sample)."""
+    args = _search(tmp_path, "intr", "--steps", "3")
+    proc = subprocess.Popen([sys.executable, "-m", "autoloss_ray.cli", *args], cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    store = ExperimentStore(tmp_path / "s")
+    deadline = time.monotonic() + 300
+    try:
+        while proc.poll() is None and time.monotonic() < deadline:
+            if len(store.trials("intr")) >= 2:
+                break
+            time.sleep(0.2)
+        os.killpg(proc.pid, signal.SIGINT)
+        err = proc.communicate(timeout=120)[1]
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # Ray's processes of that session, if any
+        except ProcessLookupError:
+            pass
+    assert proc.returncode == 130, err[-2000:]
+    assert "rerun with --resume" in err
+    before = len(store.trials("intr"))
+    assert 2 <= before < 6, "the interrupt must land mid-search"
+    out = _run(*args, "--resume", timeout=600)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    trials = store.trials("intr")
+    assert sorted(zip(trials["step"], trials["sample"])) == [(t, m) for t in range(3)
+                                                             for m in range(2)]
+
+
+@pytest.mark.slow
+def test_a_trial_worker_killed_9_is_recorded_failed_and_the_search_finishes(
+        tmp_path: Path) -> None:
+    """kill -9 of the worker process running a trial: the search goes on; that trial has a
+    row with status "failed" (PPO is told --failure-reward for it), the others are ok, and a
+    resume has nothing left to run (a failed trial is a result, not a missing one)."""
+    args = _search(tmp_path, "wk", "--steps", "1", "--iterations", "400")
+    proc = subprocess.Popen([sys.executable, "-m", "autoloss_ray.cli", *args], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    killed = None
+    deadline = time.monotonic() + 300
+    try:
+        while killed is None and proc.poll() is None and time.monotonic() < deadline:
+            for pid in _descendants(proc.pid):
+                try:
+                    name = Path(f"/proc/{pid}/comm").read_text().strip()
+                except OSError:
+                    continue
+                if name.startswith("ray::ImplicitF") or name.startswith("ray::proxy"):
+                    os.kill(pid, signal.SIGKILL)
+                    killed = name
+                    break
+            time.sleep(0.2)
+        output = proc.communicate(timeout=600)[0]
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    assert killed, "no trial worker was found to kill"
+    assert proc.returncode == 0, output[-3000:]
+    trials = ExperimentStore(tmp_path / "s").trials("wk")
+    assert sorted(trials["sample"]) == [0, 1]
+    assert sorted(trials["status"]) == ["failed", "ok"], trials[["status", "error"]]
+    again = _run(*args, "--resume", timeout=300)
+    assert again.returncode == 0 and "nothing to run" in again.stdout, again.stderr[-2000:]
