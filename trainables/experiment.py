@@ -31,6 +31,7 @@ from trainables.progress import ProgressCallback
 __all__ = [
     "init_ray", "build_searcher", "build_tuner", "run_search", "SearchOutcome",
     "check_resume_options", "previous_results", "search_manifest", "first_failed_step",
+    "SearchInterrupted",
 ]
 
 logger = logging.getLogger(__name__)
@@ -251,6 +252,10 @@ def previous_results(store: ExperimentStore, experiment: str):
     return rows, results
 
 
+class SearchInterrupted(KeyboardInterrupt):
+    """The search stopped before every trial was in the store (Ctrl-C); ``--resume`` goes on."""
+
+
 class SearchOutcome(dict):
     """Summary of a finished search: best mu, its step's mean reward, paths written."""
 
@@ -330,6 +335,13 @@ def _run_locked(opts: SearchOptions, store: ExperimentStore, searcher, told: int
         tuner = build_tuner(opts, store, searcher=searcher,
                             num_samples=-1 if told else remaining, previous=previous)
         tuner.fit()
+        # Tune catches Ctrl-C itself and returns early: a search that stopped short of
+        # T x M trials in the store was interrupted, whatever fit() returned
+        done = len(previous_results(store, opts.experiment)[0])
+        if done < opts.steps * opts.samples:
+            raise SearchInterrupted(
+                f"experiment {opts.experiment!r} stopped after {done} of "
+                f"{opts.steps * opts.samples} trials")
     outcome = summarize(opts, store)
     outcome["seconds"] = time.monotonic() - start
     if opts.export:
