@@ -65,19 +65,22 @@ def check_finite(**values: Any) -> None:
             )
 
 
-def check_resources(gpus_per_trial: float, cpus_per_trial: float) -> None:
+def check_resources(gpus_per_trial: float, cpus_per_trial: float, *, flags: bool = True
+                    ) -> None:
     """The resource rule of every trial (``trainables.with_gpu_resources`` applies it too):
-    finite, GPUs >= 0 (whole above 1), CPUs > 0."""
-    check_finite(gpus_per_trial=gpus_per_trial, cpus_per_trial=cpus_per_trial)
+    finite, GPUs >= 0 (whole above 1), CPUs > 0. ``flags``: name the command-line options
+    (``--gpus-per-trial``) or the keyword arguments (``gpus_per_trial``) in the message."""
+    g, c = (("--gpus-per-trial", "--cpus-per-trial") if flags
+            else ("gpus_per_trial", "cpus_per_trial"))
+    for name, value in ((g, gpus_per_trial), (c, cpus_per_trial)):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise OptionsError(f"{name} must be a finite number, got {value}")
     if gpus_per_trial < 0 or cpus_per_trial <= 0:
         raise OptionsError(
-            "--gpus-per-trial must be >= 0 and --cpus-per-trial > 0, got "
-            f"{gpus_per_trial} and {cpus_per_trial}"
+            f"{g} must be >= 0 and {c} > 0, got {gpus_per_trial} and {cpus_per_trial}"
         )
     if gpus_per_trial > 1 and gpus_per_trial != int(gpus_per_trial):
-        raise OptionsError(
-            f"--gpus-per-trial above 1 must be a whole number, got {gpus_per_trial}"
-        )
+        raise OptionsError(f"{g} above 1 must be a whole number, got {gpus_per_trial}")
 
 
 def check_output_file(path: str | None, option: str) -> None:

@@ -152,7 +152,7 @@ def with_gpu_resources(
 
     from autoloss_ray.options import check_resources
 
-    check_resources(gpus_per_trial, cpus_per_trial)  # OptionsError is a ValueError
+    check_resources(gpus_per_trial, cpus_per_trial, flags=False)  # a ValueError
     trainable = proxy_task if trainable is None else trainable
     import ray
 
