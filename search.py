@@ -39,8 +39,12 @@ def main(argv: list[str] | None = None) -> int:
     except (OptionsError, ValueError, TypeError, FileNotFoundError) as exc:
         print(f"search.py: error: {exc}", file=sys.stderr)
         return 2
-    print("[autoloss] done: " + repr(dict(outcome)), flush=True)
-    return 0
+    except KeyboardInterrupt:
+        print("search.py: interrupted; rerun with --resume to continue", file=sys.stderr)
+        return 130
+    from autoloss_ray.cli import _finish_search
+
+    return _finish_search(outcome, "search.py")
 
 
 def _with_running_cluster(opts):

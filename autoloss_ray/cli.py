@@ -185,8 +185,22 @@ def _cmd_search(args: argparse.Namespace) -> int:
     from trainables.experiment import run_search
 
     outcome = run_search(opts)
+    return _finish_search(outcome, "autoloss search")
+
+
+def _finish_search(outcome: dict[str, Any], prog: str) -> int:
+    """Print the outcome; status 1 (and the first trial's error on stderr) when every trial
+    of a step failed, 0 otherwise."""
+    if outcome.get("failed_step") is not None:
+        print(f"{prog}: error: every trial of step {outcome['failed_step']} failed; the first "
+              f"one's error: {_one_line(outcome.get('error'))}", file=sys.stderr, flush=True)
+        return 1
     _print_outcome(outcome)
     return 0
+
+
+def _one_line(text: Any) -> str:
+    return " ".join(str(text).split())[:500]
 
 
 def _print_outcome(outcome: dict[str, Any]) -> None:
@@ -195,8 +209,10 @@ def _print_outcome(outcome: dict[str, Any]) -> None:
 
 def _cmd_export(args: argparse.Namespace) -> int:
     from autoloss_ray.export import export_experiment
+    from autoloss_ray.options import check_output_file
     from autoloss_ray.store import ExperimentStore
 
+    check_output_file(args.out, "--out")
     path = export_experiment(ExperimentStore(args.store), args.experiment, args.out,
                              num_classes=args.num_classes)
     print(f"[autoloss] wrote {path}")
@@ -204,9 +220,11 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
+    from autoloss_ray.options import check_output_dir
     from autoloss_ray.report import write_search_report
     from autoloss_ray.store import ExperimentStore
 
+    check_output_dir(args.out, "--out")
     store = ExperimentStore(args.store)
     paths = write_search_report(store, args.experiment, args.out, compare=args.compare)
     print(f"[autoloss] report written: {paths}")
@@ -261,7 +279,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "search":
             args.explicit = explicit_search_options(argv[argv.index("search") + 1:])
         return int(args.func(args) or 0)
-    except (OptionsError, ValueError, TypeError, FileNotFoundError) as exc:
+    except (OptionsError, ValueError, TypeError, FileNotFoundError, IsADirectoryError,
+            NotADirectoryError, PermissionError) as exc:
         print(f"autoloss {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

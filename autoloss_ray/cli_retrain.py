@@ -137,6 +137,7 @@ def _cmd_retrain(args: argparse.Namespace) -> int:
 
     parse_metric(args.metric)
     check_name(args.experiment, "experiment")
+    check_retrain_options(args)
     if not args.loss:
         raise OptionsError("give at least one --loss SPEC (e.g. --loss ce --loss preset:miou)")
     if args.dataset != "synthetic" and not (args.data_root and os.path.isdir(args.data_root)):
@@ -220,7 +221,36 @@ def _cmd_retrain(args: argparse.Namespace) -> int:
     failed = rows[rows["status"] != "ok"]
     for _, row in failed.iterrows():
         print(f"[autoloss] {row['loss']}: {row['status']}: {row['error']}")
+    errors = rows[rows["status"] == "failed"]
+    if len(rows) and len(errors) == len(rows):
+        import sys
+
+        first = " ".join(str(errors.iloc[0]["error"]).split())[:500]
+        print(f"autoloss retrain: error: every trial failed; the first one's error: {first}",
+              file=sys.stderr, flush=True)
     return 0 if len(failed) == 0 else 1
+
+
+def check_retrain_options(args: argparse.Namespace) -> None:
+    """The option checks of ``autoloss retrain`` that need no compute: finiteness, resources,
+    and the checks each trial makes on its config (``check_trial_config``, one definition)."""
+    from autoloss_ray.options import (
+        OptionsError, check_finite, check_max_concurrent, check_resources,
+    )
+    from autoloss_ray.train import check_trial_config
+
+    check_finite(**vars(args))
+    check_resources(args.gpus_per_trial, args.cpus_per_trial)
+    check_max_concurrent(args.max_concurrent)
+    try:
+        check_trial_config({
+            "metric": args.metric, "dataset": args.dataset, "model": args.model,
+            "iterations": args.iterations, "batch_size": args.batch_size,
+            "image_size": args.image_size, "train_size": args.train_size,
+            "eval_split": args.eval_split, "seed": args.seed, "loss": "ce",
+        })
+    except (ValueError, TypeError) as exc:
+        raise OptionsError(str(exc)) from None
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
@@ -228,6 +258,14 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from autoloss_ray.data import build_dataset
     from autoloss_ray.train import evaluate_model, resolve_device
 
+    from autoloss_ray.options import OptionsError
+
+    for name, low in (("batch_size", 1), ("train_size", 0)):
+        if getattr(args, name) < low:
+            raise OptionsError(f"--{name.replace('_', '-')} must be >= {low}, "
+                               f"got {getattr(args, name)}")
+    if args.image_size is not None and args.image_size < 1:
+        raise OptionsError(f"--image-size must be >= 1, got {args.image_size}")
     model, meta = load_checkpoint(args.checkpoint)
     dataset = build_dataset(args.dataset, root=args.data_root, split=args.split,
                             image_size=args.image_size or int(meta["image_size"]), train=False,

@@ -23,6 +23,7 @@ import hashlib
 import os
 import platform
 import shutil
+import stat
 import subprocess
 import tempfile
 import threading
@@ -80,23 +81,45 @@ def _private_dir(path: Path) -> bool:
         st = path.stat()
     except OSError:
         return False
-    return (path.is_dir() and st.st_uid == os.getuid() and not st.st_mode & 0o002
+    return (path.is_dir() and st.st_uid == os.getuid() and not st.st_mode & 0o022
             and os.access(path, os.W_OK | os.X_OK))
 
 
+def _trusted_file(path: Path) -> bool:
+    """True if ``path`` is a regular file owned by this user that group and others cannot
+    write (only such a library is loaded into the process)."""
+    try:
+        st = path.lstat()
+    except OSError:
+        return False
+    return (stat.S_ISREG(st.st_mode) and st.st_uid == os.getuid()
+            and not st.st_mode & 0o022)
+
+
+def _fresh_private_dir() -> Path:
+    """A new directory only this user can enter (mode 0700), for one process's build."""
+    return Path(tempfile.mkdtemp(prefix="autoloss-ray-"))
+
+
 def _cache_dir() -> Path:
+    """The kernel cache: ``AUTOLOSS_RAY_CACHE`` or ``~/.cache/autoloss-ray``, then
+    ``$TMPDIR/autoloss-ray-<uid>``, each accepted only if it is a directory owned by this user
+    with no group/other write bit; else (with a warning) a fresh private directory."""
     base = os.environ.get("AUTOLOSS_RAY_CACHE") or os.path.join(
         os.path.expanduser("~"), ".cache", "autoloss-ray")
     tried = [Path(base), Path(tempfile.gettempdir()) / f"autoloss-ray-{os.getuid()}"]
     for cand in tried:
         if _private_dir(cand):
             return cand
-        if cand == tried[0] and os.environ.get("AUTOLOSS_RAY_CACHE"):
-            warnings.warn(f"autoloss-ray: AUTOLOSS_RAY_CACHE={base} is not a directory of "
-                          "yours that others cannot write; using a private temporary one",
+        if cand == tried[0]:
+            warnings.warn(f"autoloss-ray: kernel cache {base} is not a directory of yours "
+                          "that group and others cannot write; using a private temporary one",
                           RuntimeWarning, stacklevel=4)
-    raise OSError("no private writable cache directory (tried "
-                  f"{', '.join(map(str, tried))}; set AUTOLOSS_RAY_CACHE)")
+    fresh = _fresh_private_dir()
+    warnings.warn(f"autoloss-ray: no kernel cache directory of yours that others cannot "
+                  f"write (tried {', '.join(map(str, tried))}); building in {fresh}",
+                  RuntimeWarning, stacklevel=4)
+    return fresh
 
 
 def _remove_stale_temporaries(folder: Path) -> None:
@@ -121,6 +144,12 @@ def _build() -> ctypes.CDLL:
         " ".join(platform.libc_ver()).encode()])).hexdigest()[:16]
     folder = _cache_dir()
     target = folder / f"kernels-{key}.so"
+    if target.exists() and not _trusted_file(target):
+        fresh = _fresh_private_dir()
+        warnings.warn(f"autoloss-ray: {target} is not a file of yours that others cannot "
+                      f"write; not loading it, building in {fresh}", RuntimeWarning,
+                      stacklevel=3)
+        folder, target = fresh, fresh / target.name
     if not target.exists():
         _remove_stale_temporaries(folder)
         fd, tmp = tempfile.mkstemp(prefix="tmp-", suffix=".so", dir=folder)

@@ -8,13 +8,16 @@ input fails fast with one sentence and leaves nothing behind.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["RECIPES", "SEARCHERS", "SearchOptions", "OptionsError", "is_uri"]
+__all__ = ["RECIPES", "SEARCHERS", "SearchOptions", "OptionsError", "is_uri", "check_finite",
+           "check_resources", "check_max_concurrent",
+           "check_output_file", "check_output_dir"]
 
 # Proxy-task recipes. "demo" finishes on 2 CPU cores in a few minutes (the README's main job);
 # "paper" is the paper's proxy task (DESIGN section 5).
@@ -54,6 +57,64 @@ class OptionsError(ValueError):
 
 def is_uri(path: str) -> bool:
     return "://" in str(path)
+
+
+def check_finite(**values: Any) -> None:
+    """Raise :class:`OptionsError` naming the first float option that is NaN or infinite
+    (NaN passes every ``<``/``>`` range check, so ranges alone do not catch it)."""
+    for name, value in values.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise OptionsError(
+                f"--{name.replace('_', '-')} must be a finite number, got {value}"
+            )
+
+
+def check_resources(gpus_per_trial: float, cpus_per_trial: float, *, flags: bool = True
+                    ) -> None:
+    """The resource rule of every trial (``trainables.with_gpu_resources`` applies it too):
+    finite, GPUs >= 0 (whole above 1), CPUs > 0. ``flags``: name the command-line options
+    (``--gpus-per-trial``) or the keyword arguments (``gpus_per_trial``) in the message."""
+    g, c = (("--gpus-per-trial", "--cpus-per-trial") if flags
+            else ("gpus_per_trial", "cpus_per_trial"))
+    for name, value in ((g, gpus_per_trial), (c, cpus_per_trial)):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise OptionsError(f"{name} must be a finite number, got {value}")
+    if gpus_per_trial < 0 or cpus_per_trial <= 0:
+        raise OptionsError(
+            f"{g} must be >= 0 and {c} > 0, got {gpus_per_trial} and {cpus_per_trial}"
+        )
+    if gpus_per_trial > 1 and gpus_per_trial != int(gpus_per_trial):
+        raise OptionsError(f"{g} above 1 must be a whole number, got {gpus_per_trial}")
+
+
+def check_output_file(path: str | None, option: str) -> None:
+    """An output *file* option: refuse an existing directory or a parent that is a file."""
+    if not path or is_uri(path):
+        return
+    if os.path.isdir(path):
+        raise OptionsError(f"{option} {path!r} is an existing directory; give a file path")
+    parent = os.path.dirname(os.path.abspath(path))
+    while parent and not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if parent and not os.path.isdir(parent):
+        raise OptionsError(f"{option} {path!r} is below {parent!r}, which is a file")
+
+
+def check_output_dir(path: str | None, option: str) -> None:
+    """An output *directory* option: refuse an existing file (at it or at a parent)."""
+    if not path or is_uri(path):
+        return
+    probe = os.path.abspath(path)
+    while probe and not os.path.exists(probe):
+        probe = os.path.dirname(probe)
+    if probe and not os.path.isdir(probe):
+        raise OptionsError(f"{option} {path!r}: {probe!r} is an existing file; give a "
+                           "directory path")
+
+
+def check_max_concurrent(value: int | None) -> None:
+    if value is not None and value < 1:
+        raise OptionsError(f"--max-concurrent must be >= 1 (or left out), got {value}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -117,7 +178,12 @@ class SearchOptions:
         return out
 
     def validate(self) -> None:
+        """Every check that needs no compute: option ranges, finiteness, resources, and the
+        very checks a trial makes on its config (:func:`autoloss_ray.train.check_trial_config`),
+        so a search whose trials would all fail is refused before Ray starts."""
         from autoloss_ray.metrics import parse_metric
+
+        check_finite(**{f.name: getattr(self, f.name) for f in dataclasses.fields(self)})
 
         parse_metric(self.metric)  # raises ValueError naming the allowed metrics
         from autoloss_ray.surrogates import search_space
@@ -140,16 +206,19 @@ class SearchOptions:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise OptionsError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
-        if self.gpus_per_trial < 0 or self.cpus_per_trial <= 0:
-            raise OptionsError(
-                "--gpus-per-trial must be >= 0 and --cpus-per-trial > 0, got "
-                f"{self.gpus_per_trial} and {self.cpus_per_trial}"
-            )
+        check_resources(self.gpus_per_trial, self.cpus_per_trial)
+        check_max_concurrent(self.max_concurrent)
         if not _EXPERIMENT_RE.match(self.experiment):
             raise OptionsError(
                 f"--experiment must be 1-128 letters, digits, '_', '.', '-', got "
                 f"{self.experiment!r}"
             )
+        from autoloss_ray.train import check_trial_config
+
+        try:
+            check_trial_config(self.trial_config())
+        except (ValueError, TypeError) as exc:
+            raise OptionsError(str(exc)) from None
         if self.dataset != "synthetic":
             if not self.data_root:
                 raise OptionsError(
@@ -163,8 +232,8 @@ class SearchOptions:
                 raise OptionsError(
                     f"--store {self.store!r} is an existing file; give a directory path"
                 )
-        if self.export and Path(self.export).is_dir():
-            raise OptionsError(f"--export {self.export!r} is a directory; give a .json path")
+        check_output_file(self.export, "--export")
+        check_output_dir(self.report_dir, "--report-dir")
         if self.backbone_weights and not os.path.isfile(self.backbone_weights):
             raise OptionsError(f"--backbone-weights {self.backbone_weights!r} does not exist")
         if self.init_preset is not None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -363,7 +364,30 @@ def write_search_report(
             raise ValueError(f"experiment {name!r} is not in the store {store.root} "
                              f"(it has: {', '.join(known) or 'none'})")
     out = Path(out_dir)
+    created = _new_dirs(out)
     out.mkdir(parents=True, exist_ok=True)
+    try:
+        return _write_search_report(store, experiment, out, compare=compare,
+                                    get_parameterization=get_parameterization)
+    except BaseException:
+        for d in created:  # a failed report leaves no empty folder behind
+            shutil.rmtree(d, ignore_errors=True)
+        raise
+
+
+def _new_dirs(out: Path) -> list[Path]:
+    """The folders ``out.mkdir(parents=True)`` would create, outermost first."""
+    new: list[Path] = []
+    probe = out.absolute()
+    while not probe.exists():
+        new.insert(0, probe)
+        probe = probe.parent
+    return new[:1]
+
+
+def _write_search_report(store, experiment: str, out: Path, *, compare: Sequence[str],
+                         get_parameterization: Callable[[str], Any] | None
+                         ) -> dict[str, str]:
     trials = store.trials(experiment)
     policy = store.policy(experiment)
     paths: dict[str, str] = {}

@@ -29,6 +29,7 @@ search that reports a trial twice still holds one row for it. Nothing here impor
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import math
@@ -36,6 +37,7 @@ import os
 import re
 import time
 import uuid
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -56,6 +58,7 @@ __all__ = [
     "ExperimentStore",
     "PolicyWriter",
     "StoreError",
+    "StoreWarning",
     "check_name",
     "trial_succeeded",
 ]
@@ -133,6 +136,14 @@ _PARTITIONING = ds.partitioning(pa.schema([(PARTITION, pa.string())]), flavor="h
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,199}$")
 _OBJECT_STORES = {"s3", "gcs"}
+
+
+class StoreWarning(UserWarning):
+    """A store file was skipped when reading (unreadable or of another schema)."""
+
+
+def _skip(path: str, why: str) -> None:
+    warnings.warn(f"store: skipping {path}: {why}", StoreWarning, stacklevel=4)
 
 
 class StoreError(ValueError):
@@ -552,6 +563,58 @@ class ExperimentStore:
         except (ValueError, KeyError, TypeError) as e:
             raise StoreError(f"search manifest {path} is unreadable: {e}") from None
 
+    @contextlib.contextmanager
+    def search_lock(self, experiment: str):
+        """Hold the advisory lock of ``experiment`` (``searches/<name>.lock``) for a search.
+
+        A second search of the same experiment on this store is refused with
+        :class:`StoreError` naming the holder's pid and host. The lock is an ``flock`` on the
+        file, which the kernel drops when its holder exits however it exits (kill -9
+        included), so a lock file left by a dead process never blocks. Local stores only
+        (object stores have no locks; one writer per experiment is then up to the user).
+        """
+        if not self._local:
+            yield None
+            return
+        import fcntl
+        import socket
+
+        path = f"{self._dir('searches')}/{check_name(experiment, 'experiment')}.lock"
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                holder = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip() or "?"
+                raise StoreError(
+                    f"experiment {experiment!r} is being searched by another process "
+                    f"({holder}; lock {path}); wait for it to end or use another --experiment"
+                ) from None
+            try:
+                same = os.fstat(fd).st_ino == os.stat(path).st_ino
+            except OSError:
+                same = False
+            if not same:  # the holder removed the file between our open and our flock
+                os.close(fd)
+                fd = -1
+                with self.search_lock(experiment) as again:
+                    yield again
+                return
+            info = f"pid {os.getpid()} on host {socket.gethostname()}"
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, info.encode(), 0)
+            try:
+                yield path
+            finally:
+                try:
+                    os.unlink(path)  # still ours: nobody else can take an flock'd file
+                except OSError:
+                    pass
+        finally:
+            if fd >= 0:
+                os.close(fd)
+
     def _atomic_write(self, table: pa.Table, path: str) -> None:
         sink = pa.BufferOutputStream()
         pq.write_table(table, sink)
@@ -600,20 +663,75 @@ class ExperimentStore:
                                                                             "experiment"))
         if self._fs.get_file_info(base).type != pafs.FileType.Directory:
             return _empty(schema)
+        files = self._readable_files(base, file_schema)
         if experiment is None:
-            dataset = ds.dataset(base, schema=schema, format="parquet", filesystem=self._fs,
-                                 partitioning=_PARTITIONING)
-            tbl = dataset.to_table()
+            tbl = self._read_files(files, base, schema, partitioning=_PARTITIONING)
         else:
-            dataset = ds.dataset(base, schema=file_schema, format="parquet",
-                                 filesystem=self._fs)
-            tbl = dataset.to_table()
+            tbl = self._read_files(files, base, file_schema, partitioning=None)
             tbl = tbl.add_column(0, schema.field(PARTITION),
                                  pa.array([experiment] * tbl.num_rows, pa.string()))
         tbl = tbl.select(schema.names)
         if tbl.num_rows:
             tbl = tbl.sort_by([(c, "ascending") for c in sort])
         return tbl.to_pandas(types_mapper=_INT_MAPPER.get)
+
+    def _readable_files(self, base: str, file_schema: pa.Schema) -> list[str]:
+        """The data files under ``base`` (as pyarrow's dataset discovery finds them: no
+        leading ``.`` or ``_``) whose footer reads and whose schema is this table's: every
+        required column present and no column of another type. Others are skipped with a
+        :class:`StoreWarning` naming them (a corrupted, truncated or foreign file must not
+        block the experiment; a resume re-runs a trial whose file is skipped)."""
+        infos = self._fs.get_file_info(pafs.FileSelector(base, recursive=True))
+        files = sorted(
+            i.path for i in infos
+            if i.type == pafs.FileType.File
+            and not any(part.startswith((".", "_"))
+                        for part in i.path[len(base):].strip("/").split("/"))
+        )
+        good = []
+        for path in files:
+            try:
+                with self._fs.open_input_file(path) as f:
+                    found = pq.ParquetFile(f).schema_arrow
+            except Exception as exc:  # noqa: BLE001 - any unreadable footer: skip the file
+                _skip(path, f"unreadable ({type(exc).__name__}: {exc})")
+                continue
+            missing = [fl.name for fl in file_schema
+                       if not fl.nullable and fl.name not in found.names]
+            wrong = [f"{fl.name} ({found.field(fl.name).type}, expected {fl.type})"
+                     for fl in file_schema
+                     if fl.name in found.names and found.field(fl.name).type != fl.type]
+            if missing or wrong:
+                _skip(path, "not a file of this table ("
+                      + "; ".join(([f"missing {missing}"] if missing else [])
+                                  + ([f"wrong types {wrong}"] if wrong else [])) + ")")
+                continue
+            good.append(path)
+        return good
+
+    def _read_files(self, files: list[str], base: str, schema: pa.Schema,
+                    partitioning) -> pa.Table:
+        """One table of ``files``; should the whole read fail (a data page corrupted behind a
+        sound footer), each file is read on its own and the failing ones are skipped."""
+        def read(paths: list[str]) -> pa.Table:
+            return ds.dataset(paths, schema=schema, format="parquet", filesystem=self._fs,
+                              partitioning=partitioning, partition_base_dir=base).to_table()
+
+        if not files:
+            return schema.empty_table()
+        try:
+            return read(files)
+        except (OSError, pa.ArrowException) as exc:
+            if len(files) == 1:
+                _skip(files[0], f"unreadable ({type(exc).__name__}: {exc})")
+                return schema.empty_table()
+        parts = []
+        for path in files:
+            try:
+                parts.append(read([path]))
+            except (OSError, pa.ArrowException) as exc:
+                _skip(path, f"unreadable ({type(exc).__name__}: {exc})")
+        return pa.concat_tables(parts) if parts else schema.empty_table()
 
     def trials(self, experiment: str | None = None):
         """All trial rows (or one experiment's) as a pandas DataFrame with the columns of

@@ -688,6 +688,11 @@ class SurrogateLoss(nn.Module):
             target boundaries of the classes other than ``background_index`` (default 0) and
             BF1 averages over those classes only, as the official release does with
             ``drop_bg`` on VOC (see :func:`autoloss_ray.metrics.evaluate`).
+        nonfinite: what ``score``/``forward`` do with NaN or +inf logits: ``"propagate"``
+            (default) gives a NaN/inf loss, as a diverged network's loss should look (the
+            proxy task stops a trial on a non-finite loss); ``"raise"`` raises ValueError
+            saying how many logits are non-finite. -inf logits are a legal zero probability
+            either way.
 
     ``score(logits [N, C, h, w], target [N, H, W])`` -> scalar tensor (sum of the metrics'
     soft scores); ``forward`` -> sum of the per-metric losses 1 - score_m.
@@ -705,9 +710,13 @@ class SurrogateLoss(nn.Module):
         sync: str = "none",
         boundary_classes: str = "all",
         background_index: int = 0,
+        nonfinite: str = "propagate",
     ) -> None:
         super().__init__()
         self.sync = check_sync(sync)
+        if nonfinite not in ("propagate", "raise"):
+            raise ValueError(f"nonfinite must be 'propagate' or 'raise', got {nonfinite!r}")
+        self.nonfinite = nonfinite
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
             raise ValueError(f"num_classes must be an int >= 1, got {num_classes!r}")
         if ignore_index is not None and (
@@ -802,6 +811,13 @@ class SurrogateLoss(nn.Module):
         if target.numel() == 0 or logits.numel() == 0:
             raise ValueError(f"empty input: logits {tuple(logits.shape)}, target "
                              f"{tuple(target.shape)}")
+        if self.nonfinite == "raise":
+            bad = torch.isnan(logits) | (logits == float("inf"))
+            if bool(bad.any()):
+                raise ValueError(
+                    f"logits hold {int(bad.sum())} NaN or +inf value(s) of "
+                    f"{logits.numel()} (nonfinite='raise'); the network has diverged"
+                )
         if target.device != logits.device:
             target = target.to(logits.device)
         target = target.to(torch.int64)
@@ -980,11 +996,18 @@ class SurrogateLoss(nn.Module):
     def to_file(self, path: str | os.PathLike, *, meta: dict | None = None) -> None:
         """Write the loss as human-readable JSON (atomically)."""
         path = os.fspath(path)
+        if os.path.isdir(path):
+            raise IsADirectoryError(f"{path!r} is a directory; give a .json file path")
         tmp = f"{path}.tmp{os.getpid()}"
-        with open(tmp, "w") as f:
-            json.dump(self.to_dict(meta), f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
+        try:
+            with open(tmp, "w") as f:
+                json.dump(self.to_dict(meta), f, indent=2)
+                f.write("\n")
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.lexists(tmp):
+                os.unlink(tmp)
+            raise
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], **overrides: Any) -> "SurrogateLoss":

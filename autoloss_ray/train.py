@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["TrialConfig", "run_trial", "evaluate_model", "resolve_device", "build_loss", "build_data", "METRIC_KEYS"]
+__all__ = ["TrialConfig", "check_trial_config", "run_trial", "evaluate_model", "resolve_device", "build_loss", "build_data", "METRIC_KEYS"]
 
 METRIC_KEYS = ("miou", "fwiou", "biou", "bf1", "macc", "gacc")
 
@@ -139,6 +139,34 @@ class TrialConfig:
             theta = np.asarray(self.theta, dtype=np.float64)
             if theta.ndim != 1:
                 raise ValueError(f"theta must be a flat list of numbers, got shape {theta.shape}")
+
+
+def check_trial_config(config: Mapping[str, Any] | TrialConfig) -> TrialConfig:
+    """Every check a trial makes on its config without touching data, weights or a device:
+    keys, types and ranges (:meth:`TrialConfig.validate`), the metric, the dataset and model
+    names, the curve family and the batch size the model needs. :func:`run_trial` calls it
+    first; the CLI calls it on the options before Ray starts (one definition of the rules).
+    Raises ValueError/TypeError with a sentence; returns the :class:`TrialConfig`."""
+    from autoloss_ray.data import DATASETS
+    from autoloss_ray.metrics import parse_metric
+    from autoloss_ray.models import MODELS
+
+    cfg = TrialConfig.from_mapping(config)
+    parse_metric(cfg.metric)
+    if cfg.dataset not in DATASETS:
+        raise ValueError(f"unknown dataset {cfg.dataset!r}; expected one of {sorted(DATASETS)}")
+    if cfg.model not in MODELS:
+        raise ValueError(f"unknown model {cfg.model!r}; expected one of {sorted(MODELS)}")
+    if cfg.loss is None:
+        from autoloss_ray.surrogates import search_space
+
+        search_space(cfg.metric, cfg.parameterization)
+    if cfg.batch_size < 2 and cfg.model != "tiny":
+        raise ValueError(
+            f"batch_size must be >= 2 for {cfg.model} (its BatchNorm needs more than one "
+            f"sample), got {cfg.batch_size}"
+        )
+    return cfg
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -334,7 +362,7 @@ def run_trial(
     from autoloss_ray.metrics import reward
     from autoloss_ray.models import build_model, param_groups
 
-    cfg = TrialConfig.from_mapping(config)
+    cfg = check_trial_config(config)
     device = resolve_device(cfg.device)
     if device.type == "cuda" and device.index is not None:
         torch.cuda.set_device(device)
@@ -350,11 +378,6 @@ def run_trial(
         torch.backends.cudnn.deterministic = cfg.deterministic
         torch.backends.cudnn.benchmark = not cfg.deterministic
     model = build_model(cfg.model, num_classes=num_classes, backbone_weights=cfg.backbone_weights)
-    if cfg.batch_size < 2 and cfg.model != "tiny":
-        raise ValueError(
-            f"batch_size must be >= 2 for {cfg.model} (its BatchNorm needs more than one "
-            f"sample), got {cfg.batch_size}"
-        )
 
     result: dict[str, Any] = {
         "reward": float("nan"),

@@ -187,6 +187,25 @@ def test_non_finite_logits_give_what_the_eager_path_gives(metric, bad, monkeypat
         assert not torch.isfinite(v1) or not torch.isfinite(g1).all()
 
 
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_nonfinite_raise_gives_a_clear_error(bad):
+    """nonfinite="raise": NaN/+inf logits are refused in score with a sentence; the default
+    ("propagate", the case above) keeps giving a non-finite loss; -inf stays legal."""
+    z, t = _inputs(12, 2, 3, 6, 7, torch.float32)
+    strict = SurrogateLoss.from_preset("miou", num_classes=3, nonfinite="raise")
+    finite = strict(z, t)
+    assert torch.isfinite(finite)
+    z[0, 1, 2, 3] = bad
+    z[1, 0, 0, 0] = bad
+    with pytest.raises(ValueError, match=r"logits hold 2 NaN or \+inf value\(s\) of 252"):
+        strict.score(z, t)
+    assert not torch.isfinite(SurrogateLoss.from_preset("miou", num_classes=3)(z, t))
+    z[0, 1, 2, 3] = z[1, 0, 0, 0] = -float("inf")
+    assert torch.isfinite(strict(z, t))
+    with pytest.raises(ValueError, match="nonfinite must be 'propagate' or 'raise'"):
+        SurrogateLoss("miou", num_classes=3, nonfinite="ignore")
+
+
 _CHILD = textwrap.dedent("""
     import warnings, torch
     warnings.simplefilter("always")
@@ -349,9 +368,46 @@ def test_cache_directory_must_be_private(tmp_path, monkeypatch):
     own = tmp_path / "own"
     assert native._private_dir(own) and (own.stat().st_mode & 0o777) == 0o700
     monkeypatch.setenv("AUTOLOSS_RAY_CACHE", str(shared))
-    with pytest.warns(RuntimeWarning, match="AUTOLOSS_RAY_CACHE=.*using a private temporary"):
+    with pytest.warns(RuntimeWarning, match="kernel cache .*shared.*using a private temporary"):
         assert native._cache_dir() != shared  # the per-user temporary directory instead
-    group = tmp_path / "group"  # umask 002 setups: group-writable is accepted
+    group = tmp_path / "group"  # a group member could swap the library: refused too
     group.mkdir()
     group.chmod(0o775)
+    assert not native._private_dir(group)
+    group.chmod(0o755)
     assert native._private_dir(group)
+
+
+def test_untrusted_cache_falls_back_to_a_fresh_private_build(tmp_path, monkeypatch):
+    """Neither a group-writable cache nor a library file others can write is used: the
+    kernels are built (and loaded) from a fresh private directory instead, with a warning."""
+    monkeypatch.setattr(native, "_private_dir", lambda p: p == tmp_path / "cache"
+                        and (p.mkdir(mode=0o700, exist_ok=True) or True))
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("AUTOLOSS_RAY_CACHE", str(cache))
+    fresh = tmp_path / "fresh"
+    monkeypatch.setattr(native, "_fresh_private_dir",
+                        lambda: (fresh.mkdir(mode=0o700), fresh)[1])
+    lib = native._build()  # builds kernels-<key>.so in the (trusted) cache
+    so = next(cache.glob("kernels-*.so"))
+    assert native._trusted_file(so) and lib.autoloss_abi_version() == native.ABI_VERSION
+    before = so.read_bytes()
+    so.chmod(0o666)  # anyone could have replaced it: never loaded
+    assert not native._trusted_file(so)
+    with pytest.warns(RuntimeWarning, match="not a file of yours.*building in"):
+        lib2 = native._build()
+    assert (fresh / so.name).is_file() and native._trusted_file(fresh / so.name)
+    assert lib2.autoloss_abi_version() == native.ABI_VERSION
+    assert so.read_bytes() == before  # the untrusted file is left alone, not overwritten
+    assert not native._trusted_file(tmp_path / "missing.so")
+
+
+def test_untrusted_cache_dir_is_refused_in_a_child(tmp_path):
+    """End to end: a group-writable AUTOLOSS_RAY_CACHE gets nothing written into it."""
+    cache = tmp_path / "groupw"
+    cache.mkdir()
+    cache.chmod(0o775)
+    out = _child({}, cache)
+    assert out.returncode == 0, out.stderr
+    assert "AVAILABLE True" in out.stdout and "not a directory of yours" in out.stderr
+    assert list(cache.iterdir()) == []

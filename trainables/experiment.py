@@ -15,6 +15,7 @@ import dataclasses
 import json
 import logging
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -29,7 +30,8 @@ from trainables.progress import ProgressCallback
 
 __all__ = [
     "init_ray", "build_searcher", "build_tuner", "run_search", "SearchOutcome",
-    "check_resume_options", "previous_results", "search_manifest",
+    "check_resume_options", "previous_results", "search_manifest", "first_failed_step",
+    "SearchInterrupted",
 ]
 
 logger = logging.getLogger(__name__)
@@ -44,14 +46,42 @@ def init_ray(address: str | None, *, verbose: int = 1) -> str | None:
         kwargs: dict[str, Any] = {"log_to_driver": verbose > 1}
         if address:
             ctx = ray.init(address=address, **kwargs)
-        else:
-            # Inside `ray job submit` RAY_ADDRESS is set and ray.init() joins that cluster;
-            # otherwise this starts an embedded local Ray.
+        elif os.environ.get("RAY_ADDRESS"):
+            # inside `ray job submit`: join that cluster with its own settings
             ctx = ray.init(**kwargs)
+        else:
+            ctx = start_loopback_ray(**kwargs)
     else:
         ctx = None
     url = getattr(ctx, "dashboard_url", None) if ctx is not None else None
     return f"http://{url}" if url and not str(url).startswith("http") else url
+
+
+# Ray 2.60 binds the GCS, the raylet, the workers' gRPC servers and the dashboard agent's
+# gRPC/HTTP/metrics ports to the node's IP; the node IP of a fresh local instance is the
+# host's outbound address, except when ENABLE_RAY_CLUSTER is off (Ray's macOS/Windows
+# default), where it is 127.0.0.1 and every one of those servers listens on loopback only.
+_LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+def start_loopback_ray(**kwargs: Any):
+    """``ray.init`` of an embedded single-machine Ray whose every listening socket is on
+    127.0.0.1 (tests/test_reliability.py reads them from /proc). Ray's processes start with
+    the switch in their environment; the driver's own copy is restored afterwards so that a
+    later ``ray.init(address=...)`` in this process behaves as usual."""
+    from ray._private import ray_constants
+
+    saved_env, saved_flag = os.environ.get(_LOOPBACK_ENV), ray_constants.ENABLE_RAY_CLUSTER
+    os.environ[_LOOPBACK_ENV] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        return ray.init(_node_ip_address="127.0.0.1", dashboard_host="127.0.0.1", **kwargs)
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = saved_flag
+        if saved_env is None:
+            os.environ.pop(_LOOPBACK_ENV, None)
+        else:
+            os.environ[_LOOPBACK_ENV] = saved_env
 
 
 def _space(opts: SearchOptions):
@@ -244,6 +274,10 @@ def previous_results(store: ExperimentStore, experiment: str):
     return rows, results
 
 
+class SearchInterrupted(KeyboardInterrupt):
+    """The search stopped before every trial was in the store (Ctrl-C); ``--resume`` goes on."""
+
+
 class SearchOutcome(dict):
     """Summary of a finished search: best mu, its step's mean reward, paths written."""
 
@@ -285,6 +319,15 @@ def run_search(opts: SearchOptions) -> SearchOutcome:
     if results:
         policy = store.policy(opts.experiment)
         told = searcher.replay(results, quiet_steps={int(s) for s in policy["step"]})
+    with store.search_lock(opts.experiment):
+        if not opts.resume and len(previous_results(store, opts.experiment)[0]):
+            raise OptionsError(f"experiment {opts.experiment!r} got trials from another "
+                               "search meanwhile; pass --resume or choose another --experiment")
+        return _run_locked(opts, store, searcher, told, previous)
+
+
+def _run_locked(opts: SearchOptions, store: ExperimentStore, searcher, told: int,
+                previous) -> SearchOutcome:
     # (re)write the manifest: a resume may have extended T or moved resources
     store.write_search(opts.experiment, search_manifest(opts))
     if not is_uri(opts.tune_dir):
@@ -315,6 +358,13 @@ def run_search(opts: SearchOptions) -> SearchOutcome:
         tuner = build_tuner(opts, store, searcher=searcher,
                             num_samples=-1 if told else remaining, previous=previous)
         tuner.fit()
+        # Tune catches Ctrl-C itself and returns early: a search that stopped short of
+        # T x M trials in the store was interrupted, whatever fit() returned
+        done = len(previous_results(store, opts.experiment)[0])
+        if done < opts.steps * opts.samples:
+            raise SearchInterrupted(
+                f"experiment {opts.experiment!r} stopped after {done} of "
+                f"{opts.steps * opts.samples} trials")
     outcome = summarize(opts, store)
     outcome["seconds"] = time.monotonic() - start
     if opts.export:
@@ -340,6 +390,9 @@ def summarize(opts: SearchOptions, store: ExperimentStore) -> SearchOutcome:
         best = policy.loc[policy["mean_reward"].astype(float).idxmax()]
         out["best_step"] = int(best["step"])
         out["best_mean_reward"] = float(best["mean_reward"])
+    failed_step = first_failed_step(trials)
+    if failed_step is not None:
+        out["failed_step"], out["error"] = failed_step
     if len(trials):
         from autoloss_ray.report import best_theta
 
@@ -348,6 +401,20 @@ def summarize(opts: SearchOptions, store: ExperimentStore) -> SearchOutcome:
             out["best_theta"] = [round(float(v), 6) for v in theta]
         out["best_trial_reward"] = float(trials["reward"].max())
     return out
+
+
+def first_failed_step(trials) -> tuple[int, str] | None:
+    """``(step, error of its first sample)`` of the first step in which every search trial
+    failed with an error (status ``failed``; a diverged trial, status ``nan``, is a result),
+    or None. Such a search says nothing about the loss: the CLI exits non-zero with it."""
+    if not len(trials):
+        return None
+    rows = trials[(trials["kind"] == "search") & trials["step"].notna()]
+    for step, group in rows.groupby("step", sort=True):
+        if (group["status"] == "failed").all():
+            first = group.sort_values(["sample", "finished_at"], kind="stable").iloc[0]
+            return int(step), str(first["error"] or "no error text")
+    return None
 
 
 def export_best(opts: SearchOptions, store: ExperimentStore, path: str) -> str:

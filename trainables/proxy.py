@@ -161,15 +161,9 @@ def with_gpu_resources(
     """
     from ray import tune
 
-    if gpus_per_trial < 0 or cpus_per_trial <= 0:
-        raise ValueError(
-            f"gpus_per_trial must be >= 0 and cpus_per_trial > 0, got {gpus_per_trial} and "
-            f"{cpus_per_trial}"
-        )
-    if gpus_per_trial > 1 and gpus_per_trial != int(gpus_per_trial):
-        raise ValueError(
-            f"gpus_per_trial above 1 must be a whole number, got {gpus_per_trial}"
-        )
+    from autoloss_ray.options import check_resources
+
+    check_resources(gpus_per_trial, cpus_per_trial, flags=False)  # a ValueError
     trainable = proxy_task if trainable is None else trainable
     import ray
 
