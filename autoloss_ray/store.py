@@ -47,6 +47,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 __all__ = [
+    "EVAL_PROTOCOLS",
     "METRIC_COLUMNS",
     "STATUSES",
     "TRIAL_SCHEMA",
@@ -62,6 +63,9 @@ __all__ = [
 
 METRIC_COLUMNS = ("miou", "fwiou", "biou", "bf1", "macc", "gacc")
 STATUSES = ("ok", "failed", "nan")
+# how the row's metrics were scored: labels at their native resolution, or image and label
+# resized to the training size (rows of older stores have null: they are "train_size")
+EVAL_PROTOCOLS = ("native", "train_size")
 KINDS = ("search", "retrain", "evaluate")
 
 _TS = pa.timestamp("us", tz="UTC")
@@ -98,6 +102,7 @@ TRIAL_SCHEMA = pa.schema(
         pa.field("config_json", pa.string()),  # the trial's full config, JSON
         pa.field("extra_json", pa.string()),  # any other result values, JSON
         pa.field("finished_at", _TS, nullable=False),
+        pa.field("eval_protocol", pa.string()),  # native | train_size (null: older store)
     ]
 )
 
@@ -338,6 +343,12 @@ def normalize_trial_row(row: Mapping[str, Any]) -> dict[str, Any]:
     out["config_json"] = _to_json(row.get("config", row.get("config_json")), "config_json")
     out["extra_json"] = _to_json(row.get("extra", row.get("extra_json")), "extra_json")
     out["finished_at"] = _to_time(row.get("finished_at"), "finished_at")
+    protocol = row.get("eval_protocol")
+    if protocol is not None and protocol not in EVAL_PROTOCOLS:
+        raise StoreError(
+            f"column 'eval_protocol' must be one of {EVAL_PROTOCOLS} or None, got {protocol!r}"
+        )
+    out["eval_protocol"] = protocol
     return out
 
 
