@@ -63,7 +63,7 @@ def parse_image_size(value) -> int | tuple[int, int]:
     The canonical form is an int when height == width (so old configs and manifests compare
     equal), else a tuple. Raises ValueError on anything else or on sizes < 1.
     """
-    expected = f"image size must be one int (square), 'HxW' or two ints H W, got {value!r}"
+    expected = f"image_size must be one int (square), 'HxW' or two ints H W, got {value!r}"
     tokens = value
     if isinstance(value, str):
         match = _SIZE_RE.match(value)
@@ -85,7 +85,7 @@ def parse_image_size(value) -> int | tuple[int, int]:
         else:
             raise ValueError(expected)
     if min(ints) < 1:
-        raise ValueError(f"image size must be >= 1 pixel, got {value!r}")
+        raise ValueError(f"image_size must be >= 1 pixel, got {value!r}")
     h, w = ints[0], ints[-1]
     return h if h == w else (h, w)
 
