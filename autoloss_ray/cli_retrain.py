@@ -267,8 +267,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         metrics = evaluate_with_workers(
             args.checkpoint, dict(
                 name=args.dataset, root=args.data_root, split=args.split,
-                image_size=args.image_size or int(meta["image_size"]), train=False,
-                seed=args.seed, **({"length": args.train_size} if args.train_size else {})),
+                image_size=image_size or parse_image_size(meta["image_size"]), train=False,
+                seed=args.seed, eval_protocol=args.eval_protocol,
+                inference_size=inference_size, **options),
             workers=args.workers, gpus_per_worker=args.gpus_per_worker,
             batch_size=args.batch_size,
             storage=os.path.join(tempfile.gettempdir(), "autoloss-evaluate"))
