@@ -24,7 +24,7 @@ def save_checkpoint(
     model_name: str,
     num_classes: int,
     dataset: str,
-    image_size: int,
+    image_size: int | tuple[int, int] | list[int],
     ignore_index: int = 255,
     boundary_tolerance: int = 5,
 ) -> str:
@@ -37,7 +37,9 @@ def save_checkpoint(
         "model": model_name,
         "num_classes": int(num_classes),
         "dataset": dataset,
-        "image_size": int(image_size),
+        # the training size: an int (square) or [h, w]
+        "image_size": (int(image_size) if isinstance(image_size, int)
+                       else [int(v) for v in image_size]),
         "ignore_index": int(ignore_index),
         "boundary_tolerance": int(boundary_tolerance),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},

@@ -12,7 +12,7 @@ import json
 import sys
 from typing import Any, Sequence
 
-from autoloss_ray.options import RECIPES, SEARCHERS, OptionsError, SearchOptions
+from autoloss_ray.options import LEGACY_MANIFEST, RECIPES, SEARCHERS, OptionsError, SearchOptions
 
 __all__ = ["main", "build_parser", "add_search_arguments", "search_options_from_args"]
 
@@ -60,7 +60,12 @@ def add_search_arguments(p: argparse.ArgumentParser) -> None:
                    help="local .pth file with backbone weights (never downloaded)")
     g.add_argument("--iterations", type=int, default=None, help="SGD iterations per trial")
     g.add_argument("--batch-size", type=int, default=None)
-    g.add_argument("--image-size", type=int, default=None, help="square crop size in pixels")
+    g.add_argument("--image-size", nargs="+", default=None, metavar="SIZE",
+                   help="training crop size: S (square), HxW or H W")
+    g.add_argument("--eval-protocol", default=None, choices=["native", "train_size"],
+                   help="how the hold-out reward is scored: 'native' (labels at their own "
+                   "resolution, logits upsampled to them) or 'train_size' (image and label "
+                   "resized to --image-size; cheaper); default: the recipe's")
     g.add_argument("--train-size", type=int, default=None,
                    help="images in the synthetic dataset (0 = dataset default)")
     g.add_argument("--holdout-fraction", type=float, default=None,
@@ -134,6 +139,7 @@ def search_options_from_args(
     if manifest is None:
         return opts
     fields = {f.name for f in dataclasses.fields(SearchOptions)}
+    manifest = {**LEGACY_MANIFEST, **manifest}
     taken = {k: v for k, v in manifest.items()
              if k in fields and k not in _NOT_FROM_MANIFEST and k not in explicit}
     return dataclasses.replace(opts, **taken)
@@ -152,7 +158,8 @@ def _options_from_args(args: argparse.Namespace) -> SearchOptions:
         backbone_weights=args.backbone_weights,
         iterations=args.iterations,
         batch_size=args.batch_size,
-        image_size=args.image_size,
+        image_size=None if args.image_size is None else _image_size(args.image_size),
+        eval_protocol=args.eval_protocol,
         train_size=args.train_size,
         holdout_fraction=args.holdout_fraction,
         steps=args.steps,
@@ -177,6 +184,15 @@ def _options_from_args(args: argparse.Namespace) -> SearchOptions:
         report_dir=args.report_dir,
         verbose=0 if args.quiet else 1,
     )
+
+
+def _image_size(tokens: Sequence[str]) -> int | tuple[int, int]:
+    from autoloss_ray.data.transforms import parse_image_size
+
+    try:
+        return parse_image_size(list(tokens))
+    except ValueError as exc:
+        raise OptionsError(f"--image-size: {exc}") from None
 
 
 def _cmd_search(args: argparse.Namespace) -> int:

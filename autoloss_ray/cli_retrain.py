@@ -144,6 +144,11 @@ def _cmd_retrain(args: argparse.Namespace) -> int:
         raise OptionsError(f"--dataset {args.dataset} needs --data-root pointing at its files")
     if os.path.isfile(args.store):
         raise OptionsError(f"--store {args.store!r} is an existing file; give a directory path")
+    image_size = _size_option(args.image_size, "--image-size")
+    inference_size = _inference_option(args.inference_size)
+    from autoloss_ray.data import check_data
+
+    check_data(args.dataset, root=args.data_root, splits=["train", args.eval_split])
     store = ExperimentStore(args.store)
     if len(store.trials(args.experiment)):
         raise OptionsError(
@@ -182,7 +187,10 @@ def _cmd_retrain(args: argparse.Namespace) -> int:
         "model": args.model,
         "iterations": args.iterations,
         "batch_size": args.batch_size,
-        "image_size": args.image_size,
+        "image_size": image_size if isinstance(image_size, int) else list(image_size),
+        "eval_protocol": args.eval_protocol,
+        "inference_size": (list(inference_size) if isinstance(inference_size, tuple)
+                           else inference_size),
         "train_size": args.train_size,
         "eval_split": args.eval_split,
         "seed": (args.seed if args.repeats == 1
@@ -264,13 +272,19 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         if getattr(args, name) < low:
             raise OptionsError(f"--{name.replace('_', '-')} must be >= {low}, "
                                f"got {getattr(args, name)}")
-    if args.image_size is not None and args.image_size < 1:
-        raise OptionsError(f"--image-size must be >= 1, got {args.image_size}")
+    from autoloss_ray.data import check_data
+    from autoloss_ray.data.transforms import parse_image_size
+
+    image_size = (_size_option(args.image_size, "--image-size") if args.image_size
+                  else None)
+    inference_size = _inference_option(args.inference_size)
     model, meta = load_checkpoint(args.checkpoint)
+    options = {"length": args.train_size} if args.train_size else {}
+    check_data(args.dataset, root=args.data_root, splits=[args.split], dataset_options=options)
     dataset = build_dataset(args.dataset, root=args.data_root, split=args.split,
-                            image_size=args.image_size or int(meta["image_size"]), train=False,
-                            seed=args.seed,
-                            **({"length": args.train_size} if args.train_size else {}))
+                            image_size=image_size or parse_image_size(meta["image_size"]),
+                            train=False, seed=args.seed, eval_protocol=args.eval_protocol,
+                            inference_size=inference_size, **options)
     if dataset.num_classes != int(meta["num_classes"]):
         raise ValueError(
             f"checkpoint {args.checkpoint!r} was trained for {meta['num_classes']} classes but "
@@ -289,8 +303,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         metrics = evaluate_with_workers(
             args.checkpoint, dict(
                 name=args.dataset, root=args.data_root, split=args.split,
-                image_size=args.image_size or int(meta["image_size"]), train=False,
-                seed=args.seed, **({"length": args.train_size} if args.train_size else {})),
+                image_size=image_size or parse_image_size(meta["image_size"]), train=False,
+                seed=args.seed, eval_protocol=args.eval_protocol,
+                inference_size=inference_size, **options),
             workers=args.workers, gpus_per_worker=args.gpus_per_worker,
             batch_size=args.batch_size,
             storage=os.path.join(tempfile.gettempdir(), "autoloss-evaluate"))
@@ -318,9 +333,39 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             "experiment": args.experiment, "trial_id": uuid.uuid4().hex[:12], "kind": "evaluate",
             "loss": os.path.basename(args.checkpoint), "status": "ok", "dataset": args.dataset,
             "model": meta["model"], "checkpoint": os.path.abspath(args.checkpoint),
-            "device": str(device), **metrics,
+            "device": str(device), "eval_protocol": args.eval_protocol, **metrics,
         })
     return 0
+
+
+def _size_option(tokens: Any, flag: str) -> int | tuple[int, int]:
+    from autoloss_ray.data.transforms import parse_image_size
+    from autoloss_ray.options import OptionsError
+
+    try:
+        return parse_image_size(list(tokens) if isinstance(tokens, (list, tuple)) else tokens)
+    except ValueError as exc:
+        raise OptionsError(f"{flag}: {exc}") from None
+
+
+def _inference_option(tokens: Any) -> str | tuple[int, int] | None:
+    from autoloss_ray.data.transforms import as_size
+
+    if tokens is None:
+        return None
+    if list(tokens) == ["native"]:
+        return "native"
+    return as_size(_size_option(tokens, "--inference-size"))
+
+
+_PROTOCOL_HELP = (
+    "'native' (default): every label map at its own resolution, the argmax of the logits "
+    "upsampled bilinearly to it; 'train_size': image and label resized to the training size"
+)
+_INFERENCE_HELP = (
+    "native protocol: the size the whole image is fed at: HxW, H W, S (square) or 'native' "
+    "(default: shorter side = the training size's shorter side, aspect ratio kept)"
+)
 
 
 def add_commands(sub: Any) -> None:
@@ -342,7 +387,12 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--model", default="tiny")
     p.add_argument("--iterations", type=int, default=300)
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--image-size", type=int, default=64)
+    p.add_argument("--image-size", nargs="+", default=["64"], metavar="SIZE",
+                   help="training crop size: S (square), HxW or H W (default 64)")
+    p.add_argument("--eval-protocol", default="native", choices=["native", "train_size"],
+                   help=_PROTOCOL_HELP)
+    p.add_argument("--inference-size", nargs="+", default=None, metavar="SIZE",
+                   help=_INFERENCE_HELP)
     p.add_argument("--train-size", type=int, default=0,
                    help="synthetic: dataset length; others: a seeded subset (0 = all)")
     p.add_argument("--gpus-per-trial", type=float, default=1.0)
@@ -379,8 +429,12 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--dataset", default="synthetic")
     p.add_argument("--data-root", default=None)
     p.add_argument("--split", default="val")
-    p.add_argument("--image-size", type=int, default=None,
-                   help="default: the size the model was trained at")
+    p.add_argument("--image-size", nargs="+", default=None, metavar="SIZE",
+                   help="the training size: S, HxW or H W (default: the checkpoint's)")
+    p.add_argument("--eval-protocol", default="native", choices=["native", "train_size"],
+                   help=_PROTOCOL_HELP)
+    p.add_argument("--inference-size", nargs="+", default=None, metavar="SIZE",
+                   help=_INFERENCE_HELP)
     p.add_argument("--train-size", type=int, default=0, help="synthetic: dataset length")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--device", default="auto")

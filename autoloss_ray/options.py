@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["RECIPES", "SEARCHERS", "SearchOptions", "OptionsError", "is_uri", "check_finite",
-           "check_resources", "check_max_concurrent",
+__all__ = ["LEGACY_MANIFEST", "RECIPES", "SEARCHERS", "SearchOptions", "OptionsError", "is_uri",
+           "check_finite", "check_resources", "check_max_concurrent",
            "check_output_file", "check_output_dir"]
 
 # Proxy-task recipes. "demo" finishes on 2 CPU cores in a few minutes (the README's main job);
@@ -27,6 +27,7 @@ RECIPES: dict[str, dict[str, Any]] = {
         "image_size": 64,
         "iterations": 60,
         "batch_size": 8,
+        "eval_protocol": "native",
         "steps": 4,
         "samples": 8,
         "train_size": 192,
@@ -37,6 +38,7 @@ RECIPES: dict[str, dict[str, Any]] = {
         "image_size": 128,
         "iterations": 1000,
         "batch_size": 32,
+        "eval_protocol": "native",
         "steps": 12,
         "samples": 32,
         "train_size": 0,
@@ -47,6 +49,10 @@ RECIPES: dict[str, dict[str, Any]] = {
 # ppo: PPO2 (the paper); random: uniform random search; tpe / cmaes: optuna's samplers through
 # Ray Tune's OptunaSearch (the optional extra autoloss-ray[optuna]).
 SEARCHERS = ("ppo", "random", "tpe", "cmaes")
+
+# Options a search manifest of an older version lacks, with the value that search ran with
+# (before eval_protocol existed, the hold-out reward was scored at the training size).
+LEGACY_MANIFEST: dict[str, Any] = {"eval_protocol": "train_size"}
 
 _EXPERIMENT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
@@ -135,7 +141,8 @@ class SearchOptions:
     backbone_weights: str | None = None
     iterations: int | None = None
     batch_size: int | None = None
-    image_size: int | None = None
+    image_size: int | tuple[int, int] | None = None  # training crops: S or (H, W)
+    eval_protocol: str | None = None  # hold-out reward: "native" | "train_size"
     train_size: int | None = None
     holdout_fraction: float | None = None
     steps: int | None = None
@@ -202,10 +209,21 @@ class SearchOptions:
             )
         if not self.sigma > 0:
             raise OptionsError(f"--sigma must be > 0, got {self.sigma}")
-        for name in ("iterations", "batch_size", "image_size"):
+        for name in ("iterations", "batch_size"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise OptionsError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+        if self.image_size is not None:
+            from autoloss_ray.data.transforms import parse_image_size
+
+            try:
+                parse_image_size(self.image_size)
+            except ValueError as exc:
+                raise OptionsError(f"--image-size: {exc}") from None
+        if self.eval_protocol not in (None, "native", "train_size"):
+            raise OptionsError(
+                f"--eval-protocol must be 'native' or 'train_size', got {self.eval_protocol!r}"
+            )
         check_resources(self.gpus_per_trial, self.cpus_per_trial)
         check_max_concurrent(self.max_concurrent)
         if not _EXPERIMENT_RE.match(self.experiment):
@@ -256,7 +274,9 @@ class SearchOptions:
             "model": self.model,
             "iterations": self.iterations,
             "batch_size": self.batch_size,
-            "image_size": self.image_size,
+            "image_size": (self.image_size if self.image_size is None
+                           or isinstance(self.image_size, int) else list(self.image_size)),
+            "eval_protocol": self.eval_protocol,
             "holdout_fraction": self.holdout_fraction,
             "seed": self.seed,
         }

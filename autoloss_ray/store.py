@@ -49,6 +49,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 __all__ = [
+    "EVAL_PROTOCOLS",
     "METRIC_COLUMNS",
     "STATUSES",
     "TRIAL_SCHEMA",
@@ -65,6 +66,9 @@ __all__ = [
 
 METRIC_COLUMNS = ("miou", "fwiou", "biou", "bf1", "macc", "gacc")
 STATUSES = ("ok", "failed", "nan")
+# how the row's metrics were scored: labels at their native resolution, or image and label
+# resized to the training size (rows of older stores have null: they are "train_size")
+EVAL_PROTOCOLS = ("native", "train_size")
 KINDS = ("search", "retrain", "evaluate")
 
 _TS = pa.timestamp("us", tz="UTC")
@@ -104,6 +108,7 @@ TRIAL_SCHEMA = pa.schema(
         # True: a scheduler (ASHA, HyperBand, a stopper) ended the trial before it finished;
         # its reward is the last value it reported. Null in stores written before the column.
         pa.field("stopped_early", pa.bool_()),
+        pa.field("eval_protocol", pa.string()),  # native | train_size (null: older store)
     ]
 )
 
@@ -361,6 +366,12 @@ def normalize_trial_row(row: Mapping[str, Any]) -> dict[str, Any]:
     out["extra_json"] = _to_json(row.get("extra", row.get("extra_json")), "extra_json")
     out["finished_at"] = _to_time(row.get("finished_at"), "finished_at")
     out["stopped_early"] = _to_bool(row.get("stopped_early"), "stopped_early")
+    protocol = row.get("eval_protocol")
+    if protocol is not None and protocol not in EVAL_PROTOCOLS:
+        raise StoreError(
+            f"column 'eval_protocol' must be one of {EVAL_PROTOCOLS} or None, got {protocol!r}"
+        )
+    out["eval_protocol"] = protocol
     return out
 
 

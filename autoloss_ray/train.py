@@ -12,7 +12,11 @@
    exception); a runtime error during compute (e.g. CUDA out of memory) gives
    ``status="failed"`` with the error text;
 4. exact metrics on the hold-out split with ``MetricAccumulator``; ``reward`` is the
-   configured metric (a sum for specs like ``"miou+biou"``).
+   configured metric (a sum for specs like ``"miou+biou"``). ``eval_protocol="native"``
+   (default) scores every label map at its own resolution (the argmax of the logits upsampled
+   bilinearly, ``align_corners=False``, to the label; the model sees the whole image at
+   ``inference_size``); ``"train_size"`` scores image and label resized to ``image_size``
+   (cheaper; the result says which in ``eval_protocol``).
 
 Deterministic given ``seed`` on CPU (same thread count); on CUDA cuDNN is put in
 deterministic mode but some kernels (bilinear upsampling backward) stay non-deterministic.
@@ -60,7 +64,9 @@ class TrialConfig:
     train_size: int = 0  # > 0: use a seeded subset of this many images (synthetic: its length)
     holdout_fraction: float = 0.1
     num_classes: int | None = None  # optional check against the dataset
-    image_size: int = 128
+    image_size: int | tuple[int, int] | list[int] | str = 128  # training crops: 96, (96, 128), "96x128"
+    eval_protocol: str = "native"  # "native" (labels at their own size) | "train_size"
+    inference_size: str | tuple[int, int] | list[int] | None = None  # native: None, "native", (h, w)
     num_workers: int = 0
     # model and optimisation (the paper's proxy recipe)
     model: str = "lraspp_mobilenet_v3_large"
@@ -107,7 +113,8 @@ class TrialConfig:
             )
         defaults = {f.name for f in dataclasses.fields(cls) if f.name not in ("theta", "loss",
                     "data_root", "num_classes", "backbone_weights", "save_checkpoint", "loss_label", "eval_batch_size",
-                    "eval_split", "search_step", "search_sample", "experiment")}
+                    "eval_split", "search_step", "search_sample", "experiment",
+                    "inference_size")}
         kwargs = {
             k: v for k, v in config.items() if k in names and not (v is None and k in defaults)
         }
@@ -117,8 +124,21 @@ class TrialConfig:
 
     def validate(self) -> None:
         """Cheap checks of types and ranges (the dataset/model/loss builders check the rest)."""
+        from autoloss_ray.data.transforms import (
+            EVAL_PROTOCOLS,
+            check_inference_size,
+            parse_image_size,
+        )
+
+        self.image_size = parse_image_size(self.image_size)
+        if self.eval_protocol not in EVAL_PROTOCOLS:
+            raise ValueError(
+                f"trial config 'eval_protocol' must be one of {EVAL_PROTOCOLS}, got "
+                f"{self.eval_protocol!r}"
+            )
+        self.inference_size = check_inference_size(self.inference_size)
         ints = {
-            "iterations": 1, "batch_size": 1, "image_size": 1, "num_workers": 0,
+            "iterations": 1, "batch_size": 1, "num_workers": 0,
             "boundary_tolerance": 0, "train_size": 0, "progress_every": 0,
         }
         for name, low in ints.items():
@@ -189,7 +209,8 @@ def build_data(cfg: TrialConfig):
     options = dict(cfg.dataset_options)
     if cfg.dataset == "synthetic" and cfg.train_size > 0:
         options.setdefault("length", cfg.train_size)
-    common = dict(root=cfg.data_root, image_size=cfg.image_size, seed=cfg.seed, **options)
+    common = dict(root=cfg.data_root, image_size=cfg.image_size, seed=cfg.seed,
+                  eval_protocol=cfg.eval_protocol, inference_size=cfg.inference_size, **options)
     full = build_dataset(cfg.dataset, split=cfg.split, train=True, **common)
     if cfg.dataset != "synthetic" and cfg.train_size > 0:
         full = subset(full, cfg.train_size, seed=cfg.seed)
@@ -314,8 +335,16 @@ def evaluate_model(
     num_workers: int = 0,
     amp: bool = True,
 ) -> dict[str, float]:
-    """The six exact metrics of ``model`` on ``dataset`` (argmax of logits resized to the
-    labels), accumulated over the whole dataset with :class:`MetricAccumulator`."""
+    """The six exact metrics of ``model`` on ``dataset``, accumulated over the whole dataset
+    with :class:`MetricAccumulator`.
+
+    Each item's prediction is the argmax of the model's logits upsampled (bilinear,
+    ``align_corners=False``) to that item's label map, so the metrics are computed at the
+    labels' resolution, whatever the size the model saw. Items may differ in image and label
+    size (a dataset with ``eval_protocol="native"``): each loader batch of ``batch_size``
+    items is split into groups of one image size and one label size, and each group is one
+    forward pass. Labels are never resized here.
+    """
     from autoloss_ray.metrics import MetricAccumulator
 
     device = torch.device(device)
@@ -325,23 +354,40 @@ def evaluate_model(
         device=device,
     )
     loader = torch.utils.data.DataLoader(
-        dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, pin_memory=pin
+        dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, pin_memory=pin,
+        collate_fn=_collate_by_size,
     )
     was_training = model.training
     model.eval()
     with torch.no_grad():
-        for images, labels in loader:
-            images = images.to(device, non_blocking=pin)
-            labels = labels.to(device, non_blocking=pin)
-            with _autocast(device, amp):
-                logits = model(images)
-            if logits.shape[-2:] != labels.shape[-2:]:
-                logits = torch.nn.functional.interpolate(
-                    logits.float(), size=labels.shape[-2:], mode="bilinear", align_corners=False
-                )
-            accumulator.update(logits.argmax(dim=1), labels)
+        for groups in loader:
+            for images, labels in groups:
+                images = images.to(device, non_blocking=pin)
+                labels = labels.to(device, non_blocking=pin)
+                with _autocast(device, amp):
+                    logits = model(images)
+                if logits.shape[-2:] != labels.shape[-2:]:
+                    logits = torch.nn.functional.interpolate(
+                        logits.float(), size=labels.shape[-2:], mode="bilinear",
+                        align_corners=False,
+                    )
+                accumulator.update(logits.argmax(dim=1), labels)
     model.train(was_training)
     return {k: float(v) for k, v in accumulator.compute().items()}
+
+
+def _collate_by_size(
+    items: list[tuple[torch.Tensor, torch.Tensor]],
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """A batch of (image [3, h, w], label [H, W]) items -> stacked groups of equal sizes, in
+    order of first appearance."""
+    groups: dict[tuple, tuple[list, list]] = {}
+    for image, label in items:
+        key = (tuple(image.shape), tuple(label.shape))
+        images, labels = groups.setdefault(key, ([], []))
+        images.append(image)
+        labels.append(label)
+    return [(torch.stack(i), torch.stack(t)) for i, t in groups.values()]
 
 
 def run_trial(
@@ -398,7 +444,11 @@ def run_trial(
         "metric": cfg.metric,
         "seed": cfg.seed,
         "train_seed": train_seed,
+        "eval_protocol": cfg.eval_protocol,
     }
+    if cfg.eval_protocol == "native":
+        result["inference_size"] = (cfg.inference_size if cfg.inference_size is not None
+                                    else "short_side")
     model.to(device)
     criterion.to(device)
     optimizer = torch.optim.SGD(

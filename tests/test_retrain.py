@@ -64,6 +64,7 @@ def test_retrain_lands_a_row_per_loss_with_all_metrics_and_weights(retrained) ->
         ["ce", "preset:miou", "experiment:searched", f"file:{retrained['loss_file']}"]
     )
     assert set(rows["kind"]) == {"retrain"} and set(rows["status"]) == {"ok"}
+    assert set(rows["eval_protocol"]) == {"native"}  # labels scored at their own size
     assert rows[["miou", "fwiou", "biou", "bf1", "macc", "gacc"]].notna().all().all()
     assert all(Path(p).is_file() for p in rows["checkpoint"])
     # the experiment's loss and the exported file are the same loss: same seed, same result

@@ -31,7 +31,7 @@ from trainables.progress import ProgressCallback
 __all__ = [
     "init_ray", "build_searcher", "build_tuner", "run_search", "SearchOutcome",
     "check_resume_options", "previous_results", "search_manifest", "first_failed_step",
-    "SearchInterrupted",
+    "SearchInterrupted", "check_search_data",
 ]
 
 logger = logging.getLogger(__name__)
@@ -228,7 +228,10 @@ def check_resume_options(opts: SearchOptions, manifest: dict[str, Any]) -> None:
 
     Only the runtime options (resources, addresses, output paths, T) may change on resume.
     """
+    from autoloss_ray.options import LEGACY_MANIFEST
+
     now = search_manifest(opts)
+    manifest = {**LEGACY_MANIFEST, **manifest}
 
     def name(k: str) -> str:
         return k if k == "extra_config" else f"--{k.replace('_', '-')}"
@@ -274,6 +277,19 @@ def previous_results(store: ExperimentStore, experiment: str):
     return rows, results
 
 
+def check_search_data(opts: SearchOptions) -> dict[str, int]:
+    """:func:`autoloss_ray.data.check_data` for the splits a search's trials read (the
+    training split; ``eval_split`` when ``extra_config`` gives one). URIs are not checked."""
+    from autoloss_ray.data import check_data
+
+    if opts.data_root and is_uri(opts.data_root):
+        return {}
+    extra = opts.extra_config
+    return check_data(opts.dataset, root=opts.data_root,
+                      splits=[extra.get("split", "train"), extra.get("eval_split")],
+                      dataset_options=extra.get("dataset_options"))
+
+
 class SearchInterrupted(KeyboardInterrupt):
     """The search stopped before every trial was in the store (Ctrl-C); ``--resume`` goes on."""
 
@@ -293,6 +309,7 @@ def run_search(opts: SearchOptions) -> SearchOutcome:
     """
     opts = opts.resolved()
     check_searcher_installed(opts.searcher)
+    check_search_data(opts)  # before Ray starts or anything is written
     store = ExperimentStore(opts.store)
     manifest = store.read_search(opts.experiment)
     previous, results = previous_results(store, opts.experiment)

@@ -68,24 +68,26 @@ def _evaluate_shard(model, dataset, *, rank: int, world: int, num_classes: int,
     import torch
 
     from autoloss_ray.metrics import MetricAccumulator
-    from autoloss_ray.train import _autocast
+    from autoloss_ray.train import _autocast, _collate_by_size
 
     acc = MetricAccumulator(num_classes, ignore_index=ignore_index,
                             boundary_tolerance=boundary_tolerance, device=device)
     shard = torch.utils.data.Subset(dataset, list(range(rank, len(dataset), world)))
-    loader = torch.utils.data.DataLoader(shard, batch_size=batch_size, shuffle=False)
+    loader = torch.utils.data.DataLoader(shard, batch_size=batch_size, shuffle=False,
+                                         collate_fn=_collate_by_size)
     was_training = model.training
     model.eval()
     with torch.no_grad():
-        for images, labels in loader:
-            images, labels = images.to(device), labels.to(device)
-            with _autocast(device, amp):
-                logits = model(images)
-            if logits.shape[-2:] != labels.shape[-2:]:
-                logits = torch.nn.functional.interpolate(
-                    logits.float(), size=labels.shape[-2:], mode="bilinear",
-                    align_corners=False)
-            acc.update(logits.argmax(dim=1), labels)
+        for groups in loader:  # items of one image size and one label size per group
+            for images, labels in groups:
+                images, labels = images.to(device), labels.to(device)
+                with _autocast(device, amp):
+                    logits = model(images)
+                if logits.shape[-2:] != labels.shape[-2:]:
+                    logits = torch.nn.functional.interpolate(
+                        logits.float(), size=labels.shape[-2:], mode="bilinear",
+                        align_corners=False)
+                acc.update(logits.argmax(dim=1), labels)
     model.train(was_training)
     return {k: float(v) for k, v in acc.compute(sync=True).items()}
 
@@ -188,6 +190,7 @@ def ddp_train_loop(config: dict[str, Any]) -> None:
         "images_per_second": (done - start) * cfg.batch_size / max(train_seconds, 1e-9),
         "num_train": len(train_set), "num_eval": len(eval_set), "metric": cfg.metric,
         "seed": cfg.seed, "workers": world, "resumed_from": start,
+        "eval_protocol": cfg.eval_protocol,
     }
     if status == "ok":
         t1 = time.perf_counter()

@@ -10,7 +10,7 @@ Rows are built from ``trial.config`` (``theta``, ``search_step``, ``search_sampl
 ``metric``, ``parameterization``, ``seed``, ``dataset``, ``model``, ``loss_label`` or
 ``loss`` -> the ``loss`` column (the row label of the report's Table 2; a retrain with only a
 theta gets ``"surrogate:<metric>"``), ``iterations``) and ``trial.last_result`` (``reward``, the six metrics, ``status``,
-``error``, ``train_seconds``, ``eval_seconds``, ``node``, ``device``, ``checkpoint``;
+``error``, ``train_seconds``, ``eval_seconds``, ``node``, ``device``, ``checkpoint``, ``eval_protocol``;
 ``stopped_early``: the last result says ``done=False``, i.e. a scheduler stopped the trial
 before it finished, as Ray's ``add_evaluated_trials`` calls it "pruned"); other
 result values go to ``extra_json`` and the whole config to ``config_json``. An errored trial
@@ -29,6 +29,7 @@ import pyarrow as pa
 from ray import tune
 
 from autoloss_ray.store import (
+    EVAL_PROTOCOLS,
     METRIC_COLUMNS,
     ExperimentStore,
     StoreError,
@@ -47,7 +48,7 @@ _TUNE_KEYS = {
 }
 _MAPPED_RESULT_KEYS = {
     "reward", *METRIC_COLUMNS, "status", "error", "train_seconds", "eval_seconds", "node",
-    "device", "checkpoint", "iterations", "time_total_s", "hostname",
+    "device", "checkpoint", "iterations", "time_total_s", "hostname", "eval_protocol",
 }
 _MAX_ERROR_CHARS = 8000
 
@@ -163,6 +164,8 @@ def trial_row(
     row["device"] = _str(result.get("device"))
     ckpt = result.get("checkpoint")
     row["checkpoint"] = ckpt if isinstance(ckpt, str) else None
+    protocol = result.get("eval_protocol")
+    row["eval_protocol"] = protocol if protocol in EVAL_PROTOCOLS else None
 
     # Tune sets done=False in every intermediate result: a trial that completes (not errored)
     # with done=False was stopped by a scheduler while paused/pending (StoreCallback also

@@ -17,6 +17,7 @@ import numpy as np
 
 from autoloss_ray.data.base import SegmentationDataset, SegmentationSubset
 from autoloss_ray.data.camvid import CamVid
+from autoloss_ray.data.check import check_data
 from autoloss_ray.data.cityscapes import Cityscapes
 from autoloss_ray.data.synthetic import SyntheticScenes
 from autoloss_ray.data.voc import VOCSegmentation
@@ -26,6 +27,7 @@ __all__ = [
     "SegmentationDataset",
     "SegmentationSubset",
     "build_dataset",
+    "check_data",
     "holdout_split",
     "subset",
 ]
@@ -43,7 +45,7 @@ def build_dataset(
     *,
     root: str | Path | None = None,
     split: str = "train",
-    image_size: int | tuple[int, int] = 128,
+    image_size: int | tuple[int, int] | str = 128,
     train: bool = True,
     seed: int = 0,
     **kwargs: Any,
@@ -51,8 +53,12 @@ def build_dataset(
     """Dataset ``name`` (one of ``DATASETS``). ``train`` turns on augmentation.
 
     Extra keyword arguments go to the dataset class (e.g. ``length`` for synthetic,
-    ``sbd_root`` for voc, ``scale_range`` / ``flip_prob`` for all).
+    ``sbd_root`` for voc, ``scale_range`` / ``flip_prob`` / ``eval_protocol`` /
+    ``inference_size`` for all). ``image_size`` may be an int (square), ``(h, w)`` or "HxW".
     """
+    from autoloss_ray.data.transforms import parse_image_size
+
+    image_size = parse_image_size(image_size)
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; expected one of {sorted(DATASETS)}")
     cls = DATASETS[name]

@@ -15,7 +15,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-from autoloss_ray.data.transforms import JointTransform, as_size, check_label_values
+from autoloss_ray.data.transforms import (
+    EVAL_PROTOCOLS,
+    JointTransform,
+    as_size,
+    check_inference_size,
+    check_label_values,
+)
 
 __all__ = ["SegmentationDataset", "SegmentationSubset", "read_rgb", "read_label"]
 
@@ -53,6 +59,11 @@ class SegmentationDataset(torch.utils.data.Dataset):
     with labels already mapped to ``[0, C) U {ignore_index}``.
 
     ``__getitem__`` returns (image float32 [3, h, w] normalised, label int64 [h, w]).
+    Items that are not augmented follow ``eval_protocol``: ``"train_size"`` (default here)
+    resizes image and label to ``image_size``; ``"native"`` keeps the label at its own
+    resolution and feeds the image at ``inference_size`` (see
+    :func:`~autoloss_ray.data.transforms.inference_shape`), so items of one dataset may
+    differ in size (evaluate with :func:`autoloss_ray.train.evaluate_model`).
     """
 
     name: str = "base"
@@ -68,8 +79,16 @@ class SegmentationDataset(torch.utils.data.Dataset):
         seed: int = 0,
         scale_range: tuple[float, float] = (0.5, 2.0),
         flip_prob: float = 0.5,
+        eval_protocol: str = "train_size",
+        inference_size: str | tuple[int, int] | None = None,
     ) -> None:
         self.image_size = as_size(image_size)
+        if eval_protocol not in EVAL_PROTOCOLS:
+            raise ValueError(
+                f"eval_protocol must be one of {EVAL_PROTOCOLS}, got {eval_protocol!r}"
+            )
+        self.eval_protocol = eval_protocol
+        self.inference_size = check_inference_size(inference_size)
         self.train = bool(train)
         self.seed = int(seed)
         self.scale_range = (float(scale_range[0]), float(scale_range[1]))
@@ -95,6 +114,8 @@ class SegmentationDataset(torch.utils.data.Dataset):
             ignore_index=self.ignore_index,
             scale_range=self.scale_range,
             flip_prob=self.flip_prob,
+            protocol=self.eval_protocol,
+            inference_size=self.inference_size,
         )
 
     def get(

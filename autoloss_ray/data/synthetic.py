@@ -62,6 +62,8 @@ class SyntheticScenes(SegmentationDataset):
         ignore_prob: float = 0.3,
         scale_range: tuple[float, float] = (1.0, 1.0),
         flip_prob: float = 0.5,
+        eval_protocol: str = "train_size",
+        inference_size: str | tuple[int, int] | None = None,
     ) -> None:
         super().__init__(
             image_size=image_size,
@@ -69,6 +71,8 @@ class SyntheticScenes(SegmentationDataset):
             seed=seed,
             scale_range=scale_range,
             flip_prob=flip_prob,
+            eval_protocol=eval_protocol,
+            inference_size=inference_size,
         )
         if split not in _SPLITS:
             raise ValueError(f"synthetic split must be one of {sorted(_SPLITS)}, got {split!r}")

@@ -8,6 +8,7 @@ nearest for the label, so label values are never blended. Randomness comes only 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,14 +16,25 @@ import torch
 from PIL import Image
 
 __all__ = [
+    "EVAL_PROTOCOLS",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "JointTransform",
     "as_size",
+    "check_inference_size",
     "check_label_values",
+    "inference_shape",
     "normalize",
+    "parse_image_size",
+    "resize_image",
     "resize_pair",
 ]
+
+# How an evaluation scores: "native" keeps every label map at its own resolution (the model
+# sees the image at the inference size; its logits are upsampled to the label), the field's
+# protocol; "train_size" resizes image and label to the training size (labels by nearest
+# neighbour, aspect squashed), cheaper, kept for the proxy reward.
+EVAL_PROTOCOLS = ("native", "train_size")
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
@@ -41,6 +53,75 @@ def as_size(image_size: int | tuple[int, int] | list[int]) -> tuple[int, int]:
     return size
 
 
+_SIZE_RE = re.compile(r"^\s*(\d+)\s*(?:[xX]\s*(\d+)\s*)?$")
+
+
+def parse_image_size(value) -> int | tuple[int, int]:
+    """A size from the command line or a config: ``96``, ``"96"``, ``"96x128"``,
+    ``["96", "128"]``, ``(96, 128)`` -> ``96`` (square) or ``(96, 128)`` (height, width).
+
+    The canonical form is an int when height == width (so old configs and manifests compare
+    equal), else a tuple. Raises ValueError on anything else or on sizes < 1.
+    """
+    expected = f"image_size must be one int (square), 'HxW' or two ints H W, got {value!r}"
+    tokens = value
+    if isinstance(value, str):
+        match = _SIZE_RE.match(value)
+        if match is None:
+            raise ValueError(expected)
+        tokens = [int(t) for t in match.groups() if t is not None]
+    elif isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        tokens = [value]
+    if not isinstance(tokens, (list, tuple)) or len(tokens) not in (1, 2):
+        raise ValueError(expected)
+    if len(tokens) == 1 and isinstance(tokens[0], str):
+        return parse_image_size(tokens[0])
+    ints = []
+    for t in tokens:
+        if isinstance(t, str) and re.fullmatch(r"\s*\d+\s*", t):
+            ints.append(int(t))
+        elif isinstance(t, (int, np.integer)) and not isinstance(t, bool):
+            ints.append(int(t))
+        else:
+            raise ValueError(expected)
+    if min(ints) < 1:
+        raise ValueError(f"image_size must be >= 1 pixel, got {value!r}")
+    h, w = ints[0], ints[-1]
+    return h if h == w else (h, w)
+
+
+def check_inference_size(value) -> str | tuple[int, int] | None:
+    """``None`` (shorter side = the training size's shorter side, aspect kept), ``"native"``
+    (the image's own resolution) or a size (see :func:`parse_image_size`) -> (h, w)."""
+    if value is None or value == "native":
+        return value
+    return as_size(parse_image_size(value))
+
+
+def inference_shape(
+    native: tuple[int, int], size: tuple[int, int], inference_size=None
+) -> tuple[int, int]:
+    """The (h, w) at which a native ``(h0, w0)`` image is fed to the model when scored at
+    native resolution: ``inference_size`` None scales it so its shorter side is
+    ``min(size)`` (the training crops' scale at augmentation factor 1), keeping the aspect
+    ratio; ``"native"`` keeps it; a pair is used as given."""
+    h0, w0 = int(native[0]), int(native[1])
+    if inference_size is None:
+        factor = min(size) / min(h0, w0)
+        return max(1, round(h0 * factor)), max(1, round(w0 * factor))
+    if inference_size == "native":
+        return h0, w0
+    return as_size(inference_size)
+
+
+def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Bilinear resize of a uint8 ``[H, W, 3]`` image to ``size = (h, w)``."""
+    h, w = size
+    if image.shape[:2] == (h, w):
+        return image
+    return np.asarray(Image.fromarray(image).resize((w, h), Image.BILINEAR))
+
+
 def normalize(image: np.ndarray) -> torch.Tensor:
     """uint8 ``[H, W, 3]`` -> float32 ``[3, H, W]`` normalised with ImageNet mean/std."""
     x = image.astype(np.float32) / 255.0
@@ -55,9 +136,7 @@ def resize_pair(
     h, w = size
     if image.shape[:2] == (h, w) and label.shape == (h, w):
         return image, label
-    img = np.asarray(Image.fromarray(image).resize((w, h), Image.BILINEAR))
-    lab = _resize_label(label, (h, w))
-    return img, lab
+    return resize_image(image, (h, w)), _resize_label(label, (h, w))
 
 
 def _resize_label(label: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -91,8 +170,12 @@ class JointTransform:
     Train: scale the pair so that its shorter side is ``s * min(size)`` with ``s`` uniform in
     ``scale_range``, pad to at least ``size`` (image with the mean colour, label with
     ``ignore_index``), crop a random ``size`` window, flip with probability ``flip_prob``.
-    Eval: resize straight to ``size`` (the whole scene is kept; aspect may change).
-    Returns (image float32 [3, h, w] normalised, label int64 [h, w]).
+    Eval, ``protocol="train_size"``: resize both straight to ``size`` (the whole scene is
+    kept; aspect may change; labels by nearest neighbour). Eval, ``protocol="native"``: the
+    label is returned untouched at its own resolution and the image is resized to
+    :func:`inference_shape` (``inference_size``), so the evaluator upsamples the logits to
+    the label.
+    Returns (image float32 [3, h, w] normalised, label int64 [h', w']).
     """
 
     size: tuple[int, int]
@@ -100,6 +183,8 @@ class JointTransform:
     ignore_index: int = 255
     scale_range: tuple[float, float] = (0.5, 2.0)
     flip_prob: float = 0.5
+    protocol: str = "train_size"
+    inference_size: str | tuple[int, int] | None = None
 
     def __call__(
         self, image: np.ndarray, label: np.ndarray, rng: np.random.Generator | None
@@ -109,7 +194,11 @@ class JointTransform:
                 f"expected an RGB image [H, W, 3] and a label [H, W] of the same size, got "
                 f"{image.shape} and {label.shape}"
             )
-        if not self.train or rng is None:
+        if (not self.train or rng is None) and self.protocol == "native":
+            img = resize_image(image, inference_shape(label.shape, self.size,
+                                                      self.inference_size))
+            lab = label
+        elif not self.train or rng is None:
             img, lab = resize_pair(image, label, self.size)
         else:
             img, lab = self._augment(image, label, rng)

@@ -1,0 +1,274 @@
+"""Evaluation at the labels' native resolution, training sizes of any aspect, and the data
+checks that run before Ray (issue 19).
+
+The native-resolution reference below shares no code with the evaluator: it reads the PNGs
+with PIL, resizes the image with PIL, normalises it, runs the model on one image at a time,
+upsamples the logits with ``F.interpolate(..., mode="bilinear", align_corners=False)`` to the
+label's own size and scores with the brute-force metrics of ``test_metrics``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from autoloss_ray.checkpoint import load_checkpoint, save_checkpoint
+from autoloss_ray.cli import main as cli_main
+from autoloss_ray.data import build_dataset, check_data
+from autoloss_ray.data.transforms import inference_shape, parse_image_size
+from autoloss_ray.models import build_model
+from autoloss_ray.store import ExperimentStore, StoreError
+from test_metrics import ref_metrics, ref_stats
+
+REPO = Path(__file__).resolve().parents[1]
+MEAN = np.array([0.485, 0.456, 0.406])
+STD = np.array([0.229, 0.224, 0.225])
+# two non-square label sizes (one landscape, one portrait), three images
+SIZES = {"a.png": (30, 44), "b.png": (26, 20), "c.png": (30, 44)}
+
+
+def _png(path: Path, array: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path)
+
+
+def _camvid(root: Path, split: str = "val", sizes=SIZES, *, annot: bool = True,
+            bad: dict[str, int] | None = None, seed: int = 0) -> Path:
+    """A CamVid-layout split: images with structure, labels with blobs of 0..10 and 11."""
+    rng = np.random.default_rng(seed)
+    for name, (h, w) in sizes.items():
+        coarse = rng.integers(0, 12, size=(h // 5 + 2, w // 5 + 2))
+        label = np.kron(coarse, np.ones((5, 5), np.int64))[:h, :w].astype(np.uint8)
+        if bad and name in bad:
+            label[0, 0] = bad[name]
+        palette = rng.integers(0, 256, size=(12, 3))
+        image = np.clip(palette[np.minimum(label, 11)] + rng.normal(0, 20, (h, w, 3)), 0, 255).astype(np.uint8)
+        _png(root / split / name, image)
+        if annot:
+            _png(root / f"{split}annot" / name, label)
+    return root
+
+
+def _reference(model: torch.nn.Module, root: Path, split: str, train_size: tuple[int, int]):
+    """Six metrics at native label resolution, computed independently (see module doc)."""
+    C, ignore = 11, 255
+    conf = np.zeros((C, C), np.int64)
+    bconf = np.zeros((C, C), np.int64)
+    cnt = np.zeros((4, C), np.int64)
+    model.eval()
+    for name in sorted(SIZES):
+        image = Image.open(root / split / name).convert("RGB")
+        label = np.asarray(Image.open(root / f"{split}annot" / name)).astype(np.int64)
+        label[label == 11] = ignore
+        h0, w0 = label.shape
+        scale = min(train_size) / min(h0, w0)  # shorter side -> the training size's
+        h, w = int(round(h0 * scale)), int(round(w0 * scale))
+        x = np.asarray(image.resize((w, h), Image.BILINEAR)).astype(np.float64) / 255.0
+        x = torch.tensor(((x - MEAN) / STD).transpose(2, 0, 1)[None], dtype=torch.float32)
+        with torch.no_grad():
+            logits = model(x)
+        up = F.interpolate(logits, size=(h0, w0), mode="bilinear", align_corners=False)
+        pred = up.argmax(dim=1)[0].numpy()
+        c, b, n = ref_stats(pred, label, C, ignore, 5)
+        conf, bconf, cnt = conf + c, bconf + b, cnt + n
+    return ref_metrics(conf, bconf, cnt, C, ignore)
+
+
+@pytest.fixture()
+def checkpoint(tmp_path: Path) -> Path:
+    """A tiny model fitted for a few steps to the test images (a varied prediction)."""
+    torch.manual_seed(3)
+    model = build_model("tiny", num_classes=11)
+    data = build_dataset("camvid", root=_camvid(tmp_path / "fit"), split="val",
+                         image_size=(30, 44), train=False)
+    x = torch.stack([data[i][0] for i in range(3)])
+    y = torch.stack([data[i][1] for i in range(3)])
+    opt = torch.optim.Adam(model.parameters(), lr=0.02)
+    for _ in range(25):
+        opt.zero_grad()
+        F.cross_entropy(model(x), y, ignore_index=255).backward()
+        opt.step()
+    return Path(save_checkpoint(tmp_path / "m.pt", model, model_name="tiny", num_classes=11,
+                                dataset="camvid", image_size=(16, 24)))
+
+
+@pytest.mark.parametrize("batch_size", ["1", "3"])
+def test_native_evaluation_equals_an_independent_computation(tmp_path, checkpoint, capsys,
+                                                             batch_size) -> None:
+    root = _camvid(tmp_path / "camvid")
+    store = tmp_path / "store"
+    assert cli_main(["evaluate", "--checkpoint", str(checkpoint), "--dataset", "camvid",
+                     "--data-root", str(root), "--split", "val", "--batch-size", batch_size,
+                     "--json", "--store", str(store), "--experiment", "ev"]) == 0
+    got = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    model, meta = load_checkpoint(checkpoint)
+    assert meta["image_size"] == [16, 24]
+    want = _reference(model, root, "val", (16, 24))
+    assert 0.0 < want["bf1"] < 1.0 and 0.0 < want["miou"] < 1.0  # a non-trivial prediction
+    for k, v in want.items():
+        assert got[k] == pytest.approx(v, abs=1e-12), k
+    rows = ExperimentStore(store).trials("ev")
+    assert list(rows["eval_protocol"]) == ["native"]
+
+
+def test_train_size_protocol_is_still_available_and_differs(tmp_path, checkpoint,
+                                                            capsys) -> None:
+    root = _camvid(tmp_path / "camvid")
+    store = tmp_path / "store"
+    outs = {}
+    for protocol in ("native", "train_size"):
+        assert cli_main(["evaluate", "--checkpoint", str(checkpoint), "--dataset", "camvid",
+                         "--data-root", str(root), "--split", "val", "--json",
+                         "--eval-protocol", protocol, "--store", str(store),
+                         "--experiment", protocol]) == 0
+        outs[protocol] = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        assert list(ExperimentStore(store).trials(protocol)["eval_protocol"]) == [protocol]
+    assert outs["native"]["bf1"] != outs["train_size"]["bf1"]
+    # train_size: labels resized to the training size, every item 16x24
+    ds = build_dataset("camvid", root=root, split="val", image_size=(16, 24), train=False,
+                       eval_protocol="train_size")
+    assert {tuple(ds[i][1].shape) for i in range(3)} == {(16, 24)}
+    ds = build_dataset("camvid", root=root, split="val", image_size=(16, 24), train=False,
+                       eval_protocol="native")
+    assert [tuple(ds[i][1].shape) for i in range(3)] == [SIZES[n] for n in sorted(SIZES)]
+    assert [tuple(ds[i][0].shape[1:]) for i in range(3)] == [(16, 23), (21, 16), (16, 23)]
+    ds = build_dataset("camvid", root=root, split="val", image_size=16, train=False,
+                       eval_protocol="native", inference_size="native")
+    assert tuple(ds[1][0].shape[1:]) == (26, 20)
+
+
+def test_image_sizes_parse_and_inference_keeps_the_aspect() -> None:
+    assert parse_image_size(96) == 96 and parse_image_size("96") == 96
+    assert parse_image_size("96x128") == (96, 128) and parse_image_size(["96", "128"]) == (96, 128)
+    assert parse_image_size(["96x128"]) == (96, 128) and parse_image_size((64, 64)) == 64
+    for bad in ("96x", "0x5", ["1", "2", "3"], "big", 0, True, 9.5):
+        with pytest.raises(ValueError, match="image_size"):
+            parse_image_size(bad)
+    assert inference_shape((360, 480), (96, 96)) == (96, 128)
+    assert inference_shape((360, 480), (96, 128)) == (96, 128)
+    assert inference_shape((360, 480), (96, 96), "native") == (360, 480)
+    assert inference_shape((360, 480), (96, 96), (50, 60)) == (50, 60)
+
+
+def test_a_trial_trains_at_a_non_square_size(tmp_path) -> None:
+    from autoloss_ray.train import run_trial
+
+    result = run_trial({"model": "tiny", "image_size": "24x40", "iterations": 2,
+                        "batch_size": 2, "train_size": 8, "holdout_fraction": 0.25,
+                        "loss": "ce", "save_checkpoint": str(tmp_path / "m.pt")})
+    assert result["status"] == "ok" and result["eval_protocol"] == "native"
+    assert load_checkpoint(tmp_path / "m.pt")[1]["image_size"] == [24, 40]
+    with pytest.raises(ValueError, match="eval_protocol"):
+        run_trial({"model": "tiny", "eval_protocol": "half"})
+
+
+def test_old_store_rows_read_with_a_null_protocol(tmp_path) -> None:
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from autoloss_ray.store import TRIAL_FILE_SCHEMA
+
+    store = ExperimentStore(tmp_path / "s")
+    store.write_trial({"experiment": "new", "trial_id": "t1", "status": "ok",
+                       "eval_protocol": "train_size"})
+    old_schema = pa.schema([f for f in TRIAL_FILE_SCHEMA if f.name != "eval_protocol"])
+    path = Path(store.trial_path("old", "t0"))
+    path.parent.mkdir(parents=True)
+    table = pa.Table.from_pylist([{"trial_id": "t0", "kind": "search", "status": "ok",
+                                   "finished_at": 0}], schema=old_schema)
+    pq.write_table(table, path)
+    rows = store.trials().set_index("trial_id")
+    assert pd.isna(rows.loc["t0", "eval_protocol"])
+    assert pd.isna(store.trials("old")["eval_protocol"].iloc[0])
+    assert rows.loc["t1", "eval_protocol"] == "train_size"
+    with pytest.raises(StoreError, match="eval_protocol"):
+        store.write_trial({"experiment": "new", "trial_id": "t2", "status": "ok",
+                           "eval_protocol": "square"})
+
+
+# --------------------------------------------------------------------------- data checks
+def test_check_data_samples_label_files_and_a_trial_names_an_unsampled_bad_file(tmp_path):
+    from autoloss_ray.train import run_trial
+
+    names = {f"{i}.png": (20, 24) for i in range(5)}
+    root = _camvid(tmp_path / "c", "train", names, bad={"1.png": 40})
+    # sample=2 reads the first and the last file: 1.png is not read
+    assert check_data("camvid", root=root, splits=["train"], sample=2) == {"train": 5}
+    with pytest.raises(ValueError, match=r"1\.png: label values \[40\]"):
+        check_data("camvid", root=root, splits=["train"], sample=5)
+    with pytest.raises(ValueError, match=r"1\.png: label values \[40\] are outside"):
+        run_trial({"model": "tiny", "dataset": "camvid", "data_root": str(root),
+                   "image_size": 16, "iterations": 4, "batch_size": 2, "loss": "ce",
+                   "holdout_fraction": 0.4})
+
+
+def _tree(path: Path) -> dict[str, tuple[int, int]]:
+    if not path.exists():
+        return {}
+    return {str(p.relative_to(path)): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in path.rglob("*")}
+
+
+def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=300, env=env)
+
+
+SEARCH = ["-m", "autoloss_ray.cli", "search", "--dataset", "camvid", "--image-size", "16",
+          "--iterations", "2", "--steps", "1", "--samples", "2", "-q"]
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["search: no split folders", "search.py: bad label values", "retrain: no testannot",
+     "evaluate: no valannot"],
+)
+def test_bad_data_exits_2_with_one_line_and_the_store_unchanged(tmp_path, case) -> None:
+    store = tmp_path / "store"
+    ExperimentStore(store).write_trial({"experiment": "before", "trial_id": "t0",
+                                        "status": "ok"})
+    before = _tree(tmp_path / "store")
+    if case == "search: no split folders":
+        (tmp_path / "empty").mkdir()
+        args = [*SEARCH, "--data-root", str(tmp_path / "empty")]
+        expect = "train is missing"
+    elif case == "search.py: bad label values":
+        root = _camvid(tmp_path / "c", "train", {"a.png": (12, 16), "b.png": (12, 16)},
+                       bad={"b.png": 200})
+        args = [str(REPO / "search.py"), *SEARCH[3:], "--data-root", str(root)]
+        expect = "b.png: label values [200] are outside"
+    elif case == "retrain: no testannot":
+        root = _camvid(tmp_path / "c", "train", {"a.png": (12, 16)})
+        _camvid(root, "test", {"a.png": (12, 16)}, annot=False)
+        args = ["-m", "autoloss_ray.cli", "retrain", "--loss", "ce", "--dataset", "camvid",
+                "--data-root", str(root), "--eval-split", "test"]
+        expect = "testannot"
+    else:
+        root = _camvid(tmp_path / "c", "val", {"a.png": (12, 16)}, annot=False)
+        ckpt = save_checkpoint(tmp_path / "m.pt", build_model("tiny", num_classes=11),
+                               model_name="tiny", num_classes=11, dataset="camvid",
+                               image_size=16)
+        args = ["-m", "autoloss_ray.cli", "evaluate", "--checkpoint", ckpt, "--dataset",
+                "camvid", "--data-root", str(root), "--split", "val", "--experiment", "ev"]
+        expect = "valannot"
+    args += ["--store", str(store)]
+    if case != "evaluate: no valannot":
+        args += ["--experiment", "bad"]
+    proc = _run(args, tmp_path)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2, proc.stderr
+    assert len(lines) == 1 and expect in lines[0], proc.stderr
+    assert proc.stdout == ""
+    assert _tree(tmp_path / "store") == before
+    assert not (tmp_path / "tune").exists() and not (tmp_path / "retrain").exists()
