@@ -151,3 +151,20 @@ def test_surrogates_sum_in_float32_under_bf16_autocast(metric, native, monkeypat
         s = loss.score(onehot, t)
     exact = evaluate(t.clamp(max=4), t, 5, ignore_index=255)[metric]
     assert float(s) == pytest.approx(float(exact), abs=1e-4)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_trial_with_the_speed_defaults_and_device_batches():
+    result = run_trial({**SMALL, "device": "cuda"})
+    assert result["status"] == "ok" and result["iterations"] == SMALL["iterations"]
+    assert all(0 <= result[k] <= 1 for k in METRIC_KEYS)
+    cfg = TrialConfig.from_mapping(SMALL)
+    train_set, _ = build_data(cfg)
+    kw = dict(batch_size=4, iterations=3, seed=0)
+    cpu = DeviceBatches(train_set, device="cpu", **kw)
+    gpu = DeviceBatches(train_set, device="cuda", channels_last=True, **kw)
+    for t in range(3):
+        (xc, yc), (xg, yg) = cpu.batch(t), gpu.batch(t)
+        assert xg.is_cuda and xg.is_contiguous(memory_format=torch.channels_last)
+        torch.testing.assert_close(xg.cpu(), xc, atol=1e-4, rtol=0)
+        assert float((yg.cpu() == yc).float().mean()) > 0.99

@@ -104,3 +104,33 @@ def test_triton_path_is_for_cuda_float32_only():
         zc = z.cuda()
         assert _triton.usable(zc, torch.float32) == _triton.HAVE_TRITON
         assert not _triton.usable(zc, torch.float64)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("metric", ["miou", "fwiou", "biou", "macc", "gacc", "bf1", "miou+biou"])
+def test_cuda_surrogates_match_cpu(metric):
+    import numpy as np
+
+    from autoloss_ray.surrogates import SurrogateLoss, search_space
+
+    space = search_space(metric, "bezier")
+    theta = np.random.default_rng(0).uniform(0.1, 0.9, space.dim)
+    loss = SurrogateLoss(metric, num_classes=6, ignore_index=255, theta=theta)
+    g = torch.Generator().manual_seed(1)
+    z = 3 * torch.randn(3, 6, 40, 56, generator=g)
+    t = torch.randint(0, 6, (3, 40, 56), generator=g)
+    t[:, :4] = 255
+    zc, zg = z.clone().requires_grad_(True), z.cuda().requires_grad_(True)
+    vc, vg = loss(zc, t), loss(zg, t.cuda())
+    vc.backward()
+    vg.backward()
+    assert vg.dtype == torch.float32
+    torch.testing.assert_close(vg.cpu(), vc, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(zg.grad.cpu(), zc.grad, atol=1e-6, rtol=1e-3)
+    # bf16 logits under autocast: float32 sums, close to float32 on the same logits
+    zb = z.cuda().bfloat16().requires_grad_(True)
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        vb = loss(zb, t.cuda())
+    vb.backward()
+    assert vb.dtype == torch.float32 and zb.grad.dtype == torch.bfloat16
+    torch.testing.assert_close(vb.cpu(), loss(z.bfloat16().float(), t), atol=1e-4, rtol=1e-4)
