@@ -476,11 +476,12 @@ def run_trial(
     raw_logits = isinstance(criterion, SurrogateLoss)
     if speed["channels_last"]:
         model.to(memory_format=torch.channels_last)
-    batches = _train_batches(cfg, train_set, device, speed, train_seed)
     # the loss of every iteration stays on the device; the host reads it every K iterations
     loss_log = torch.full((cfg.iterations,), float("nan"), dtype=torch.float64, device=device)
     K = speed["check_every"]
     try:
+        # (decoding the dataset onto the device, if asked, is not part of train_seconds)
+        batches = _train_batches(cfg, train_set, device, speed, train_seed)
         _sync(device)
         start = time.perf_counter()
         model.train()

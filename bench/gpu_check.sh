@@ -63,7 +63,16 @@ if [ -n "$PREPARE" ]; then
   { "$PY" -m pip download -q --no-deps $PLAT -d "$tmp" "ray==2.60.0" \
     && "$PY" -m pip download -q $PLAT -d "$PREPARE" jsonschema "pydantic>=2.5,<3" \
     && "$PY" -m pip download -q --no-deps $PLAT -d "$PREPARE" tensorboardX; } || exit 1
-  mkdir -p "$tmp/site" && "$PY" -m zipfile -e "$tmp"/ray-*.whl "$tmp/site" || exit 1
+  # unpack keeping the files' modes (raylet and gcs_server must stay executable)
+  mkdir -p "$tmp/site" && "$PY" - "$tmp"/ray-*.whl "$tmp/site" <<'EOF' || exit 1
+import os, sys, zipfile
+with zipfile.ZipFile(sys.argv[1]) as z:
+    for info in z.infolist():
+        path = z.extract(info, sys.argv[2])
+        mode = (info.external_attr >> 16) & 0o777
+        if mode and not info.is_dir():
+            os.chmod(path, mode)
+EOF
   tar -C "$tmp/site" --exclude=./ray/jars --exclude=./ray/rllib --exclude=./ray/serve \
     --exclude=./ray/llm --exclude=./ray/cpp -cf - . | gzip -6 > "$PREPARE/ray.tar.gz" || exit 1
   rm -rf "$tmp"
@@ -136,7 +145,10 @@ install_stage() {
     "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$site" \
       "$WHEELS"/*.whl || return 1
   fi
-  if [ -f "$WHEELS/ray.tar.gz" ]; then tar -C "$site" -xzf "$WHEELS/ray.tar.gz" || return 1; fi
+  if [ -f "$WHEELS/ray.tar.gz" ]; then
+    tar -C "$site" -xzf "$WHEELS/ray.tar.gz" || return 1
+    chmod +x "$site"/ray/core/src/ray/gcs/gcs_server "$site"/ray/core/src/ray/raylet/raylet
+  fi
   # ray's console scripts (ray, ...) for the embedded head
   mkdir -p "$site/bin"
   printf '#!/bin/sh\nexec %s -c "import sys; from ray.scripts.scripts import main; sys.exit(main())" "$@"\n' \
@@ -183,7 +195,7 @@ else
   stage trial "$PY" bench/trial.py --recipes default --devices cuda --model deeplabv3_resnet50 \
     --image-size 128 --batch-size 32 --iterations 100 --warmup 10 --json "$WORK/trial.json"
 fi
-[ -f "$WORK/trial.json" ] && { echo "-- trial.json"; cat "$WORK/trial.json"; } >> "$LOG"
+[ -f "$WORK/trial.json" ] && { echo "-- trial.json"; cat "$WORK/trial.json"; echo; } >> "$LOG"
 
 # -- 4 packed trials on the embedded Ray -----------------------------------------------------------
 packed_stage() {
