@@ -53,7 +53,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from autoloss_ray import native
+from autoloss_ray import _triton, native
 from autoloss_ray.distributed import all_reduce_sum, check_sync
 from autoloss_ray.metrics import METRICS, boundary_band, check_boundary_classes, parse_metric
 from autoloss_ray.parameterizations import (
@@ -890,6 +890,9 @@ class SurrogateLoss(nn.Module):
             z = logits.to(cd).contiguous()
             I, O, npred = _RegionStatsNative.apply(z, tgt.contiguous(), w.contiguous(),
                                                    and_table, or_table)
+        elif _triton.usable(logits, cd):  # CUDA: fused Triton kernels (autoloss_ray._triton)
+            I, O, npred = _triton.RegionStats.apply(logits.contiguous(), tgt.contiguous(),
+                                                    w.contiguous(), and_table, or_table)
         else:
             z = logits if logits.is_contiguous() else logits.contiguous()
             I, O, npred = _RegionStats.apply(z, tgt.contiguous(), w, and_table, or_table)

@@ -8,6 +8,15 @@
 2. iteration-based SGD with the paper's proxy recipe (lr 0.02, poly 0.9 down to 1e-4,
    momentum 0.9, weight decay 5e-4, head lr x10, batch 32, 128x128, 1000 iterations; every
    value is a config key), bf16/fp16 autocast on CUDA, the loss itself computed in fp32;
+   on CUDA by default (each a config key, ``None`` = auto, ``False`` switches it off):
+   ``channels_last`` model and images, ``data_on_device`` (the train split decoded once and
+   kept on the device, batches made there: :mod:`autoloss_ray.data.device`),
+   ``cudnn_benchmark`` (cuDNN picks its algorithms by timing: faster, not reproducible run to
+   run) and ``check_every`` = 50 (the loss stays on the device and the host reads it every K
+   iterations, so the loop never waits for the GPU; a non-finite loss is then found up to K-1
+   steps late, and ``iterations`` still counts up to the first one). CPU defaults keep the
+   DataLoader, no autocast (``amp_cpu`` turns bf16 autocast on) and a check every iteration,
+   so CPU results are those of before;
 3. a NaN/inf loss stops training: the trial is returned with ``status="nan"`` (recorded, no
    exception); a runtime error during compute (e.g. CUDA out of memory) gives
    ``status="failed"`` with the error text;
@@ -92,6 +101,12 @@ class TrialConfig:
     amp: bool = True
     deterministic: bool = True
     progress_every: int = 0
+    # GPU speed (None: on for CUDA, off on CPU; each can be switched off; docstring of run_trial)
+    amp_cpu: bool = False  # bf16 autocast of the forward on CPU too (off: CPU numbers unchanged)
+    channels_last: bool | None = None
+    data_on_device: bool | None = None
+    cudnn_benchmark: bool | None = None
+    check_every: int | None = None  # host reads of the loss: every K iterations (None: CUDA 50, CPU 1)
     # bookkeeping added by searchers (echoed, never used)
     search_step: int | None = None
     search_sample: int | None = None
@@ -114,7 +129,8 @@ class TrialConfig:
         defaults = {f.name for f in dataclasses.fields(cls) if f.name not in ("theta", "loss",
                     "data_root", "num_classes", "backbone_weights", "save_checkpoint", "loss_label", "eval_batch_size",
                     "eval_split", "search_step", "search_sample", "experiment",
-                    "inference_size")}
+                    "inference_size", "channels_last", "data_on_device", "cudnn_benchmark",
+                    "check_every")}
         kwargs = {
             k: v for k, v in config.items() if k in names and not (v is None and k in defaults)
         }
@@ -145,6 +161,20 @@ class TrialConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
                 raise ValueError(f"trial config {name!r} must be an int >= {low}, got {value!r}")
+        for name in ("amp", "amp_cpu", "deterministic"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"trial config {name!r} must be true or false, got "
+                                 f"{getattr(self, name)!r}")
+        for name in ("channels_last", "data_on_device", "cudnn_benchmark"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, bool):
+                raise ValueError(f"trial config {name!r} must be true, false or null (auto: on "
+                                 f"for CUDA), got {value!r}")
+        if self.check_every is not None and (
+                isinstance(self.check_every, bool) or not isinstance(self.check_every, (int, np.integer))
+                or self.check_every < 1):
+            raise ValueError(f"trial config 'check_every' must be an int >= 1 or null, got "
+                             f"{self.check_every!r}")
         if self.eval_batch_size is not None and self.eval_batch_size < 1:
             raise ValueError(f"eval_batch_size must be >= 1, got {self.eval_batch_size!r}")
         for name in ("lr", "min_lr", "momentum", "weight_decay", "head_lr_mult", "poly_power"):
@@ -305,11 +335,66 @@ class _InfiniteSampler(torch.utils.data.Sampler):
         return self.total
 
 
-def _autocast(device: torch.device, enabled: bool):
+def _autocast(device: torch.device, enabled: bool, *, cpu: bool = False):
+    """bf16 (fp16 where bf16 is missing) autocast on CUDA when ``enabled``; bf16 on CPU only
+    when ``cpu`` is also true."""
+    if device.type == "cpu" and enabled and cpu:
+        return torch.autocast(device_type="cpu", dtype=torch.bfloat16)
     if not enabled or device.type != "cuda":
         return torch.autocast(device_type=device.type, enabled=False)
     dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return torch.autocast(device_type="cuda", dtype=dtype)
+
+
+def _speed_options(cfg: TrialConfig, device: torch.device) -> dict[str, Any]:
+    """The GPU speed switches of a trial resolved for ``device`` (None: on for CUDA)."""
+    cuda = device.type == "cuda"
+
+    def auto(value: bool | None) -> bool:
+        return cuda if value is None else bool(value)
+
+    return {
+        "channels_last": auto(cfg.channels_last),
+        "data_on_device": auto(cfg.data_on_device),
+        "cudnn_benchmark": auto(cfg.cudnn_benchmark),
+        "check_every": cfg.check_every or (50 if cuda else 1),
+    }
+
+
+def _train_batches(cfg: TrialConfig, train_set, device: torch.device, speed: dict[str, Any],
+                   seed: int):
+    """Training batches on ``device``: the dataset kept on the device
+    (:class:`~autoloss_ray.data.device.DeviceBatches`) or a DataLoader (the CPU default)."""
+    if speed["data_on_device"]:
+        from autoloss_ray.data.device import DeviceBatches
+
+        return DeviceBatches(train_set, batch_size=cfg.batch_size, iterations=cfg.iterations,
+                             seed=seed, device=device, channels_last=speed["channels_last"])
+    pin = device.type == "cuda"
+    loader = torch.utils.data.DataLoader(
+        train_set,
+        batch_sampler=torch.utils.data.BatchSampler(
+            _InfiniteSampler(len(train_set), cfg.iterations * cfg.batch_size, seed),
+            cfg.batch_size,
+            drop_last=False,
+        ),
+        num_workers=cfg.num_workers,
+        pin_memory=pin,
+    )
+    fmt = torch.channels_last if speed["channels_last"] else torch.contiguous_format
+    return ((images.to(device, non_blocking=pin).contiguous(memory_format=fmt),
+             labels.to(device, non_blocking=pin)) for images, labels in loader)
+
+
+def _first_nonfinite(loss_log: torch.Tensor, lo: int, hi: int) -> tuple[int, float] | None:
+    """(iteration, value) of the first non-finite loss in ``loss_log[lo:hi]``, or None (one
+    host read)."""
+    chunk = loss_log[lo:hi].cpu()
+    bad = (~torch.isfinite(chunk)).nonzero()
+    if bad.numel() == 0:
+        return None
+    i = int(bad[0, 0])
+    return lo + i, float(chunk[i])
 
 
 def _device_name(device: torch.device) -> str:
@@ -422,7 +507,7 @@ def run_trial(
     np.random.seed(train_seed % (2**32))
     if device.type == "cuda":
         torch.backends.cudnn.deterministic = cfg.deterministic
-        torch.backends.cudnn.benchmark = not cfg.deterministic
+        torch.backends.cudnn.benchmark = cfg.cudnn_benchmark is not False
     model = build_model(cfg.model, num_classes=num_classes, backbone_weights=cfg.backbone_weights)
 
     result: dict[str, Any] = {
@@ -457,43 +542,53 @@ def run_trial(
         momentum=cfg.momentum,
         weight_decay=cfg.weight_decay,
     )
-    pin = device.type == "cuda"
-    loader = torch.utils.data.DataLoader(
-        train_set,
-        batch_sampler=torch.utils.data.BatchSampler(
-            _InfiniteSampler(len(train_set), cfg.iterations * cfg.batch_size, train_seed),
-            cfg.batch_size,
-            drop_last=False,
-        ),
-        num_workers=cfg.num_workers,
-        pin_memory=pin,
-    )
-    losses: list[float] = []
+    speed = _speed_options(cfg, device)
+    from autoloss_ray.surrogates import SurrogateLoss
+
+    # surrogates read bf16 logits themselves and sum in float32; other losses get fp32 logits
+    raw_logits = isinstance(criterion, SurrogateLoss)
+    if speed["channels_last"]:
+        model.to(memory_format=torch.channels_last)
+    # the loss of every iteration stays on the device; the host reads it every K iterations
+    loss_log = torch.full((cfg.iterations,), float("nan"), dtype=torch.float64, device=device)
+    K = speed["check_every"]
     try:
+        # (decoding the dataset onto the device, if asked, is not part of train_seconds)
+        batches = _train_batches(cfg, train_set, device, speed, train_seed)
         _sync(device)
         start = time.perf_counter()
         model.train()
-        for it, (images, labels) in enumerate(loader):
+        done = 0
+        for it, (images, labels) in enumerate(batches):
             factor = (1.0 - it / cfg.iterations) ** cfg.poly_power
             for group in optimizer.param_groups:
                 group["lr"] = (group["initial_lr"] - cfg.min_lr) * factor + cfg.min_lr
-            images = images.to(device, non_blocking=pin)
-            labels = labels.to(device, non_blocking=pin)
-            with _autocast(device, cfg.amp):
+            with _autocast(device, cfg.amp, cpu=cfg.amp_cpu):
                 logits = model(images)
-            loss = criterion(logits.float(), labels)
-            value = float(loss.detach())
-            if not math.isfinite(value):
-                result["status"] = "nan"
-                result["error"] = f"loss became {value} at iteration {it}"
-                break
+            # surrogates take any float logits and compute in float32 themselves; others in fp32
+            loss = criterion(logits if raw_logits else logits.float(), labels)
+            loss_log[it] = loss.detach()
+            if K == 1:  # read before the step: a non-finite loss never reaches the weights
+                bad = _first_nonfinite(loss_log, it, it + 1)
+                if bad is not None:
+                    result["status"] = "nan"
+                    result["error"] = f"loss became {bad[1]} at iteration {bad[0]}"
+                    break
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            losses.append(value)
-            result["iterations"] = it + 1
-            if progress is not None and cfg.progress_every and (it + 1) % cfg.progress_every == 0:
-                progress({"iteration": it + 1, "loss": value, "lr": optimizer.param_groups[0]["lr"]})
+            done = it + 1
+            if K > 1 and (done % K == 0 or done == cfg.iterations):
+                bad = _first_nonfinite(loss_log, done - ((done - 1) % K) - 1, done)
+                if bad is not None:
+                    result["status"] = "nan"
+                    result["error"] = f"loss became {bad[1]} at iteration {bad[0]}"
+                    done = bad[0]
+                    break
+            if progress is not None and cfg.progress_every and done % cfg.progress_every == 0:
+                progress({"iteration": done, "loss": float(loss_log[it]),
+                          "lr": optimizer.param_groups[0]["lr"]})
+        result["iterations"] = done
         _sync(device)
         train_seconds = time.perf_counter() - start
         result["train_seconds"] = train_seconds
@@ -501,7 +596,8 @@ def run_trial(
             result["images_per_second"] = result["iterations"] * cfg.batch_size / max(
                 train_seconds, 1e-9
             )
-        if losses:
+        losses = loss_log[:done].cpu().numpy()
+        if losses.size:
             result["initial_loss"] = float(np.mean(losses[:10]))
             result["final_loss"] = float(np.mean(losses[-10:]))
         if result["status"] == "ok" and not all(
