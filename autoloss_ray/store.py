@@ -98,6 +98,10 @@ TRIAL_SCHEMA = pa.schema(
         pa.field("config_json", pa.string()),  # the trial's full config, JSON
         pa.field("extra_json", pa.string()),  # any other result values, JSON
         pa.field("finished_at", _TS, nullable=False),
+        # where the trial ran, as Ray names it (``node`` is the hostname, which all nodes of
+        # one machine or of same-named containers share); null in stores of older versions
+        pa.field("node_id", pa.string()),  # Ray node id (hex)
+        pa.field("node_ip", pa.string()),  # the node's IP address as Ray reports it
     ]
 )
 
@@ -289,7 +293,7 @@ def _to_time(v: Any, key: str) -> _dt.datetime:
 
 
 _TRIAL_STR = ("metric", "parameterization", "loss", "error", "node", "device", "dataset",
-              "model", "checkpoint")
+              "model", "checkpoint", "node_id", "node_ip")
 _TRIAL_FLOAT = ("reward", *METRIC_COLUMNS, "train_seconds", "eval_seconds", "total_seconds")
 _TRIAL_KEYS = frozenset(TRIAL_SCHEMA.names) | {"extra", "config"}
 

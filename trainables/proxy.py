@@ -81,6 +81,7 @@ def _run(config: Mapping[str, Any], defaults: Mapping[str, Any], kind: str) -> N
     extra = {"kind": kind, "gpu_ids": [str(g) for g in gpu_ids]}
     try:
         extra["node_id"] = ray.get_runtime_context().get_node_id()
+        extra["node_ip"] = ray.util.get_node_ip_address()
     except Exception:  # noqa: BLE001
         pass
 

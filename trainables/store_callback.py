@@ -10,7 +10,8 @@ Rows are built from ``trial.config`` (``theta``, ``search_step``, ``search_sampl
 ``metric``, ``parameterization``, ``seed``, ``dataset``, ``model``, ``loss_label`` or
 ``loss`` -> the ``loss`` column (the row label of the report's Table 2; a retrain with only a
 theta gets ``"surrogate:<metric>"``), ``iterations``) and ``trial.last_result`` (``reward``, the six metrics, ``status``,
-``error``, ``train_seconds``, ``eval_seconds``, ``node``, ``device``, ``checkpoint``); other
+``error``, ``train_seconds``, ``eval_seconds``, ``node``, ``node_id``, ``node_ip``, ``device``,
+``checkpoint``); other
 result values go to ``extra_json`` and the whole config to ``config_json``. An errored trial
 gets ``status="failed"`` and the text of its error.
 """
@@ -45,7 +46,7 @@ _TUNE_KEYS = {
 }
 _MAPPED_RESULT_KEYS = {
     "reward", *METRIC_COLUMNS, "status", "error", "train_seconds", "eval_seconds", "node",
-    "device", "checkpoint", "iterations", "time_total_s", "hostname",
+    "device", "checkpoint", "iterations", "time_total_s", "hostname", "node_id", "node_ip",
 }
 _MAX_ERROR_CHARS = 8000
 
@@ -157,6 +158,8 @@ def trial_row(
         total = row["train_seconds"] + (row["eval_seconds"] or 0.0)
     row["total_seconds"] = total
     row["node"] = _str(result.get("node", result.get("hostname")))
+    row["node_id"] = _str(result.get("node_id"))
+    row["node_ip"] = _str(result.get("node_ip"))
     row["device"] = _str(result.get("device"))
     ckpt = result.get("checkpoint")
     row["checkpoint"] = ckpt if isinstance(ckpt, str) else None
