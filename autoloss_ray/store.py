@@ -1,7 +1,10 @@
 """Parquet experiment store: every finished trial and every policy step, one file each.
 
 Layout (a hive-partitioned Parquet dataset per table; ``root`` is a local directory or a
-pyarrow filesystem URI such as ``s3://bucket/prefix`` or ``file:///abs/path``)::
+pyarrow filesystem URI such as ``s3://bucket/prefix`` or ``file:///abs/path``; an
+S3-compatible server other than AWS goes in the URI's query, as pyarrow reads it:
+``s3://bucket/prefix?endpoint_override=host:9000&scheme=http``; credentials never do: they
+come from the environment, ``~/.aws`` or the instance role, as for any AWS SDK client)::
 
     <root>/trials/experiment=<name>/<trial_id>.parquet        one row per finished trial
     <root>/policy/experiment=<name>/step-<k:06d>.parquet      one row per search step
@@ -444,7 +447,8 @@ class ExperimentStore:
                 fs, path = pafs.FileSystem.from_uri(root)
             except (pa.ArrowInvalid, ValueError, OSError) as e:
                 raise StoreError(f"cannot open store URI {root!r}: {e}") from None
-            self.root = root.rstrip("/")
+            head, sep, query = root.partition("?")
+            self.root = head.rstrip("/") + sep + query
         else:
             fs, path = pafs.LocalFileSystem(), str(Path(root).expanduser().resolve())
             self.root = path
@@ -485,14 +489,18 @@ class ExperimentStore:
         directory = self._dir("policy", check_name(experiment, "experiment"))
         return f"{directory}/step-{step:06d}.parquet"
 
+    def _sub_uri(self, table: str) -> str:
+        head, sep, query = self.root.partition("?")  # keep ?endpoint_override=... at the end
+        return f"{head}/{table}{sep}{query}"
+
     @property
     def trials_uri(self) -> str:
         """Where the trials dataset lives (give it to pandas.read_parquet / DuckDB)."""
-        return f"{self.root}/trials"
+        return self._sub_uri("trials")
 
     @property
     def policy_uri(self) -> str:
-        return f"{self.root}/policy"
+        return self._sub_uri("policy")
 
     # -- writing
     def write_trial(self, row: Mapping[str, Any]) -> str:
