@@ -30,11 +30,19 @@ def head_ports() -> dict[str, int]:
 
 
 def start_head(temp_dir: str, ports: dict[str, int], *extra: str, env=None,
-               timeout: float = 240) -> None:
+               timeout: float = 240, attempts: int = 3) -> None:
+    """`ray start --head` on ``ports``; retried when the head times out during startup (Ray
+    2.60 waits a fixed 30 s for its raylet, too short on a busy shared machine)."""
     args = [RAY, "start", "--head", "--temp-dir", temp_dir, "--disable-usage-stats",
             *[f"--{k}={v}" for k, v in ports.items()], *extra]
-    out = subprocess.run(args, capture_output=True, text=True, timeout=timeout, env=env)
-    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    for attempt in range(attempts):
+        out = subprocess.run(args, capture_output=True, text=True, timeout=timeout, env=env)
+        if out.returncode == 0:
+            return
+        if "timed out during startup" not in out.stderr + out.stdout:
+            break
+        kill_head(temp_dir, ports["port"])
+    raise AssertionError(out.stdout[-2000:] + out.stderr[-2000:])
 
 
 def head_pids(temp_dir: str, gcs_port: int) -> list[int]:
