@@ -141,7 +141,7 @@ try:
 except urllib.error.HTTPError as e:
     out["unauthenticated"] = e.code
 env = {"working_dir": repo, "excludes": [".git", ".venv", "runs"]}
-files = lambda: sorted(p.name for p in Path(store).rglob("trial_*.parquet"))
+files = lambda: sorted(p.name for p in Path(store, "trials").rglob("*.parquet"))
 def submit(**kw):
     deadline = time.monotonic() + 120
     while True:  # the job agent comes up a little after the head
@@ -166,7 +166,7 @@ wait(first, lambda: client.get_job_status(first).is_terminal(), 120)
 out["first_status"] = str(client.get_job_status(first))
 time.sleep(2)
 before = {}
-for p in Path(store).rglob("trial_*.parquet"):
+for p in Path(store, "trials").rglob("*.parquet"):
     t = pq.read_table(p, columns=["finished_at"]).to_pylist()[0]
     before[p.name] = str(t["finished_at"])
 out["before"] = before

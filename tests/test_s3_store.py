@@ -136,7 +136,7 @@ def test_search_on_an_s3_store_survives_a_kill_resumes_and_reads_back(s3, tmp_pa
     rows = store.trials("s3exp")
     assert len(rows) == 6 and not rows.duplicated(["step", "sample"]).any()
     kept = rows.set_index("trial_id").loc[list(before["trial_id"]), "finished_at"]
-    assert (kept.values == before.set_index("trial_id")["finished_at"].values).all()
+    assert kept.tolist() == before.set_index("trial_id")["finished_at"].tolist()
     assert len(store.policy("s3exp")) == 3
 
     report = tmp_path / "report"
