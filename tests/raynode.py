@@ -30,7 +30,7 @@ def head_ports() -> dict[str, int]:
 
 
 def start_head(temp_dir: str, ports: dict[str, int], *extra: str, env=None,
-               timeout: float = 240, attempts: int = 3) -> None:
+               timeout: float = 240, attempts: int = 5) -> None:
     """`ray start --head` on ``ports``; retried when the head times out during startup (Ray
     2.60 waits a fixed 30 s for its raylet, too short on a busy shared machine)."""
     args = [RAY, "start", "--head", "--temp-dir", temp_dir, "--disable-usage-stats",
