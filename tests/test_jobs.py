@@ -59,7 +59,15 @@ while True:  # the job API comes up shortly after `ray start`
         if time.monotonic() > deadline:
             raise
         time.sleep(1)
-job_id = client.submit_job(entrypoint=entrypoint)
+deadline = time.monotonic() + 120
+while True:  # the job agent comes up a little after the head
+    try:
+        job_id = client.submit_job(entrypoint=entrypoint)
+        break
+    except RuntimeError as e:
+        if "No available agent" not in str(e) or time.monotonic() > deadline:
+            raise
+        time.sleep(2)
 deadline = time.monotonic() + 240
 while time.monotonic() < deadline:
     status = client.get_job_status(job_id)
