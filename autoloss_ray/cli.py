@@ -83,7 +83,8 @@ def add_search_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("cluster and output")
     g.add_argument("--gpus-per-trial", type=float, default=1.0,
                    help="GPUs per trial; fractions pack trials on one GPU; "
-                   "ignored when the cluster has no GPU (default 1)")
+                   "an embedded local Ray without GPU runs them on CPU; on a cluster "
+                   "they wait for GPU nodes (default 1)")
     g.add_argument("--cpus-per-trial", type=float, default=1.0)
     g.add_argument("--max-concurrent", type=int, default=None,
                    help="trials running at once (default: M)")

@@ -1,7 +1,10 @@
 """Parquet experiment store: every finished trial and every policy step, one file each.
 
 Layout (a hive-partitioned Parquet dataset per table; ``root`` is a local directory or a
-pyarrow filesystem URI such as ``s3://bucket/prefix`` or ``file:///abs/path``)::
+pyarrow filesystem URI such as ``s3://bucket/prefix`` or ``file:///abs/path``; an
+S3-compatible server other than AWS goes in the URI's query, as pyarrow reads it:
+``s3://bucket/prefix?endpoint_override=host:9000&scheme=http``; credentials never do: they
+come from the environment, ``~/.aws`` or the instance role, as for any AWS SDK client)::
 
     <root>/trials/experiment=<name>/<trial_id>.parquet        one row per finished trial
     <root>/policy/experiment=<name>/step-<k:06d>.parquet      one row per search step
@@ -109,6 +112,10 @@ TRIAL_SCHEMA = pa.schema(
         # its reward is the last value it reported. Null in stores written before the column.
         pa.field("stopped_early", pa.bool_()),
         pa.field("eval_protocol", pa.string()),  # native | train_size (null: older store)
+        # where the trial ran, as Ray names it (``node`` is the hostname, which all nodes of
+        # one machine or of same-named containers share); null in stores of older versions
+        pa.field("node_id", pa.string()),  # Ray node id (hex)
+        pa.field("node_ip", pa.string()),  # the node's IP address as Ray reports it
     ]
 )
 
@@ -316,7 +323,7 @@ def _to_time(v: Any, key: str) -> _dt.datetime:
 
 
 _TRIAL_STR = ("metric", "parameterization", "loss", "error", "node", "device", "dataset",
-              "model", "checkpoint")
+              "model", "checkpoint", "node_id", "node_ip")
 _TRIAL_FLOAT = ("reward", *METRIC_COLUMNS, "train_seconds", "eval_seconds", "total_seconds")
 _TRIAL_KEYS = frozenset(TRIAL_SCHEMA.names) | {"extra", "config"}
 
@@ -474,7 +481,8 @@ class ExperimentStore:
                 fs, path = pafs.FileSystem.from_uri(root)
             except (pa.ArrowInvalid, ValueError, OSError) as e:
                 raise StoreError(f"cannot open store URI {root!r}: {e}") from None
-            self.root = root.rstrip("/")
+            head, sep, query = root.partition("?")
+            self.root = head.rstrip("/") + sep + query
         else:
             fs, path = pafs.LocalFileSystem(), str(Path(root).expanduser().resolve())
             self.root = path
@@ -515,14 +523,18 @@ class ExperimentStore:
         directory = self._dir("policy", check_name(experiment, "experiment"))
         return f"{directory}/step-{step:06d}.parquet"
 
+    def _sub_uri(self, table: str) -> str:
+        head, sep, query = self.root.partition("?")  # keep ?endpoint_override=... at the end
+        return f"{head}/{table}{sep}{query}"
+
     @property
     def trials_uri(self) -> str:
         """Where the trials dataset lives (give it to pandas.read_parquet / DuckDB)."""
-        return f"{self.root}/trials"
+        return self._sub_uri("trials")
 
     @property
     def policy_uri(self) -> str:
-        return f"{self.root}/policy"
+        return self._sub_uri("policy")
 
     # -- writing
     def write_trial(self, row: Mapping[str, Any]) -> str:

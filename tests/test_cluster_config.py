@@ -68,3 +68,19 @@ def test_validation_really_rejects_a_broken_config():
     bad["head_node_type"] = "no_such_type"
     with pytest.raises(ValueError):
         util.validate_config(util.prepare_config(bad))
+
+
+def test_grafana_dashboard_charts_the_gauges_the_search_exports():
+    import json
+    import re
+
+    dash = json.loads((CLUSTER / "grafana" / "autoloss_dashboard.json").read_text())
+    exprs = [t["expr"] for p in dash["panels"] for t in p["targets"]]
+    used = {m for e in exprs for m in re.findall(r"ray_autoloss_\w+", e)}
+    # the gauges trainables/progress.py defines (Ray prefixes them with "ray_")
+    source = (CLUSTER.parent / "trainables" / "progress.py").read_text()
+    defined = {"ray_" + m for m in re.findall(r'Gauge\(\s*"(autoloss_\w+)"', source)}
+    assert defined == {"ray_autoloss_step", "ray_autoloss_trials_done",
+                       "ray_autoloss_best_reward", "ray_autoloss_mean_reward"}
+    assert used == defined
+    assert len({p["id"] for p in dash["panels"]}) == len(dash["panels"])

@@ -590,3 +590,25 @@ def test_store_callback_in_a_real_tune_run(tmp_path):
     assert list(df["status"]) == ["ok", "failed", "ok"]
     assert "synthetic failure for the store test" in df.loc[1, "error"]
     assert df.loc[2, "reward"] == pytest.approx(0.2)
+
+
+def test_node_id_and_ip_are_columns_and_older_files_without_them_still_read(tmp_path):
+    import pyarrow as pa
+
+    store = ExperimentStore(tmp_path / "store")
+    nid = "ab" * 28
+    store.write_trial(full_row(0, node_id=nid, node_ip="10.0.0.7"))
+    # a file of an older version: the trial file schema without the two new columns
+    old_schema = pa.schema([f for f in TRIAL_FILE_SCHEMA if f.name not in ("node_id",
+                                                                             "node_ip")])
+    new = pq.read_table(parquet_files(tmp_path / "store")[0])
+    old = new.select(old_schema.names).set_column(
+        old_schema.get_field_index("trial_id"), "trial_id", pa.array(["trial_old"]))
+    pq.write_table(old, tmp_path / "store/trials/experiment=exp-a/trial_old.parquet")
+    df = store.trials("exp-a").set_index("trial_id")
+    assert df.loc["trial_00000", "node_id"] == nid
+    assert df.loc["trial_00000", "node_ip"] == "10.0.0.7"
+    assert pd.isna(df.loc["trial_old", "node_id"]) and pd.isna(df.loc["trial_old", "node_ip"])
+    assert len(store.trials()) == 2  # the all-experiments (hive) read too
+    with pytest.raises(StoreError, match="node_ip"):
+        store.write_trial(full_row(1, node_ip=7))

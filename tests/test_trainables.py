@@ -109,3 +109,21 @@ def test_trial_device_ignores_inherited_cuda_visible_devices(monkeypatch):
     monkeypatch.setattr(ray, "get_gpu_ids", lambda: [])
     assert trial_device("auto") == ("cpu", [])
     assert trial_device("cpu")[0] == "cpu"
+
+
+def test_a_joined_cluster_keeps_the_gpu_request_for_the_autoscaler(local_ray, monkeypatch):
+    """Only an embedded local Ray without GPU falls back to CPU; on a joined cluster with no
+    GPU node yet the trials still ask for a GPU (the autoscaler starts GPU workers for them),
+    unless its autoscaler config says no GPU can ever come."""
+    from trainables import proxy
+
+    assert proxy.embedded_ray()  # the fixture's ray.init() started this Ray
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 2.0})
+    monkeypatch.setattr(proxy, "embedded_ray", lambda: False)
+    monkeypatch.setattr(proxy, "_max_cluster_gpus", lambda: None)  # autoscaler v1: unknown
+    with pytest.warns(UserWarning, match="autoscaler"):
+        assert proxy._resources(0.25, 1) == {"cpu": 1.0, "gpu": 0.25}
+    monkeypatch.setattr(proxy, "_max_cluster_gpus", lambda: 0.0)
+    with pytest.raises(ValueError, match="never|no GPU node type"):
+        proxy._resources(1.0, 1)
+    assert proxy._resources(0.0, 1) == {"cpu": 1.0, "gpu": 0.0}  # asked for CPU: no check

@@ -21,7 +21,10 @@ import traceback
 from collections.abc import Callable, Mapping
 from typing import Any
 
-__all__ = ["proxy_task", "retrain_task", "with_gpu_resources", "trial_device", "TrialResources"]
+__all__ = [
+    "proxy_task", "retrain_task", "with_gpu_resources", "trial_device", "TrialResources",
+    "embedded_ray",
+]
 
 
 def trial_device(requested: str | None = "auto") -> tuple[str, list]:
@@ -81,6 +84,7 @@ def _run(config: Mapping[str, Any], defaults: Mapping[str, Any], kind: str) -> N
     extra = {"kind": kind, "gpu_ids": ",".join(str(g) for g in gpu_ids)}
     try:
         extra["node_id"] = ray.get_runtime_context().get_node_id()
+        extra["node_ip"] = ray.util.get_node_ip_address()
     except Exception:  # noqa: BLE001
         pass
 
@@ -116,8 +120,8 @@ def retrain_task(config: dict[str, Any]) -> None:
 
 
 class TrialResources:
-    """Picklable ``config -> resources`` that decides CPU-only fallback when a trial starts
-    (for trainables wrapped before ``ray.init``)."""
+    """Picklable ``config -> resources`` that decides the CPU-only fallback when a trial
+    starts (for trainables wrapped before ``ray.init``)."""
 
     def __init__(self, gpus_per_trial: float, cpus_per_trial: float) -> None:
         self.gpus_per_trial = gpus_per_trial
@@ -130,19 +134,61 @@ class TrialResources:
         return tune.PlacementGroupFactory([{k.upper(): v for k, v in res.items()}])
 
 
+def embedded_ray() -> bool:
+    """Whether this process started the Ray it is connected to (``ray.init()`` with no
+    cluster to join), as opposed to joining a cluster (``--address``, a Ray job, a head)."""
+    import ray
+
+    node = getattr(ray._private.worker, "_global_node", None)
+    return bool(ray.is_initialized() and node is not None and node.head)
+
+
+def _max_cluster_gpus() -> float | None:
+    """GPUs the cluster's autoscaler could ever provide, when Ray publishes its config
+    (autoscaler v2); None when unknown (autoscaler v1, no autoscaler)."""
+    try:
+        from ray._private.state import state
+
+        most = state.get_max_resources_from_cluster_config()
+    except Exception:  # noqa: BLE001 - a private API: unknown is fine
+        return None
+    return None if most is None else float(most.get("GPU", 0))
+
+
 def _resources(gpus_per_trial: float, cpus_per_trial: float) -> dict[str, float]:
+    """The trial's resources: what was asked for, except on an embedded local Ray without a
+    GPU, where trials run on CPU (a laptop run of the GPU default).
+
+    On a cluster that was joined, the GPU request stands even when no GPU node is up yet: the
+    autoscaler sees the pending trials' GPU demand and starts GPU workers (gpu.yaml has none
+    at start). A cluster whose autoscaler config says it can never have a GPU is refused.
+    """
     import ray
 
     if gpus_per_trial > 0 and ray.is_initialized():
         if ray.cluster_resources().get("GPU", 0) <= 0:
             import warnings
 
-            warnings.warn(
-                f"gpus_per_trial={gpus_per_trial} but the Ray cluster has no GPU: trials run "
-                "on CPU",
-                stacklevel=3,
-            )
-            gpus_per_trial = 0
+            if embedded_ray():
+                warnings.warn(
+                    f"gpus_per_trial={gpus_per_trial} but the local Ray has no GPU: trials "
+                    "run on CPU",
+                    stacklevel=3,
+                )
+                gpus_per_trial = 0
+            elif _max_cluster_gpus() == 0:
+                raise ValueError(
+                    f"gpus_per_trial={gpus_per_trial} but the Ray cluster has no GPU and its "
+                    "autoscaler config has no GPU node type; pass --gpus-per-trial 0 to run "
+                    "the trials on CPU"
+                )
+            else:
+                warnings.warn(
+                    f"gpus_per_trial={gpus_per_trial}: the Ray cluster has no GPU node yet; "
+                    "the trials wait for the autoscaler to start GPU workers (pass "
+                    "--gpus-per-trial 0 to run them on CPU)",
+                    stacklevel=3,
+                )
     return {"cpu": float(cpus_per_trial), "gpu": float(gpus_per_trial)}
 
 
@@ -154,8 +200,9 @@ def with_gpu_resources(
 ):
     """``tune.with_resources(trainable, {"cpu": ..., "gpu": ...})`` (default: proxy_task).
 
-    One GPU per trial by default; fractions (0.5, 0.25) pack several trials on one GPU; 0 or
-    a cluster without GPUs gives CPU-only trials. Both keys are always named (a "gpu"-only
+    One GPU per trial by default; fractions (0.5, 0.25) pack several trials on one GPU; 0
+    gives CPU-only trials, and so does an embedded local Ray without a GPU; on a joined
+    cluster the GPU request stands (the autoscaler adds GPU nodes for it). Both keys are always named (a "gpu"-only
     request would give the trial 0 CPUs). If Ray is not initialised yet, the decision is
     taken when each trial starts.
     """

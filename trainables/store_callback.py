@@ -10,7 +10,8 @@ Rows are built from ``trial.config`` (``theta``, ``search_step``, ``search_sampl
 ``metric``, ``parameterization``, ``seed``, ``dataset``, ``model``, ``loss_label`` or
 ``loss`` -> the ``loss`` column (the row label of the report's Table 2; a retrain with only a
 theta gets ``"surrogate:<metric>"``), ``iterations``) and ``trial.last_result`` (``reward``, the six metrics, ``status``,
-``error``, ``train_seconds``, ``eval_seconds``, ``node``, ``device``, ``checkpoint``, ``eval_protocol``;
+``error``, ``train_seconds``, ``eval_seconds``, ``node``, ``node_id``, ``node_ip``, ``device``,
+``checkpoint``, ``eval_protocol``;
 ``stopped_early``: the last result says ``done=False``, i.e. a scheduler stopped the trial
 before it finished, as Ray's ``add_evaluated_trials`` calls it "pruned"); other
 result values go to ``extra_json`` and the whole config to ``config_json``. An errored trial
@@ -49,6 +50,7 @@ _TUNE_KEYS = {
 _MAPPED_RESULT_KEYS = {
     "reward", *METRIC_COLUMNS, "status", "error", "train_seconds", "eval_seconds", "node",
     "device", "checkpoint", "iterations", "time_total_s", "hostname", "eval_protocol",
+    "node_id", "node_ip",
 }
 _MAX_ERROR_CHARS = 8000
 
@@ -161,6 +163,8 @@ def trial_row(
         total = row["train_seconds"] + (row["eval_seconds"] or 0.0)
     row["total_seconds"] = total
     row["node"] = _str(result.get("node", result.get("hostname")))
+    row["node_id"] = _str(result.get("node_id"))
+    row["node_ip"] = _str(result.get("node_ip"))
     row["device"] = _str(result.get("device"))
     ckpt = result.get("checkpoint")
     row["checkpoint"] = ckpt if isinstance(ckpt, str) else None

@@ -1,0 +1,92 @@
+"""The cluster path on one machine: cluster/fake.yaml (Ray's fake multi-node provider, the
+node types of gpu.yaml) started as `ray up` would start its head, a search joined to it.
+
+The head has no CPU and no GPU and there are no workers at start (gpu.yaml's `min_workers: 0`):
+the trials' GPU requests must reach the autoscaler, which starts fake GPU workers (logical
+GPUs), and every trial must run there with a GPU id. Everything runs in the test's own temp
+dir and ports and is stopped by its own processes afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+yaml = pytest.importorskip("yaml")
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(REPO / "cluster"))
+from make_fake import CLUSTER, fake_config, render  # noqa: E402
+from raynode import head_ports, kill_head, start_head  # noqa: E402
+
+# ray 2.60, ray/autoscaler/_private/fake_multi_node/node_provider.py
+FAKE_HEAD_NODE_ID = "f" * 51 + "00000"
+
+
+def test_fake_yaml_is_derived_from_gpu_yaml():
+    gpu = yaml.safe_load((CLUSTER / "gpu.yaml").read_text())
+    assert (CLUSTER / "fake.yaml").read_text() == render(fake_config(gpu)), (
+        "cluster/fake.yaml is stale: run `python cluster/make_fake.py`")
+    fake = yaml.safe_load((CLUSTER / "fake.yaml").read_text())
+    types = fake["available_node_types"]
+    assert types["ray.head.default"]["resources"] == {"CPU": 0}
+    assert types["gpu_worker"]["resources"] == {"CPU": 4, "GPU": 1}
+    assert types["gpu_worker"]["min_workers"] == 0 and fake["provider"]["type"] == "fake_multinode"
+    with pytest.raises(ValueError, match="max_workers"):
+        fake_config(gpu, max_workers=0)
+
+
+@pytest.mark.slow
+def test_search_on_the_fake_cluster_scales_up_gpu_workers(tmp_path: Path):
+    temp_dir = tempfile.mkdtemp(prefix="rf", dir="/tmp")
+    ports = head_ports()
+    gcs = f"127.0.0.1:{ports['port']}"
+    gpu = yaml.safe_load((CLUSTER / "gpu.yaml").read_text())
+    config = tmp_path / "fake.yaml"
+    config.write_text(render(fake_config(gpu, max_workers=2, gcs_address=gcs)))
+    env = {**os.environ, "RAY_FAKE_CLUSTER": "1", "RAY_AUTH_MODE": "token",
+           "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+    env.pop("RAY_ADDRESS", None)
+    store = tmp_path / "store"
+    left: list[int] = []
+    try:
+        # the head as gpu.yaml's head_start_ray_commands start it (CPU: 0, autoscaler on)
+        start_head(temp_dir, ports, "--num-cpus", "0", "--num-gpus", "0",
+                   "--include-dashboard", "false", "--autoscaling-config", str(config), env=env)
+        proc = subprocess.run(
+            [sys.executable, str(REPO / "search.py"), "--address", gcs, "--steps", "2",
+             "--samples", "2", "--iterations", "6", "--image-size", "32", "--train-size", "16",
+             "--batch-size", "4", "--store", str(store), "--experiment", "fake"],
+            capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path,
+        )
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        monitor = "".join(p.read_text(errors="replace")
+                          for p in Path(temp_dir).glob("session_*/logs/monitor.log"))
+    finally:
+        left = kill_head(temp_dir, ports["port"])
+        shutil.rmtree(temp_dir, ignore_errors=True)
+    assert not left, f"processes of the fake cluster survived: {left}"
+
+    from autoloss_ray.store import ExperimentStore
+
+    rows = ExperimentStore(store).trials("fake")
+    assert len(rows) == 4 and not rows.duplicated(["step", "sample"]).any()
+    assert (rows["status"] == "ok").all(), rows[["status", "error"]]
+    # every trial ran on a worker the autoscaler launched, never on the head
+    assert rows["node_id"].notna().all() and (rows["node_id"] != FAKE_HEAD_NODE_ID).all()
+    assert all(n.startswith("f" * 51) for n in rows["node_id"])
+    assert rows["node_ip"].notna().all()
+    # ... and each got a (logical) GPU
+    for extra in rows["extra_json"]:
+        assert len(json.loads(extra)["gpu_ids"]) == 1
+    # the autoscaler started GPU workers for the pending trials
+    assert "Adding" in monitor and "gpu_worker" in monitor, monitor[-3000:]
