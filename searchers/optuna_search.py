@@ -174,7 +174,7 @@ class _OptunaStepSearcher(_StepSearcher):
         steps: int = 12,
         samples_per_step: int = 32,
         sigma: float = 0.2,
-        failure_reward: float | None = 0.0,
+        failure_reward: float | None = None,
         points_to_evaluate: Sequence[Any] | None = None,
         seed: int | None = None,
         step_callback: Callable[[dict], Any] | None = None,
