@@ -10,4 +10,4 @@ OUT=${2:-runs/camvid}
 time $A search --metric miou --dataset camvid --data-root $CAMVID --image-size 96 --iterations 80 --batch-size 8 --eval-protocol train_size --steps 3 --samples 4 --store $OUT/store --experiment camvid-miou --export $OUT/camvid-miou.json --report-dir $OUT/report-search -q
 time $A retrain --metric miou --dataset camvid --data-root $CAMVID --eval-split val --image-size 96 --iterations 300 --batch-size 8 --eval-protocol native --loss ce --loss lovasz --loss dice --loss preset:miou --loss experiment:camvid-miou --store $OUT/store --experiment camvid-retrain --checkpoint-dir $OUT/ckpt-camvid-miou
 # the same checkpoints scored the old way (image and label resized to 96x96), for comparison
-for ckpt in $OUT/ckpt-camvid-miou/*.pt; do $A evaluate --checkpoint $ckpt --dataset camvid --data-root $CAMVID --split val --eval-protocol train_size; done
+for ckpt in $OUT/ckpt-camvid-miou/*.pt; do $A evaluate --checkpoint $ckpt --dataset camvid --data-root $CAMVID --split val --eval-protocol train_size --store $OUT/store --experiment camvid-retrain-train-size; done
