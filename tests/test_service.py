@@ -339,8 +339,9 @@ def test_trials_spread_over_nodes_of_a_multi_node_cluster(tmp_path: Path) -> Non
     assert set(trials["status"]) == {"ok"}
     import json
 
-    node_ids = {json.loads(e).get("node_id") for e in trials["extra_json"]}
+    node_ids = set(trials["node_id"])  # Ray's node id has its own column
     assert len(node_ids) == 2, node_ids  # both worker nodes ran trials, the head none
+    assert trials["node_ip"].notna().all()
     gpu_ids = [json.loads(e).get("gpu_ids") for e in trials["extra_json"]]
     # every trial was pinned to one (fake) GPU; ids are a comma-separated string
     assert all(isinstance(g, str) and g and "," not in g for g in gpu_ids)
