@@ -26,7 +26,7 @@ def experiment_loss(store: Any, experiment: str, *, num_classes: int | None = No
     """The best searched ``SurrogateLoss`` of ``experiment`` and a dict describing it."""
     from autoloss_ray.report import best_theta
     from autoloss_ray.store import ExperimentStore
-    from autoloss_ray.surrogates import SurrogateLoss
+    from autoloss_ray.losses.surrogate import SurrogateLoss
 
     store = store if isinstance(store, ExperimentStore) else ExperimentStore(store)
     trials = store.trials(experiment)

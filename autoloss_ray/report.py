@@ -233,7 +233,7 @@ def plot_search_curves(
 
 # ----------------------------------------------------------------------------- h(x) curves
 def _curves_table() -> Mapping[str, Sequence[str]]:
-    for mod in ("autoloss_ray.parameterizations", "autoloss_ray.surrogates"):
+    for mod in ("autoloss_ray.parameterizations", "autoloss_ray.losses.space"):
         try:
             module = __import__(mod, fromlist=["CURVES"])
         except ImportError:

@@ -208,7 +208,7 @@ def check_trial_config(config: Mapping[str, Any] | TrialConfig) -> TrialConfig:
     if cfg.model not in MODELS:
         raise ValueError(f"unknown model {cfg.model!r}; expected one of {sorted(MODELS)}")
     if cfg.loss is None:
-        from autoloss_ray.surrogates import search_space
+        from autoloss_ray.losses.space import search_space
 
         search_space(cfg.metric, cfg.parameterization)
     if cfg.batch_size < 2 and cfg.model != "tiny":
@@ -261,7 +261,7 @@ def build_loss(cfg: TrialConfig, num_classes: int, ignore_index: int, train_set=
 
     parse_metric(cfg.metric)  # the reward's metric must be valid whatever the loss
     if cfg.loss is None:
-        from autoloss_ray.surrogates import SurrogateLoss
+        from autoloss_ray.losses.surrogate import SurrogateLoss
 
         theta = None if cfg.theta is None else [float(v) for v in cfg.theta]
         return SurrogateLoss(
@@ -273,7 +273,7 @@ def build_loss(cfg: TrialConfig, num_classes: int, ignore_index: int, train_set=
             boundary_tolerance=cfg.boundary_tolerance,
             **cfg.loss_options,
         )
-    from autoloss_ray import baselines
+    from autoloss_ray.losses import baselines
 
     if cfg.loss in baselines.BASELINES:
         options = dict(cfg.loss_options)
@@ -290,7 +290,7 @@ def build_loss(cfg: TrialConfig, num_classes: int, ignore_index: int, train_set=
             cfg.loss, num_classes=num_classes, ignore_index=ignore_index, **options
         )
     if os.path.isfile(str(cfg.loss)):
-        from autoloss_ray.surrogates import SurrogateLoss
+        from autoloss_ray.losses.surrogate import SurrogateLoss
 
         return SurrogateLoss.from_file(cfg.loss, num_classes=num_classes, ignore_index=ignore_index)
     raise ValueError(
@@ -300,7 +300,7 @@ def build_loss(cfg: TrialConfig, num_classes: int, ignore_index: int, train_set=
 
 
 def _class_weights(train_set, num_classes: int, ignore_index: int, max_items: int = 200):
-    from autoloss_ray.baselines import class_frequency_weights
+    from autoloss_ray.losses.baselines import class_frequency_weights
 
     n = min(len(train_set), max_items)
     labels = (train_set.get(i, augment=False)[1] for i in range(n))
@@ -543,7 +543,7 @@ def run_trial(
         weight_decay=cfg.weight_decay,
     )
     speed = _speed_options(cfg, device)
-    from autoloss_ray.surrogates import SurrogateLoss
+    from autoloss_ray.losses.surrogate import SurrogateLoss
 
     # surrogates read bf16 logits themselves and sum in float32; other losses get fp32 logits
     raw_logits = isinstance(criterion, SurrogateLoss)

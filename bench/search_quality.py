@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # re-evaluate every recommendation with fresh training seeds (same data, same hold-out),
     # and the start theta with --noise-seeds seeds (the reward noise), all in parallel
-    from autoloss_ray.surrogates import search_space
+    from autoloss_ray.losses.space import search_space
 
     init = search_space(args.metric, "bezier").init.tolist()
     jobs, where = [], []

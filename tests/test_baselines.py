@@ -11,7 +11,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from scipy.ndimage import gaussian_filter
 
-from autoloss_ray.baselines import (
+from autoloss_ray.losses.baselines import (
     BASELINES,
     CrossEntropyLoss,
     DiceLoss,

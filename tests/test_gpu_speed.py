@@ -122,8 +122,8 @@ def test_speed_option_validation(key, value):
 @pytest.mark.parametrize("metric", ["miou", "bf1"])
 @pytest.mark.parametrize("native", [True, False])
 def test_surrogates_sum_in_float32_under_bf16_autocast(metric, native, monkeypatch):
-    from autoloss_ray import surrogates
-    from autoloss_ray.surrogates import SurrogateLoss
+    from autoloss_ray.losses import surrogate as surrogates
+    from autoloss_ray.losses.surrogate import SurrogateLoss
 
     if not native:
         monkeypatch.setattr(surrogates, "_use_native", lambda z: False)

@@ -13,7 +13,7 @@ from autoloss_ray.parameterizations import (
     evaluate_table_into,
     get_parameterization,
 )
-from autoloss_ray.presets import PRESETS, control_points_to_theta, preset_theta
+from autoloss_ray.losses.presets import PRESETS, control_points_to_theta, preset_theta
 
 NAMES = list(PARAMETERIZATIONS)
 

@@ -47,7 +47,7 @@ def _one_line_error(out: subprocess.CompletedProcess, text: str) -> None:
 @pytest.fixture()
 def store_dir(tmp_path: Path) -> Path:
     """A store holding one finished search step of experiment "old" (written without Ray)."""
-    from autoloss_ray.presets import preset_theta
+    from autoloss_ray.losses.presets import preset_theta
 
     parameterization, theta = preset_theta("miou")
     store = ExperimentStore(tmp_path / "store")

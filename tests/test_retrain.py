@@ -10,7 +10,7 @@ import pytest
 
 from autoloss_ray.cli import main as cli_main
 from autoloss_ray.store import ExperimentStore
-from autoloss_ray.surrogates import search_space
+from autoloss_ray.losses import search_space
 
 SMALL = ["--iterations", "12", "--image-size", "32", "--train-size", "24", "--batch-size", "4"]
 

@@ -48,7 +48,7 @@ def _drive(searcher, f, n_max=100, prefix="t") -> list[dict]:
 @pytest.mark.parametrize("name", ["TPESearcher", "CMAESSearcher"])
 def test_optuna_searchers_start_at_init_improve_and_replay_exactly(name: str) -> None:
     import searchers
-    from autoloss_ray.surrogates import search_space
+    from autoloss_ray.losses import search_space
 
     cls = getattr(searchers, name)
     space = search_space("miou", "bezier")
@@ -144,7 +144,7 @@ def test_each_searcher_runs_from_the_cli_and_resumes_only_what_is_missing(
     assert sorted(expected) == [(t, m) for t in range(steps) for m in range(samples)]
     assert list(policy["step"]) == list(range(steps))
     if searcher in ("tpe", "cmaes"):
-        from autoloss_ray.surrogates import search_space
+        from autoloss_ray.losses import search_space
 
         init = search_space("miou", "bezier").init.tolist()
         assert expected[(0, 0)][0] == pytest.approx(init)  # the same start as PPO2's mu0
