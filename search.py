@@ -13,12 +13,12 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    from autoloss_ray.cli import (
+    from autoloss_app.cli import (
         add_search_arguments,
         explicit_search_options,
         search_options_from_args,
     )
-    from autoloss_ray.options import OptionsError
+    from autoloss_app.options import OptionsError
 
     parser = argparse.ArgumentParser(
         prog="search.py",
@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
         if opts.address is None:
             opts = _with_running_cluster(opts)
         opts = opts.resolved()
-        from trainables.experiment import run_search
+        from autoloss_app.search_job import run_search
 
         outcome = run_search(opts)
     except (OptionsError, ValueError, TypeError, FileNotFoundError) as exc:
@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("search.py: interrupted; rerun with --resume to continue", file=sys.stderr)
         return 130
-    from autoloss_ray.cli import _finish_search
+    from autoloss_app.cli import _finish_search
 
     return _finish_search(outcome, "search.py")
 

@@ -333,5 +333,6 @@ def evaluate_with_workers(checkpoint: str, dataset_kwargs: dict, *, workers: int
     result = trainer.fit()
     if result.error is not None:
         raise result.error
-    return {k: float(v) for k, v in result.metrics.items()
-            if k in ("miou", "fwiou", "biou", "bf1", "macc", "gacc")}
+    from autoloss_ray.metrics import METRICS
+
+    return {k: float(v) for k, v in result.metrics.items() if k in METRICS}
