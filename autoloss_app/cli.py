@@ -10,7 +10,8 @@ import argparse
 import dataclasses
 import json
 import sys
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from autoloss_app.options import LEGACY_MANIFEST, RECIPES, SEARCHERS, OptionsError, SearchOptions
 from autoloss_app.resume import NOT_FROM_MANIFEST
@@ -220,8 +221,8 @@ def _print_outcome(outcome: dict[str, Any]) -> None:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from autoloss_ray.export import export_experiment
     from autoloss_app.options import check_output_file
+    from autoloss_ray.export import export_experiment
     from autoloss_ray.store import ExperimentStore
 
     check_output_file(args.out, "--out")

@@ -145,7 +145,7 @@ class SearchOptions:
     verbose: int = 1
     extra_config: dict[str, Any] = field(default_factory=dict)
 
-    def resolved(self) -> "SearchOptions":
+    def resolved(self) -> SearchOptions:
         """Fill the ``None`` fields from the recipe and validate; returns a new object."""
         if self.recipe not in RECIPES:
             raise OptionsError(

@@ -131,8 +131,8 @@ class _CheckpointPath:
 
 
 def _cmd_retrain(args: argparse.Namespace) -> int:
-    from autoloss_ray.metrics import parse_metric
     from autoloss_app.options import OptionsError
+    from autoloss_ray.metrics import parse_metric
     from autoloss_ray.store import ExperimentStore, check_name
 
     parse_metric(args.metric)
@@ -172,8 +172,8 @@ def _cmd_retrain(args: argparse.Namespace) -> int:
 
     from ray import tune
 
-    from trainables import StoreCallback, retrain_task, with_gpu_resources
     from autoloss_app.search_job import init_ray
+    from trainables import StoreCallback, retrain_task, with_gpu_resources
 
     init_ray(args.address)
     labels = {s.loss: s.label for s in specs}
@@ -243,7 +243,10 @@ def check_retrain_options(args: argparse.Namespace) -> None:
     """The option checks of ``autoloss retrain`` that need no compute: finiteness, resources,
     and the checks each trial makes on its config (``check_trial_config``, one definition)."""
     from autoloss_app.options import (
-        OptionsError, check_finite, check_max_concurrent, check_resources,
+        OptionsError,
+        check_finite,
+        check_max_concurrent,
+        check_resources,
     )
     from autoloss_ray.train import check_trial_config
 
@@ -262,11 +265,10 @@ def check_retrain_options(args: argparse.Namespace) -> None:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from autoloss_app.options import OptionsError
     from autoloss_ray.checkpoint import load_checkpoint
     from autoloss_ray.data import build_dataset
     from autoloss_ray.train import evaluate_model, resolve_device
-
-    from autoloss_app.options import OptionsError
 
     for name, low in (("batch_size", 1), ("train_size", 0)):
         if getattr(args, name) < low:
@@ -340,8 +342,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _size_option(tokens: Any, flag: str) -> int | tuple[int, int]:
-    from autoloss_ray.data.transforms import parse_image_size
     from autoloss_app.options import OptionsError
+    from autoloss_ray.data.transforms import parse_image_size
 
     try:
         return parse_image_size(list(tokens) if isinstance(tokens, (list, tuple)) else tokens)

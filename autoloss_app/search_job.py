@@ -11,10 +11,7 @@ library pieces together:
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import logging
-import math
 import os
 import sys
 import time

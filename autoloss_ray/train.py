@@ -115,7 +115,7 @@ class TrialConfig:
     experiment: str | None = None
 
     @classmethod
-    def from_mapping(cls, config: Mapping[str, Any] | "TrialConfig") -> "TrialConfig":
+    def from_mapping(cls, config: Mapping[str, Any] | TrialConfig) -> TrialConfig:
         """Build from a dict; unknown keys are a ValueError naming them (keys starting with
         ``__``, which Tune's own helpers add, are ignored). ``None`` values take the default."""
         if isinstance(config, TrialConfig):

@@ -132,8 +132,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import ray
 
-    from autoloss_ray.store import ExperimentStore
     from autoloss_app.search_job import run_search
+    from autoloss_ray.store import ExperimentStore
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -159,7 +159,7 @@ def test_the_repository_keeps_the_import_contract() -> None:
     # the graph is real (top-level edges found, lazy ones left out)
     assert "autoloss_app.options" in graph["autoloss_app.search_job"]
     assert "autoloss_ray.validation" in graph["autoloss_app.options"]
-    assert "autoloss_ray.metrics" not in graph["autoloss_ray.train"]  # imported in functions
+    assert "autoloss_ray.models" not in graph["autoloss_ray.train"]  # imported in functions
 
 
 def test_nothing_outside_the_app_imports_it() -> None:
@@ -212,8 +212,9 @@ def test_checker_reports_a_forbidden_import(module: str, source: str, root: str)
     sources = {k: v for k, v in SYNTHETIC_OK.items() if k != "autoloss_app.job"}
     sources[module] = (source, sources.get(module, ("", False))[1])
     errors, _ = check_sources(sources, FORBIDDEN)
-    assert len(errors) == 1 and errors[0].startswith(f"{module} (line "), errors
-    assert f"must not import {root}" in errors[0]
+    forbidden = [e for e in errors if not e.startswith("import cycle: ")]  # may close a cycle
+    assert len(forbidden) == 1 and forbidden[0].startswith(f"{module} (line "), errors
+    assert f"must not import {root}" in forbidden[0]
 
 
 def test_checker_finds_a_package_cycle_through_lazy_imports() -> None:

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from test_store import full_row
 
 from autoloss_ray.store import ExperimentStore, StoreError, StoreWarning
-from test_store import full_row
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = ["--iterations", "2", "--image-size", "32", "--train-size", "16", "--batch-size", "4"]
