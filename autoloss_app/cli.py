@@ -284,6 +284,51 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def search_script_main(argv: list[str] | None = None) -> int:
+    """``python search.py`` (for ``ray submit``): the options of ``autoloss search``; joins a
+    Ray cluster running on this machine when ``--address`` is not given."""
+    parser = argparse.ArgumentParser(
+        prog="search.py",
+        description="Search a metric surrogate loss with PPO2 on a Ray cluster "
+        "(same options as `autoloss search`).",
+    )
+    add_search_arguments(parser)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(argv)
+    try:
+        opts = search_options_from_args(args, explicit=explicit_search_options(argv))
+        if opts.address is None:
+            opts = _with_running_cluster(opts)
+        opts = opts.resolved()
+        from autoloss_app.search_job import run_search
+
+        outcome = run_search(opts)
+    except (OptionsError, ValueError, TypeError, FileNotFoundError) as exc:
+        print(f"search.py: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("search.py: interrupted; rerun with --resume to continue", file=sys.stderr)
+        return 130
+    return _finish_search(outcome, "search.py")
+
+
+def _with_running_cluster(opts):
+    """Use address='auto' when a Ray cluster runs on this machine (e.g. a `ray up` head)."""
+    import dataclasses
+    import os
+
+    if os.environ.get("RAY_ADDRESS"):
+        return opts
+    try:
+        from ray._private.services import find_gcs_addresses
+
+        if find_gcs_addresses():
+            return dataclasses.replace(opts, address="auto")
+    except Exception:  # older/newer Ray: fall back to an embedded cluster
+        pass
+    return opts
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)

@@ -10,10 +10,12 @@ import dataclasses
 import json
 import logging
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from autoloss_app.options import LEGACY_MANIFEST, OptionsError, SearchOptions
-from autoloss_ray.store import ExperimentStore, trial_succeeded
+
+if TYPE_CHECKING:  # the store (pyarrow) loads when a resume reads it, not with the CLI
+    from autoloss_ray.store import ExperimentStore
 
 __all__ = ["RUNTIME_OPTIONS", "NOT_FROM_MANIFEST", "search_manifest", "check_resume_options", "previous_results"]
 
@@ -77,6 +79,8 @@ def previous_results(store: ExperimentStore, experiment: str):
     searcher handed a sample out again and was told the new result), the last finished row
     counts.
     """
+    from autoloss_ray.store import trial_succeeded
+
     rows = store.trials(experiment)
     if len(rows):
         rows = rows[(rows["kind"] == "search") & rows["step"].notna() & rows["sample"].notna()]
