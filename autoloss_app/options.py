@@ -211,7 +211,9 @@ class SearchOptions:
         from autoloss_ray.train import check_trial_config
 
         try:
-            check_trial_config(self.trial_config())
+            # "crn" is the proxy trainable's switch (it picks the trial's train_seed), not a
+            # key of the trial itself
+            check_trial_config({k: v for k, v in self.trial_config().items() if k != "crn"})
         except (ValueError, TypeError) as exc:
             raise OptionsError(str(exc)) from None
         if self.dataset != "synthetic":
