@@ -675,7 +675,7 @@ class MetricAccumulator:
             bf1_background=self._background,
         )
 
-    def reduced(self, *, group: Any = None) -> "MetricAccumulator":
+    def reduced(self, *, group: Any = None) -> MetricAccumulator:
         """A new accumulator holding the sums of this one over all ranks of a torch.distributed
         process group (default: the default group): one all-reduce of the integer counts
         (confusion matrices, BF1 counts, images, pixels), so N ranks that each saw a part of

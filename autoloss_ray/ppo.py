@@ -533,7 +533,7 @@ class PPO2(_AskTell):
         self.mu0 = np.asarray(state["mu0"], dtype=np.float64)
 
     @classmethod
-    def from_state_dict(cls, state: dict[str, Any]) -> "PPO2":
+    def from_state_dict(cls, state: dict[str, Any]) -> PPO2:
         obj = cls(
             low=state["low"],
             high=state["high"],

@@ -24,6 +24,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from autoloss_ray.metrics import METRICS
+
 __all__ = [
     "METRIC_TITLES",
     "format_table",
@@ -34,10 +36,12 @@ __all__ = [
     "curve_groups",
     "plot_curves",
     "best_theta",
+    "answers_with_best_trial",
+    "BEST_TRIAL_SEARCHERS",
     "write_search_report",
 ]
 
-METRIC_COLUMNS = ("miou", "fwiou", "biou", "bf1", "macc", "gacc")
+METRIC_COLUMNS = METRICS  # the six metric names (one definition: autoloss_ray.metrics)
 METRIC_TITLES = {"miou": "mIoU", "fwiou": "FWIoU", "biou": "BIoU", "bf1": "BF1",
                  "macc": "mAcc", "gacc": "gAcc"}
 # Curves per metric (DESIGN section 3); used only when the parameterizations module has none.
@@ -313,15 +317,33 @@ def plot_curves(
     return _save(fig, path)
 
 
+# The searchers whose answer is their best trial (they have no policy mean to trust), by the
+# name the policy rows record: the ``--searcher`` value or the searcher's class name
+# (``RandomSearcher``, ``TPESearcher``, ``CMAESSearcher``). Every other searcher (PPO2) answers
+# with the policy mean of its best step.
+BEST_TRIAL_SEARCHERS = frozenset({"random", "tpe", "cmaes", "optuna"})
+
+
+def answers_with_best_trial(searcher: object) -> bool:
+    """Whether ``searcher`` (a policy row's ``searcher`` name) answers with its best trial:
+    its lower-cased name, less a ``Searcher``/``Search`` suffix, is in
+    :data:`BEST_TRIAL_SEARCHERS`."""
+    name = str(searcher).lower()
+    for suffix in ("searcher", "search"):
+        name = name.removesuffix(suffix)
+    return name in BEST_TRIAL_SEARCHERS
+
+
 def best_theta(trials: pd.DataFrame, policy: pd.DataFrame | None = None) -> np.ndarray | None:
     """The search's answer: the policy mean ``mu`` of the step with the best mean reward
-    (PPO2's rule); for the other searchers (random, TPE, CMA-ES: policy rows whose searcher
-    names no PPO) or without policy rows, the best trial's theta."""
+    (PPO2's rule); for the searchers that answer with their best trial
+    (:func:`answers_with_best_trial`: random, TPE, CMA-ES) or without policy rows, the best
+    trial's theta. The one rule of ``autoloss report``, ``autoloss export`` and a search's
+    summary."""
     if policy is not None and len(policy):
         searcher = policy["searcher"].dropna() if "searcher" in policy.columns else []
-        name = searcher.astype(str).str.lower() if len(searcher) else pd.Series([], dtype=str)
-        not_ppo = name.str.contains("random|tpe|cmaes|optuna")
-        if not (len(searcher) and not_ppo.all()):
+        best_trial = len(searcher) and all(answers_with_best_trial(s) for s in searcher)
+        if not best_trial:
             mr = pd.to_numeric(policy["mean_reward"], errors="coerce")
             if mr.notna().any():
                 return np.asarray(policy.loc[mr.idxmax(), "mu"], dtype=np.float64)

@@ -45,9 +45,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from autoloss_ray.metrics import METRICS
+
 __all__ = ["TrialConfig", "check_trial_config", "run_trial", "evaluate_model", "resolve_device", "build_loss", "build_data", "METRIC_KEYS"]
 
-METRIC_KEYS = ("miou", "fwiou", "biou", "bf1", "macc", "gacc")
+METRIC_KEYS = METRICS  # the six metric names (one definition: autoloss_ray.metrics)
 
 # Keys a searcher or Tune may add to a trial's config; accepted and only echoed back.
 _META_PREFIX = "__"
@@ -113,7 +115,7 @@ class TrialConfig:
     experiment: str | None = None
 
     @classmethod
-    def from_mapping(cls, config: Mapping[str, Any] | "TrialConfig") -> "TrialConfig":
+    def from_mapping(cls, config: Mapping[str, Any] | TrialConfig) -> TrialConfig:
         """Build from a dict; unknown keys are a ValueError naming them (keys starting with
         ``__``, which Tune's own helpers add, are ignored). ``None`` values take the default."""
         if isinstance(config, TrialConfig):

@@ -249,7 +249,7 @@ def main() -> None:
             res = []
             for flag in ("1", "0"):
                 os.environ["AUTOLOSS_RAY_NATIVE"] = flag
-                res.append(grad(lambda x: loss(x, tr), zz))
+                res.append(grad(lambda x: loss(x, tr), zz))  # noqa: B023 - called at once
             dv = abs(res[0][0] - res[1][0])
             dg = (res[0][1] - res[1][1]).abs()
             print(f"   {label:30s} {metric:5s}: value {dv:.1e}, grad {float(dg.max()):.1e}, "

@@ -42,7 +42,7 @@ def _loss_worker(rank, init, world, shape, specs, reps, q):
         for sync in ("none", "ddp"):
             loss = SurrogateLoss(spec, num_classes=C, sync=sync)
             times = []
-            for i in range(reps + 1):
+            for _ in range(reps + 1):
                 zz = z.clone().requires_grad_(True)
                 dist.barrier()
                 t0 = time.perf_counter()

@@ -107,9 +107,9 @@ def build(name: str, C: int):
     from autoloss_ray.losses.surrogate import SurrogateLoss
 
     if "+" in name:
-        from autoloss_ray.losses.presets import preset_theta
-
         import numpy as np
+
+        from autoloss_ray.presets import preset_theta
 
         thetas = [preset_theta(m)[1] for m in name.split("+")]
         return SurrogateLoss(name, num_classes=C, theta=np.concatenate(thetas))

@@ -95,6 +95,7 @@ def _noop(config):
 def bench_tune(kind: str, dim: int, samples: int, steps: int, concurrency: int,
                storage: str) -> float:
     from ray import tune
+
     from searchers import PPO2Searcher
 
     n = steps * samples

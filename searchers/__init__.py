@@ -7,8 +7,8 @@
 ``OptunaSearch`` in the same steps.
 """
 
-from searchers.ppo2 import SAMPLE_KEY, STEP_KEY, PPO2Searcher, RandomSearcher
 from searchers.optuna_search import CMAESSearcher, TPESearcher
+from searchers.ppo2 import SAMPLE_KEY, STEP_KEY, PPO2Searcher, RandomSearcher
 from searchers.space import Box, BoxSpace
 
 __all__ = [

@@ -31,7 +31,8 @@ from __future__ import annotations
 import math
 import pickle
 import warnings
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -156,7 +157,7 @@ class _OptunaAskTell:
         return {"pickle": pickle.dumps(self.__dict__, protocol=pickle.HIGHEST_PROTOCOL)}
 
     @classmethod
-    def from_state_dict(cls, state: dict[str, Any]) -> "_OptunaAskTell":
+    def from_state_dict(cls, state: dict[str, Any]) -> _OptunaAskTell:
         obj = cls.__new__(cls)
         obj.__dict__.update(pickle.loads(state["pickle"]))
         return obj

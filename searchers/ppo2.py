@@ -47,7 +47,8 @@ import copy
 import logging
 import math
 import pickle
-from typing import Any, Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from ray.tune.search import Searcher

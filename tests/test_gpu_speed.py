@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import pytest
 import torch
 
@@ -61,7 +60,7 @@ def test_device_batches_follow_the_dataloader_geometry_with_scaling():
                           seed=cfg.seed, device="cpu")
     ignore = train_set.ignore_index
     agree = total = 0
-    for t, (xo, yo) in enumerate(old):
+    for t, (_xo, yo) in enumerate(old):
         xn, yn = dev.batch(t)
         x2, y2 = again.batch(t)
         assert torch.equal(xn, x2) and torch.equal(yn, y2)  # deterministic given the seed

@@ -26,7 +26,7 @@ import torch
 from autoloss_ray import native
 from autoloss_ray.losses import surrogate as S
 from autoloss_ray.metrics import METRICS
-from autoloss_ray.parameterizations import curve_table, get_parameterization
+from autoloss_ray.parameterizations import curve_table
 from autoloss_ray.losses import SurrogateLoss, search_space
 
 HAS_CXX = any(shutil.which(c) for c in (os.environ.get("CXX") or "c++", "g++", "clang++"))

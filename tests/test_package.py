@@ -27,10 +27,12 @@ PURE_MODULES = [
     "autoloss_ray.train",
     "autoloss_ray.store",
     "autoloss_ray.report",
-    "autoloss_ray.options",
+    "autoloss_app.options",
     "autoloss_ray.export",
-    "autoloss_ray.cli",
-    "autoloss_ray.cli_retrain",
+    "autoloss_app.cli",
+    "autoloss_app.retrain",
+    "autoloss_app.resume",
+    "autoloss_ray.validation",
     "autoloss_ray.checkpoint",
 ]
 

@@ -136,7 +136,7 @@ def test_ppo2_beats_random_at_equal_evaluations(f) -> None:
 def test_ppo2_gradient_matches_torch_autograd() -> None:
     """The analytic gradient of the clipped objective equals autograd through scipy-free torch."""
     torch = pytest.importorskip("torch")
-    d, m = 5, 8
+    m = 8
     low = np.array([0.0, 0.0, -np.inf, 0.0, -np.inf])
     high = np.array([1.0, 2.0, np.inf, np.inf, 1.0])
     opt = PPO2(low=low, high=high, mu0=[0.3, 1.2, 0.1, 0.4, 0.2], samples_per_step=m, seed=0,

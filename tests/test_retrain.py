@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from autoloss_ray.cli import main as cli_main
+from autoloss_app.cli import main as cli_main
 from autoloss_ray.store import ExperimentStore
 from autoloss_ray.losses import search_space
 

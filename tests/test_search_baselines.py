@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from autoloss_ray.cli import main as cli_main
+from autoloss_app.cli import main as cli_main
 from autoloss_ray.store import ExperimentStore
 
 SMALL = [
@@ -20,7 +20,7 @@ SMALL = [
 
 
 def _autoloss(*args: str, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "autoloss_ray.cli", *args],
+    return subprocess.run([sys.executable, "-m", "autoloss_app.cli", *args],
                           capture_output=True, text=True, **kw)
 
 
@@ -100,7 +100,7 @@ def test_missing_optuna_is_one_line_exit_2_and_nothing_written(tmp_path, capsys,
 
 
 def test_train_seed_without_crn_is_per_trial_and_keeps_the_data() -> None:
-    from autoloss_ray.options import SearchOptions
+    from autoloss_app.options import SearchOptions
     from autoloss_ray.train import trial_train_seed
 
     seeds = {trial_train_seed(3, s, m) for s in range(4) for m in range(8)}
