@@ -24,9 +24,9 @@ def _search_config(trials) -> dict[str, Any]:
 
 def experiment_loss(store: Any, experiment: str, *, num_classes: int | None = None):
     """The best searched ``SurrogateLoss`` of ``experiment`` and a dict describing it."""
+    from autoloss_ray.losses.surrogate import SurrogateLoss
     from autoloss_ray.report import best_theta
     from autoloss_ray.store import ExperimentStore
-    from autoloss_ray.losses.surrogate import SurrogateLoss
 
     store = store if isinstance(store, ExperimentStore) else ExperimentStore(store)
     trials = store.trials(experiment)

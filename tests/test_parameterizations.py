@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from autoloss_ray.losses.presets import PRESETS, control_points_to_theta, preset_theta
 from autoloss_ray.parameterizations import (
     PARAMETERIZATIONS,
     Workspace,
@@ -13,7 +14,6 @@ from autoloss_ray.parameterizations import (
     evaluate_table_into,
     get_parameterization,
 )
-from autoloss_ray.losses.presets import PRESETS, control_points_to_theta, preset_theta
 
 NAMES = list(PARAMETERIZATIONS)
 

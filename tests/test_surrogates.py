@@ -12,9 +12,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from autoloss_ray import native
+from autoloss_ray.losses import CURVES, SurrogateLoss, search_space
 from autoloss_ray.metrics import METRICS, evaluate
 from autoloss_ray.parameterizations import PARAMETERIZATIONS
-from autoloss_ray.losses import CURVES, SurrogateLoss, search_space
 
 C = 5
 
@@ -337,8 +337,8 @@ def test_window_max_at_sites_equals_autograd_through_dilate_with_ties(r):
     """BF1's sparse tolerance dilation: same values and the same gradient as autograd through
     morphology.dilate's separable max-pooling, on maps full of exact ties (zeros and a few
     repeated levels), sites on the image border included, windows larger than the image."""
-    from autoloss_ray.morphology import dilate
     from autoloss_ray.losses._boundary import _window_max_at
+    from autoloss_ray.morphology import dilate
 
     g = torch.Generator().manual_seed(r)
     b = (torch.randint(0, 4, (2, 3, 13, 17), generator=g).double() / 3).requires_grad_(True)
@@ -385,8 +385,8 @@ def test_fast_argmax_equals_argmax_with_ties():
 
 def test_bool_dilation_equals_morphology_dilate():
     """The shifted-slice dilation used for BF1's target band equals morphology.dilate."""
-    from autoloss_ray.morphology import dilate
     from autoloss_ray.losses._boundary import _dilate_bool
+    from autoloss_ray.morphology import dilate
 
     g = torch.Generator().manual_seed(0)
     for shape, r in [((2, 3, 40, 37), 5), ((1, 2, 4, 3), 5), ((1, 1, 1, 1), 2),
@@ -397,8 +397,8 @@ def test_bool_dilation_equals_morphology_dilate():
 
 
 def test_bool_boundaries_equal_morphology_boundaries():
-    from autoloss_ray.morphology import boundaries
     from autoloss_ray.losses._boundary import _boundaries_bool
+    from autoloss_ray.morphology import boundaries
 
     g = torch.Generator().manual_seed(1)
     for shape in [(2, 3, 40, 37), (1, 2, 4, 3), (1, 1, 1, 1), (1, 2, 1, 7), (2, 2, 13, 9)]:

@@ -99,9 +99,9 @@ def ddp_train_loop(config: dict[str, Any]) -> None:
     import ray.train.torch
     import torch
 
+    from autoloss_ray.losses.surrogate import SurrogateLoss
     from autoloss_ray.metrics import reward
     from autoloss_ray.models import build_model, param_groups
-    from autoloss_ray.losses.surrogate import SurrogateLoss
     from autoloss_ray.train import METRIC_KEYS, TrialConfig, _autocast, build_data, build_loss
 
     trial, ddp = _split_config(config)

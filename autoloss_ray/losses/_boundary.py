@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+
 def _boundaries_bool(x: torch.Tensor) -> torch.Tensor:
     """morphology.boundaries(x) = x & ~erode3x3(x) for a bool [N, C, H, W] map (outside counts
     as inside), by a separable AND of shifted slices (exact; no float min-pooling)."""

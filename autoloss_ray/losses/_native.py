@@ -12,6 +12,7 @@ import torch
 from autoloss_ray import native
 from autoloss_ray.losses._eager import _first_order_only
 
+
 def _native_curve(table):
     """(nb, bounds ptr, coef ptr, keep-alive) of a CurveTable for the native kernels
     (nb = -2: not used, -1: identity)."""

@@ -411,17 +411,17 @@ class SurrogateLoss(nn.Module):
         write_loss_file(self.to_dict(meta), path)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], **overrides: Any) -> "SurrogateLoss":
+    def from_dict(cls, data: dict[str, Any], **overrides: Any) -> SurrogateLoss:
         metric, kw = loss_arguments(data, **overrides)
         return cls(metric, **kw)
 
     @classmethod
-    def from_file(cls, path: str | os.PathLike, **overrides: Any) -> "SurrogateLoss":
+    def from_file(cls, path: str | os.PathLike, **overrides: Any) -> SurrogateLoss:
         """Load a loss written by :meth:`to_file`; keyword overrides replace stored values."""
         return cls.from_dict(read_loss_file(path), **overrides)
 
     @classmethod
-    def from_preset(cls, name: str, *, num_classes: int, **kwargs: Any) -> "SurrogateLoss":
+    def from_preset(cls, name: str, *, num_classes: int, **kwargs: Any) -> SurrogateLoss:
         """The paper's searched loss for metric ``name`` (DESIGN section 7)."""
         parameterization, theta = preset_theta(name)
         return cls(name, num_classes=num_classes, parameterization=parameterization,
