@@ -54,8 +54,14 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
+from autoloss_ray.checks import (
+    check_ignore_index,
+    check_logits_target,
+    check_num_classes,
+    check_tolerance,
+    resize_to_labels,
+)
 from autoloss_ray.distributed import all_reduce_sum, check_sync
 from autoloss_ray.losses import _triton
 from autoloss_ray.losses._boundary import (
@@ -141,17 +147,9 @@ class SurrogateLoss(nn.Module):
         if nonfinite not in ("propagate", "raise"):
             raise ValueError(f"nonfinite must be 'propagate' or 'raise', got {nonfinite!r}")
         self.nonfinite = nonfinite
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-            raise ValueError(f"num_classes must be an int >= 1, got {num_classes!r}")
-        if ignore_index is not None and (
-            isinstance(ignore_index, bool) or not isinstance(ignore_index, int)
-        ):
-            raise TypeError(f"ignore_index must be an int or None, got {ignore_index!r}")
-        if (isinstance(boundary_tolerance, bool) or not isinstance(boundary_tolerance, int)
-                or boundary_tolerance < 0):
-            raise ValueError(
-                f"boundary_tolerance must be an int >= 0 (pixels), got {boundary_tolerance!r}"
-            )
+        num_classes = check_num_classes(num_classes)
+        ignore_index = check_ignore_index(ignore_index)
+        boundary_tolerance = check_tolerance(boundary_tolerance)
         self.space = search_space(metric, parameterization)
         self.metric = self.space.metric
         self.terms = parse_metric(self.metric)
@@ -208,30 +206,12 @@ class SurrogateLoss(nn.Module):
 
     # -- checks ------------------------------------------------------------------------------
     def _check(self, logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        if not isinstance(logits, torch.Tensor) or not logits.dtype.is_floating_point:
-            raise TypeError(f"logits must be a floating torch.Tensor [N, C, H, W], got "
-                            f"{type(logits).__name__}"
-                            + (f" of dtype {logits.dtype}" if isinstance(logits, torch.Tensor)
-                               else ""))
-        if not isinstance(target, torch.Tensor) or target.dtype.is_floating_point \
-                or target.dtype.is_complex:
-            raise TypeError("target must be an integer torch.Tensor [N, H, W] of class labels, "
-                            f"got {type(target).__name__}"
-                            + (f" of dtype {target.dtype}" if isinstance(target, torch.Tensor)
-                               else ""))
-        if logits.dim() != 4:
-            raise ValueError(f"logits must be [N, C, H, W], got shape {tuple(logits.shape)}")
-        if target.dim() != 3:
-            raise ValueError(f"target must be [N, H, W], got shape {tuple(target.shape)}")
-        if logits.shape[0] != target.shape[0]:
-            raise ValueError(
-                f"logits and target must have the same batch size, got logits "
-                f"{tuple(logits.shape)} and target {tuple(target.shape)}"
-            )
-        if logits.shape[1] != self.num_classes:
-            raise ValueError(
-                f"logits have {logits.shape[1]} channels but num_classes={self.num_classes}"
-            )
+        """The shared loss-input rules (:func:`autoloss_ray.checks.check_logits_target`: the
+        target follows the logits' device), then the surrogate's own: no empty batch, and
+        with ``nonfinite="raise"`` no NaN/+inf logit. Returns (logits resized to the labels,
+        target int64)."""
+        logits, target = check_logits_target(logits, target, num_classes=self.num_classes,
+                                             ignore_index=self.ignore_index)
         if target.numel() == 0 or logits.numel() == 0:
             raise ValueError(f"empty input: logits {tuple(logits.shape)}, target "
                              f"{tuple(target.shape)}")
@@ -242,25 +222,7 @@ class SurrogateLoss(nn.Module):
                     f"logits hold {int(bad.sum())} NaN or +inf value(s) of "
                     f"{logits.numel()} (nonfinite='raise'); the network has diverged"
                 )
-        if target.device != logits.device:
-            target = target.to(logits.device)
-        target = target.to(torch.int64)
-        C = self.num_classes
-        lo, hi = (int(v) for v in torch.aminmax(target))
-        if lo < 0 or hi >= C:
-            bad = (target < 0) | (target >= C)
-            if self.ignore_index is not None:
-                bad &= target != self.ignore_index
-            if bool(bad.any()):
-                vals = torch.unique(target[bad])[:5].tolist()
-                raise ValueError(
-                    f"target has labels {vals} outside 0..{C - 1} that are not "
-                    f"ignore_index={self.ignore_index}"
-                )
-        if logits.shape[2:] != target.shape[1:]:
-            logits = F.interpolate(logits, size=tuple(target.shape[1:]), mode="bilinear",
-                                   align_corners=False)
-        return logits, target
+        return resize_to_labels(logits, target), target
 
     # -- scores ------------------------------------------------------------------------------
     def score(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -308,7 +270,7 @@ class SurrogateLoss(nn.Module):
                                                                      w.reshape(-1))
         dev = logits.device
         and_table = tables[(term, "and")].to(dev, cd)
-        or_table = tables[(term, "or")].to(dev, cd) if term in ("miou", "fwiou", "biou") else None
+        or_table = tables[(term, "or")].to(dev, cd) if "or" in CURVES[term] else None
         if fused:
             # the kernels take the compute dtype; other dtypes (bf16 under autocast) convert
             z = logits.to(cd).contiguous()
@@ -363,7 +325,7 @@ class SurrogateLoss(nn.Module):
         dev = logits.device
         z = logits if logits.is_contiguous() else logits.contiguous()
         b = _SoftBoundary.apply(z, cd, *(tables[("bf1", k)].to(dev, cd)
-                                         for k in ("h1", "h2", "h3", "h4")))
+                                         for k in CURVES["bf1"]))
         with torch.no_grad():
             # exact target boundary; the ignore value is not a class (no boundary of its own)
             tmap = torch.where(valid, target, -1) if self.ignore_index is not None else target
@@ -396,7 +358,7 @@ class SurrogateLoss(nn.Module):
         pred = torch.empty((N, H, W), dtype=torch.int64)
         n_p, m_p, m_g, n_g = _BF1Native.apply(
             z, pred, v, site, self.boundary_tolerance,
-            *(tables[("bf1", k)].to("cpu", cd) for k in ("h1", "h2", "h3", "h4")))
+            *(tables[("bf1", k)].to("cpu", cd) for k in CURVES["bf1"]))
         with torch.no_grad():
             psite = _label_sites(pred, valid)
             n_p_hard = torch.bincount(psite[psite >= 0].long(), minlength=C)
