@@ -105,13 +105,15 @@ def build(name: str, C: int):
                                                    ignore_index=255)
         return make_loss(base, num_classes=C, ignore_index=255, **kw)
     from autoloss_ray.losses.surrogate import SurrogateLoss
+    from autoloss_ray.metrics import parse_metric
 
-    if "+" in name:
+    terms = parse_metric(name)
+    if len(terms) > 1:  # a sum: each term's preset curves, concatenated
         import numpy as np
 
-        from autoloss_ray.presets import preset_theta
+        from autoloss_ray.losses.presets import preset_theta
 
-        thetas = [preset_theta(m)[1] for m in name.split("+")]
+        thetas = [preset_theta(m)[1] for m in terms]
         return SurrogateLoss(name, num_classes=C, theta=np.concatenate(thetas))
     return SurrogateLoss.from_preset(name, num_classes=C)
 

@@ -12,7 +12,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from autoloss_ray import native
-from autoloss_ray.losses import CURVES, SurrogateLoss, search_space
+from autoloss_ray.losses import CURVES, SurrogateLoss, metric_curves, search_space
 from autoloss_ray.metrics import METRICS, evaluate
 from autoloss_ray.parameterizations import PARAMETERIZATIONS
 
@@ -251,6 +251,13 @@ def test_search_space_layout():
     assert search_space("gacc", "identity").dim == 0
     for m in METRICS:
         assert search_space(m).dim == 6 * len(CURVES[m])
+    # the one table of curves per metric, in theta order, for sums too
+    assert metric_curves("miou+biou") == (("miou", "and"), ("miou", "or"), ("biou", "and"),
+                                          ("biou", "or"))
+    assert metric_curves("bf1") == tuple(("bf1", f"h{i}") for i in range(1, 5))
+    assert [(t, c) for t, c, _ in sp.slices] == list(metric_curves("miou+biou"))
+    with pytest.raises(ValueError, match="unknown metric"):
+        metric_curves("miou+dice")
 
 
 def test_file_round_trip(tmp_path):

@@ -20,6 +20,7 @@ from typing import Any
 _EXPORTS = {
     "CURVES": "autoloss_ray.losses.space",
     "SearchSpace": "autoloss_ray.losses.space",
+    "metric_curves": "autoloss_ray.losses.space",
     "search_space": "autoloss_ray.losses.space",
     "SurrogateLoss": "autoloss_ray.losses.surrogate",
     "FILE_FORMAT": "autoloss_ray.losses.loss_file",

@@ -12,7 +12,7 @@ import torch
 from autoloss_ray.metrics import METRICS, parse_metric
 from autoloss_ray.parameterizations import get_parameterization
 
-__all__ = ["CURVES", "SearchSpace", "search_space"]
+__all__ = ["CURVES", "metric_curves", "SearchSpace", "search_space"]
 
 CURVES: dict[str, tuple[str, ...]] = {
     "miou": ("and", "or"),
@@ -22,6 +22,12 @@ CURVES: dict[str, tuple[str, ...]] = {
     "gacc": ("and",),
     "bf1": ("h1", "h2", "h3", "h4"),
 }
+
+
+def metric_curves(metric: str) -> tuple[tuple[str, str], ...]:
+    """``(term, curve)`` of every curve of ``metric`` in theta order, e.g. ``"miou+biou"`` ->
+    ``(("miou", "and"), ("miou", "or"), ("biou", "and"), ("biou", "or"))``."""
+    return tuple((term, curve) for term in parse_metric(metric) for curve in CURVES[term])
 
 
 @dataclass(frozen=True, eq=False)
@@ -83,15 +89,14 @@ def search_space(metric: str, parameterization: str = "bezier") -> SearchSpace:
     par = get_parameterization(parameterization)
     lows, highs, inits, names, slices = [], [], [], [], []
     offset = 0
-    for term in terms:
-        for curve in CURVES[term]:
-            d = par.dim_per_curve
-            lows.append(par.low)
-            highs.append(par.high)
-            inits.append(par.identity_theta)
-            names.extend(f"{term}.{curve}.{i}" for i in range(d))
-            slices.append((term, curve, slice(offset, offset + d)))
-            offset += d
+    for term, curve in metric_curves(metric):
+        d = par.dim_per_curve
+        lows.append(par.low)
+        highs.append(par.high)
+        inits.append(par.identity_theta)
+        names.extend(f"{term}.{curve}.{i}" for i in range(d))
+        slices.append((term, curve, slice(offset, offset + d)))
+        offset += d
     cat = lambda xs: np.concatenate(xs).astype(np.float64) if xs else np.zeros(0)  # noqa: E731
     return SearchSpace(
         metric="+".join(terms),
@@ -103,7 +108,6 @@ def search_space(metric: str, parameterization: str = "bezier") -> SearchSpace:
         names=tuple(names),
         slices=tuple(slices),
     )
-
 
 
 assert set(CURVES) == set(METRICS)
