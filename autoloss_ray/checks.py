@@ -7,6 +7,7 @@
   target follows the logits (a CPU label batch with CUDA logits is copied to the GPU, as the
   logits carry the graph and decide where the work runs);
 * :func:`resize_to_labels`: logits resized bilinearly to the label size;
+* :func:`labels_outside`: the labels that are no class (and not excused, e.g. ignored);
 * :func:`describe_values`: the few offending values an error message shows.
 
 Every check raises TypeError (wrong kind of object) or ValueError (wrong value) with a
@@ -16,6 +17,7 @@ sentence saying what was expected and what came.
 from __future__ import annotations
 
 import numbers
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -28,6 +30,7 @@ __all__ = [
     "check_logits_target",
     "resize_to_labels",
     "describe_values",
+    "labels_outside",
 ]
 
 
@@ -72,6 +75,25 @@ def describe_values(values: torch.Tensor, limit: int = 5) -> str:
     return shown + (", ..." if uniq.numel() > limit else "")
 
 
+def labels_outside(
+    labels: torch.Tensor, num_classes: int, excused: Callable[[], torch.Tensor] | None = None
+) -> tuple[bool, torch.Tensor | None]:
+    """Which labels are no class: ``(all_classes, bad)``.
+
+    labels: integer tensor (any shape, not empty). ``all_classes``: every value lies in
+    [0, C). ``bad``: the values outside [0, C) at the positions the bool mask ``excused()``
+    (same shape; built only when some value is outside) does not excuse, or None when there
+    are none. One min/max pass when every value is a class.
+    """
+    lo, hi = (int(v) for v in torch.aminmax(labels))
+    if lo >= 0 and hi < num_classes:
+        return True, None
+    bad = (labels < 0) | (labels >= num_classes)
+    if excused is not None:
+        bad &= ~excused()
+    return False, (labels[bad] if bool(bad.any()) else None)
+
+
 def _kind(x: Any) -> str:
     return f"a tensor of dtype {x.dtype}" if isinstance(x, torch.Tensor) else type(x).__name__
 
@@ -111,17 +133,13 @@ def check_logits_target(
     target = target.to(torch.int64)
     if target.numel() == 0:
         return logits, target
-    lo, hi = (int(v) for v in torch.aminmax(target))
-    if lo < 0 or hi >= c:
-        bad = (target < 0) | (target >= c)
-        if ignore_index is not None:
-            bad &= target != ignore_index
-        if bool(bad.any()):
-            vals = torch.unique(target[bad])[:5].tolist()
-            raise ValueError(
-                f"target holds labels outside 0..{c - 1}, i.e. outside [0, {c}), that are not "
-                f"ignore_index={ignore_index}: {vals}"
-            )
+    _, bad = labels_outside(target, c, None if ignore_index is None
+                            else lambda: target == ignore_index)
+    if bad is not None:
+        raise ValueError(
+            f"target holds labels outside 0..{c - 1}, i.e. outside [0, {c}), that are not "
+            f"ignore_index={ignore_index}: {torch.unique(bad)[:5].tolist()}"
+        )
     return logits, target
 
 

@@ -13,6 +13,7 @@ from autoloss_ray.checks import (
     check_logits_target,
     check_num_classes,
     check_tolerance,
+    labels_outside,
     resize_to_labels,
 )
 from autoloss_ray.losses.baselines import BASELINES, make_loss
@@ -141,3 +142,20 @@ def test_a_cpu_target_follows_cuda_logits(name):
     got = loss(z, target)
     assert got.device.type == "cuda"
     assert torch.equal(got, loss(z, target.cuda()))
+
+
+def test_labels_outside_against_brute_force():
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        labels = torch.from_numpy(rng.integers(-2, 6, size=(2, 5, 5)))
+        excused = labels == 5
+        all_classes, bad = labels_outside(labels, 4, lambda e=excused: e)
+        flat = labels.reshape(-1).tolist()
+        want = [v for v, e in zip(flat, excused.reshape(-1).tolist())
+                if not (0 <= v < 4) and not e]
+        assert all_classes == all(0 <= v < 4 for v in flat)
+        assert (bad is None) == (not want)
+        if want:
+            assert sorted(bad.tolist()) == sorted(want)
+    inside = torch.tensor([[0, 3], [1, 2]])
+    assert labels_outside(inside, 4) == (True, None)

@@ -8,7 +8,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from autoloss_ray.checks import check_ignore_index, check_num_classes, describe_values
+from autoloss_ray.checks import (
+    check_ignore_index,
+    check_num_classes,
+    describe_values,
+    labels_outside,
+)
 from autoloss_ray.metrics.vocabulary import BOUNDARY_CLASSES
 
 __all__ = ["check_boundary_classes", "check_labels"]
@@ -68,17 +73,9 @@ def _check(
     *,
     device: torch.device | str | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, bool]:
-    """:func:`check_labels`, also telling whether every pred value is a class.
-
-    Validate a pair of label maps and return them as int64 torch tensors [N, H, W].
-
-    pred, target: torch tensors or numpy arrays of integer (or bool) labels, both [N, H, W] or
-    both [H, W] (then N = 1). Torch inputs stay on their device (numpy ones join it);
-    ``device`` moves both there. Raises TypeError for non-array or floating inputs, ValueError
-    for shape mismatch, empty maps, target labels outside [0, num_classes) that are not
-    ``ignore_index``, and pred labels outside [0, num_classes) (pred may be ``ignore_index``
-    only where the target is ignored).
-    """
+    """:func:`check_labels` (same arguments and errors), returning ``(pred, target,
+    pred_all_classes)``: the last is True when every pred value is a class, which spares the
+    metrics a pass over pred."""
     num_classes = check_num_classes(num_classes)
     ignore_index = check_ignore_index(ignore_index)
     dev = torch.device(device) if device is not None else None
@@ -111,31 +108,22 @@ def _check(
         raise ValueError(f"label maps must not be empty, got shape {tuple(t.shape)}")
 
     C = num_classes
-    tmin, tmax = (int(v) for v in torch.aminmax(t))
-    if tmin < 0 or tmax >= C:
-        bad = ((t < 0) | (t >= C)) if ignore_index is None else ((t < 0) | (t >= C)) & (
-            t != ignore_index
+    _, bad = labels_outside(t, C, None if ignore_index is None else lambda: t == ignore_index)
+    if bad is not None:
+        kind = "negative labels" if int(bad.min()) < 0 else f"labels >= num_classes={C}"
+        raise ValueError(
+            f"target has {kind} that are not ignore_index={ignore_index}: values "
+            f"{describe_values(bad)} (expected 0..{C - 1} or {ignore_index})"
         )
-        if bool(bad.any()):
-            vals = t[bad]
-            kind = "negative labels" if int(vals.min()) < 0 else f"labels >= num_classes={C}"
-            raise ValueError(
-                f"target has {kind} that are not ignore_index={ignore_index}: values "
-                f"{describe_values(vals)} (expected 0..{C - 1} or {ignore_index})"
-            )
-    pmin, pmax = (int(v) for v in torch.aminmax(p))
-    pred_all_classes = pmin >= 0 and pmax < C
-    if not pred_all_classes:
-        bad = (p < 0) | (p >= C)
-        if ignore_index is not None:
-            bad &= ~((p == ignore_index) & (t == ignore_index))
-        if bool(bad.any()):
-            vals = p[bad]
-            kind = "negative labels" if int(vals.min()) < 0 else f"labels >= num_classes={C}"
-            raise ValueError(
-                f"pred has {kind}: values {describe_values(vals)} (expected 0..{C - 1}; "
-                f"ignore_index={ignore_index} is allowed only where the target is ignored)"
-            )
+    pred_all_classes, bad = labels_outside(
+        p, C, None if ignore_index is None else lambda: (p == ignore_index) & (t == ignore_index)
+    )
+    if bad is not None:
+        kind = "negative labels" if int(bad.min()) < 0 else f"labels >= num_classes={C}"
+        raise ValueError(
+            f"pred has {kind}: values {describe_values(bad)} (expected 0..{C - 1}; "
+            f"ignore_index={ignore_index} is allowed only where the target is ignored)"
+        )
     return p, t, pred_all_classes
 
 
