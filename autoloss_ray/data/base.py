@@ -145,6 +145,20 @@ class SegmentationDataset(torch.utils.data.Dataset):
         )
 
 
+class FileDataset(SegmentationDataset):
+    """A dataset of ``(image file, label file)`` pairs, ``self.items``, set by the subclass's
+    ``__init__``; ``title`` names the dataset in messages (e.g. ``"CamVid"``)."""
+
+    title: str = "files"
+    items: list[tuple[Path, Path]]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def describe(self, index: int) -> str:
+        return f"{self.title} label file {self.items[index][1]}"
+
+
 class SegmentationSubset(torch.utils.data.Dataset):
     """A subset of a :class:`SegmentationDataset` by indices, with its own ``augment`` flag
     (the hold-out part of a training split is evaluated without augmentation)."""

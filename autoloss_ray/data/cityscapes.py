@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from autoloss_ray.data.base import SegmentationDataset, read_label, read_rgb
+from autoloss_ray.data.base import FileDataset, read_label, read_rgb
 
 __all__ = ["Cityscapes", "CITYSCAPES_CLASSES", "LABEL_TO_TRAIN_ID"]
 
@@ -28,8 +28,9 @@ LABEL_TO_TRAIN_ID = {
 _NUM_LABEL_IDS = 34  # labelIds 0..33
 
 
-class Cityscapes(SegmentationDataset):
+class Cityscapes(FileDataset):
     name = "cityscapes"
+    title = "Cityscapes"
     num_classes = 19
     class_names = CITYSCAPES_CLASSES
     ignore_index = 255
@@ -61,12 +62,6 @@ class Cityscapes(SegmentationDataset):
         for label_id, train_id in LABEL_TO_TRAIN_ID.items():
             lut[label_id] = train_id
         self._lut = lut
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def describe(self, index: int) -> str:
-        return f"Cityscapes label file {self.items[index][1]}"
 
     def load_raw(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         img_path, lab_path = self.items[index]

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from autoloss_ray.data.base import SegmentationDataset, read_label, read_rgb
+from autoloss_ray.data.base import FileDataset, read_label, read_rgb
 
 __all__ = ["VOCSegmentation", "VOC_CLASSES"]
 
@@ -49,8 +49,9 @@ def _read_ids(path: Path) -> list[str]:
     return [Path(i).stem for i in ids]
 
 
-class VOCSegmentation(SegmentationDataset):
+class VOCSegmentation(FileDataset):
     name = "voc"
+    title = "VOC"
     num_classes = 21
     class_names = VOC_CLASSES
     ignore_index = 255
@@ -117,12 +118,6 @@ class VOCSegmentation(SegmentationDataset):
             f"VOC: label file for id {image_id} is missing (looked for "
             f"{', '.join(str(c) for c in candidates)})"
         )
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def describe(self, index: int) -> str:
-        return f"VOC label file {self.items[index][1]}"
 
     def load_raw(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         img_path, lab_path = self.items[index]
