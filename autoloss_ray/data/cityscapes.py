@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from autoloss_ray.data.base import FileDataset, read_label, read_rgb
+from autoloss_ray.data.base import FileDataset
 
 __all__ = ["Cityscapes", "CITYSCAPES_CLASSES", "LABEL_TO_TRAIN_ID"]
 
@@ -64,12 +64,8 @@ class Cityscapes(FileDataset):
         self._lut = lut
 
     def load_raw(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        img_path, lab_path = self.items[index]
-        image, raw = read_rgb(img_path), read_label(lab_path)
-        if image.shape[:2] != raw.shape:
-            raise ValueError(
-                f"Cityscapes: image {img_path} is {image.shape[:2]} but its label is {raw.shape}"
-            )
+        image, raw = self.read_pair(index)
+        lab_path = self.items[index][1]
         if raw.min() < 0 or raw.max() > 255 or (self._lut[raw.astype(np.int64)] < 0).any():
             bad = np.unique(raw[(raw < 0) | (raw >= _NUM_LABEL_IDS)])
             raise ValueError(
