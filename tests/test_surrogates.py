@@ -391,8 +391,8 @@ def test_fast_argmax_equals_argmax_with_ties():
 
 
 def test_bool_dilation_equals_morphology_dilate():
-    """The shifted-slice dilation used for BF1's target band equals morphology.dilate."""
-    from autoloss_ray.losses._boundary import _dilate_bool
+    """The shifted-slice dilation of bool maps (BF1's target band) equals the float max-pool
+    of morphology.dilate."""
     from autoloss_ray.morphology import dilate
 
     g = torch.Generator().manual_seed(0)
@@ -400,15 +400,15 @@ def test_bool_dilation_equals_morphology_dilate():
                      ((2, 2, 13, 9), 1), ((1, 2, 6, 7), 0), ((1, 1, 30, 30), 3)]:
         x = torch.rand(shape, generator=g) < 0.05
         x[..., 0, 0] = True
-        assert torch.equal(_dilate_bool(x, r), dilate(x, r)), (shape, r)
+        assert torch.equal(dilate(x, r), dilate(x.float(), r).bool()), (shape, r)
 
 
 def test_bool_boundaries_equal_morphology_boundaries():
-    from autoloss_ray.losses._boundary import _boundaries_bool
+    """The shifted-slice boundaries of bool maps equal mask - erode3x3(mask) on floats."""
     from autoloss_ray.morphology import boundaries
 
     g = torch.Generator().manual_seed(1)
     for shape in [(2, 3, 40, 37), (1, 2, 4, 3), (1, 1, 1, 1), (1, 2, 1, 7), (2, 2, 13, 9)]:
         for frac in (0.3, 0.9):
             x = torch.rand(shape, generator=g) < frac
-            assert torch.equal(_boundaries_bool(x), boundaries(x)), (shape, frac)
+            assert torch.equal(boundaries(x), boundaries(x.float()).bool()), (shape, frac)

@@ -1,43 +1,11 @@
-"""Exact boolean morphology and window reads used by BF1's surrogate (no float pooling where a
-bool map suffices): boundaries, dilation, a fast argmax over classes, the 3x3 erosion with its
-pool indices, and the dilation read at a few sites (:func:`_window_max_at`). Same results as
-:mod:`autoloss_ray.morphology`, which the exact metrics use."""
+"""Window operations of BF1's surrogate beyond :mod:`autoloss_ray.morphology` (whose bool
+boundaries and dilation it uses): a fast argmax over classes, the 3x3 erosion with its pool
+indices, and the dilation read at a few sites (:func:`_window_max_at`)."""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-
-
-def _boundaries_bool(x: torch.Tensor) -> torch.Tensor:
-    """morphology.boundaries(x) = x & ~erode3x3(x) for a bool [N, C, H, W] map (outside counts
-    as inside), by a separable AND of shifted slices (exact; no float min-pooling)."""
-    e = x.clone()
-    e[:, :, 1:] &= x[:, :, :-1]
-    e[:, :, :-1] &= x[:, :, 1:]
-    v = e
-    e = v.clone()
-    e[:, :, :, 1:] &= v[:, :, :, :-1]
-    e[:, :, :, :-1] &= v[:, :, :, 1:]
-    return x & ~e
-
-
-def _dilate_bool(x: torch.Tensor, r: int) -> torch.Tensor:
-    """morphology.dilate(x, r) for a bool [N, C, H, W] map (outside = 0), without gradient:
-    a separable OR of shifted slices of the input (exactly the (2r+1)^2 max, ~10x cheaper
-    than float max-pooling with a large kernel)."""
-    if r <= 0:
-        return x
-    out = x.clone()
-    for s in range(1, min(r, x.shape[2] - 1) + 1):
-        out[:, :, s:] |= x[:, :, :-s]
-        out[:, :, :-s] |= x[:, :, s:]
-    v = out
-    out = v.clone()
-    for s in range(1, min(r, x.shape[3] - 1) + 1):
-        out[:, :, :, s:] |= v[:, :, :, :-s]
-        out[:, :, :, :-s] |= v[:, :, :, s:]
-    return out
 
 
 def _argmax1(z: torch.Tensor) -> torch.Tensor:

@@ -64,12 +64,7 @@ from autoloss_ray.checks import (
 )
 from autoloss_ray.distributed import all_reduce_sum, check_sync
 from autoloss_ray.losses import _triton
-from autoloss_ray.losses._boundary import (
-    _argmax1,
-    _boundaries_bool,
-    _dilate_bool,
-    _window_max_at,
-)
+from autoloss_ray.losses._boundary import _argmax1, _window_max_at
 from autoloss_ray.losses._eager import _compute_dtype, _RegionStats, _SoftBoundary
 from autoloss_ray.losses._native import (
     _BF1Native,
@@ -88,6 +83,7 @@ from autoloss_ray.losses.loss_file import (
 from autoloss_ray.losses.presets import preset_theta
 from autoloss_ray.losses.space import CURVES, SearchSpace, search_space
 from autoloss_ray.metrics import boundary_band, check_boundary_classes, parse_metric
+from autoloss_ray.morphology import boundaries, dilate
 from autoloss_ray.parameterizations import IDENTITY_TABLE, CurveTable, get_parameterization
 
 __all__ = ["CURVES", "SearchSpace", "search_space", "SurrogateLoss", "FILE_FORMAT",
@@ -330,12 +326,12 @@ class SurrogateLoss(nn.Module):
             # exact target boundary; the ignore value is not a class (no boundary of its own)
             tmap = torch.where(valid, target, -1) if self.ignore_index is not None else target
             tclass = tmap.unsqueeze(1) == torch.arange(C, device=target.device).view(1, C, 1, 1)
-            bg = _boundaries_bool(tclass)
-            dbg = _dilate_bool(bg, r).to(cd)
+            bg = boundaries(tclass)
+            dbg = dilate(bg, r).to(cd)
             bgv = (bg & valid.unsqueeze(1)).to(cd)
             n_g = bgv.sum((0, 2, 3))
             pclass = pred.unsqueeze(1) == torch.arange(C, device=pred.device).view(1, C, 1, 1)
-            n_p_hard = (_boundaries_bool(pclass) & valid.unsqueeze(1)).sum((0, 2, 3))
+            n_p_hard = (boundaries(pclass) & valid.unsqueeze(1)).sum((0, 2, 3))
             del tclass, pclass, bg
         bv = b * v
         n_p = bv.sum((0, 2, 3))
