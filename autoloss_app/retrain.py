@@ -133,7 +133,7 @@ class _CheckpointPath:
 def _cmd_retrain(args: argparse.Namespace) -> int:
     from autoloss_app.options import OptionsError
     from autoloss_ray.metrics import parse_metric
-    from autoloss_ray.store import ExperimentStore, check_name
+    from autoloss_ray.store import ExperimentStore, check_name, failed_mask, ok_mask
 
     parse_metric(args.metric)
     check_name(args.experiment, "experiment")
@@ -226,10 +226,10 @@ def _cmd_retrain(args: argparse.Namespace) -> int:
 
     rows = store.trials(args.experiment)
     print(results_table(rows))
-    failed = rows[rows["status"] != "ok"]
+    failed = rows[~ok_mask(rows)]
     for _, row in failed.iterrows():
         print(f"[autoloss] {row['loss']}: {row['status']}: {row['error']}")
-    errors = rows[rows["status"] == "failed"]
+    errors = rows[failed_mask(rows)]
     if len(rows) and len(errors) == len(rows):
         import sys
 

@@ -23,7 +23,7 @@ from ray import tune
 
 from autoloss_app.options import OptionsError, SearchOptions, is_uri
 from autoloss_app.resume import check_resume_options, previous_results, search_manifest
-from autoloss_ray.store import ExperimentStore, PolicyWriter
+from autoloss_ray.store import ExperimentStore, PolicyWriter, failed_mask, ok_mask
 from trainables.progress import ProgressCallback
 
 __all__ = [
@@ -325,7 +325,7 @@ def summarize(opts: SearchOptions, store: ExperimentStore) -> SearchOutcome:
     out = SearchOutcome(
         experiment=opts.experiment,
         trials=int(len(trials)),
-        failed=int((trials["status"] != "ok").sum()) if len(trials) else 0,
+        failed=int((~ok_mask(trials)).sum()) if len(trials) else 0,
         steps=int(len(policy)),
     )
     if len(policy):
@@ -353,7 +353,7 @@ def first_failed_step(trials) -> tuple[int, str] | None:
         return None
     rows = trials[(trials["kind"] == "search") & trials["step"].notna()]
     for step, group in rows.groupby("step", sort=True):
-        if (group["status"] == "failed").all():
+        if failed_mask(group).all():
             first = group.sort_values(["sample", "finished_at"], kind="stable").iloc[0]
             return int(step), str(first["error"] or "no error text")
     return None

@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from autoloss_ray.metrics import METRICS
+from autoloss_ray.store.schema import ok_mask
 
 __all__ = [
     "METRIC_TITLES",
@@ -116,7 +117,7 @@ def results_table(
         raise ValueError(f"results_table: metric column(s) {missing} missing from the data")
     data = df
     if only_ok and "status" in data.columns:
-        data = data[data["status"] == "ok"]
+        data = data[ok_mask(data)]
     data = data[data[label].notna()]
     if data.empty:
         raise ValueError("results_table: no rows to tabulate (after dropping failed runs)")
@@ -160,7 +161,7 @@ def step_stats(policy: pd.DataFrame | None = None,
         t = trials[trials["step"].notna()].copy()
         t["reward"] = pd.to_numeric(t["reward"], errors="coerce").astype(float)
         if "status" in t.columns:
-            t.loc[t["status"] != "ok", "reward"] = np.nan
+            t.loc[~ok_mask(t), "reward"] = np.nan
         t["step"] = t["step"].astype(int)
         g = t.groupby("step")["reward"]
         out = pd.DataFrame({"n": g.size(), "mean_reward": g.mean(), "max_reward": g.max()})
@@ -348,7 +349,7 @@ def best_theta(trials: pd.DataFrame, policy: pd.DataFrame | None = None) -> np.n
             if mr.notna().any():
                 return np.asarray(policy.loc[mr.idxmax(), "mu"], dtype=np.float64)
     if trials is not None and len(trials):
-        ok = trials[(trials["status"] == "ok") & trials["theta"].notna()]
+        ok = trials[ok_mask(trials) & trials["theta"].notna()]
         rw = pd.to_numeric(ok["reward"], errors="coerce")
         if rw.notna().any():
             return np.asarray(ok.loc[rw.idxmax(), "theta"], dtype=np.float64)
@@ -426,7 +427,7 @@ def _write_search_report(store, experiment: str, out: Path, *, compare: Sequence
             f"{counts.get('failed', 0)}, nan {counts.get('nan', 0)}); policy steps: "
             f"{len(policy)}",
         ]
-        ok = search[search["status"] == "ok"]
+        ok = search[ok_mask(search)]
         if len(ok):
             best = ok.loc[pd.to_numeric(ok["reward"]).idxmax()]
             md.append(f"- best trial: `{best['trial_id']}` (step {best['step']}, reward "
@@ -467,7 +468,7 @@ def _write_search_report(store, experiment: str, out: Path, *, compare: Sequence
             except (ImportError, ValueError) as e:
                 md += [f"(curves not plotted: {e})", ""]
     retrain = trials[trials["kind"] == "retrain"]
-    if len(retrain) and (retrain["status"] == "ok").any():
+    if len(retrain) and ok_mask(retrain).any():
         md += ["## Retrained networks (metrics in %, best per column in bold)", "",
                retrain_table(retrain), ""]
     paths["markdown"] = str(out / "report.md")
