@@ -166,6 +166,9 @@ def test_a_store_written_before_the_split_reads_back(tmp_path):
     assert policy["max_reward"].iloc[0] == pytest.approx(0.6)
     # the columns added after it read as null
     assert policy["clip_fraction"].isna().all() and policy["approx_kl"].isna().all()
+    one_policy = store.policy("exp-a")
+    assert list(one_policy.columns) == POLICY_SCHEMA.names
+    assert one_policy["clip_fraction"].isna().all() and one_policy["approx_kl"].isna().all()
     assert store.read_search("exp-a") == {"samples": 3, "steps": 2}
     # and the experiment reads the same through the one-experiment path
     one = store.trials("exp-a")

@@ -83,7 +83,6 @@ def _empty(schema: pa.Schema):
     return schema.empty_table().to_pandas(types_mapper=_INT_MAPPER.get)
 
 
-
 class ExperimentStore:
     """Read and write the Parquet experiment store at ``root`` (see the module docstring).
 

@@ -23,9 +23,9 @@ class PolicyWriter:
 
     ``record`` is the searcher's step record (``step``, ``mu``, ``sigma``, ``rewards``,
     ``mean_reward``, optional ``best_mu``, ``best_reward``, ``thetas``, ``mu_next``,
-    ``trial_ids``, ``failed``, ``searcher``, ``metric``); numpy values are fine; keys the
-    store has no column for (``configs``, ``values``, ``names``, ...) go to ``extra_json``. Holds only the root string
-    and the experiment name.
+    ``trial_ids``, ``failed``, ``searcher``, ``metric``, ``clip_fraction``, ``approx_kl``);
+    numpy values are fine; keys the store has no column for (``configs``, ``values``,
+    ``names``, ...) go to ``extra_json``. Holds only the root string and the experiment name.
     """
 
     def __init__(self, store_uri: str | os.PathLike[str], experiment: str,
