@@ -190,6 +190,17 @@ def _to_protocol(v: Any, key: str) -> str | None:
     return v
 
 
+def _check_keys(row: Any, allowed: frozenset[str], what: str) -> None:
+    if not isinstance(row, Mapping):
+        raise StoreError(f"a {what} row must be a mapping, got {type(row).__name__}")
+    unknown = sorted(set(row) - allowed)
+    if unknown:
+        raise StoreError(
+            f"unknown {what} column(s) {unknown}; allowed: {sorted(allowed)} (put other "
+            "values in 'extra', a mapping)"
+        )
+
+
 _TRIAL_STR = ("metric", "parameterization", "loss", "error", "node", "device", "dataset",
               "model", "checkpoint", "node_id", "node_ip")
 _TRIAL_FLOAT = ("reward", *METRIC_COLUMNS, "train_seconds", "eval_seconds", "total_seconds")
@@ -228,14 +239,7 @@ def normalize_trial_row(row: Mapping[str, Any]) -> dict[str, Any]:
     ``config_json`` and ``extra`` (a mapping) for ``extra_json``. Unknown keys, wrong types and
     bad values raise :class:`StoreError` naming the column.
     """
-    if not isinstance(row, Mapping):
-        raise StoreError(f"a trial row must be a mapping, got {type(row).__name__}")
-    unknown = sorted(set(row) - _TRIAL_KEYS)
-    if unknown:
-        raise StoreError(
-            f"unknown trial column(s) {unknown}; allowed: {sorted(_TRIAL_KEYS)} (put other "
-            "values in 'extra', a mapping)"
-        )
+    _check_keys(row, _TRIAL_KEYS, "trial")
     out: dict[str, Any] = {
         "experiment": check_name(row.get("experiment"), "experiment"),
         "trial_id": check_name(row.get("trial_id"), "trial_id"),
@@ -266,14 +270,7 @@ _POLICY_KEYS = frozenset(POLICY_SCHEMA.names) | {"extra"}
 def normalize_policy_row(row: Mapping[str, Any]) -> dict[str, Any]:
     """Validate a policy row (see :data:`POLICY_SCHEMA`). ``max_reward`` is always the
     largest non-NaN reward of the step; ``mean_reward`` defaults to their mean."""
-    if not isinstance(row, Mapping):
-        raise StoreError(f"a policy row must be a mapping, got {type(row).__name__}")
-    unknown = sorted(set(row) - _POLICY_KEYS)
-    if unknown:
-        raise StoreError(
-            f"unknown policy column(s) {unknown}; allowed: {sorted(_POLICY_KEYS)} (put other "
-            "values in 'extra', a mapping)"
-        )
+    _check_keys(row, _POLICY_KEYS, "policy")
     out: dict[str, Any] = {
         "experiment": check_name(row.get("experiment"), "experiment"),
         "step": _to_int(row.get("step"), "step", required=True, nonneg=True),
