@@ -237,6 +237,13 @@ def test_trial_row_reads_reported_values_leniently():
     assert math.isclose(failed["reward"], 0.5)
 
 
+def test_the_store_columns_of_the_metrics_are_the_metric_vocabulary():
+    # the store keeps its own literal so that importing it needs no torch (metrics does)
+    from autoloss_ray.metrics import METRICS
+
+    assert store_pkg.METRIC_COLUMNS == METRICS
+
+
 def test_every_name_of_the_single_module_is_still_importable():
     names = ("EVAL_PROTOCOLS", "KINDS", "METRIC_COLUMNS", "PARTITION", "POLICY_FILE_SCHEMA",
              "POLICY_SCHEMA", "STATUSES", "TRIAL_FILE_SCHEMA", "TRIAL_SCHEMA",
