@@ -45,9 +45,6 @@ __all__ = [
 METRIC_COLUMNS = METRICS  # the six metric names (one definition: autoloss_ray.metrics)
 METRIC_TITLES = {"miou": "mIoU", "fwiou": "FWIoU", "biou": "BIoU", "bf1": "BF1",
                  "macc": "mAcc", "gacc": "gAcc"}
-# Curves per metric (DESIGN section 3); used only when the parameterizations module has none.
-_DEFAULT_CURVES = {"miou": ("and", "or"), "fwiou": ("and", "or"), "biou": ("and", "or"),
-                   "macc": ("and",), "gacc": ("and",), "bf1": ("h1", "h2", "h3", "h4")}
 
 
 # ----------------------------------------------------------------------------- tables
@@ -237,27 +234,18 @@ def plot_search_curves(
 
 
 # ----------------------------------------------------------------------------- h(x) curves
-def _curves_table() -> Mapping[str, Sequence[str]]:
-    for mod in ("autoloss_ray.parameterizations", "autoloss_ray.losses.space"):
-        try:
-            module = __import__(mod, fromlist=["CURVES"])
-        except ImportError:
-            continue
-        curves = getattr(module, "CURVES", None)
-        if isinstance(curves, Mapping):
-            return curves
-    return _DEFAULT_CURVES
+def _metric_curves(metric: str) -> tuple[tuple[str, str], ...]:
+    """``(term, curve)`` per curve of ``metric``: the library's one table (``losses.space``),
+    imported on use so that reading a report needs no torch."""
+    from autoloss_ray.losses.space import metric_curves
+
+    return metric_curves(metric)
 
 
 def curve_groups(metric: str, dim_per_curve: int, theta_len: int) -> list[tuple[str, slice]]:
     """Names and theta slices of the curves of ``metric`` (e.g. ``"miou+biou"`` ->
     [("miou.and", 0:6), ("miou.or", 6:12), ("biou.and", ...), ...])."""
-    table = _curves_table()
-    names: list[str] = []
-    for term in [t.strip() for t in str(metric).split("+")]:
-        if term not in table:
-            raise ValueError(f"unknown metric {term!r}; expected one of {sorted(table)}")
-        names += [f"{term}.{c}" for c in table[term]]
+    names = [f"{term}.{curve}" for term, curve in _metric_curves(metric)]
     if dim_per_curve * len(names) != theta_len:
         raise ValueError(
             f"theta has {theta_len} values but {metric} has {len(names)} curves of "
@@ -289,8 +277,7 @@ def plot_curves(
     theta = np.array(theta, dtype=np.float64).ravel()  # a writable copy for torch
     d = int(par.dim_per_curve)
     if d == 0:
-        groups = [(f"{t.strip()}.{c}", slice(0, 0)) for t in str(metric).split("+")
-                  for c in _curves_table().get(t.strip(), ("h",))]
+        groups = [(f"{t}.{c}", slice(0, 0)) for t, c in _metric_curves(metric)]
     else:
         groups = curve_groups(metric, d, theta.size)
     x = torch.linspace(0.0, 1.0, points, dtype=torch.float64)

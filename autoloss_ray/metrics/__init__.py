@@ -50,7 +50,7 @@ from autoloss_ray.metrics._labels import check_boundary_classes, check_labels
 from autoloss_ray.metrics.accumulator import MetricAccumulator, evaluate
 from autoloss_ray.metrics.counts import bf1_counts, boundary_band, confusion_matrix
 from autoloss_ray.metrics.scores import scores_from_stats
-from autoloss_ray.metrics.vocabulary import BOUNDARY_CLASSES, METRICS, parse_metric, reward
+from autoloss_ray.vocabulary import BOUNDARY_CLASSES, METRICS, parse_metric, reward
 
 __all__ = [
     "METRICS",

@@ -14,7 +14,7 @@ from autoloss_ray.checks import (
     describe_values,
     labels_outside,
 )
-from autoloss_ray.metrics.vocabulary import BOUNDARY_CLASSES
+from autoloss_ray.vocabulary import BOUNDARY_CLASSES
 
 __all__ = ["check_boundary_classes", "check_labels"]
 

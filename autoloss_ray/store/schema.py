@@ -10,11 +10,13 @@ nullable: readers pass these schemas explicitly, so older files read with nulls.
 from __future__ import annotations
 
 import math
-import re
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.dataset as ds
+
+from autoloss_ray.validation import STORE_NAME_RE
+from autoloss_ray.vocabulary import METRICS
 
 __all__ = [
     "EVAL_PROTOCOLS",
@@ -35,7 +37,7 @@ __all__ = [
     "trial_succeeded",
 ]
 
-METRIC_COLUMNS = ("miou", "fwiou", "biou", "bf1", "macc", "gacc")
+METRIC_COLUMNS = METRICS  # the metric vocabulary (autoloss_ray.vocabulary, torch-free)
 # ok: the trial finished and was scored; failed: it raised (its error is in ``error``);
 # nan: it finished but diverged (non-finite parameters or reward)
 STATUSES = ("ok", "failed", "nan")
@@ -118,7 +120,6 @@ TRIAL_FILE_SCHEMA = pa.schema([f for f in TRIAL_SCHEMA if f.name != PARTITION])
 POLICY_FILE_SCHEMA = pa.schema([f for f in POLICY_SCHEMA if f.name != PARTITION])
 PARTITIONING = ds.partitioning(pa.schema([(PARTITION, pa.string())]), flavor="hive")
 
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,199}$")
 
 
 class StoreWarning(UserWarning):
@@ -131,7 +132,7 @@ class StoreError(ValueError):
 
 def check_name(value: Any, what: str) -> str:
     """``value`` as a path-safe name (letters, digits, ``_ . -``; no leading dot)."""
-    if not isinstance(value, str) or not _NAME_RE.match(value) or value.endswith(".tmp"):
+    if not isinstance(value, str) or not STORE_NAME_RE.match(value) or value.endswith(".tmp"):
         raise StoreError(
             f"{what} must be a non-empty string of letters, digits and '_.-' (not starting "
             f"with '.', '_' or '-', at most 200 characters), got {value!r}"

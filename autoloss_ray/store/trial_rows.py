@@ -33,6 +33,7 @@ from autoloss_ray.store.schema import (
     STATUSES,
     StoreError,
 )
+from autoloss_ray.vocabulary import parse_metric
 
 __all__ = ["reward_from_metrics", "trial_row"]
 
@@ -74,7 +75,10 @@ def reward_from_metrics(result: Mapping[str, Any], metric_spec: str | None) -> f
     them, or None when the spec is empty or a term is missing/not a number."""
     if not metric_spec:
         return None
-    terms = [t.strip() for t in str(metric_spec).split("+")]
+    try:
+        terms = parse_metric(str(metric_spec))
+    except ValueError:
+        return None
     values = [_num(result.get(t)) for t in terms]
     if any(v is None for v in values):
         return None
