@@ -18,9 +18,9 @@ _EXPORTS = {
     "SurrogateLoss": "autoloss_ray.losses.surrogate",
     "SearchSpace": "autoloss_ray.losses.space",
     "search_space": "autoloss_ray.losses.space",
-    "PPO2": "autoloss_ray.ppo",
-    "TruncatedNormal": "autoloss_ray.ppo",
-    "RandomSearch": "autoloss_ray.ppo",
+    "PPO2": "autoloss_ray.search.ppo",
+    "TruncatedNormal": "autoloss_ray.search.truncnorm",
+    "RandomSearch": "autoloss_ray.search.random_search",
     "run_trial": "autoloss_ray.train",
 }
 
