@@ -36,8 +36,8 @@ from typing import Any
 
 import numpy as np
 
-from searchers.ppo2 import _StepSearcher
 from searchers.space import BoxSpace
+from searchers.steps import StepSearcher
 
 __all__ = ["TPESearcher", "CMAESSearcher", "require_optuna", "OPTUNA_SEARCHERS"]
 
@@ -163,7 +163,7 @@ class _OptunaAskTell:
         return obj
 
 
-class _OptunaStepSearcher(_StepSearcher):
+class _OptunaStepSearcher(StepSearcher):
     _kind = ""
 
     def __init__(
