@@ -218,7 +218,17 @@ class StepSearcher(Searcher):
     def on_trial_complete(
         self, trial_id: str, result: dict | None = None, error: bool = False
     ) -> None:
-        """Tell the step a trial's end; every ending completes its sample (module docstring)."""
+        """Tell the step a trial's end. Every ending completes its sample:
+
+        * ``error=True``: failed (reason ``"error"``);
+        * a result with the metric: that value (NaN/inf: failed, reason ``"not finite"``);
+          if a scheduler (ASHA, HyperBand) or a stopper ended the trial (Tune then never
+          shows its final result to ``on_trial_result``), the value counts and
+          ``stopped_early`` is recorded;
+        * a result without the metric: failed (reason ``"metric missing"``);
+        * no result (stopped while pending/paused): the last value the trial reported
+          (``stopped_early``), or failed (reason ``"no result"``) if it reported none.
+        """
         i = self._locate(trial_id, result)
         self._trial_sample.pop(trial_id, None)
         last = self._last_value.pop(trial_id, None)

@@ -8,7 +8,8 @@
 - :mod:`.steps`: :class:`StepProtocol`, steps of M samples handed out, collected and told,
   failure rewards, replay-based resume and the step (policy) record;
 - private: :mod:`._ask_tell` (what PPO2 and random search share, the state format),
-  :mod:`._mean_param` (mu <-> unconstrained parameters).
+  :mod:`._mean_param` (mu <-> unconstrained parameters); :mod:`.replay` checks recorded
+  results before a replay.
 
 Ray Tune adapters over these live in ``searchers``. Names here load lazily.
 """

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from autoloss_ray.search._ask_tell import check_samples_per_step
+from autoloss_ray.search.replay import check_recorded, group_recorded
 
 __all__ = ["StepProtocol", "STEP_KEY", "SAMPLE_KEY", "FAIL_REASONS", "RECORD_KEYS",
            "UNASSIGNED", "IN_FLIGHT", "TOLD"]
@@ -342,7 +343,8 @@ class StepProtocol:
         """
         if not self.fresh:
             raise ValueError("replay needs a fresh searcher (no step started yet)")
-        by_step = self._replay_by_step(results)
+        by_step = group_recorded(results, steps=self.steps,
+                                 samples_per_step=self.samples_per_step)
         if not by_step:
             return 0
         last = max(by_step)
@@ -354,7 +356,7 @@ class StepProtocol:
                 self.start_step()
                 assert self.space is not None and self.thetas is not None
                 for i, r in sorted(by_step[step].items()):
-                    self._check_replayed(step, i, r)
+                    check_recorded(self.space, self.thetas[i], r, step=step, sample=i)
                     value = r.get("value")
                     value = math.nan if value is None else float(value)
                     self.tell(i, r.get("trial_id"), value)
@@ -362,56 +364,6 @@ class StepProtocol:
         finally:
             self.step_callback = callback
         return told
-
-    def _replay_by_step(
-        self, results: Iterable[Mapping[str, Any]]
-    ) -> dict[int, dict[int, Mapping[str, Any]]]:
-        by_step: dict[int, dict[int, Mapping[str, Any]]] = {}
-        for r in results:
-            try:
-                step, sample = int(r["step"]), int(r["sample"])
-            except (KeyError, TypeError, ValueError):
-                raise ValueError(
-                    f"each replayed result needs integer 'step' and 'sample'; got {dict(r)!r}"
-                ) from None
-            if not (0 <= step < self.steps and 0 <= sample < self.samples_per_step):
-                raise ValueError(
-                    f"recorded trial (step {step}, sample {sample}) is outside this search "
-                    f"of {self.steps} steps x {self.samples_per_step} samples (fewer steps "
-                    "than were already run, or other samples per step?)"
-                )
-            if sample in by_step.setdefault(step, {}):
-                raise ValueError(f"trial (step {step}, sample {sample}) is recorded twice")
-            by_step[step][sample] = r
-        if by_step:
-            last = max(by_step)
-            for step in range(last):
-                have = len(by_step.get(step, {}))
-                if have != self.samples_per_step:
-                    raise ValueError(
-                        f"step {step} has {have} of {self.samples_per_step} results recorded "
-                        f"but step {last} has some: the record is not from one run of this "
-                        "search"
-                    )
-        return by_step
-
-    def _check_replayed(self, step: int, i: int, r: Mapping[str, Any]) -> None:
-        assert self.space is not None and self.thetas is not None
-        try:
-            recorded = self.space.from_config(r["config"])
-        except (KeyError, TypeError, ValueError) as e:
-            raise ValueError(
-                f"the recorded trial (step {step}, sample {i}) has no valid config for this "
-                f"search space ({e}): resume with the options of the original search"
-            ) from None
-        drawn = self.thetas[i]
-        if not np.allclose(recorded, drawn, rtol=1e-9, atol=1e-12):
-            raise ValueError(
-                f"the recorded trial (step {step}, sample {i}) has "
-                f"{np.round(recorded, 6).tolist()} but this searcher draws "
-                f"{np.round(drawn, 6).tolist()} there: resume with the options (seed, sigma, "
-                "samples, parameterization, ...) of the original search"
-            )
 
     # ------------------------------------------------------------------ state
     def state(self) -> dict[str, Any]:
