@@ -26,7 +26,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from autoloss_ray.ppo import PPO2  # noqa: E402
+from autoloss_ray.search import PPO2  # noqa: E402
 
 
 class _Box:

@@ -55,12 +55,11 @@ from autoloss_ray.search.ppo import PPO2
 from autoloss_ray.search.random_search import RandomSearch
 from autoloss_ray.search.steps import SAMPLE_KEY, STEP_KEY
 from searchers.space import BoxSpace
-from searchers.steps import _STATE_VERSION, StepSearcher
+from searchers.steps import _STATE_VERSION, StepSearcher  # noqa: F401  (state format 1)
 
 __all__ = ["PPO2Searcher", "RandomSearcher", "STEP_KEY", "SAMPLE_KEY"]
 
-_StepSearcher = StepSearcher  # the name before the protocol moved (searchers.optuna_search)
-assert _STATE_VERSION == 1  # states saved by earlier versions load unchanged
+_StepSearcher = StepSearcher  # its name before the protocol moved into autoloss_ray.search
 
 
 class PPO2Searcher(StepSearcher):

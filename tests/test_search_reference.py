@@ -204,3 +204,10 @@ def test_policy_rows_of_an_older_store_read_with_null_diagnostics(tmp_path) -> N
     pol = store.policy("old")
     assert len(pol) == 1 and math.isnan(pol["clip_fraction"].iloc[0])
     assert math.isnan(pol["approx_kl"].iloc[0])
+
+
+def test_ppo_update_refuses_zero_epochs() -> None:
+    opt = PPO2(**ref.PPO_CASES["mixed_bounds"])
+    x = opt.ask()
+    with pytest.raises(ValueError, match="update_steps must be an int >= 1"):
+        _update(opt, x, np.arange(len(x), dtype=float), 0)

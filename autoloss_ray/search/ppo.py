@@ -107,6 +107,8 @@ def ppo_update(
     Returns:
         :class:`PPOUpdate` with the new z [D] and the diagnostics CleanRL logs.
     """
+    if update_steps < 1:
+        raise ValueError(f"update_steps must be an int >= 1; got {update_steps!r}")
     x = thetas
     A = advantages[:, None]  # [M, 1]
     eps = clip_eps
@@ -116,8 +118,7 @@ def ppo_update(
     z = z_old.copy()
     m = np.zeros_like(z)  # Adam's first and second moments
     v = np.zeros_like(z)
-    clip_fractions: list[float] = []
-    approx_kl = 0.0
+    n_clipped = 0  # ratios outside [1 - eps, 1 + eps], summed over the epochs
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         for k in range(1, update_steps + 1):
             mu, dmu_dz = param.from_z(z)
@@ -130,9 +131,10 @@ def ppo_update(
             grad = -(dJ_dmu * dmu_dz)  # Adam minimises -J
             grad = np.where(np.isfinite(grad), grad, 0.0)
             z, m, v = adam_step(z, grad, m, v, k, lr=lr)
-            clip_fractions.append(float(np.mean(np.abs(r - 1.0) > eps)))
-            approx_kl = float(np.mean((r - 1.0) - log_r))
-    return PPOUpdate(z=z, clip_fraction=float(np.mean(clip_fractions)), approx_kl=approx_kl)
+            n_clipped += int(np.count_nonzero(np.abs(r - 1.0) > eps))
+        approx_kl = float(np.mean((r - 1.0) - log_r))  # the last epoch's ratios
+    clip_fraction = n_clipped / (update_steps * r.size)
+    return PPOUpdate(z=z, clip_fraction=clip_fraction, approx_kl=approx_kl)
 
 
 # --------------------------------------------------------------------------- PPO2
