@@ -15,12 +15,12 @@ _EXPORTS = {
     "evaluate": "autoloss_ray.metrics",
     "MetricAccumulator": "autoloss_ray.metrics",
     "METRICS": "autoloss_ray.metrics",
-    "SurrogateLoss": "autoloss_ray.surrogates",
-    "SearchSpace": "autoloss_ray.surrogates",
-    "search_space": "autoloss_ray.surrogates",
-    "PPO2": "autoloss_ray.ppo",
-    "TruncatedNormal": "autoloss_ray.ppo",
-    "RandomSearch": "autoloss_ray.ppo",
+    "SurrogateLoss": "autoloss_ray.losses.surrogate",
+    "SearchSpace": "autoloss_ray.losses.space",
+    "search_space": "autoloss_ray.losses.space",
+    "PPO2": "autoloss_ray.search.ppo",
+    "TruncatedNormal": "autoloss_ray.search.truncnorm",
+    "RandomSearch": "autoloss_ray.search.random_search",
     "run_trial": "autoloss_ray.train",
 }
 

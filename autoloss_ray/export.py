@@ -24,9 +24,9 @@ def _search_config(trials) -> dict[str, Any]:
 
 def experiment_loss(store: Any, experiment: str, *, num_classes: int | None = None):
     """The best searched ``SurrogateLoss`` of ``experiment`` and a dict describing it."""
+    from autoloss_ray.losses.surrogate import SurrogateLoss
     from autoloss_ray.report import best_theta
-    from autoloss_ray.store import ExperimentStore
-    from autoloss_ray.surrogates import SurrogateLoss
+    from autoloss_ray.store import ExperimentStore, ok_mask
 
     store = store if isinstance(store, ExperimentStore) else ExperimentStore(store)
     trials = store.trials(experiment)
@@ -36,7 +36,7 @@ def experiment_loss(store: Any, experiment: str, *, num_classes: int | None = No
             f"experiment {experiment!r} has no trials in store {store.root}; "
             f"experiments there: {known}"
         )
-    if not (trials["status"] == "ok").any():
+    if not ok_mask(trials).any():
         raise ValueError(
             f"experiment {experiment!r} has no successful trial to export (all "
             f"{len(trials)} failed; first error: {trials['error'].dropna().head(1).tolist()})"

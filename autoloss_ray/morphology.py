@@ -6,7 +6,9 @@ Conventions (DESIGN section 2):
 - dilation treats everything outside the image as 0.
 
 Every function accepts bool or floating tensors and works on soft maps in [0, 1] as well as on
-binary ones (max / min pooling), on whatever device the input lives on.
+binary ones (max / min pooling), on whatever device the input lives on. Bool maps take exact
+shortcuts (separable AND / OR of shifted slices, several times cheaper than float pooling;
+tested equal to the pooling of the same map as floats).
 """
 
 from __future__ import annotations
@@ -17,9 +19,13 @@ import torch.nn.functional as F
 __all__ = ["erode3x3", "dilate", "boundaries", "one_hot_masks"]
 
 
-def _as_float(x: torch.Tensor) -> tuple[torch.Tensor, torch.dtype]:
+def _check_4d(x: torch.Tensor) -> None:
     if x.dim() != 4:
         raise ValueError(f"expected a 4-d tensor [N, C, H, W], got shape {tuple(x.shape)}")
+
+
+def _as_float(x: torch.Tensor) -> tuple[torch.Tensor, torch.dtype]:
+    _check_4d(x)
     dtype = x.dtype
     if dtype == torch.bool or not dtype.is_floating_point:
         return x.to(torch.float32), dtype
@@ -46,6 +52,9 @@ def dilate(x: torch.Tensor, radius: int) -> torch.Tensor:
         raise ValueError(f"radius must be >= 0, got {radius}")
     if radius == 0:
         return x
+    if x.dtype == torch.bool:
+        _check_4d(x)
+        return _dilate_bool(x, radius)
     xf, dtype = _as_float(x)
     # max_pool2d pads with -inf, which for values >= 0 is the same as padding with 0; the
     # kernel may be larger than the image, so pool separably along each axis in chunks.
@@ -62,7 +71,8 @@ def boundaries(masks: torch.Tensor) -> torch.Tensor:
     Returns the same shape/dtype.
     """
     if masks.dtype == torch.bool:
-        return masks & ~erode3x3(masks)
+        _check_4d(masks)
+        return _boundaries_bool(masks)
     return masks - erode3x3(masks)
 
 
@@ -72,3 +82,37 @@ def one_hot_masks(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
         raise ValueError(f"expected labels of shape [N, H, W], got {tuple(labels.shape)}")
     classes = torch.arange(num_classes, device=labels.device).view(1, -1, 1, 1)
     return labels.unsqueeze(1) == classes
+
+
+# --- exact bool shortcuts ------------------------------------------------------------------
+
+
+def _boundaries_bool(x: torch.Tensor) -> torch.Tensor:
+    """x & ~erode3x3(x) for a bool [N, C, H, W] map (outside counts as inside), by a
+    separable AND of shifted slices (exact; no float min-pooling)."""
+    e = x.clone()
+    e[:, :, 1:] &= x[:, :, :-1]
+    e[:, :, :-1] &= x[:, :, 1:]
+    v = e
+    e = v.clone()
+    e[:, :, :, 1:] &= v[:, :, :, :-1]
+    e[:, :, :, :-1] &= v[:, :, :, 1:]
+    return x & ~e
+
+
+def _dilate_bool(x: torch.Tensor, r: int) -> torch.Tensor:
+    """dilate(x, r) for a bool [N, C, H, W] map (outside = 0): a separable OR of shifted
+    slices of the input (exactly the (2r+1)^2 max, ~10x cheaper than float max-pooling with a
+    large kernel)."""
+    if r <= 0:
+        return x
+    out = x.clone()
+    for s in range(1, min(r, x.shape[2] - 1) + 1):
+        out[:, :, s:] |= x[:, :, :-s]
+        out[:, :, :-s] |= x[:, :, s:]
+    v = out
+    out = v.clone()
+    for s in range(1, min(r, x.shape[3] - 1) + 1):
+        out[:, :, :, s:] |= v[:, :, :, :-s]
+        out[:, :, :, :-s] |= v[:, :, :, s:]
+    return out

@@ -1,6 +1,6 @@
 """Fused CPU kernels for the surrogate losses, compiled on first use (optional, with fallback).
 
-The eager PyTorch path of :mod:`autoloss_ray.surrogates` spends ~20 elementwise passes per
+The eager PyTorch path of :mod:`autoloss_ray.losses` spends ~20 elementwise passes per
 (pixel, class) on a curve. ``_native/kernels.cpp`` does softmax, curves, derivatives and sums
 in one pass over cache-sized tiles. It is plain C++ with a C ABI (no torch headers, about two
 seconds to compile), built with the system C++ compiler the first time a loss runs on CPU, and
@@ -29,9 +29,9 @@ import tempfile
 import threading
 import time
 import warnings
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable, Sequence
 
 import torch
 

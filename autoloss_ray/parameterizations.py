@@ -79,7 +79,7 @@ class CurveTable:
     def is_identity(self) -> bool:
         return self.bounds is None
 
-    def to(self, device: torch.device | str, dtype: torch.dtype) -> "CurveTable":
+    def to(self, device: torch.device | str, dtype: torch.dtype) -> CurveTable:
         if self.bounds is None:
             return self
         return CurveTable(self.bounds.to(device, dtype), self.coef.to(device, dtype))

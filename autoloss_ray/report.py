@@ -24,6 +24,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from autoloss_ray.metrics import METRICS
+from autoloss_ray.store.schema import ok_mask
+
 __all__ = [
     "METRIC_TITLES",
     "format_table",
@@ -34,15 +37,14 @@ __all__ = [
     "curve_groups",
     "plot_curves",
     "best_theta",
+    "answers_with_best_trial",
+    "BEST_TRIAL_SEARCHERS",
     "write_search_report",
 ]
 
-METRIC_COLUMNS = ("miou", "fwiou", "biou", "bf1", "macc", "gacc")
+METRIC_COLUMNS = METRICS  # the six metric names (one definition: autoloss_ray.metrics)
 METRIC_TITLES = {"miou": "mIoU", "fwiou": "FWIoU", "biou": "BIoU", "bf1": "BF1",
                  "macc": "mAcc", "gacc": "gAcc"}
-# Curves per metric (DESIGN section 3); used only when the parameterizations module has none.
-_DEFAULT_CURVES = {"miou": ("and", "or"), "fwiou": ("and", "or"), "biou": ("and", "or"),
-                   "macc": ("and",), "gacc": ("and",), "bf1": ("h1", "h2", "h3", "h4")}
 
 
 # ----------------------------------------------------------------------------- tables
@@ -112,7 +114,7 @@ def results_table(
         raise ValueError(f"results_table: metric column(s) {missing} missing from the data")
     data = df
     if only_ok and "status" in data.columns:
-        data = data[data["status"] == "ok"]
+        data = data[ok_mask(data)]
     data = data[data[label].notna()]
     if data.empty:
         raise ValueError("results_table: no rows to tabulate (after dropping failed runs)")
@@ -156,7 +158,7 @@ def step_stats(policy: pd.DataFrame | None = None,
         t = trials[trials["step"].notna()].copy()
         t["reward"] = pd.to_numeric(t["reward"], errors="coerce").astype(float)
         if "status" in t.columns:
-            t.loc[t["status"] != "ok", "reward"] = np.nan
+            t.loc[~ok_mask(t), "reward"] = np.nan
         t["step"] = t["step"].astype(int)
         g = t.groupby("step")["reward"]
         out = pd.DataFrame({"n": g.size(), "mean_reward": g.mean(), "max_reward": g.max()})
@@ -232,27 +234,18 @@ def plot_search_curves(
 
 
 # ----------------------------------------------------------------------------- h(x) curves
-def _curves_table() -> Mapping[str, Sequence[str]]:
-    for mod in ("autoloss_ray.parameterizations", "autoloss_ray.surrogates"):
-        try:
-            module = __import__(mod, fromlist=["CURVES"])
-        except ImportError:
-            continue
-        curves = getattr(module, "CURVES", None)
-        if isinstance(curves, Mapping):
-            return curves
-    return _DEFAULT_CURVES
+def _metric_curves(metric: str) -> tuple[tuple[str, str], ...]:
+    """``(term, curve)`` per curve of ``metric``: the library's one table (``losses.space``),
+    imported on use so that reading a report needs no torch."""
+    from autoloss_ray.losses.space import metric_curves
+
+    return metric_curves(metric)
 
 
 def curve_groups(metric: str, dim_per_curve: int, theta_len: int) -> list[tuple[str, slice]]:
     """Names and theta slices of the curves of ``metric`` (e.g. ``"miou+biou"`` ->
     [("miou.and", 0:6), ("miou.or", 6:12), ("biou.and", ...), ...])."""
-    table = _curves_table()
-    names: list[str] = []
-    for term in [t.strip() for t in str(metric).split("+")]:
-        if term not in table:
-            raise ValueError(f"unknown metric {term!r}; expected one of {sorted(table)}")
-        names += [f"{term}.{c}" for c in table[term]]
+    names = [f"{term}.{curve}" for term, curve in _metric_curves(metric)]
     if dim_per_curve * len(names) != theta_len:
         raise ValueError(
             f"theta has {theta_len} values but {metric} has {len(names)} curves of "
@@ -284,8 +277,7 @@ def plot_curves(
     theta = np.array(theta, dtype=np.float64).ravel()  # a writable copy for torch
     d = int(par.dim_per_curve)
     if d == 0:
-        groups = [(f"{t.strip()}.{c}", slice(0, 0)) for t in str(metric).split("+")
-                  for c in _curves_table().get(t.strip(), ("h",))]
+        groups = [(f"{t}.{c}", slice(0, 0)) for t, c in _metric_curves(metric)]
     else:
         groups = curve_groups(metric, d, theta.size)
     x = torch.linspace(0.0, 1.0, points, dtype=torch.float64)
@@ -313,20 +305,38 @@ def plot_curves(
     return _save(fig, path)
 
 
+# The searchers whose answer is their best trial (they have no policy mean to trust), by the
+# name the policy rows record: the ``--searcher`` value or the searcher's class name
+# (``RandomSearcher``, ``TPESearcher``, ``CMAESSearcher``). Every other searcher (PPO2) answers
+# with the policy mean of its best step.
+BEST_TRIAL_SEARCHERS = frozenset({"random", "tpe", "cmaes", "optuna"})
+
+
+def answers_with_best_trial(searcher: object) -> bool:
+    """Whether ``searcher`` (a policy row's ``searcher`` name) answers with its best trial:
+    its lower-cased name, less a ``Searcher``/``Search`` suffix, is in
+    :data:`BEST_TRIAL_SEARCHERS`."""
+    name = str(searcher).lower()
+    for suffix in ("searcher", "search"):
+        name = name.removesuffix(suffix)
+    return name in BEST_TRIAL_SEARCHERS
+
+
 def best_theta(trials: pd.DataFrame, policy: pd.DataFrame | None = None) -> np.ndarray | None:
     """The search's answer: the policy mean ``mu`` of the step with the best mean reward
-    (PPO2's rule); for the other searchers (random, TPE, CMA-ES: policy rows whose searcher
-    names no PPO) or without policy rows, the best trial's theta."""
+    (PPO2's rule); for the searchers that answer with their best trial
+    (:func:`answers_with_best_trial`: random, TPE, CMA-ES) or without policy rows, the best
+    trial's theta. The one rule of ``autoloss report``, ``autoloss export`` and a search's
+    summary."""
     if policy is not None and len(policy):
         searcher = policy["searcher"].dropna() if "searcher" in policy.columns else []
-        name = searcher.astype(str).str.lower() if len(searcher) else pd.Series([], dtype=str)
-        not_ppo = name.str.contains("random|tpe|cmaes|optuna")
-        if not (len(searcher) and not_ppo.all()):
+        best_trial = len(searcher) and all(answers_with_best_trial(s) for s in searcher)
+        if not best_trial:
             mr = pd.to_numeric(policy["mean_reward"], errors="coerce")
             if mr.notna().any():
                 return np.asarray(policy.loc[mr.idxmax(), "mu"], dtype=np.float64)
     if trials is not None and len(trials):
-        ok = trials[(trials["status"] == "ok") & trials["theta"].notna()]
+        ok = trials[ok_mask(trials) & trials["theta"].notna()]
         rw = pd.to_numeric(ok["reward"], errors="coerce")
         if rw.notna().any():
             return np.asarray(ok.loc[rw.idxmax(), "theta"], dtype=np.float64)
@@ -404,7 +414,7 @@ def _write_search_report(store, experiment: str, out: Path, *, compare: Sequence
             f"{counts.get('failed', 0)}, nan {counts.get('nan', 0)}); policy steps: "
             f"{len(policy)}",
         ]
-        ok = search[search["status"] == "ok"]
+        ok = search[ok_mask(search)]
         if len(ok):
             best = ok.loc[pd.to_numeric(ok["reward"]).idxmax()]
             md.append(f"- best trial: `{best['trial_id']}` (step {best['step']}, reward "
@@ -445,7 +455,7 @@ def _write_search_report(store, experiment: str, out: Path, *, compare: Sequence
             except (ImportError, ValueError) as e:
                 md += [f"(curves not plotted: {e})", ""]
     retrain = trials[trials["kind"] == "retrain"]
-    if len(retrain) and (retrain["status"] == "ok").any():
+    if len(retrain) and ok_mask(retrain).any():
         md += ["## Retrained networks (metrics in %, best per column in bold)", "",
                retrain_table(retrain), ""]
     paths["markdown"] = str(out / "report.md")

@@ -29,450 +29,46 @@
 
 Deterministic given ``seed`` on CPU (same thread count); on CUDA cuDNN is put in
 deterministic mode but some kernels (bilinear upsampling backward) stay non-deterministic.
+
+This module holds the loop itself (:func:`run_trial`); its parts live in
+:mod:`autoloss_ray.trial` (config, build, loop pieces, evaluation) and every public name
+stays importable from here.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import math
-import os
 import socket
 import time
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
 import torch
 
-__all__ = ["TrialConfig", "check_trial_config", "run_trial", "evaluate_model", "resolve_device", "build_loss", "build_data", "METRIC_KEYS"]
+from autoloss_ray.metrics import METRICS
+from autoloss_ray.trial.build import build_data, build_loss, resolve_device
+from autoloss_ray.trial.config import TrialConfig, check_trial_config, trial_train_seed
 
-METRIC_KEYS = ("miou", "fwiou", "biou", "bf1", "macc", "gacc")
+# _InfiniteSampler, _collate_by_size and _autocast are also imported from here by
+# trainables.retrain_ddp, which runs the same recipe under Ray Train
+from autoloss_ray.trial.evaluation import _collate_by_size as _collate_by_size
+from autoloss_ray.trial.evaluation import evaluate_model
+from autoloss_ray.trial.loop import (
+    _autocast,
+    _device_name,
+    _first_nonfinite,
+    _speed_options,
+    _sync,
+    _train_batches,
+)
+from autoloss_ray.trial.loop import (
+    _InfiniteSampler as _InfiniteSampler,
+)
 
-# Keys a searcher or Tune may add to a trial's config; accepted and only echoed back.
-_META_PREFIX = "__"
+__all__ = ["TrialConfig", "check_trial_config", "run_trial", "evaluate_model", "resolve_device",
+           "build_loss", "build_data", "trial_train_seed", "METRIC_KEYS"]
 
-
-@dataclass(kw_only=True)
-class TrialConfig:
-    """Every key a trial's config may hold, with its default (DESIGN section 5)."""
-
-    # what to search / train with
-    metric: str = "miou"
-    parameterization: str = "bezier"
-    theta: list[float] | None = None
-    loss: str | None = None  # None: SurrogateLoss(metric, ...); a baseline name; a JSON path
-    loss_options: dict[str, Any] = field(default_factory=dict)
-    boundary_tolerance: int = 5
-    # data
-    dataset: str = "synthetic"
-    data_root: str | None = None
-    dataset_options: dict[str, Any] = field(default_factory=dict)
-    split: str = "train"
-    eval_split: str | None = None  # None: evaluate on a hold-out part of `split`
-    train_size: int = 0  # > 0: use a seeded subset of this many images (synthetic: its length)
-    holdout_fraction: float = 0.1
-    num_classes: int | None = None  # optional check against the dataset
-    image_size: int | tuple[int, int] | list[int] | str = 128  # training crops: 96, (96, 128), "96x128"
-    eval_protocol: str = "native"  # "native" (labels at their own size) | "train_size"
-    inference_size: str | tuple[int, int] | list[int] | None = None  # native: None, "native", (h, w)
-    num_workers: int = 0
-    # model and optimisation (the paper's proxy recipe)
-    model: str = "lraspp_mobilenet_v3_large"
-    backbone_weights: str | None = None
-    save_checkpoint: str | None = None  # path: save the trained weights there (retrain)
-    loss_label: str | None = None  # how reports name the loss (retrain tables)
-    iterations: int = 1000
-    batch_size: int = 32
-    eval_batch_size: int | None = None
-    lr: float = 0.02
-    poly_power: float = 0.9
-    min_lr: float = 1e-4
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    head_lr_mult: float = 10.0
-    # execution
-    seed: int = 0
-    # seed of the weight init, data order and augmentations; None: ``seed``. ``seed`` alone
-    # fixes the data (synthetic images, subset, hold-out split), so a trial with another
-    # train_seed is scored on the same hold-out.
-    train_seed: int | None = None
-    device: str = "auto"
-    amp: bool = True
-    deterministic: bool = True
-    progress_every: int = 0
-    # GPU speed (None: on for CUDA, off on CPU; each can be switched off; docstring of run_trial)
-    amp_cpu: bool = False  # bf16 autocast of the forward on CPU too (off: CPU numbers unchanged)
-    channels_last: bool | None = None
-    data_on_device: bool | None = None
-    cudnn_benchmark: bool | None = None
-    check_every: int | None = None  # host reads of the loss: every K iterations (None: CUDA 50, CPU 1)
-    # bookkeeping added by searchers (echoed, never used)
-    search_step: int | None = None
-    search_sample: int | None = None
-    experiment: str | None = None
-
-    @classmethod
-    def from_mapping(cls, config: Mapping[str, Any] | "TrialConfig") -> "TrialConfig":
-        """Build from a dict; unknown keys are a ValueError naming them (keys starting with
-        ``__``, which Tune's own helpers add, are ignored). ``None`` values take the default."""
-        if isinstance(config, TrialConfig):
-            return config
-        if not isinstance(config, Mapping):
-            raise TypeError(f"trial config must be a mapping, got {type(config).__name__}")
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(k for k in config if k not in names and not str(k).startswith(_META_PREFIX))
-        if unknown:
-            raise ValueError(
-                f"unknown trial config key(s) {unknown}; expected some of {sorted(names)}"
-            )
-        defaults = {f.name for f in dataclasses.fields(cls) if f.name not in ("theta", "loss",
-                    "data_root", "num_classes", "backbone_weights", "save_checkpoint", "loss_label", "eval_batch_size",
-                    "eval_split", "search_step", "search_sample", "experiment",
-                    "inference_size", "channels_last", "data_on_device", "cudnn_benchmark",
-                    "check_every")}
-        kwargs = {
-            k: v for k, v in config.items() if k in names and not (v is None and k in defaults)
-        }
-        cfg = cls(**kwargs)
-        cfg.validate()
-        return cfg
-
-    def validate(self) -> None:
-        """Cheap checks of types and ranges (the dataset/model/loss builders check the rest)."""
-        from autoloss_ray.data.transforms import (
-            EVAL_PROTOCOLS,
-            check_inference_size,
-            parse_image_size,
-        )
-
-        self.image_size = parse_image_size(self.image_size)
-        if self.eval_protocol not in EVAL_PROTOCOLS:
-            raise ValueError(
-                f"trial config 'eval_protocol' must be one of {EVAL_PROTOCOLS}, got "
-                f"{self.eval_protocol!r}"
-            )
-        self.inference_size = check_inference_size(self.inference_size)
-        ints = {
-            "iterations": 1, "batch_size": 1, "num_workers": 0,
-            "boundary_tolerance": 0, "train_size": 0, "progress_every": 0,
-        }
-        for name, low in ints.items():
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-                raise ValueError(f"trial config {name!r} must be an int >= {low}, got {value!r}")
-        for name in ("amp", "amp_cpu", "deterministic"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"trial config {name!r} must be true or false, got "
-                                 f"{getattr(self, name)!r}")
-        for name in ("channels_last", "data_on_device", "cudnn_benchmark"):
-            value = getattr(self, name)
-            if value is not None and not isinstance(value, bool):
-                raise ValueError(f"trial config {name!r} must be true, false or null (auto: on "
-                                 f"for CUDA), got {value!r}")
-        if self.check_every is not None and (
-                isinstance(self.check_every, bool) or not isinstance(self.check_every, (int, np.integer))
-                or self.check_every < 1):
-            raise ValueError(f"trial config 'check_every' must be an int >= 1 or null, got "
-                             f"{self.check_every!r}")
-        if self.eval_batch_size is not None and self.eval_batch_size < 1:
-            raise ValueError(f"eval_batch_size must be >= 1, got {self.eval_batch_size!r}")
-        for name in ("lr", "min_lr", "momentum", "weight_decay", "head_lr_mult", "poly_power"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-                raise ValueError(f"trial config {name!r} must be a finite number >= 0, got {value!r}")
-        if self.eval_split is None and not 0.0 < float(self.holdout_fraction) < 1.0:
-            raise ValueError(
-                f"holdout_fraction must be in (0, 1), got {self.holdout_fraction!r}"
-            )
-        if self.theta is not None:
-            theta = np.asarray(self.theta, dtype=np.float64)
-            if theta.ndim != 1:
-                raise ValueError(f"theta must be a flat list of numbers, got shape {theta.shape}")
-
-
-def check_trial_config(config: Mapping[str, Any] | TrialConfig) -> TrialConfig:
-    """Every check a trial makes on its config without touching data, weights or a device:
-    keys, types and ranges (:meth:`TrialConfig.validate`), the metric, the dataset and model
-    names, the curve family and the batch size the model needs. :func:`run_trial` calls it
-    first; the CLI calls it on the options before Ray starts (one definition of the rules).
-    Raises ValueError/TypeError with a sentence; returns the :class:`TrialConfig`."""
-    from autoloss_ray.data import DATASETS
-    from autoloss_ray.metrics import parse_metric
-    from autoloss_ray.models import MODELS
-
-    cfg = TrialConfig.from_mapping(config)
-    parse_metric(cfg.metric)
-    if cfg.dataset not in DATASETS:
-        raise ValueError(f"unknown dataset {cfg.dataset!r}; expected one of {sorted(DATASETS)}")
-    if cfg.model not in MODELS:
-        raise ValueError(f"unknown model {cfg.model!r}; expected one of {sorted(MODELS)}")
-    if cfg.loss is None:
-        from autoloss_ray.surrogates import search_space
-
-        search_space(cfg.metric, cfg.parameterization)
-    if cfg.batch_size < 2 and cfg.model != "tiny":
-        raise ValueError(
-            f"batch_size must be >= 2 for {cfg.model} (its BatchNorm needs more than one "
-            f"sample), got {cfg.batch_size}"
-        )
-    return cfg
-
-
-def resolve_device(device: str = "auto") -> torch.device:
-    """``"auto"`` -> CUDA when available, else CPU; explicit names are checked."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:i]', got {device!r}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} was asked for but CUDA is not available here")
-    return dev
-
-
-def build_data(cfg: TrialConfig):
-    """(train set, evaluation set) for a trial: hold-out of ``split`` or ``eval_split``."""
-    from autoloss_ray.data import build_dataset, holdout_split, subset
-
-    options = dict(cfg.dataset_options)
-    if cfg.dataset == "synthetic" and cfg.train_size > 0:
-        options.setdefault("length", cfg.train_size)
-    common = dict(root=cfg.data_root, image_size=cfg.image_size, seed=cfg.seed,
-                  eval_protocol=cfg.eval_protocol, inference_size=cfg.inference_size, **options)
-    full = build_dataset(cfg.dataset, split=cfg.split, train=True, **common)
-    if cfg.dataset != "synthetic" and cfg.train_size > 0:
-        full = subset(full, cfg.train_size, seed=cfg.seed)
-    if cfg.num_classes is not None and cfg.num_classes != full.num_classes:
-        raise ValueError(
-            f"num_classes {cfg.num_classes} does not match dataset {cfg.dataset!r} "
-            f"({full.num_classes} classes)"
-        )
-    if cfg.eval_split is None:
-        return holdout_split(full, cfg.holdout_fraction, seed=cfg.seed)
-    evalset = build_dataset(cfg.dataset, split=cfg.eval_split, train=False, **common)
-    return full, evalset
-
-
-def build_loss(cfg: TrialConfig, num_classes: int, ignore_index: int, train_set=None):
-    """The training loss of a trial (an ``nn.Module`` taking (logits, target))."""
-    from autoloss_ray.metrics import parse_metric
-
-    parse_metric(cfg.metric)  # the reward's metric must be valid whatever the loss
-    if cfg.loss is None:
-        from autoloss_ray.surrogates import SurrogateLoss
-
-        theta = None if cfg.theta is None else [float(v) for v in cfg.theta]
-        return SurrogateLoss(
-            cfg.metric,
-            num_classes=num_classes,
-            parameterization=cfg.parameterization,
-            theta=theta,
-            ignore_index=ignore_index,
-            boundary_tolerance=cfg.boundary_tolerance,
-            **cfg.loss_options,
-        )
-    from autoloss_ray import baselines
-
-    if cfg.loss in baselines.BASELINES:
-        options = dict(cfg.loss_options)
-        if cfg.loss == "wce" and train_set is not None:
-            # class-frequency weights from the training labels, under whatever name the
-            # weighted-CE class takes them (unless the config gives them)
-            import inspect
-
-            params = inspect.signature(baselines.BASELINES["wce"]).parameters
-            key = next((k for k in ("weight", "weights", "class_weights") if k in params), None)
-            if key is not None and key not in options:
-                options[key] = _class_weights(train_set, num_classes, ignore_index)
-        return baselines.make_loss(
-            cfg.loss, num_classes=num_classes, ignore_index=ignore_index, **options
-        )
-    if os.path.isfile(str(cfg.loss)):
-        from autoloss_ray.surrogates import SurrogateLoss
-
-        return SurrogateLoss.from_file(cfg.loss, num_classes=num_classes, ignore_index=ignore_index)
-    raise ValueError(
-        f"loss must be None (the searched surrogate), a baseline name "
-        f"{sorted(baselines.BASELINES)} or the path of a loss JSON file, got {cfg.loss!r}"
-    )
-
-
-def _class_weights(train_set, num_classes: int, ignore_index: int, max_items: int = 200):
-    from autoloss_ray.baselines import class_frequency_weights
-
-    n = min(len(train_set), max_items)
-    labels = (train_set.get(i, augment=False)[1] for i in range(n))
-    return class_frequency_weights(labels, num_classes, ignore_index)
-
-
-def trial_train_seed(seed: int, step: int, sample: int) -> int:
-    """The training seed of search trial (``step``, ``sample``) without common random numbers
-    (``--no-crn``): a 31-bit int drawn from ``SeedSequence([seed, step, sample])``."""
-    state = np.random.SeedSequence([int(seed), int(step), int(sample)]).generate_state(1)
-    return int(state[0] >> 1)
-
-
-class _InfiniteSampler(torch.utils.data.Sampler):
-    """Seeded epochs of random permutations, as ``(index, draw)`` pairs; ``draw`` is unique
-    per fetched item, so augmentations are reproducible in any worker."""
-
-    def __init__(self, n: int, total: int, seed: int) -> None:
-        self.n, self.total, self.seed = n, total, seed
-
-    def __iter__(self) -> Iterator[tuple[int, int]]:
-        rng = np.random.default_rng([self.seed, 31337])
-        draw = 0
-        while draw < self.total:
-            for i in rng.permutation(self.n):
-                if draw >= self.total:
-                    return
-                yield int(i), draw
-                draw += 1
-
-    def __len__(self) -> int:
-        return self.total
-
-
-def _autocast(device: torch.device, enabled: bool, *, cpu: bool = False):
-    """bf16 (fp16 where bf16 is missing) autocast on CUDA when ``enabled``; bf16 on CPU only
-    when ``cpu`` is also true."""
-    if device.type == "cpu" and enabled and cpu:
-        return torch.autocast(device_type="cpu", dtype=torch.bfloat16)
-    if not enabled or device.type != "cuda":
-        return torch.autocast(device_type=device.type, enabled=False)
-    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.autocast(device_type="cuda", dtype=dtype)
-
-
-def _speed_options(cfg: TrialConfig, device: torch.device) -> dict[str, Any]:
-    """The GPU speed switches of a trial resolved for ``device`` (None: on for CUDA)."""
-    cuda = device.type == "cuda"
-
-    def auto(value: bool | None) -> bool:
-        return cuda if value is None else bool(value)
-
-    return {
-        "channels_last": auto(cfg.channels_last),
-        "data_on_device": auto(cfg.data_on_device),
-        "cudnn_benchmark": auto(cfg.cudnn_benchmark),
-        "check_every": cfg.check_every or (50 if cuda else 1),
-    }
-
-
-def _train_batches(cfg: TrialConfig, train_set, device: torch.device, speed: dict[str, Any],
-                   seed: int):
-    """Training batches on ``device``: the dataset kept on the device
-    (:class:`~autoloss_ray.data.device.DeviceBatches`) or a DataLoader (the CPU default)."""
-    if speed["data_on_device"]:
-        from autoloss_ray.data.device import DeviceBatches
-
-        return DeviceBatches(train_set, batch_size=cfg.batch_size, iterations=cfg.iterations,
-                             seed=seed, device=device, channels_last=speed["channels_last"])
-    pin = device.type == "cuda"
-    loader = torch.utils.data.DataLoader(
-        train_set,
-        batch_sampler=torch.utils.data.BatchSampler(
-            _InfiniteSampler(len(train_set), cfg.iterations * cfg.batch_size, seed),
-            cfg.batch_size,
-            drop_last=False,
-        ),
-        num_workers=cfg.num_workers,
-        pin_memory=pin,
-    )
-    fmt = torch.channels_last if speed["channels_last"] else torch.contiguous_format
-    return ((images.to(device, non_blocking=pin).contiguous(memory_format=fmt),
-             labels.to(device, non_blocking=pin)) for images, labels in loader)
-
-
-def _first_nonfinite(loss_log: torch.Tensor, lo: int, hi: int) -> tuple[int, float] | None:
-    """(iteration, value) of the first non-finite loss in ``loss_log[lo:hi]``, or None (one
-    host read)."""
-    chunk = loss_log[lo:hi].cpu()
-    bad = (~torch.isfinite(chunk)).nonzero()
-    if bad.numel() == 0:
-        return None
-    i = int(bad[0, 0])
-    return lo + i, float(chunk[i])
-
-
-def _device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return "cpu"
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def evaluate_model(
-    model: torch.nn.Module,
-    dataset,
-    *,
-    num_classes: int,
-    ignore_index: int,
-    boundary_tolerance: int = 5,
-    device: torch.device | str = "cpu",
-    batch_size: int = 8,
-    num_workers: int = 0,
-    amp: bool = True,
-) -> dict[str, float]:
-    """The six exact metrics of ``model`` on ``dataset``, accumulated over the whole dataset
-    with :class:`MetricAccumulator`.
-
-    Each item's prediction is the argmax of the model's logits upsampled (bilinear,
-    ``align_corners=False``) to that item's label map, so the metrics are computed at the
-    labels' resolution, whatever the size the model saw. Items may differ in image and label
-    size (a dataset with ``eval_protocol="native"``): each loader batch of ``batch_size``
-    items is split into groups of one image size and one label size, and each group is one
-    forward pass. Labels are never resized here.
-    """
-    from autoloss_ray.metrics import MetricAccumulator
-
-    device = torch.device(device)
-    pin = device.type == "cuda"
-    accumulator = MetricAccumulator(
-        num_classes, ignore_index=ignore_index, boundary_tolerance=boundary_tolerance,
-        device=device,
-    )
-    loader = torch.utils.data.DataLoader(
-        dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, pin_memory=pin,
-        collate_fn=_collate_by_size,
-    )
-    was_training = model.training
-    model.eval()
-    with torch.no_grad():
-        for groups in loader:
-            for images, labels in groups:
-                images = images.to(device, non_blocking=pin)
-                labels = labels.to(device, non_blocking=pin)
-                with _autocast(device, amp):
-                    logits = model(images)
-                if logits.shape[-2:] != labels.shape[-2:]:
-                    logits = torch.nn.functional.interpolate(
-                        logits.float(), size=labels.shape[-2:], mode="bilinear",
-                        align_corners=False,
-                    )
-                accumulator.update(logits.argmax(dim=1), labels)
-    model.train(was_training)
-    return {k: float(v) for k, v in accumulator.compute().items()}
-
-
-def _collate_by_size(
-    items: list[tuple[torch.Tensor, torch.Tensor]],
-) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """A batch of (image [3, h, w], label [H, W]) items -> stacked groups of equal sizes, in
-    order of first appearance."""
-    groups: dict[tuple, tuple[list, list]] = {}
-    for image, label in items:
-        key = (tuple(image.shape), tuple(label.shape))
-        images, labels = groups.setdefault(key, ([], []))
-        images.append(image)
-        labels.append(label)
-    return [(torch.stack(i), torch.stack(t)) for i, t in groups.values()]
+METRIC_KEYS = METRICS  # the six metric names (one definition: autoloss_ray.metrics)
 
 
 def run_trial(
@@ -543,7 +139,7 @@ def run_trial(
         weight_decay=cfg.weight_decay,
     )
     speed = _speed_options(cfg, device)
-    from autoloss_ray.surrogates import SurrogateLoss
+    from autoloss_ray.losses.surrogate import SurrogateLoss
 
     # surrogates read bf16 logits themselves and sum in float32; other losses get fp32 logits
     raw_logits = isinstance(criterion, SurrogateLoss)

@@ -30,9 +30,9 @@ import torch
 import torch.nn.functional as F
 
 from autoloss_ray import SurrogateLoss, evaluate, native
+from autoloss_ray.losses.presets import PRESETS, control_points_to_theta, preset_theta
 from autoloss_ray.metrics import bf1_counts, boundary_band
 from autoloss_ray.parameterizations import evaluate_table, get_parameterization
-from autoloss_ray.presets import PRESETS, control_points_to_theta, preset_theta
 
 REPO = Path(__file__).resolve().parents[1]
 CAMVID = REPO.parent / "shared" / "data" / "camvid"
@@ -249,7 +249,7 @@ def main() -> None:
             res = []
             for flag in ("1", "0"):
                 os.environ["AUTOLOSS_RAY_NATIVE"] = flag
-                res.append(grad(lambda x: loss(x, tr), zz))
+                res.append(grad(lambda x: loss(x, tr), zz))  # noqa: B023 - called at once
             dv = abs(res[0][0] - res[1][0])
             dg = (res[0][1] - res[1][1]).abs()
             print(f"   {label:30s} {metric:5s}: value {dv:.1e}, grad {float(dg.max()):.1e}, "

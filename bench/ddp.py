@@ -28,7 +28,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 
 def _loss_worker(rank, init, world, shape, specs, reps, q):
-    from autoloss_ray.surrogates import SurrogateLoss
+    from autoloss_ray.losses.surrogate import SurrogateLoss
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world,
@@ -42,7 +42,7 @@ def _loss_worker(rank, init, world, shape, specs, reps, q):
         for sync in ("none", "ddp"):
             loss = SurrogateLoss(spec, num_classes=C, sync=sync)
             times = []
-            for i in range(reps + 1):
+            for _ in range(reps + 1):
                 zz = z.clone().requires_grad_(True)
                 dist.barrier()
                 t0 = time.perf_counter()

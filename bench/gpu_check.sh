@@ -207,12 +207,12 @@ packed_stage() {
   fi
   local rc
   if [ $DRY -eq 1 ]; then
-    "$PY" -m autoloss_ray.cli search --steps 1 --samples 2 --gpus-per-trial 0 --cpus-per-trial 1 \
+    "$PY" -m autoloss_app.cli search --steps 1 --samples 2 --gpus-per-trial 0 --cpus-per-trial 1 \
       --model tiny --iterations 2 --batch-size 2 --image-size 32 --train-size 8 \
       --store "$WORK/store" --experiment gpucheck --tune-dir "$WORK/tune" -q
     rc=$?
   else
-    "$PY" -m autoloss_ray.cli search --steps 1 --samples 4 --gpus-per-trial 0.25 \
+    "$PY" -m autoloss_app.cli search --steps 1 --samples 4 --gpus-per-trial 0.25 \
       --cpus-per-trial 2 --model deeplabv3_resnet50 --iterations 100 --batch-size 32 \
       --image-size 128 --train-size 320 --store "$WORK/store" --experiment gpucheck \
       --tune-dir "$WORK/tune" -q

@@ -2,8 +2,8 @@
 
 Same logits for all: N=8, C=21, 256x256 on CPU (512x512 on a GPU when one is available),
 blocky random labels with 5% ignored pixels. Losses: ``F.cross_entropy`` (the reference), each
-:class:`~autoloss_ray.surrogates.SurrogateLoss` with the paper's preset curves, each baseline
-of :mod:`autoloss_ray.baselines` (when importable), and an unfused "official-style" mIoU
+:class:`~autoloss_ray.losses.SurrogateLoss` with the paper's preset curves, each baseline
+of :mod:`autoloss_ray.losses.baselines` (when importable), and an unfused "official-style" mIoU
 surrogate (both Bezier segments evaluated everywhere, one-hot target and every intermediate
 kept by autograd, as the official mmsegmentation release does).
 
@@ -49,7 +49,7 @@ BASELINE_NAMES = ("wce", "dpce", "ssim", "dice", "lovasz")
 
 def official_style_miou(num_classes: int, ignore_index: int = 255):
     """Unfused mIoU surrogate: both Bezier segments everywhere, one-hot target, autograd."""
-    from autoloss_ray.presets import PRESETS
+    from autoloss_ray.losses.presets import PRESETS
 
     def segment(x, p0, p1, p2):
         # closed form per segment (as in the release), both segments for every element
@@ -94,24 +94,26 @@ def build(name: str, C: int):
     if name == "official-miou":
         return official_style_miou(C)
     if name.startswith("baseline:"):
-        from autoloss_ray.baselines import make_loss
+        from autoloss_ray.losses.baselines import make_loss
 
         base = name.split(":", 1)[1]
         kw = {}
         if base == "wce":  # class-frequency weights of the benchmark's own labels
-            from autoloss_ray.baselines import class_frequency_weights
+            from autoloss_ray.losses.baselines import class_frequency_weights
 
             kw["weight"] = class_frequency_weights([make_inputs(1, C, 64, "cpu")[1][0]], C,
                                                    ignore_index=255)
         return make_loss(base, num_classes=C, ignore_index=255, **kw)
-    from autoloss_ray.surrogates import SurrogateLoss
+    from autoloss_ray.losses.surrogate import SurrogateLoss
+    from autoloss_ray.metrics import parse_metric
 
-    if "+" in name:
-        from autoloss_ray.presets import preset_theta
-
+    terms = parse_metric(name)
+    if len(terms) > 1:  # a sum: each term's preset curves, concatenated
         import numpy as np
 
-        thetas = [preset_theta(m)[1] for m in name.split("+")]
+        from autoloss_ray.losses.presets import preset_theta
+
+        thetas = [preset_theta(m)[1] for m in terms]
         return SurrogateLoss(name, num_classes=C, theta=np.concatenate(thetas))
     return SurrogateLoss.from_preset(name, num_classes=C)
 
@@ -277,7 +279,7 @@ def main(argv=None) -> None:
 
     names = ["ce", *SURROGATES, "official-miou"]
     try:
-        from autoloss_ray import baselines  # noqa: F401
+        from autoloss_ray.losses import baselines  # noqa: F401
 
         names += [f"baseline:{b}" for b in BASELINE_NAMES if b in baselines.BASELINES]
     except ImportError as exc:

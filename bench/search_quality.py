@@ -38,7 +38,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from autoloss_ray.options import SEARCHERS, SearchOptions  # noqa: E402
+from autoloss_app.options import SEARCHERS, SearchOptions  # noqa: E402
 
 FRESH_SEED0 = 10_000  # fresh training seeds: 10000, 10001, ... (the searches use 0..seeds-1)
 
@@ -132,8 +132,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import ray
 
+    from autoloss_app.search_job import run_search
     from autoloss_ray.store import ExperimentStore
-    from trainables.experiment import run_search
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # re-evaluate every recommendation with fresh training seeds (same data, same hold-out),
     # and the start theta with --noise-seeds seeds (the reward noise), all in parallel
-    from autoloss_ray.surrogates import search_space
+    from autoloss_ray.losses.space import search_space
 
     init = search_space(args.metric, "bezier").init.tolist()
     jobs, where = [], []

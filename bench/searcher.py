@@ -26,7 +26,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from autoloss_ray.ppo import PPO2  # noqa: E402
+from autoloss_ray.search import PPO2  # noqa: E402
 
 
 class _Box:
@@ -95,6 +95,7 @@ def _noop(config):
 def bench_tune(kind: str, dim: int, samples: int, steps: int, concurrency: int,
                storage: str) -> float:
     from ray import tune
+
     from searchers import PPO2Searcher
 
     n = steps * samples

@@ -2,7 +2,7 @@
 
 Two recipes:
 
-* ``demo``: the CLI demo recipe (``autoloss_ray.options.RECIPES["demo"]``: tiny model, 64x64,
+* ``demo``: the CLI demo recipe (``autoloss_app.options.RECIPES["demo"]``: tiny model, 64x64,
   60 iterations, batch 8, 192 synthetic images with a 25% hold-out), run in full;
 * ``default``: the paper's proxy recipe shape (lraspp_mobilenet_v3_large, 128x128, batch 32,
   hold-out 10%) but only ``--iterations`` SGD iterations; the per-iteration time (measured
@@ -66,7 +66,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     import torch
 
-    from autoloss_ray.options import RECIPES
+    from autoloss_app.options import RECIPES
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -1,14 +1,15 @@
-"""Ray Tune searchers over :mod:`autoloss_ray.ppo`: PPO2 (the paper's search) and random search.
+"""Ray Tune searchers over :mod:`autoloss_ray.search`: PPO2 (the paper's search) and random search.
 
 ``PPO2Searcher`` and ``RandomSearcher`` subclass ``ray.tune.search.Searcher`` and work with
 ``tune.Tuner`` and ``tune.run`` for any trainable and any box-shaped space (see
-``searchers.ppo2`` for the step protocol, failures and restore). ``TPESearcher`` and
+``searchers.ppo2`` for failures and restore; the step protocol itself is the library's
+``autoloss_ray.search.steps``, ``searchers.steps`` translates it for Tune). ``TPESearcher`` and
 ``CMAESSearcher`` (``searchers.optuna_search``) run optuna's samplers through Ray Tune's
 ``OptunaSearch`` in the same steps.
 """
 
-from searchers.ppo2 import SAMPLE_KEY, STEP_KEY, PPO2Searcher, RandomSearcher
 from searchers.optuna_search import CMAESSearcher, TPESearcher
+from searchers.ppo2 import SAMPLE_KEY, STEP_KEY, PPO2Searcher, RandomSearcher
 from searchers.space import Box, BoxSpace
 
 __all__ = [

@@ -31,12 +31,13 @@ from __future__ import annotations
 import math
 import pickle
 import warnings
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
-from searchers.ppo2 import _StepSearcher
 from searchers.space import BoxSpace
+from searchers.steps import StepSearcher
 
 __all__ = ["TPESearcher", "CMAESSearcher", "require_optuna", "OPTUNA_SEARCHERS"]
 
@@ -156,13 +157,13 @@ class _OptunaAskTell:
         return {"pickle": pickle.dumps(self.__dict__, protocol=pickle.HIGHEST_PROTOCOL)}
 
     @classmethod
-    def from_state_dict(cls, state: dict[str, Any]) -> "_OptunaAskTell":
+    def from_state_dict(cls, state: dict[str, Any]) -> _OptunaAskTell:
         obj = cls.__new__(cls)
         obj.__dict__.update(pickle.loads(state["pickle"]))
         return obj
 
 
-class _OptunaStepSearcher(_StepSearcher):
+class _OptunaStepSearcher(StepSearcher):
     _kind = ""
 
     def __init__(

@@ -35,7 +35,7 @@ def start_head(temp_dir: str, ports: dict[str, int], *extra: str, env=None,
     2.60 waits a fixed 30 s for its raylet, too short on a busy shared machine)."""
     args = [RAY, "start", "--head", "--temp-dir", temp_dir, "--disable-usage-stats",
             *[f"--{k}={v}" for k, v in ports.items()], *extra]
-    for attempt in range(attempts):
+    for _attempt in range(attempts):
         out = subprocess.run(args, capture_output=True, text=True, timeout=timeout, env=env)
         if out.returncode == 0:
             return

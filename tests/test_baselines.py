@@ -11,7 +11,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from scipy.ndimage import gaussian_filter
 
-from autoloss_ray.baselines import (
+from autoloss_ray.losses.baselines import (
     BASELINES,
     CrossEntropyLoss,
     DiceLoss,
@@ -284,7 +284,7 @@ def _ref_lovasz(logits: np.ndarray, target: np.ndarray) -> float:
         gt = {i for i in range(len(fg)) if fg[i]}
 
         def jaccard_loss(mistakes: set) -> float:  # |M| / |G u M|
-            return len(mistakes) / len(gt | mistakes) if mistakes else 0.0
+            return len(mistakes) / len(gt | mistakes) if mistakes else 0.0  # noqa: B023
 
         total, prefix, prev = 0.0, set(), 0.0
         for i in order:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import pytest
 import torch
 
@@ -61,7 +60,7 @@ def test_device_batches_follow_the_dataloader_geometry_with_scaling():
                           seed=cfg.seed, device="cpu")
     ignore = train_set.ignore_index
     agree = total = 0
-    for t, (xo, yo) in enumerate(old):
+    for t, (_xo, yo) in enumerate(old):
         xn, yn = dev.batch(t)
         x2, y2 = again.batch(t)
         assert torch.equal(xn, x2) and torch.equal(yn, y2)  # deterministic given the seed
@@ -122,8 +121,8 @@ def test_speed_option_validation(key, value):
 @pytest.mark.parametrize("metric", ["miou", "bf1"])
 @pytest.mark.parametrize("native", [True, False])
 def test_surrogates_sum_in_float32_under_bf16_autocast(metric, native, monkeypatch):
-    from autoloss_ray import surrogates
-    from autoloss_ray.surrogates import SurrogateLoss
+    from autoloss_ray.losses import surrogate as surrogates
+    from autoloss_ray.losses.surrogate import SurrogateLoss
 
     if not native:
         monkeypatch.setattr(surrogates, "_use_native", lambda z: False)

@@ -14,7 +14,6 @@ import pytest
 import torch
 from scipy import ndimage
 
-from autoloss_ray import metrics as M
 from autoloss_ray.metrics import (
     METRICS,
     MetricAccumulator,
@@ -27,6 +26,7 @@ from autoloss_ray.metrics import (
     reward,
     scores_from_stats,
 )
+from autoloss_ray.metrics._boundary import _or_dilate
 from autoloss_ray.morphology import dilate
 
 # ---------------------------------------------------------------------------------------------
@@ -274,7 +274,7 @@ def test_or_dilation_equals_morphology_dilate_per_bit():
             bits_np = (rng.random((2, nbits, h, w)) < 0.04).astype(np.int64)
             masks = torch.from_numpy(bits_np).bool()  # [N, bits, H, W]
             packed = (torch.from_numpy(bits_np) << torch.arange(nbits).view(1, -1, 1, 1)).sum(1)
-            got = M._or_dilate(packed.to(dtype), r).to(torch.int64)
+            got = _or_dilate(packed.to(dtype), r).to(torch.int64)
             want = dilate(masks, r)
             unpacked = ((got.unsqueeze(1) >> torch.arange(nbits).view(1, -1, 1, 1)) & 1).bool()
             assert torch.equal(unpacked, want), (dtype, r, h, w)

@@ -189,7 +189,7 @@ def test_metric_sum_reward_and_baseline_loss(loss):
 
 
 def test_surrogate_theta_from_search_space_is_accepted():
-    from autoloss_ray.surrogates import search_space
+    from autoloss_ray.losses import search_space
 
     space = search_space("biou", "bezier")
     result = run_trial(

@@ -20,14 +20,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from test_metrics import ref_metrics, ref_stats
 
+from autoloss_app.cli import main as cli_main
 from autoloss_ray.checkpoint import load_checkpoint, save_checkpoint
-from autoloss_ray.cli import main as cli_main
 from autoloss_ray.data import build_dataset, check_data
 from autoloss_ray.data.transforms import inference_shape, parse_image_size
 from autoloss_ray.models import build_model
 from autoloss_ray.store import ExperimentStore, StoreError
-from test_metrics import ref_metrics, ref_stats
 
 REPO = Path(__file__).resolve().parents[1]
 MEAN = np.array([0.485, 0.456, 0.406])
@@ -225,7 +225,7 @@ def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
                           timeout=300, env=env)
 
 
-SEARCH = ["-m", "autoloss_ray.cli", "search", "--dataset", "camvid", "--image-size", "16",
+SEARCH = ["-m", "autoloss_app.cli", "search", "--dataset", "camvid", "--image-size", "16",
           "--iterations", "2", "--steps", "1", "--samples", "2", "-q"]
 
 
@@ -251,7 +251,7 @@ def test_bad_data_exits_2_with_one_line_and_the_store_unchanged(tmp_path, case) 
     elif case == "retrain: no testannot":
         root = _camvid(tmp_path / "c", "train", {"a.png": (12, 16)})
         _camvid(root, "test", {"a.png": (12, 16)}, annot=False)
-        args = ["-m", "autoloss_ray.cli", "retrain", "--loss", "ce", "--dataset", "camvid",
+        args = ["-m", "autoloss_app.cli", "retrain", "--loss", "ce", "--dataset", "camvid",
                 "--data-root", str(root), "--eval-split", "test"]
         expect = "testannot"
     else:
@@ -259,7 +259,7 @@ def test_bad_data_exits_2_with_one_line_and_the_store_unchanged(tmp_path, case) 
         ckpt = save_checkpoint(tmp_path / "m.pt", build_model("tiny", num_classes=11),
                                model_name="tiny", num_classes=11, dataset="camvid",
                                image_size=16)
-        args = ["-m", "autoloss_ray.cli", "evaluate", "--checkpoint", ckpt, "--dataset",
+        args = ["-m", "autoloss_app.cli", "evaluate", "--checkpoint", ckpt, "--dataset",
                 "camvid", "--data-root", str(root), "--split", "val", "--experiment", "ev"]
         expect = "valannot"
     args += ["--store", str(store)]

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from autoloss_ray.losses.presets import PRESETS, control_points_to_theta, preset_theta
 from autoloss_ray.parameterizations import (
     PARAMETERIZATIONS,
     Workspace,
@@ -13,7 +14,6 @@ from autoloss_ray.parameterizations import (
     evaluate_table_into,
     get_parameterization,
 )
-from autoloss_ray.presets import PRESETS, control_points_to_theta, preset_theta
 
 NAMES = list(PARAMETERIZATIONS)
 
@@ -105,7 +105,7 @@ def test_gradients_finite_on_faces_and_match_derivative(name):
     rng = np.random.default_rng(3)
     x = torch.cat([torch.tensor([0.0, 1e-30, 1e-7, 0.5, 1 - 1e-7, 1.0], dtype=torch.float64),
                    torch.rand(200, dtype=torch.float64)])
-    for i in range(300):
+    for _ in range(300):
         th = _random_theta(par, rng, faces=True)
         xx = x.clone().requires_grad_(True)
         tt = torch.tensor(th, requires_grad=True)
@@ -159,7 +159,7 @@ def test_preset_round_trip(name):
     assert parameterization == ("bezier1" if name == "bf1" else "bezier")
     assert np.all(theta >= 0) and np.all(theta <= 1)
     d = par.dim_per_curve
-    for k, (curve, pts) in enumerate(PRESETS[name].items()):
+    for k, (_curve, pts) in enumerate(PRESETS[name].items()):
         th = theta[k * d:(k + 1) * d]
         xs, ys = par.control_points(torch.tensor(th))
         np.testing.assert_allclose(xs[1:-1].numpy(), pts[0::2], atol=1e-12)

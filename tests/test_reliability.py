@@ -19,16 +19,16 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from test_store import full_row
 
 from autoloss_ray.store import ExperimentStore, StoreError, StoreWarning
-from test_store import full_row
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = ["--iterations", "2", "--image-size", "32", "--train-size", "16", "--batch-size", "4"]
 
 
 def _run(*args: str, script: str | None = None, timeout: float = 240, **kw):
-    cmd = [sys.executable, script] if script else [sys.executable, "-m", "autoloss_ray.cli"]
+    cmd = [sys.executable, script] if script else [sys.executable, "-m", "autoloss_app.cli"]
     return subprocess.run([*cmd, *args], capture_output=True, text=True, timeout=timeout,
                           cwd=kw.pop("cwd", REPO), **kw)
 
@@ -47,7 +47,7 @@ def _one_line_error(out: subprocess.CompletedProcess, text: str) -> None:
 @pytest.fixture()
 def store_dir(tmp_path: Path) -> Path:
     """A store holding one finished search step of experiment "old" (written without Ray)."""
-    from autoloss_ray.presets import preset_theta
+    from autoloss_ray.losses.presets import preset_theta
 
     parameterization, theta = preset_theta("miou")
     store = ExperimentStore(tmp_path / "store")
@@ -119,8 +119,8 @@ def test_bad_evaluate_option_is_refused(tmp_path: Path) -> None:
 
 
 def test_a_step_whose_every_trial_failed_ends_the_search_with_its_error(capsys) -> None:
-    from autoloss_ray.cli import _finish_search
-    from trainables.experiment import first_failed_step
+    from autoloss_app.cli import _finish_search
+    from autoloss_app.search_job import first_failed_step
 
     rows = pd.DataFrame([
         full_row(i, status="failed", error=f"ValueError: boom {i}", reward=float("nan"))
@@ -213,7 +213,7 @@ def test_unreadable_and_foreign_files_are_skipped_with_a_warning(store_dir: Path
         for path in bad.values():
             assert str(path) in named, (path, named)
     # a resume sees the four good samples only: an unreadable trial is missing, so re-run
-    from trainables.experiment import previous_results
+    from autoloss_app.resume import previous_results
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", StoreWarning)
@@ -362,7 +362,7 @@ def test_embedded_search_listens_on_loopback_only(tmp_path: Path) -> None:
     listen on is a loopback address, for the whole run."""
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS",)}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "autoloss_ray.cli", "search", "--store", str(tmp_path / "s"),
+        [sys.executable, "-m", "autoloss_app.cli", "search", "--store", str(tmp_path / "s"),
          "--experiment", "net", "--steps", "1", "--samples", "2", *SMALL],
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         start_new_session=True)
@@ -394,7 +394,7 @@ def test_ctrl_c_then_resume_loses_and_repeats_nothing(tmp_path: Path) -> None:
     """SIGINT to the foreground process group (what Ctrl-C sends) mid-search: status 130,
     a one-line hint, and --resume completes with exactly one row per (step, sample)."""
     args = _search(tmp_path, "intr", "--steps", "3")
-    proc = subprocess.Popen([sys.executable, "-m", "autoloss_ray.cli", *args], cwd=REPO,
+    proc = subprocess.Popen([sys.executable, "-m", "autoloss_app.cli", *args], cwd=REPO,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
     store = ExperimentStore(tmp_path / "s")
@@ -429,7 +429,7 @@ def test_a_trial_worker_killed_9_is_recorded_failed_and_the_search_finishes(
     row with status "failed" (PPO is told --failure-reward for it), the others are ok, and a
     resume has nothing left to run (a failed trial is a result, not a missing one)."""
     args = _search(tmp_path, "wk", "--steps", "1", "--iterations", "400")
-    proc = subprocess.Popen([sys.executable, "-m", "autoloss_ray.cli", *args], cwd=REPO,
+    proc = subprocess.Popen([sys.executable, "-m", "autoloss_app.cli", *args], cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
     killed = None

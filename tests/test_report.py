@@ -12,6 +12,7 @@ import torch
 from PIL import Image
 
 from autoloss_ray.report import (
+    answers_with_best_trial,
     best_theta,
     curve_groups,
     plot_curves,
@@ -223,3 +224,9 @@ def test_best_theta_rules():
         assert best_theta(trials, policy.assign(searcher=name)).tolist() == [1.0]
     assert best_theta(trials, None).tolist() == [1.0]
     assert best_theta(trials.iloc[:0], None) is None
+    # the explicit rule: the --searcher values and the class names, nothing by substring
+    for name in ("random", "RandomSearcher", "tpe", "TPESearcher", "cmaes", "CMAESSearcher",
+                 "OptunaSearch"):
+        assert answers_with_best_trial(name), name
+    for name in ("ppo", "ppo2", "PPO2Searcher", "MyRandomPPO", ""):
+        assert not answers_with_best_trial(name), name

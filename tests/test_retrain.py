@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from autoloss_ray.cli import main as cli_main
+from autoloss_app.cli import main as cli_main
+from autoloss_ray.losses import search_space
 from autoloss_ray.store import ExperimentStore
-from autoloss_ray.surrogates import search_space
 
 SMALL = ["--iterations", "12", "--image-size", "32", "--train-size", "24", "--batch-size", "4"]
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from autoloss_ray.cli import main as cli_main
+from autoloss_app.cli import main as cli_main
 from autoloss_ray.store import ExperimentStore
 
 SMALL = ["--iterations", "8", "--image-size", "32", "--train-size", "16", "--batch-size", "4",

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from autoloss_ray.cli import main as cli_main
+from autoloss_app.cli import main as cli_main
 from autoloss_ray.store import ExperimentStore
 
 SMALL = [
@@ -20,7 +20,7 @@ SMALL = [
 
 
 def _autoloss(*args: str, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "autoloss_ray.cli", *args],
+    return subprocess.run([sys.executable, "-m", "autoloss_app.cli", *args],
                           capture_output=True, text=True, **kw)
 
 
@@ -48,7 +48,7 @@ def _drive(searcher, f, n_max=100, prefix="t") -> list[dict]:
 @pytest.mark.parametrize("name", ["TPESearcher", "CMAESSearcher"])
 def test_optuna_searchers_start_at_init_improve_and_replay_exactly(name: str) -> None:
     import searchers
-    from autoloss_ray.surrogates import search_space
+    from autoloss_ray.losses import search_space
 
     cls = getattr(searchers, name)
     space = search_space("miou", "bezier")
@@ -100,7 +100,7 @@ def test_missing_optuna_is_one_line_exit_2_and_nothing_written(tmp_path, capsys,
 
 
 def test_train_seed_without_crn_is_per_trial_and_keeps_the_data() -> None:
-    from autoloss_ray.options import SearchOptions
+    from autoloss_app.options import SearchOptions
     from autoloss_ray.train import trial_train_seed
 
     seeds = {trial_train_seed(3, s, m) for s in range(4) for m in range(8)}
@@ -144,7 +144,7 @@ def test_each_searcher_runs_from_the_cli_and_resumes_only_what_is_missing(
     assert sorted(expected) == [(t, m) for t in range(steps) for m in range(samples)]
     assert list(policy["step"]) == list(range(steps))
     if searcher in ("tpe", "cmaes"):
-        from autoloss_ray.surrogates import search_space
+        from autoloss_ray.losses import search_space
 
         init = search_space("miou", "bezier").init.tolist()
         assert expected[(0, 0)][0] == pytest.approx(init)  # the same start as PPO2's mu0

@@ -22,7 +22,7 @@ from ray.tune.schedulers import ASHAScheduler, HyperBandScheduler  # noqa: E402
 from ray.tune.search import ConcurrencyLimiter, Repeater, Searcher  # noqa: E402
 from ray.tune.stopper import ExperimentPlateauStopper  # noqa: E402
 
-from autoloss_ray.ppo import PPO2, RandomSearch  # noqa: E402
+from autoloss_ray.search import PPO2, RandomSearch  # noqa: E402
 from autoloss_ray.store import ExperimentStore  # noqa: E402
 from searchers import Box, PPO2Searcher, RandomSearcher  # noqa: E402
 from trainables.store_callback import StoreCallback, trial_row  # noqa: E402
@@ -114,7 +114,7 @@ def test_every_ending_completes_the_step(local_ray, tmp_path, cls, api, mode, ca
     # trainable that reports nothing at all reaches the searcher either way
     monkeypatch.setenv("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
     s = cls(metric="loss", mode=mode, steps=T, samples_per_step=M, seed=0)
-    with caplog.at_level("WARNING", logger="searchers.ppo2"):
+    with caplog.at_level("WARNING", logger="searchers.steps"):
         res = _run(api, ending_trainable, s, tmp_path)
     assert len(res) == T * M and s.is_finished and s.step == T
     assert sum("without the metric" in r.message for r in caplog.records) == 1  # once

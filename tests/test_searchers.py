@@ -26,7 +26,7 @@ ray = pytest.importorskip("ray")
 from ray import tune  # noqa: E402
 from ray.tune.search import ConcurrencyLimiter, Searcher  # noqa: E402
 
-from autoloss_ray.ppo import PPO2  # noqa: E402
+from autoloss_ray.search import PPO2  # noqa: E402
 from searchers import Box as Range  # noqa: E402
 from searchers import PPO2Searcher, RandomSearcher  # noqa: E402
 
@@ -137,7 +137,7 @@ def test_missing_metric_is_a_failed_sample_with_one_warning(caplog) -> None:
     s = PPO2Searcher(Box(), metric="reward", mode="max", steps=1, samples_per_step=3)
     for i in range(3):
         s.suggest(f"t{i}")
-    with caplog.at_level("WARNING", logger="searchers.ppo2"):
+    with caplog.at_level("WARNING", logger="searchers.steps"):
         s.on_trial_complete("t0", {"loss": 1.0, "done": True})
         s.on_trial_complete("t1", {"loss": 2.0, "done": True})
     assert sum("without the metric 'reward'" in r.message for r in caplog.records) == 1

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from autoloss_ray.cli import main as cli_main
+from autoloss_app.cli import main as cli_main
 from autoloss_ray.store import ExperimentStore
 
 SMALL = [
@@ -25,7 +25,7 @@ SMALL = [
 
 def _autoloss(*args: str, env: dict | None = None, **kw) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "autoloss_ray.cli", *args],
+        [sys.executable, "-m", "autoloss_app.cli", *args],
         capture_output=True, text=True, env=env, **kw,
     )
 
@@ -143,7 +143,7 @@ def test_killed_search_resumes_without_losing_or_repeating_trials(tmp_path: Path
             "--samples", str(samples), "--max-concurrent", "1", *SMALL]
     env = {**os.environ, "TUNE_GLOBAL_CHECKPOINT_S": "0"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "autoloss_ray.cli", *args], env=env,
+        [sys.executable, "-m", "autoloss_app.cli", *args], env=env,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )
     s = ExperimentStore(store)
@@ -241,8 +241,8 @@ def test_resume_options_check_and_previous_results_without_ray(tmp_path: Path) -
     import numpy as np
     import pandas as pd
 
-    from autoloss_ray.options import OptionsError, SearchOptions
-    from trainables.experiment import check_resume_options, previous_results, search_manifest
+    from autoloss_app.options import OptionsError, SearchOptions
+    from autoloss_app.resume import check_resume_options, previous_results, search_manifest
     from trainables.progress import ProgressCallback
 
     base = SearchOptions(store=str(tmp_path / "s"), steps=2, samples=3).resolved()
@@ -284,9 +284,9 @@ def test_resume_options_check_and_previous_results_without_ray(tmp_path: Path) -
 
 
 def test_short_resume_command_takes_the_original_options(tmp_path: Path) -> None:
-    from autoloss_ray.cli import build_parser, explicit_search_options, search_options_from_args
-    from autoloss_ray.options import SearchOptions
-    from trainables.experiment import search_manifest
+    from autoloss_app.cli import build_parser, explicit_search_options, search_options_from_args
+    from autoloss_app.options import SearchOptions
+    from autoloss_app.resume import search_manifest
 
     store = tmp_path / "s"
     original = SearchOptions(store=str(store), experiment="e", metric="biou", seed=7,
@@ -315,8 +315,8 @@ def test_trials_spread_over_nodes_of_a_multi_node_cluster(tmp_path: Path) -> Non
     import ray
     from ray.cluster_utils import Cluster
 
-    from autoloss_ray.options import SearchOptions
-    from trainables.experiment import run_search
+    from autoloss_app.options import SearchOptions
+    from autoloss_app.search_job import run_search
 
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0,
                                                             "include_dashboard": False})
@@ -351,7 +351,7 @@ def test_relative_data_root_reaches_trials_as_an_absolute_path(tmp_path: Path,
                                                                monkeypatch) -> None:
     """Trials run in their own working directory, so a relative --data-root must be resolved
     on the driver (a CamVid search with `--data-root ../shared/...` once failed every trial)."""
-    from autoloss_ray.options import SearchOptions
+    from autoloss_app.options import SearchOptions
 
     (tmp_path / "camvid").mkdir()
     monkeypatch.chdir(tmp_path)

@@ -63,7 +63,7 @@ def full_row(i: int = 0, experiment: str = "exp-a", **over) -> dict:
         "checkpoint": None,
         "config": {"theta": [0.25], "lr": 0.02, "np": np.float32(2.0)},
         "extra": {"final_loss": 0.3},
-        "finished_at": dt.datetime(2024, 1, 2, 3, 4, 5, 123456, tzinfo=dt.timezone.utc),
+        "finished_at": dt.datetime(2024, 1, 2, 3, 4, 5, 123456, tzinfo=dt.UTC),
     }
     row.update(over)
     return row

@@ -12,9 +12,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from autoloss_ray import native
+from autoloss_ray.losses import CURVES, SurrogateLoss, metric_curves, search_space
 from autoloss_ray.metrics import METRICS, evaluate
 from autoloss_ray.parameterizations import PARAMETERIZATIONS
-from autoloss_ray.surrogates import CURVES, SurrogateLoss, search_space
 
 C = 5
 
@@ -62,7 +62,7 @@ def _random_theta(space, rng):
 def _value_and_grad_in_small_blocks(loss, z, target, block):
     """loss(z, target) and its gradient with the fused code forced into many small blocks
     (``block`` elements, a partial last one included)."""
-    import autoloss_ray.surrogates as S
+    import autoloss_ray.losses._eager as S
 
     old = S._CPU_BLOCK
     S._CPU_BLOCK = block
@@ -251,6 +251,13 @@ def test_search_space_layout():
     assert search_space("gacc", "identity").dim == 0
     for m in METRICS:
         assert search_space(m).dim == 6 * len(CURVES[m])
+    # the one table of curves per metric, in theta order, for sums too
+    assert metric_curves("miou+biou") == (("miou", "and"), ("miou", "or"), ("biou", "and"),
+                                          ("biou", "or"))
+    assert metric_curves("bf1") == tuple(("bf1", f"h{i}") for i in range(1, 5))
+    assert [(t, c) for t, c, _ in sp.slices] == list(metric_curves("miou+biou"))
+    with pytest.raises(ValueError, match="unknown metric"):
+        metric_curves("miou+dice")
 
 
 def test_file_round_trip(tmp_path):
@@ -337,8 +344,8 @@ def test_window_max_at_sites_equals_autograd_through_dilate_with_ties(r):
     """BF1's sparse tolerance dilation: same values and the same gradient as autograd through
     morphology.dilate's separable max-pooling, on maps full of exact ties (zeros and a few
     repeated levels), sites on the image border included, windows larger than the image."""
+    from autoloss_ray.losses._boundary import _window_max_at
     from autoloss_ray.morphology import dilate
-    from autoloss_ray.surrogates import _window_max_at
 
     g = torch.Generator().manual_seed(r)
     b = (torch.randint(0, 4, (2, 3, 13, 17), generator=g).double() / 3).requires_grad_(True)
@@ -373,7 +380,7 @@ def test_create_graph_is_a_clear_error(metric):
 
 
 def test_fast_argmax_equals_argmax_with_ties():
-    from autoloss_ray.surrogates import _argmax1
+    from autoloss_ray.losses._boundary import _argmax1
 
     g = torch.Generator().manual_seed(0)
     for z in (torch.randn(2, 7, 5, 6, generator=g),
@@ -384,24 +391,24 @@ def test_fast_argmax_equals_argmax_with_ties():
 
 
 def test_bool_dilation_equals_morphology_dilate():
-    """The shifted-slice dilation used for BF1's target band equals morphology.dilate."""
+    """The shifted-slice dilation of bool maps (BF1's target band) equals the float max-pool
+    of morphology.dilate."""
     from autoloss_ray.morphology import dilate
-    from autoloss_ray.surrogates import _dilate_bool
 
     g = torch.Generator().manual_seed(0)
     for shape, r in [((2, 3, 40, 37), 5), ((1, 2, 4, 3), 5), ((1, 1, 1, 1), 2),
                      ((2, 2, 13, 9), 1), ((1, 2, 6, 7), 0), ((1, 1, 30, 30), 3)]:
         x = torch.rand(shape, generator=g) < 0.05
         x[..., 0, 0] = True
-        assert torch.equal(_dilate_bool(x, r), dilate(x, r)), (shape, r)
+        assert torch.equal(dilate(x, r), dilate(x.float(), r).bool()), (shape, r)
 
 
 def test_bool_boundaries_equal_morphology_boundaries():
+    """The shifted-slice boundaries of bool maps equal mask - erode3x3(mask) on floats."""
     from autoloss_ray.morphology import boundaries
-    from autoloss_ray.surrogates import _boundaries_bool
 
     g = torch.Generator().manual_seed(1)
     for shape in [(2, 3, 40, 37), (1, 2, 4, 3), (1, 1, 1, 1), (1, 2, 1, 7), (2, 2, 13, 9)]:
         for frac in (0.3, 0.9):
             x = torch.rand(shape, generator=g) < frac
-            assert torch.equal(_boundaries_bool(x), boundaries(x)), (shape, frac)
+            assert torch.equal(boundaries(x), boundaries(x.float()).bool()), (shape, frac)

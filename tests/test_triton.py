@@ -1,4 +1,4 @@
-"""The CUDA path's Triton kernels (autoloss_ray._triton), run on CPU by Triton's interpreter
+"""The CUDA path's Triton kernels (autoloss_ray.losses._triton), run on CPU by Triton's interpreter
 (``TRITON_INTERPRET=1``, set in a subprocess before Triton is imported) and compared with the
 eager PyTorch path: values and gradients of every region surrogate, every parameterization,
 random admissible curves, float32 and bf16 logits, ignored pixels and empty classes."""
@@ -21,9 +21,10 @@ SCRIPT = textwrap.dedent(r"""
     assert os.environ.get("TRITON_INTERPRET") == "1"
     import numpy as np
     import torch
-    from autoloss_ray import _triton, surrogates
+    from autoloss_ray.losses import _triton
+    from autoloss_ray.losses import surrogate as surrogates
     from autoloss_ray.parameterizations import PARAMETERIZATIONS
-    from autoloss_ray.surrogates import SurrogateLoss, search_space
+    from autoloss_ray.losses import SurrogateLoss, search_space
 
     def random_theta(space, rng):
         low, high = np.maximum(space.low, -4), np.minimum(space.high, 4)
@@ -96,7 +97,7 @@ def test_triton_region_kernels_match_the_eager_path_in_the_interpreter():
 
 
 def test_triton_path_is_for_cuda_float32_only():
-    from autoloss_ray import _triton
+    from autoloss_ray.losses import _triton
 
     z = torch.zeros(1, 2, 3, 3)
     assert not _triton.usable(z, torch.float32)  # CPU tensors keep the native/eager path
@@ -111,7 +112,7 @@ def test_triton_path_is_for_cuda_float32_only():
 def test_cuda_surrogates_match_cpu(metric):
     import numpy as np
 
-    from autoloss_ray.surrogates import SurrogateLoss, search_space
+    from autoloss_ray.losses import SurrogateLoss, search_space
 
     space = search_space(metric, "bezier")
     theta = np.random.default_rng(0).uniform(0.1, 0.9, space.dim)

@@ -14,7 +14,7 @@ from typing import IO, Any
 
 from ray import tune
 
-from autoloss_ray.store import trial_succeeded
+from autoloss_ray.store import trial_ok, trial_succeeded
 
 __all__ = ["ProgressCallback"]
 
@@ -115,7 +115,7 @@ class ProgressCallback(tune.Callback):
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         result = trial.last_result or {}
         reward = result.get("reward")
-        failed = result.get("status", "ok") != "ok" or reward is None
+        failed = not trial_ok(result.get("status", "ok")) or reward is None
         self._record(trial, None if reward is None else float(reward), failed)
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:

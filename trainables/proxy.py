@@ -208,7 +208,7 @@ def with_gpu_resources(
     """
     from ray import tune
 
-    from autoloss_ray.options import check_resources
+    from autoloss_ray.validation import check_resources
 
     check_resources(gpus_per_trial, cpus_per_trial, flags=False)  # a ValueError
     trainable = proxy_task if trainable is None else trainable

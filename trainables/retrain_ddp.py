@@ -99,11 +99,10 @@ def ddp_train_loop(config: dict[str, Any]) -> None:
     import ray.train.torch
     import torch
 
+    from autoloss_ray.losses.surrogate import SurrogateLoss
     from autoloss_ray.metrics import reward
     from autoloss_ray.models import build_model, param_groups
-    from autoloss_ray.surrogates import SurrogateLoss
-    from autoloss_ray.train import (
-        METRIC_KEYS, TrialConfig, _autocast, build_data, build_loss)
+    from autoloss_ray.train import METRIC_KEYS, TrialConfig, _autocast, build_data, build_loss
 
     trial, ddp = _split_config(config)
     cfg = TrialConfig.from_mapping(trial)
@@ -333,5 +332,6 @@ def evaluate_with_workers(checkpoint: str, dataset_kwargs: dict, *, workers: int
     result = trainer.fit()
     if result.error is not None:
         raise result.error
-    return {k: float(v) for k, v in result.metrics.items()
-            if k in ("miou", "fwiou", "biou", "bf1", "macc", "gacc")}
+    from autoloss_ray.metrics import METRICS
+
+    return {k: float(v) for k, v in result.metrics.items() if k in METRICS}

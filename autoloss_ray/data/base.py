@@ -145,6 +145,37 @@ class SegmentationDataset(torch.utils.data.Dataset):
         )
 
 
+class FileDataset(SegmentationDataset):
+    """A dataset of ``(image file, label file)`` pairs, ``self.items``, set by the subclass's
+    ``__init__``; ``title`` names the dataset in messages (e.g. ``"CamVid"``)."""
+
+    title: str = "files"
+    items: list[tuple[Path, Path]]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def describe(self, index: int) -> str:
+        return f"{self.title} label file {self.items[index][1]}"
+
+    def read_label_file(self, path: Path) -> np.ndarray:
+        """The raw label map [H, W] in a label file (a subclass with another format overrides
+        it)."""
+        return read_label(path)
+
+    def read_pair(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """(uint8 image [H, W, 3], raw label map [H, W]) of item ``index``; ValueError when
+        their sizes differ."""
+        img_path, lab_path = self.items[index]
+        image, label = read_rgb(img_path), self.read_label_file(lab_path)
+        if image.shape[:2] != label.shape:
+            raise ValueError(
+                f"{self.title}: image {img_path} is {image.shape[:2]} but its label {lab_path} "
+                f"is {label.shape}"
+            )
+        return image, label
+
+
 class SegmentationSubset(torch.utils.data.Dataset):
     """A subset of a :class:`SegmentationDataset` by indices, with its own ``augment`` flag
     (the hold-out part of a training split is evaluated without augmentation)."""

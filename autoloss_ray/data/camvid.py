@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from autoloss_ray.data.base import SegmentationDataset, read_label, read_rgb
+from autoloss_ray.data.base import FileDataset
 
 __all__ = ["CamVid", "CAMVID_CLASSES"]
 
@@ -31,8 +31,9 @@ CAMVID_CLASSES = (
 _IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp")
 
 
-class CamVid(SegmentationDataset):
+class CamVid(FileDataset):
     name = "camvid"
+    title = "CamVid"
     num_classes = 11
     class_names = CAMVID_CLASSES
     ignore_index = 255
@@ -66,20 +67,8 @@ class CamVid(SegmentationDataset):
         names = sorted(images)
         self.items = [(images[n], labels[n]) for n in names]
 
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def describe(self, index: int) -> str:
-        return f"CamVid label file {self.items[index][1]}"
-
     def load_raw(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        img_path, lab_path = self.items[index]
-        image, label = read_rgb(img_path), read_label(lab_path)
-        if image.shape[:2] != label.shape:
-            raise ValueError(
-                f"CamVid: image {img_path} is {image.shape[:2]} but its label {lab_path} is "
-                f"{label.shape}"
-            )
+        image, label = self.read_pair(index)
         label = label.astype(np.int64)
         label[label == self.unlabelled] = self.ignore_index
         return image, label

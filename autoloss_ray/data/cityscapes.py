@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from autoloss_ray.data.base import SegmentationDataset, read_label, read_rgb
+from autoloss_ray.data.base import FileDataset
 
 __all__ = ["Cityscapes", "CITYSCAPES_CLASSES", "LABEL_TO_TRAIN_ID"]
 
@@ -28,8 +28,9 @@ LABEL_TO_TRAIN_ID = {
 _NUM_LABEL_IDS = 34  # labelIds 0..33
 
 
-class Cityscapes(SegmentationDataset):
+class Cityscapes(FileDataset):
     name = "cityscapes"
+    title = "Cityscapes"
     num_classes = 19
     class_names = CITYSCAPES_CLASSES
     ignore_index = 255
@@ -62,19 +63,9 @@ class Cityscapes(SegmentationDataset):
             lut[label_id] = train_id
         self._lut = lut
 
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def describe(self, index: int) -> str:
-        return f"Cityscapes label file {self.items[index][1]}"
-
     def load_raw(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        img_path, lab_path = self.items[index]
-        image, raw = read_rgb(img_path), read_label(lab_path)
-        if image.shape[:2] != raw.shape:
-            raise ValueError(
-                f"Cityscapes: image {img_path} is {image.shape[:2]} but its label is {raw.shape}"
-            )
+        image, raw = self.read_pair(index)
+        lab_path = self.items[index][1]
         if raw.min() < 0 or raw.max() > 255 or (self._lut[raw.astype(np.int64)] < 0).any():
             bad = np.unique(raw[(raw < 0) | (raw >= _NUM_LABEL_IDS)])
             raise ValueError(

@@ -31,7 +31,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from autoloss_ray.data.transforms import IMAGENET_MEAN, IMAGENET_STD, check_label_values, resize_pair
+from autoloss_ray.data.transforms import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    check_label_values,
+    resize_pair,
+)
 
 __all__ = ["DeviceBatches", "batch_schedule"]
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from autoloss_ray.data.base import SegmentationDataset, read_label, read_rgb
+from autoloss_ray.data.base import FileDataset, read_label
 
 __all__ = ["VOCSegmentation", "VOC_CLASSES"]
 
@@ -49,8 +49,9 @@ def _read_ids(path: Path) -> list[str]:
     return [Path(i).stem for i in ids]
 
 
-class VOCSegmentation(SegmentationDataset):
+class VOCSegmentation(FileDataset):
     name = "voc"
+    title = "VOC"
     num_classes = 21
     class_names = VOC_CLASSES
     ignore_index = 255
@@ -118,29 +119,21 @@ class VOCSegmentation(SegmentationDataset):
             f"{', '.join(str(c) for c in candidates)})"
         )
 
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def describe(self, index: int) -> str:
-        return f"VOC label file {self.items[index][1]}"
-
-    def load_raw(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        img_path, lab_path = self.items[index]
-        image = read_rgb(img_path)
-        if lab_path.suffix == ".mat":
+    def read_label_file(self, path: Path) -> np.ndarray:
+        """A PNG label, or an SBD ``.mat`` file's ``GTcls.Segmentation``."""
+        if path.suffix == ".mat":
             from scipy.io import loadmat
 
             try:
-                label = np.asarray(loadmat(lab_path)["GTcls"][0]["Segmentation"][0])
+                label = np.asarray(loadmat(path)["GTcls"][0]["Segmentation"][0])
             except (KeyError, IndexError, ValueError, OSError) as exc:
                 raise ValueError(
-                    f"VOC: cannot read SBD label {lab_path} (expected GTcls.Segmentation): {exc}"
+                    f"VOC: cannot read SBD label {path} (expected GTcls.Segmentation): {exc}"
                 ) from None
         else:
-            label = read_label(lab_path)
-        if image.shape[:2] != label.shape:
-            raise ValueError(
-                f"VOC: image {img_path} is {image.shape[:2]} but its label {lab_path} is "
-                f"{label.shape}"
-            )
+            label = read_label(path)
+        return label
+
+    def load_raw(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        image, label = self.read_pair(index)
         return image, label.astype(np.int64)

@@ -86,7 +86,7 @@ def _resolve_all(specs: list[str], *, metric: str, store: str, loss_dir: str) ->
     import shutil
     import tempfile
 
-    from autoloss_ray.options import OptionsError
+    from autoloss_app.options import OptionsError
 
     if len(set(specs)) != len(specs):
         raise OptionsError("each --loss may be given once")
@@ -131,9 +131,9 @@ class _CheckpointPath:
 
 
 def _cmd_retrain(args: argparse.Namespace) -> int:
+    from autoloss_app.options import OptionsError
     from autoloss_ray.metrics import parse_metric
-    from autoloss_ray.options import OptionsError
-    from autoloss_ray.store import ExperimentStore, check_name
+    from autoloss_ray.store import ExperimentStore, check_name, failed_mask, ok_mask
 
     parse_metric(args.metric)
     check_name(args.experiment, "experiment")
@@ -172,8 +172,8 @@ def _cmd_retrain(args: argparse.Namespace) -> int:
 
     from ray import tune
 
+    from autoloss_app.search_job import init_ray
     from trainables import StoreCallback, retrain_task, with_gpu_resources
-    from trainables.experiment import init_ray
 
     init_ray(args.address)
     labels = {s.loss: s.label for s in specs}
@@ -226,10 +226,10 @@ def _cmd_retrain(args: argparse.Namespace) -> int:
 
     rows = store.trials(args.experiment)
     print(results_table(rows))
-    failed = rows[rows["status"] != "ok"]
+    failed = rows[~ok_mask(rows)]
     for _, row in failed.iterrows():
         print(f"[autoloss] {row['loss']}: {row['status']}: {row['error']}")
-    errors = rows[rows["status"] == "failed"]
+    errors = rows[failed_mask(rows)]
     if len(rows) and len(errors) == len(rows):
         import sys
 
@@ -242,8 +242,11 @@ def _cmd_retrain(args: argparse.Namespace) -> int:
 def check_retrain_options(args: argparse.Namespace) -> None:
     """The option checks of ``autoloss retrain`` that need no compute: finiteness, resources,
     and the checks each trial makes on its config (``check_trial_config``, one definition)."""
-    from autoloss_ray.options import (
-        OptionsError, check_finite, check_max_concurrent, check_resources,
+    from autoloss_app.options import (
+        OptionsError,
+        check_finite,
+        check_max_concurrent,
+        check_resources,
     )
     from autoloss_ray.train import check_trial_config
 
@@ -262,11 +265,10 @@ def check_retrain_options(args: argparse.Namespace) -> None:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from autoloss_app.options import OptionsError
     from autoloss_ray.checkpoint import load_checkpoint
     from autoloss_ray.data import build_dataset
     from autoloss_ray.train import evaluate_model, resolve_device
-
-    from autoloss_ray.options import OptionsError
 
     for name, low in (("batch_size", 1), ("train_size", 0)):
         if getattr(args, name) < low:
@@ -291,11 +293,11 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             f"dataset {args.dataset!r} has {dataset.num_classes}"
         )
     if args.workers < 1:
-        from autoloss_ray.options import OptionsError
+        from autoloss_app.options import OptionsError
 
         raise OptionsError(f"--workers must be >= 1, got {args.workers}")
     if args.workers > 1:  # sharded over a Ray Train TorchTrainer, counts all-reduced
-        from trainables.experiment import init_ray
+        from autoloss_app.search_job import init_ray
         from trainables.retrain_ddp import evaluate_with_workers
 
         init_ray(args.address)
@@ -317,11 +319,12 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             boundary_tolerance=int(meta.get("boundary_tolerance", 5)), device=device,
             batch_size=args.batch_size,
         )
+    from autoloss_ray.metrics import METRICS
+
     print("| checkpoint | mIoU | FWIoU | BIoU | BF1 | mAcc | gAcc |")
     print("|---|---|---|---|---|---|---|")
     print(f"| {os.path.basename(args.checkpoint)} | "
-          + " | ".join(f"{100 * metrics[k]:.2f}"
-                       for k in ("miou", "fwiou", "biou", "bf1", "macc", "gacc")) + " |")
+          + " | ".join(f"{100 * metrics[k]:.2f}" for k in METRICS) + " |")
     if args.json:
         print(json.dumps(metrics))
     if args.store and args.experiment:
@@ -339,8 +342,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _size_option(tokens: Any, flag: str) -> int | tuple[int, int]:
+    from autoloss_app.options import OptionsError
     from autoloss_ray.data.transforms import parse_image_size
-    from autoloss_ray.options import OptionsError
 
     try:
         return parse_image_size(list(tokens) if isinstance(tokens, (list, tuple)) else tokens)

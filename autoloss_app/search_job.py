@@ -1,6 +1,6 @@
-"""Run a whole loss search on Ray Tune: searcher + trainable + store + progress.
-
-This is the glue the ``autoloss search`` command and ``search.py`` call. It only wires
+"""The search job: run a whole loss search on Ray Tune (searcher + trainable + store +
+progress). ``autoloss search`` and ``search.py`` call :func:`run_search`; its resume part
+(manifest, option check, replayed trials) is :mod:`autoloss_app.resume`. It only wires
 library pieces together:
 
     SearchOptions -> PPO2Searcher / RandomSearcher / TPESearcher / CMAESSearcher (searchers/)
@@ -11,10 +11,7 @@ library pieces together:
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import logging
-import math
 import os
 import sys
 import time
@@ -24,8 +21,9 @@ from typing import Any
 import ray
 from ray import tune
 
-from autoloss_ray.options import OptionsError, SearchOptions, is_uri
-from autoloss_ray.store import ExperimentStore, PolicyWriter, trial_succeeded
+from autoloss_app.options import OptionsError, SearchOptions, is_uri
+from autoloss_app.resume import check_resume_options, previous_results, search_manifest
+from autoloss_ray.store import ExperimentStore, PolicyWriter, failed_mask, ok_mask
 from trainables.progress import ProgressCallback
 
 __all__ = [
@@ -204,79 +202,6 @@ def build_tuner(
     )
 
 
-# Options that may change between a search and its resume: where and how fast it runs, what
-# it writes at the end, file locations (a resume may run on another machine) and T (a
-# resume may extend a search).
-_RUNTIME_OPTIONS = frozenset({
-    "gpus_per_trial", "cpus_per_trial", "max_concurrent", "store", "tune_dir", "address",
-    "resume", "export", "report_dir", "verbose", "data_root", "backbone_weights", "steps",
-    "recipe",
-})
-
-
-def _jsonable(value: Any) -> Any:
-    return json.loads(json.dumps(value, default=repr))
-
-
-def search_manifest(opts: SearchOptions) -> dict[str, Any]:
-    """The resolved options of a search as plain JSON values (what the store keeps)."""
-    return _jsonable(dataclasses.asdict(opts))
-
-
-def check_resume_options(opts: SearchOptions, manifest: dict[str, Any]) -> None:
-    """Raise :class:`OptionsError` when ``opts`` would search differently from ``manifest``.
-
-    Only the runtime options (resources, addresses, output paths, T) may change on resume.
-    """
-    from autoloss_ray.options import LEGACY_MANIFEST
-
-    now = search_manifest(opts)
-    manifest = {**LEGACY_MANIFEST, **manifest}
-
-    def name(k: str) -> str:
-        return k if k == "extra_config" else f"--{k.replace('_', '-')}"
-
-    diffs = [
-        f"{name(k)} was {manifest[k]!r}, now {now[k]!r}"
-        for k in sorted(now)
-        if k not in _RUNTIME_OPTIONS and k in manifest and manifest[k] != now[k]
-    ]
-    if diffs:
-        raise OptionsError(
-            f"--resume of experiment {opts.experiment!r} must search as the original run did; "
-            + "; ".join(diffs)
-        )
-
-
-def previous_results(store: ExperimentStore, experiment: str):
-    """The finished search trials of ``experiment`` in the store, one per (step, sample).
-
-    Returns ``(rows, results)``: the store rows (a DataFrame) and the mappings
-    :meth:`searchers.PPO2Searcher.replay` takes. Should the store hold one sample twice
-    (a run of an older version resumed through Tune's own checkpoint, whose restored
-    searcher handed a sample out again and was told the new result), the last finished row
-    counts.
-    """
-    rows = store.trials(experiment)
-    if len(rows):
-        rows = rows[(rows["kind"] == "search") & rows["step"].notna() & rows["sample"].notna()]
-        rows = rows.sort_values("finished_at", kind="stable")
-        dups = rows.duplicated(["step", "sample"], keep="last")
-        if dups.any():
-            logger.warning("experiment %s: %d repeated trial(s) in the store; the last "
-                           "finished one of each sample counts", experiment, int(dups.sum()))
-            rows = rows[~dups]
-    results = []
-    for r in rows.itertuples(index=False):
-        ok = trial_succeeded(r.status, r.reward)
-        theta = None if r.theta is None else [float(v) for v in r.theta]
-        results.append({
-            "step": int(r.step), "sample": int(r.sample), "config": {"theta": theta},
-            "value": float(r.reward) if ok else math.nan, "trial_id": r.trial_id,
-        })
-    return rows, results
-
-
 def check_search_data(opts: SearchOptions) -> dict[str, int]:
     """:func:`autoloss_ray.data.check_data` for the splits a search's trials read (the
     training split; ``eval_split`` when ``extra_config`` gives one). URIs are not checked."""
@@ -400,7 +325,7 @@ def summarize(opts: SearchOptions, store: ExperimentStore) -> SearchOutcome:
     out = SearchOutcome(
         experiment=opts.experiment,
         trials=int(len(trials)),
-        failed=int((trials["status"] != "ok").sum()) if len(trials) else 0,
+        failed=int((~ok_mask(trials)).sum()) if len(trials) else 0,
         steps=int(len(policy)),
     )
     if len(policy):
@@ -428,7 +353,7 @@ def first_failed_step(trials) -> tuple[int, str] | None:
         return None
     rows = trials[(trials["kind"] == "search") & trials["step"].notna()]
     for step, group in rows.groupby("step", sort=True):
-        if (group["status"] == "failed").all():
+        if failed_mask(group).all():
             first = group.sort_values(["sample", "finished_at"], kind="stable").iloc[0]
             return int(step), str(first["error"] or "no error text")
     return None

@@ -10,10 +10,11 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from autoloss_ray.validation import SEARCH_NAME_RE, OptionsError, check_resources
 
 __all__ = ["LEGACY_MANIFEST", "RECIPES", "SEARCHERS", "SearchOptions", "OptionsError", "is_uri",
            "check_finite", "check_resources", "check_max_concurrent",
@@ -54,12 +55,6 @@ SEARCHERS = ("ppo", "random", "tpe", "cmaes")
 # (before eval_protocol existed, the hold-out reward was scored at the training size).
 LEGACY_MANIFEST: dict[str, Any] = {"eval_protocol": "train_size"}
 
-_EXPERIMENT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-
-
-class OptionsError(ValueError):
-    """Bad user input, detected before any compute."""
-
 
 def is_uri(path: str) -> bool:
     return "://" in str(path)
@@ -73,24 +68,6 @@ def check_finite(**values: Any) -> None:
             raise OptionsError(
                 f"--{name.replace('_', '-')} must be a finite number, got {value}"
             )
-
-
-def check_resources(gpus_per_trial: float, cpus_per_trial: float, *, flags: bool = True
-                    ) -> None:
-    """The resource rule of every trial (``trainables.with_gpu_resources`` applies it too):
-    finite, GPUs >= 0 (whole above 1), CPUs > 0. ``flags``: name the command-line options
-    (``--gpus-per-trial``) or the keyword arguments (``gpus_per_trial``) in the message."""
-    g, c = (("--gpus-per-trial", "--cpus-per-trial") if flags
-            else ("gpus_per_trial", "cpus_per_trial"))
-    for name, value in ((g, gpus_per_trial), (c, cpus_per_trial)):
-        if isinstance(value, float) and not math.isfinite(value):
-            raise OptionsError(f"{name} must be a finite number, got {value}")
-    if gpus_per_trial < 0 or cpus_per_trial <= 0:
-        raise OptionsError(
-            f"{g} must be >= 0 and {c} > 0, got {gpus_per_trial} and {cpus_per_trial}"
-        )
-    if gpus_per_trial > 1 and gpus_per_trial != int(gpus_per_trial):
-        raise OptionsError(f"{g} above 1 must be a whole number, got {gpus_per_trial}")
 
 
 def check_output_file(path: str | None, option: str) -> None:
@@ -168,7 +145,7 @@ class SearchOptions:
     verbose: int = 1
     extra_config: dict[str, Any] = field(default_factory=dict)
 
-    def resolved(self) -> "SearchOptions":
+    def resolved(self) -> SearchOptions:
         """Fill the ``None`` fields from the recipe and validate; returns a new object."""
         if self.recipe not in RECIPES:
             raise OptionsError(
@@ -226,7 +203,7 @@ class SearchOptions:
             )
         check_resources(self.gpus_per_trial, self.cpus_per_trial)
         check_max_concurrent(self.max_concurrent)
-        if not _EXPERIMENT_RE.match(self.experiment):
+        if not SEARCH_NAME_RE.match(self.experiment):
             raise OptionsError(
                 f"--experiment must be 1-128 letters, digits, '_', '.', '-', got "
                 f"{self.experiment!r}"

@@ -10,9 +10,11 @@ import argparse
 import dataclasses
 import json
 import sys
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
-from autoloss_ray.options import LEGACY_MANIFEST, RECIPES, SEARCHERS, OptionsError, SearchOptions
+from autoloss_app.options import LEGACY_MANIFEST, RECIPES, SEARCHERS, OptionsError, SearchOptions
+from autoloss_app.resume import NOT_FROM_MANIFEST
 
 __all__ = ["main", "build_parser", "add_search_arguments", "search_options_from_args"]
 
@@ -106,12 +108,6 @@ def add_search_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
 
 
-# Options a resume never takes from the original search: where it is (tune_dir defaults to
-# one beside the store), what this invocation writes at the end, how it talks.
-_NOT_FROM_MANIFEST = frozenset({"store", "experiment", "resume", "export", "report_dir",
-                                "verbose", "address", "tune_dir"})
-
-
 def explicit_search_options(argv: Sequence[str]) -> set[str]:
     """The option names (argparse dests) that ``argv`` gives explicitly."""
     probe = argparse.ArgumentParser(add_help=False)
@@ -142,7 +138,7 @@ def search_options_from_args(
     fields = {f.name for f in dataclasses.fields(SearchOptions)}
     manifest = {**LEGACY_MANIFEST, **manifest}
     taken = {k: v for k, v in manifest.items()
-             if k in fields and k not in _NOT_FROM_MANIFEST and k not in explicit}
+             if k in fields and k not in NOT_FROM_MANIFEST and k not in explicit}
     return dataclasses.replace(opts, **taken)
 
 
@@ -199,7 +195,7 @@ def _image_size(tokens: Sequence[str]) -> int | tuple[int, int]:
 def _cmd_search(args: argparse.Namespace) -> int:
     opts = search_options_from_args(args, explicit=getattr(args, "explicit", None)).resolved()
     # (validates before Ray starts)
-    from trainables.experiment import run_search
+    from autoloss_app.search_job import run_search
 
     outcome = run_search(opts)
     return _finish_search(outcome, "autoloss search")
@@ -225,8 +221,8 @@ def _print_outcome(outcome: dict[str, Any]) -> None:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
+    from autoloss_app.options import check_output_file
     from autoloss_ray.export import export_experiment
-    from autoloss_ray.options import check_output_file
     from autoloss_ray.store import ExperimentStore
 
     check_output_file(args.out, "--out")
@@ -237,7 +233,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from autoloss_ray.options import check_output_dir
+    from autoloss_app.options import check_output_dir
     from autoloss_ray.report import write_search_report
     from autoloss_ray.store import ExperimentStore
 
@@ -282,10 +278,55 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/report", help="output directory")
     p.set_defaults(func=_cmd_report)
 
-    from autoloss_ray import cli_retrain
+    from autoloss_app import retrain
 
-    cli_retrain.add_commands(sub)
+    retrain.add_commands(sub)
     return parser
+
+
+def search_script_main(argv: list[str] | None = None) -> int:
+    """``python search.py`` (for ``ray submit``): the options of ``autoloss search``; joins a
+    Ray cluster running on this machine when ``--address`` is not given."""
+    parser = argparse.ArgumentParser(
+        prog="search.py",
+        description="Search a metric surrogate loss with PPO2 on a Ray cluster "
+        "(same options as `autoloss search`).",
+    )
+    add_search_arguments(parser)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(argv)
+    try:
+        opts = search_options_from_args(args, explicit=explicit_search_options(argv))
+        if opts.address is None:
+            opts = _with_running_cluster(opts)
+        opts = opts.resolved()
+        from autoloss_app.search_job import run_search
+
+        outcome = run_search(opts)
+    except (OptionsError, ValueError, TypeError, FileNotFoundError) as exc:
+        print(f"search.py: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("search.py: interrupted; rerun with --resume to continue", file=sys.stderr)
+        return 130
+    return _finish_search(outcome, "search.py")
+
+
+def _with_running_cluster(opts):
+    """Use address='auto' when a Ray cluster runs on this machine (e.g. a `ray up` head)."""
+    import dataclasses
+    import os
+
+    if os.environ.get("RAY_ADDRESS"):
+        return opts
+    try:
+        from ray._private.services import find_gcs_addresses
+
+        if find_gcs_addresses():
+            return dataclasses.replace(opts, address="auto")
+    except Exception:  # older/newer Ray: fall back to an embedded cluster
+        pass
+    return opts
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,6 +1,6 @@
 """The region surrogates' statistics on CUDA by fused Triton kernels (issue 17).
 
-Same inputs, outputs and forward/backward structure as ``surrogates._RegionStats`` and the
+Same inputs, outputs and forward/backward structure as ``losses._eager._RegionStats`` and the
 C++ kernels (``_native/kernels.cpp``): one forward pass per pixel block computes the softmax
 over classes, the AND curve at the target class's probability, the OR curve at every class,
 and the per-class sums; it keeps only ``w h_and'(p_t)`` [N, H, W] and ``w (1 - y_c) h_or'(p_c)``
@@ -168,7 +168,7 @@ if HAVE_TRITON:
 
 
 class RegionStats(torch.autograd.Function):
-    """``surrogates._RegionStats`` by the Triton kernels: z [N, C, H, W] contiguous logits
+    """``losses._eager._RegionStats`` by the Triton kernels: z [N, C, H, W] contiguous logits
     (float32/bf16/fp16), tgt [N, H, W] int64, w [N, H, W] float32, and_table (CurveTable,
     float32) and or_table (CurveTable or None). Returns I [C], O [C], npred [C] (float32)."""
 
@@ -203,7 +203,7 @@ class RegionStats(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, gI, gO, _gnpred):
-        from autoloss_ray.surrogates import _first_order_only
+        from autoloss_ray.losses._eager import _first_order_only
 
         _first_order_only()
         z, tgt, g_and, g_or = ctx.saved_tensors

@@ -1,0 +1,101 @@
+"""Resume of a search: its manifest (the resolved options the store keeps), which options may
+change on resume, and the finished trials the searcher replays.
+
+No ray import: the searcher replays :func:`previous_results` before Ray starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+from typing import TYPE_CHECKING, Any
+
+from autoloss_app.options import LEGACY_MANIFEST, OptionsError, SearchOptions
+
+if TYPE_CHECKING:  # the store (pyarrow) loads when a resume reads it, not with the CLI
+    from autoloss_ray.store import ExperimentStore
+
+__all__ = ["RUNTIME_OPTIONS", "NOT_FROM_MANIFEST", "search_manifest", "check_resume_options", "previous_results"]
+
+logger = logging.getLogger(__name__)
+
+
+# The two option lists of a resume, here together (a resume checks one, the CLI reads the
+# other). RUNTIME_OPTIONS: the options that may change between a search and its resume: where
+# and how fast it runs, what it writes at the end, file locations (a resume may run on another
+# machine) and T (a resume may extend a search); every other option must be as the manifest
+# says. NOT_FROM_MANIFEST: the options a resume never takes from the original search's
+# manifest (a subset of RUNTIME_OPTIONS plus the identity of the run): where it is (tune_dir
+# defaults to one beside the store), what this invocation writes at the end, how it talks.
+RUNTIME_OPTIONS = frozenset({
+    "gpus_per_trial", "cpus_per_trial", "max_concurrent", "store", "tune_dir", "address",
+    "resume", "export", "report_dir", "verbose", "data_root", "backbone_weights", "steps",
+    "recipe",
+})
+NOT_FROM_MANIFEST = frozenset({"store", "experiment", "resume", "export", "report_dir",
+                               "verbose", "address", "tune_dir"})
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=repr))
+
+
+def search_manifest(opts: SearchOptions) -> dict[str, Any]:
+    """The resolved options of a search as plain JSON values (what the store keeps)."""
+    return _jsonable(dataclasses.asdict(opts))
+
+
+def check_resume_options(opts: SearchOptions, manifest: dict[str, Any]) -> None:
+    """Raise :class:`OptionsError` when ``opts`` would search differently from ``manifest``.
+
+    Only the runtime options (resources, addresses, output paths, T) may change on resume.
+    """
+    now = search_manifest(opts)
+    manifest = {**LEGACY_MANIFEST, **manifest}
+
+    def name(k: str) -> str:
+        return k if k == "extra_config" else f"--{k.replace('_', '-')}"
+
+    diffs = [
+        f"{name(k)} was {manifest[k]!r}, now {now[k]!r}"
+        for k in sorted(now)
+        if k not in RUNTIME_OPTIONS and k in manifest and manifest[k] != now[k]
+    ]
+    if diffs:
+        raise OptionsError(
+            f"--resume of experiment {opts.experiment!r} must search as the original run did; "
+            + "; ".join(diffs)
+        )
+
+
+def previous_results(store: ExperimentStore, experiment: str):
+    """The finished search trials of ``experiment`` in the store, one per (step, sample).
+
+    Returns ``(rows, results)``: the store rows (a DataFrame) and the mappings
+    :meth:`searchers.PPO2Searcher.replay` takes. Should the store hold one sample twice
+    (a run of an older version resumed through Tune's own checkpoint, whose restored
+    searcher handed a sample out again and was told the new result), the last finished row
+    counts.
+    """
+    from autoloss_ray.store import trial_succeeded
+
+    rows = store.trials(experiment)
+    if len(rows):
+        rows = rows[(rows["kind"] == "search") & rows["step"].notna() & rows["sample"].notna()]
+        rows = rows.sort_values("finished_at", kind="stable")
+        dups = rows.duplicated(["step", "sample"], keep="last")
+        if dups.any():
+            logger.warning("experiment %s: %d repeated trial(s) in the store; the last "
+                           "finished one of each sample counts", experiment, int(dups.sum()))
+            rows = rows[~dups]
+    results = []
+    for r in rows.itertuples(index=False):
+        ok = trial_succeeded(r.status, r.reward)
+        theta = None if r.theta is None else [float(v) for v in r.theta]
+        results.append({
+            "step": int(r.step), "sample": int(r.sample), "config": {"theta": theta},
+            "value": float(r.reward) if ok else math.nan, "trial_id": r.trial_id,
+        })
+    return rows, results

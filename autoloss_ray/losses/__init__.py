@@ -1,0 +1,41 @@
+"""The metric surrogate losses (DESIGN section 3) and the baseline losses.
+
+- :mod:`.space`: :data:`CURVES` per metric, :class:`SearchSpace`, :func:`search_space`;
+- :mod:`.surrogate`: :class:`SurrogateLoss` (the loss module);
+- :mod:`.loss_file`: the loss file format (``FILE_FORMAT``);
+- :mod:`.presets`: the paper's searched curves (:func:`preset_theta`);
+- :mod:`.baselines`: cross entropy, Dice, Lovasz, ... for comparison;
+- private: :mod:`._eager` (fused torch autograd Functions), :mod:`._native` (bridges to the
+  C++ kernels of :mod:`autoloss_ray.native`), :mod:`._triton` (CUDA kernels), :mod:`._boundary`
+  (boolean morphology and window reads for BF1).
+
+Names here load lazily, so importing one part (e.g. the presets) never pulls in the others.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "CURVES": "autoloss_ray.losses.space",
+    "SearchSpace": "autoloss_ray.losses.space",
+    "metric_curves": "autoloss_ray.losses.space",
+    "search_space": "autoloss_ray.losses.space",
+    "SurrogateLoss": "autoloss_ray.losses.surrogate",
+    "FILE_FORMAT": "autoloss_ray.losses.loss_file",
+    "FILE_VERSION": "autoloss_ray.losses.loss_file",
+    "PRESETS": "autoloss_ray.losses.presets",
+    "preset_theta": "autoloss_ray.losses.presets",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'autoloss_ray.losses' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

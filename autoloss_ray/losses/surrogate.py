@@ -1,0 +1,386 @@
+"""Differentiable metric surrogates (DESIGN section 3): :class:`SurrogateLoss`.
+
+p = softmax(logits) (bilinearly resized to the label size if needed), y = one-hot target (zero
+at ignored pixels), v = valid mask. Each logical operation is replaced by a parameterized
+monotone curve applied to the soft argument (y is binary):
+``AND(p, y) = h_and(p) y``, ``OR(p, y) = h_or(p) + y - h_or(p) y``.
+
+Region metrics (mIoU, FWIoU, BIoU, mAcc, gAcc) only need, per class c and over weighted pixels
+(weight v, times the target's boundary band for BIoU)::
+
+    I_c = sum_{target = c} w h_and(p_c)          (the AND of the target class only)
+    O_c = sum_{target != c} w h_or(p_c)          (U_c = O_c + n_c, n_c = sum_{target = c} w)
+
+so h_and is evaluated on one probability per pixel, and h_or (mIoU, FWIoU, BIoU only) on every
+(pixel, class). These statistics are computed by one fused autograd function, block by block
+(cache-sized blocks on CPU, large blocks on GPU): softmax, the curve and its derivative, the
+sums. It keeps only ``w (1 - y_c) h_or'(p_c)`` ([N, C, H, W], like the log-probabilities cross
+entropy keeps) and ``w h_and'(p_t)`` ([N, H, W]) for backward, which recomputes the softmax per
+block. Curve and statistics math is done in float32 (float64 for float64 logits), whatever the
+autocast state.
+
+BF1 builds a soft predicted boundary XOR(p_c, minpool3x3(p_c)) from h1..h4 (clamped at >= 0),
+the exact target boundary, and tolerance by max-pooling (:mod:`autoloss_ray.morphology`, the
+same operations as the exact metrics). The recall term needs the dilated soft boundary only at
+target-boundary pixels, so it is read there alone (same values and gradient, ties included).
+
+On CPU, both (region statistics and BF1) run on fused C++ kernels when they build
+(built by :mod:`autoloss_ray.native`, bridged by :mod:`._native`: ``_RegionStatsNative``,
+``_BF1Native``; one pass per direction, the BF1 soft boundary made one class plane at a time
+and never stored); the torch code (:mod:`._eager`, :mod:`._boundary`) is the GPU path and the
+fallback, and both are tested against each other. On CUDA the region statistics use the
+Triton kernels of :mod:`._triton` when available.
+
+This module holds the loss itself; the search space is :mod:`.space`, the file format
+:mod:`.loss_file`, the paper's searched curves :mod:`.presets`.
+
+Class sets (which classes a mean runs over) follow the exact metrics and are computed without
+gradient from argmax(logits) and the target, so with one-hot logits every ``score`` equals
+:func:`autoloss_ray.metrics.evaluate` on that batch (tested for every metric, parameterization
+and random admissible theta). A mean over an empty class set gives score 0 (finite, zero
+gradient), where ``evaluate`` reports nan.
+
+A sum such as ``"miou+biou"`` has each term's own parameters (concatenated in order);
+``score`` is the sum of the term scores and ``forward`` the sum of the term losses
+(``len(terms) - score``; for one metric that is ``1 - score``).
+"""
+
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from autoloss_ray.checks import (
+    check_ignore_index,
+    check_logits_target,
+    check_num_classes,
+    check_tolerance,
+    resize_to_labels,
+)
+from autoloss_ray.distributed import all_reduce_sum, check_sync
+from autoloss_ray.losses import _triton
+from autoloss_ray.losses._boundary import _argmax1, _window_max_at
+from autoloss_ray.losses._eager import _compute_dtype, _RegionStats, _SoftBoundary
+from autoloss_ray.losses._native import (
+    _BF1Native,
+    _label_sites,
+    _RegionStatsNative,
+    _use_native,
+)
+from autoloss_ray.losses.loss_file import (
+    FILE_FORMAT,
+    FILE_VERSION,
+    loss_arguments,
+    loss_to_dict,
+    read_loss_file,
+    write_loss_file,
+)
+from autoloss_ray.losses.presets import preset_theta
+from autoloss_ray.losses.space import CURVES, SearchSpace, search_space
+from autoloss_ray.metrics import boundary_band, check_boundary_classes, parse_metric
+from autoloss_ray.morphology import boundaries, dilate
+from autoloss_ray.parameterizations import IDENTITY_TABLE, CurveTable, get_parameterization
+
+__all__ = ["CURVES", "SearchSpace", "search_space", "SurrogateLoss", "FILE_FORMAT",
+           "FILE_VERSION"]
+
+_EPS = 1e-6
+
+
+class SurrogateLoss(nn.Module):
+    """Parameterized differentiable surrogate of a segmentation metric (or a sum of metrics).
+
+    Args:
+        metric: "miou", "fwiou", "biou", "bf1", "macc", "gacc" or a sum such as "miou+biou".
+        num_classes: C. parameterization: "bezier" (default), "bezier1", "linear", "identity".
+        theta: parameters (length ``search_space(metric, parameterization).dim``) or None for
+            the identity curves (the naive relaxation).
+        ignore_index: target value that never counts. boundary_tolerance: BIoU/BF1 radius (px).
+        sync: "none" (default): the statistics are pooled over the local mini-batch (the
+            paper's per-GPU pooling). "ddp": the per-class sums (I_c, U_c, BF1's soft counts,
+            the counts that decide the class sets) are summed over the ranks of the default
+            torch.distributed group before the ratios, so every rank's loss is the loss of the
+            global batch, and its gradient, once DDP has averaged it over the ranks, is the
+            global-batch gradient (each rank's logits get ``world_size`` times their share;
+            :mod:`autoloss_ray.distributed`). Needs an initialized process group at forward
+            time and the same loss on every rank; one all-reduce of a few [C] vectors per
+            metric term. Not stored by :meth:`to_dict` (a runtime choice, like the device).
+        boundary_classes: "all" (default) or "foreground": the BIoU band is built from the
+            target boundaries of the classes other than ``background_index`` (default 0) and
+            BF1 averages over those classes only, as the official release does with
+            ``drop_bg`` on VOC (see :func:`autoloss_ray.metrics.evaluate`).
+        nonfinite: what ``score``/``forward`` do with NaN or +inf logits: ``"propagate"``
+            (default) gives a NaN/inf loss, as a diverged network's loss should look (the
+            proxy task stops a trial on a non-finite loss); ``"raise"`` raises ValueError
+            saying how many logits are non-finite. -inf logits are a legal zero probability
+            either way.
+
+    ``score(logits [N, C, h, w], target [N, H, W])`` -> scalar tensor (sum of the metrics'
+    soft scores); ``forward`` -> sum of the per-metric losses 1 - score_m.
+    """
+
+    def __init__(
+        self,
+        metric: str,
+        *,
+        num_classes: int,
+        parameterization: str = "bezier",
+        theta: Any = None,
+        ignore_index: int = 255,
+        boundary_tolerance: int = 5,
+        sync: str = "none",
+        boundary_classes: str = "all",
+        background_index: int = 0,
+        nonfinite: str = "propagate",
+    ) -> None:
+        super().__init__()
+        self.sync = check_sync(sync)
+        if nonfinite not in ("propagate", "raise"):
+            raise ValueError(f"nonfinite must be 'propagate' or 'raise', got {nonfinite!r}")
+        self.nonfinite = nonfinite
+        num_classes = check_num_classes(num_classes)
+        ignore_index = check_ignore_index(ignore_index)
+        boundary_tolerance = check_tolerance(boundary_tolerance)
+        self.space = search_space(metric, parameterization)
+        self.metric = self.space.metric
+        self.terms = parse_metric(self.metric)
+        self.parameterization = self.space.parameterization
+        self.num_classes = int(num_classes)
+        self.ignore_index = ignore_index
+        self.boundary_tolerance = int(boundary_tolerance)
+        self._background = check_boundary_classes(boundary_classes, background_index,
+                                                  self.num_classes)
+        self.boundary_classes = boundary_classes
+        self.background_index = int(background_index)
+        th = self.space.init.copy() if theta is None else self.space.validate(theta)
+        self.register_buffer("_theta", torch.tensor(th, dtype=torch.float64), persistent=True)
+        self._tables: dict[tuple[str, str], CurveTable] = {}
+        self._tables_key: tuple | None = None
+
+    # -- properties --------------------------------------------------------------------------
+    @property
+    def search_space(self) -> SearchSpace:
+        return self.space
+
+    @property
+    def theta(self) -> np.ndarray:
+        """A numpy copy of the parameters."""
+        return self._theta.detach().cpu().numpy().copy()
+
+    def extra_repr(self) -> str:
+        return (f"metric={self.metric!r}, num_classes={self.num_classes}, "
+                f"parameterization={self.parameterization!r}, ignore_index={self.ignore_index}"
+                + (f", sync={self.sync!r}" if self.sync != "none" else ""))
+
+    def _synced(self, cd: torch.dtype, *sums: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The per-class sums [C] summed over the ranks when ``sync="ddp"`` (one all-reduce of
+        their stack, in the compute dtype; the gradient flows to the differentiable ones), else
+        unchanged."""
+        if self.sync == "none":
+            return sums
+        return tuple(all_reduce_sum(torch.stack([x.to(cd) for x in sums])).unbind(0))
+
+    def curve_tables(self) -> dict[tuple[str, str], CurveTable]:
+        """(metric, curve) -> CurveTable (float64, CPU), rebuilt when theta changes."""
+        key = (self._theta._version, self._theta.data_ptr())
+        if key != self._tables_key:
+            par = get_parameterization(self.parameterization)
+            th = self._theta.detach().cpu()
+            self._tables = {}
+            for term, curve, sl in self.space.slices:
+                with torch.no_grad():
+                    self._tables[(term, curve)] = (
+                        IDENTITY_TABLE if par.name == "identity" else par.table(th[sl])
+                    )
+            self._tables_key = key
+        return self._tables
+
+    # -- checks ------------------------------------------------------------------------------
+    def _check(self, logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The shared loss-input rules (:func:`autoloss_ray.checks.check_logits_target`: the
+        target follows the logits' device), then the surrogate's own: no empty batch, and
+        with ``nonfinite="raise"`` no NaN/+inf logit. Returns (logits resized to the labels,
+        target int64)."""
+        logits, target = check_logits_target(logits, target, num_classes=self.num_classes,
+                                             ignore_index=self.ignore_index)
+        if target.numel() == 0 or logits.numel() == 0:
+            raise ValueError(f"empty input: logits {tuple(logits.shape)}, target "
+                             f"{tuple(target.shape)}")
+        if self.nonfinite == "raise":
+            bad = torch.isnan(logits) | (logits == float("inf"))
+            if bool(bad.any()):
+                raise ValueError(
+                    f"logits hold {int(bad.sum())} NaN or +inf value(s) of "
+                    f"{logits.numel()} (nonfinite='raise'); the network has diverged"
+                )
+        return resize_to_labels(logits, target), target
+
+    # -- scores ------------------------------------------------------------------------------
+    def score(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Sum of the soft scores of the metric terms (each in [0, 1]); a scalar tensor."""
+        logits, target = self._check(logits, target)
+        tables = self.curve_tables()
+        C = self.num_classes
+        with torch.autocast(device_type=logits.device.type, enabled=False):
+            if self.ignore_index is None:
+                valid = torch.ones_like(target, dtype=torch.bool)
+            else:
+                valid = target != self.ignore_index
+            tgt = torch.where(valid, target, 0)
+            cd = _compute_dtype(logits)
+            classes = torch.ones(C, dtype=torch.bool, device=logits.device)
+            if self.ignore_index is not None and 0 <= self.ignore_index < C:
+                classes[self.ignore_index] = False
+            total = None
+            fused = _use_native(logits)
+            for term in self.terms:
+                if term == "bf1":
+                    s = self._bf1(logits, target, valid, classes, tables, cd, fused)
+                else:
+                    s = self._region(term, logits, target, tgt, valid, classes, tables, cd,
+                                     fused)
+                total = s if total is None else total + s
+        return total
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return len(self.terms) - self.score(logits, target)
+
+    def _region(self, term, logits, target, tgt, valid, classes, tables, cd, fused):
+        C = self.num_classes
+        if term == "biou":
+            band = boundary_band(target, C, ignore_index=self.ignore_index,
+                                 tolerance=self.boundary_tolerance,
+                                 boundary_classes=self.boundary_classes,
+                                 background_index=self.background_index)
+            mask = valid & band
+        else:
+            mask = valid
+        w = mask.to(cd)
+        with torch.no_grad():  # target pixels per class
+            n = torch.zeros(C, dtype=cd, device=w.device).index_add_(0, tgt.reshape(-1),
+                                                                     w.reshape(-1))
+        dev = logits.device
+        and_table = tables[(term, "and")].to(dev, cd)
+        or_table = tables[(term, "or")].to(dev, cd) if "or" in CURVES[term] else None
+        if fused:
+            # the kernels take the compute dtype; other dtypes (bf16 under autocast) convert
+            z = logits.to(cd).contiguous()
+            I, O, npred = _RegionStatsNative.apply(z, tgt.contiguous(), w.contiguous(),
+                                                   and_table, or_table)
+        elif _triton.usable(logits, cd):  # CUDA: fused Triton kernels (autoloss_ray.losses._triton)
+            I, O, npred = _triton.RegionStats.apply(logits.contiguous(), tgt.contiguous(),
+                                                    w.contiguous(), and_table, or_table)
+        else:
+            z = logits if logits.is_contiguous() else logits.contiguous()
+            I, O, npred = _RegionStats.apply(z, tgt.contiguous(), w, and_table, or_table)
+        I, O, n, npred = self._synced(cd, I, O, n, npred)
+        zero = I.sum() * 0.0  # keeps the graph (zero gradient) when a class set is empty
+        if term == "gacc":
+            tot = n.sum()
+            return I.sum() / tot if tot > 0 else zero
+        if term == "macc":
+            sel = (n > 0) & classes
+            k = int(sel.sum())
+            return (I / n.clamp(min=1))[sel].sum() / k if k else zero
+        iou = I / (O + n).clamp(min=_EPS)
+        if term == "fwiou":
+            tot = n.sum()
+            return (iou * n * classes).sum() / tot if tot > 0 else zero
+        sel = ((n > 0) | (npred > 0)) & classes
+        k = int(sel.sum())
+        return iou[sel].sum() / k if k else zero
+
+    def _bf1(self, logits, target, valid, classes, tables, cd, fused) -> torch.Tensor:
+        counts = self._bf1_counts_native if fused else self._bf1_counts
+        n_p, m_p, m_g, n_g, n_p_hard = self._synced(cd, *counts(logits, target, valid, tables,
+                                                                 cd))
+        sel = ((n_p_hard > 0) | (n_g > 0)) & classes
+        if self._background is not None:  # boundary_classes="foreground"
+            sel[self._background] = False
+        prec = m_p / n_p.clamp(min=_EPS)
+        rec = m_g / n_g.clamp(min=_EPS)
+        f1 = 2.0 * prec * rec / (prec + rec).clamp(min=_EPS)
+        k = int(sel.sum())
+        if k == 0:
+            return f1.sum() * 0.0
+        return f1[sel].sum() / k
+
+    def _bf1_counts(self, logits, target, valid, tables, cd):
+        """BF1's soft counts [C] (n_p, m_p, m_g, n_g) and the predicted boundary pixels per
+        class n_p_hard, in torch ops (GPU, and the CPU fallback)."""
+        C = self.num_classes
+        with torch.no_grad():
+            pred = _argmax1(logits)
+        r = self.boundary_tolerance
+        v = valid.unsqueeze(1).to(cd)  # [N, 1, H, W]
+        dev = logits.device
+        z = logits if logits.is_contiguous() else logits.contiguous()
+        b = _SoftBoundary.apply(z, cd, *(tables[("bf1", k)].to(dev, cd)
+                                         for k in CURVES["bf1"]))
+        with torch.no_grad():
+            # exact target boundary; the ignore value is not a class (no boundary of its own)
+            tmap = torch.where(valid, target, -1) if self.ignore_index is not None else target
+            tclass = tmap.unsqueeze(1) == torch.arange(C, device=target.device).view(1, C, 1, 1)
+            bg = boundaries(tclass)
+            dbg = dilate(bg, r).to(cd)
+            bgv = (bg & valid.unsqueeze(1)).to(cd)
+            n_g = bgv.sum((0, 2, 3))
+            pclass = pred.unsqueeze(1) == torch.arange(C, device=pred.device).view(1, C, 1, 1)
+            n_p_hard = (boundaries(pclass) & valid.unsqueeze(1)).sum((0, 2, 3))
+            del tclass, pclass, bg
+        bv = b * v
+        n_p = bv.sum((0, 2, 3))
+        m_p = (bv * dbg).sum((0, 2, 3))
+        # m_g = sum(dilate(b, r) * bgv): read the dilation at the target-boundary sites only
+        vals, cls = _window_max_at(b, bgv > 0, r)
+        m_g = torch.zeros(C, dtype=b.dtype, device=b.device).index_add(0, cls, vals)
+        return n_p, m_p, m_g, n_g, n_p_hard
+
+    def _bf1_counts_native(self, logits, target, valid, tables, cd):
+        """:meth:`_bf1_counts` by the fused CPU kernels (same values; boundaries from label
+        maps)."""
+        C = self.num_classes
+        z = logits.to(cd).contiguous()
+        N, _, H, W = z.shape
+        with torch.no_grad():
+            tmap = torch.where(valid, target, -1) if self.ignore_index is not None else target
+            site = _label_sites(tmap, valid)
+            v = valid.to(cd).contiguous()
+        pred = torch.empty((N, H, W), dtype=torch.int64)
+        n_p, m_p, m_g, n_g = _BF1Native.apply(
+            z, pred, v, site, self.boundary_tolerance,
+            *(tables[("bf1", k)].to("cpu", cd) for k in CURVES["bf1"]))
+        with torch.no_grad():
+            psite = _label_sites(pred, valid)
+            n_p_hard = torch.bincount(psite[psite >= 0].long(), minlength=C)
+        return n_p, m_p, m_g, n_g, n_p_hard
+
+    # -- persistence (the format: autoloss_ray.losses.loss_file) ---------------------------
+    def to_dict(self, meta: dict | None = None) -> dict[str, Any]:
+        return loss_to_dict(self, meta)
+
+    def to_file(self, path: str | os.PathLike, *, meta: dict | None = None) -> None:
+        """Write the loss as human-readable JSON (atomically)."""
+        write_loss_file(self.to_dict(meta), path)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], **overrides: Any) -> SurrogateLoss:
+        metric, kw = loss_arguments(data, **overrides)
+        return cls(metric, **kw)
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike, **overrides: Any) -> SurrogateLoss:
+        """Load a loss written by :meth:`to_file`; keyword overrides replace stored values."""
+        return cls.from_dict(read_loss_file(path), **overrides)
+
+    @classmethod
+    def from_preset(cls, name: str, *, num_classes: int, **kwargs: Any) -> SurrogateLoss:
+        """The paper's searched loss for metric ``name`` (DESIGN section 7)."""
+        parameterization, theta = preset_theta(name)
+        return cls(name, num_classes=num_classes, parameterization=parameterization,
+                   theta=theta, **kwargs)

@@ -1,0 +1,136 @@
+"""Dataset-level sums of the metrics: confusion matrices, the BIoU band and the BF1 counts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from autoloss_ray.checks import check_tolerance
+from autoloss_ray.metrics._boundary import (
+    _BoundaryStats,
+    _label_boundaries,
+    _or_dilate,
+    _pred_nonclass,
+    _stack_codes,
+)
+from autoloss_ray.metrics._labels import check_boundary_classes, check_labels
+
+__all__ = ["confusion_matrix", "boundary_band", "bf1_counts"]
+
+
+def _all_stats(
+    pred: torch.Tensor,
+    target: torch.Tensor,
+    num_classes: int,
+    ignore_index: int | None,
+    tolerance: int,
+    pred_all_classes: bool = False,
+    background: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Validated int64 [N, H, W] maps -> (confusion [C,C], band confusion [C,C], bf1 [4,C]).
+
+    background: a class whose target boundary is left out of the BIoU band, or None."""
+    C = num_classes
+    codes = _stack_codes(
+        [(pred, _pred_nonclass(C, ignore_index, pred_all_classes)), (target, ignore_index)], C
+    )
+    valid = codes[:, 1] < C  # target != ignore_index
+    stats = _BoundaryStats(codes, C, tolerance)
+    if background is None:
+        band = stats.dilated_any(1)
+    else:
+        fg = stats.boundary[:, 1] & (codes[:, 1] != background)
+        band = _or_dilate(fg.to(torch.uint8), tolerance) != 0
+    # One bincount for both confusion matrices: bins (band, target code, pred code); target
+    # code C is a dustbin row for ignored pixels.
+    K = (C + 1) * (C + 1)
+    idx = codes[:, 1] * (C + 1) + codes[:, 0] + band.to(codes.dtype) * K
+    cm = torch.bincount(idx.reshape(-1), minlength=2 * K).view(2, C + 1, C + 1)[:, :C, :C]
+    return cm[0] + cm[1], cm[1].contiguous(), stats.counts(valid)
+
+
+# ---------------------------------------------------------------------------------------------
+# public low-level helpers
+# ---------------------------------------------------------------------------------------------
+
+
+def confusion_matrix(
+    pred: Any,
+    target: Any,
+    num_classes: int,
+    *,
+    ignore_index: int | None = 255,
+    mask: Any = None,
+) -> torch.Tensor:
+    """Confusion matrix M[g, p] over valid pixels (target != ignore_index), one bincount.
+
+    pred, target: [N, H, W] or [H, W] labels (validated by :func:`check_labels`).
+    mask: optional bool map of the same shape; only pixels where it is True count.
+    Returns int64 [C, C] on the labels' device.
+    """
+    p, t = check_labels(pred, target, num_classes, ignore_index)
+    C = num_classes
+    codes = _stack_codes([(p, _pred_nonclass(C, ignore_index, False)), (t, ignore_index)], C)
+    tcodes = codes[:, 1]
+    if mask is not None:
+        m = mask if isinstance(mask, torch.Tensor) else torch.from_numpy(np.asarray(mask))
+        if m.dtype != torch.bool:
+            raise TypeError(f"mask must be a bool map, got dtype {m.dtype}")
+        m = m.to(t.device)
+        if m.dim() == 2:
+            m = m.unsqueeze(0)
+        if m.shape != t.shape:
+            raise ValueError(
+                f"mask must have the labels' shape {tuple(t.shape)}, got {tuple(m.shape)}"
+            )
+        tcodes = torch.where(m, tcodes, C)
+    idx = tcodes * (C + 1) + codes[:, 0]
+    cm = torch.bincount(idx.reshape(-1), minlength=(C + 1) * (C + 1)).view(C + 1, C + 1)
+    return cm[:C, :C].contiguous()
+
+
+def boundary_band(
+    target: Any,
+    num_classes: int,
+    *,
+    ignore_index: int | None = 255,
+    tolerance: int = 5,
+    boundary_classes: str = "all",
+    background_index: int = 0,
+) -> torch.Tensor:
+    """Trimap band of BIoU: D_r(union_c B_c(target)), bool [N, H, W] ([1, H, W] for [H, W]).
+
+    The target's ignore value is not a class, so it has no boundary (pixels of a class next to
+    an ignore region do). ``boundary_classes="foreground"``: the union runs over the classes
+    other than ``background_index`` (the official VOC evaluation's ``drop_bg``).
+    """
+    tolerance = check_tolerance(tolerance)
+    background = check_boundary_classes(boundary_classes, background_index, num_classes)
+    t, _ = check_labels(target, target, num_classes, ignore_index)
+    codes = _stack_codes([(t, ignore_index)], num_classes)
+    boundary = _label_boundaries(codes, num_classes)
+    if background is not None:
+        boundary &= codes != background
+    return _or_dilate(boundary.to(torch.uint8), tolerance)[:, 0] != 0
+
+
+def bf1_counts(
+    pred: Any,
+    target: Any,
+    num_classes: int,
+    *,
+    ignore_index: int | None = 255,
+    tolerance: int = 5,
+) -> torch.Tensor:
+    """Boundary-F1 counts per class, int64 [4, C], rows (n_p, n_g, m_p, m_g).
+
+    n_p = |B_c(pred)|, n_g = |B_c(target)|, m_p = |B_c(pred) & D_r(B_c(target))|,
+    m_g = |B_c(target) & D_r(B_c(pred))|, each counted over valid pixels only.
+    """
+    tolerance = check_tolerance(tolerance)
+    p, t = check_labels(pred, target, num_classes, ignore_index)
+    C = num_classes
+    codes = _stack_codes([(p, _pred_nonclass(C, ignore_index, False)), (t, ignore_index)], C)
+    return _BoundaryStats(codes, C, tolerance).counts(codes[:, 1] < C)

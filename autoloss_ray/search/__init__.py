@@ -1,0 +1,43 @@
+"""The search algorithms and the step protocol, pure (numpy/scipy; never ray).
+
+- :mod:`.truncnorm`: :class:`TruncatedNormal` (the policy's distribution) and its log-mass
+  helpers;
+- :mod:`.ppo`: :class:`PPO2` (ask/tell) and :func:`ppo_update` (the paper's update, with
+  CleanRL's diagnostics);
+- :mod:`.random_search`: :class:`RandomSearch` (the paper's Fig. 3 baseline);
+- :mod:`.steps`: :class:`StepProtocol`, steps of M samples handed out, collected and told,
+  failure rewards, replay-based resume and the step (policy) record;
+- private: :mod:`._ask_tell` (what PPO2 and random search share, the state format),
+  :mod:`._mean_param` (mu <-> unconstrained parameters); :mod:`.replay` checks recorded
+  results before a replay.
+
+Ray Tune adapters over these live in ``searchers``. Names here load lazily.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "TruncatedNormal": "autoloss_ray.search.truncnorm",
+    "PPO2": "autoloss_ray.search.ppo",
+    "PPOUpdate": "autoloss_ray.search.ppo",
+    "ppo_update": "autoloss_ray.search.ppo",
+    "RandomSearch": "autoloss_ray.search.random_search",
+    "StepProtocol": "autoloss_ray.search.steps",
+    "STEP_KEY": "autoloss_ray.search.steps",
+    "SAMPLE_KEY": "autoloss_ray.search.steps",
+    "check_samples_per_step": "autoloss_ray.search._ask_tell",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'autoloss_ray.search' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

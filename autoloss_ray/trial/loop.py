@@ -1,0 +1,107 @@
+"""The pieces of a trial's training loop: the seeded sampler, autocast, the GPU speed options
+(see :mod:`autoloss_ray.train`), the training batches and the host reads of the loss."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import torch
+
+from autoloss_ray.trial.config import TrialConfig
+
+
+class _InfiniteSampler(torch.utils.data.Sampler):
+    """Seeded epochs of random permutations, as ``(index, draw)`` pairs; ``draw`` is unique
+    per fetched item, so augmentations are reproducible in any worker."""
+
+    def __init__(self, n: int, total: int, seed: int) -> None:
+        self.n, self.total, self.seed = n, total, seed
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        rng = np.random.default_rng([self.seed, 31337])
+        draw = 0
+        while draw < self.total:
+            for i in rng.permutation(self.n):
+                if draw >= self.total:
+                    return
+                yield int(i), draw
+                draw += 1
+
+    def __len__(self) -> int:
+        return self.total
+
+
+def _autocast(device: torch.device, enabled: bool, *, cpu: bool = False):
+    """bf16 (fp16 where bf16 is missing) autocast on CUDA when ``enabled``; bf16 on CPU only
+    when ``cpu`` is also true."""
+    if device.type == "cpu" and enabled and cpu:
+        return torch.autocast(device_type="cpu", dtype=torch.bfloat16)
+    if not enabled or device.type != "cuda":
+        return torch.autocast(device_type=device.type, enabled=False)
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.autocast(device_type="cuda", dtype=dtype)
+
+
+def _speed_options(cfg: TrialConfig, device: torch.device) -> dict[str, Any]:
+    """The GPU speed switches of a trial resolved for ``device`` (None: on for CUDA)."""
+    cuda = device.type == "cuda"
+
+    def auto(value: bool | None) -> bool:
+        return cuda if value is None else bool(value)
+
+    return {
+        "channels_last": auto(cfg.channels_last),
+        "data_on_device": auto(cfg.data_on_device),
+        "cudnn_benchmark": auto(cfg.cudnn_benchmark),
+        "check_every": cfg.check_every or (50 if cuda else 1),
+    }
+
+
+def _train_batches(cfg: TrialConfig, train_set, device: torch.device, speed: dict[str, Any],
+                   seed: int):
+    """Training batches on ``device``: the dataset kept on the device
+    (:class:`~autoloss_ray.data.device.DeviceBatches`) or a DataLoader (the CPU default)."""
+    if speed["data_on_device"]:
+        from autoloss_ray.data.device import DeviceBatches
+
+        return DeviceBatches(train_set, batch_size=cfg.batch_size, iterations=cfg.iterations,
+                             seed=seed, device=device, channels_last=speed["channels_last"])
+    pin = device.type == "cuda"
+    loader = torch.utils.data.DataLoader(
+        train_set,
+        batch_sampler=torch.utils.data.BatchSampler(
+            _InfiniteSampler(len(train_set), cfg.iterations * cfg.batch_size, seed),
+            cfg.batch_size,
+            drop_last=False,
+        ),
+        num_workers=cfg.num_workers,
+        pin_memory=pin,
+    )
+    fmt = torch.channels_last if speed["channels_last"] else torch.contiguous_format
+    return ((images.to(device, non_blocking=pin).contiguous(memory_format=fmt),
+             labels.to(device, non_blocking=pin)) for images, labels in loader)
+
+
+def _first_nonfinite(loss_log: torch.Tensor, lo: int, hi: int) -> tuple[int, float] | None:
+    """(iteration, value) of the first non-finite loss in ``loss_log[lo:hi]``, or None (one
+    host read)."""
+    chunk = loss_log[lo:hi].cpu()
+    bad = (~torch.isfinite(chunk)).nonzero()
+    if bad.numel() == 0:
+        return None
+    i = int(bad[0, 0])
+    return lo + i, float(chunk[i])
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return "cpu"
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+

@@ -1,0 +1,37 @@
+"""The metric vocabulary (one definition for the whole project): the six metric names
+(:data:`METRICS`), the boundary class sets (:data:`BOUNDARY_CLASSES`), metric specs such as
+``"miou+biou"`` (:func:`parse_metric`) and the reward of a spec (:func:`reward`)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+__all__ = ["METRICS", "BOUNDARY_CLASSES", "parse_metric", "reward"]
+
+METRICS: tuple[str, ...] = ("miou", "fwiou", "biou", "bf1", "macc", "gacc")
+BOUNDARY_CLASSES: tuple[str, ...] = ("all", "foreground")
+
+
+def parse_metric(spec: str) -> tuple[str, ...]:
+    """"miou+biou" -> ("miou", "biou"). Terms must be in METRICS, each at most once."""
+    if not isinstance(spec, str):
+        raise TypeError(f"metric must be a string like 'miou' or 'miou+biou', got {spec!r}")
+    terms = tuple(term.strip().lower() for term in spec.split("+"))
+    for term in terms:
+        if term not in METRICS:
+            raise ValueError(
+                f"unknown metric {term!r} in {spec!r}; allowed: {', '.join(METRICS)} "
+                "(or a sum such as 'miou+biou')"
+            )
+    if len(set(terms)) != len(terms):
+        raise ValueError(f"metric {spec!r} names a term twice")
+    return terms
+
+
+def reward(metrics: Mapping[str, float], spec: str) -> float:
+    """Sum of the metric values named by ``spec`` (e.g. "miou+biou"); nan propagates."""
+    terms = parse_metric(spec)
+    missing = [t for t in terms if t not in metrics]
+    if missing:
+        raise KeyError(f"metrics {missing} needed by {spec!r} are missing from {sorted(metrics)}")
+    return float(sum(float(metrics[t]) for t in terms))

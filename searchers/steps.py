@@ -1,0 +1,449 @@
+"""The Ray Tune ``Searcher`` over the library's step protocol (what every step searcher shares).
+
+:class:`autoloss_ray.search.steps.StepProtocol` holds the search (steps of M samples, failure
+values, step records, replay, warm start). This adapter only translates: trial ids <->
+``(step, sample)`` (a trial Tune restarted under a new id maps through the step/sample keys of
+its config; a trial id is told at most once), Tune's results -> a value or a fail reason (see
+``on_trial_complete``), Tune's Searcher API (``set_search_properties``, ``set_max_concurrency``
+returning True as Ray's HEBO searcher does, ``suggest``, ``add_evaluated_point``) and
+``save``/``restore`` (the state pickled, format version :data:`_STATE_VERSION`). The restore
+semantics are in :mod:`searchers.ppo2`.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import pickle
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from ray.tune.search import Searcher
+
+from autoloss_ray.search.steps import SAMPLE_KEY, STEP_KEY, StepProtocol
+from searchers.space import BoxSpace, has_domains
+
+__all__ = ["StepSearcher"]
+
+logger = logging.getLogger(__name__)
+
+_STATE_VERSION = 1
+
+
+def _as_float(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+class StepSearcher(Searcher):
+    """Base of the step searchers: a :class:`StepProtocol` behind Ray Tune's Searcher API.
+
+    Subclasses implement ``_make_optimizer(space, mu0)`` and ``_optimizer_from_state(state)``.
+    """
+
+    def __init__(
+        self,
+        space: Any = None,
+        *,
+        metric: str | None = None,
+        mode: str | None = None,
+        steps: int = 12,
+        samples_per_step: int = 32,
+        failure_reward: float | None = None,
+        points_to_evaluate: Sequence[Any] | None = None,
+        seed: Any = None,
+        step_callback: Callable[[dict], Any] | None = None,
+        key: str = "theta",
+    ) -> None:
+        if mode is not None and mode not in ("min", "max"):
+            raise ValueError(f"mode must be 'min' or 'max'; got {mode!r}")
+        if metric is not None and not isinstance(metric, str):
+            raise TypeError(f"metric must be a str (one metric); got {metric!r}")
+        self._protocol = StepProtocol(
+            steps=steps, samples_per_step=samples_per_step, failure_reward=failure_reward,
+            step_callback=step_callback, name=type(self).__name__,
+        )
+        super().__init__(metric=metric, mode=mode)
+        self._protocol.metric, self._protocol.mode = self._metric, self._mode
+        self.seed = seed
+        self._key = key
+        self._raw_points = list(points_to_evaluate) if points_to_evaluate else []
+        self._max_concurrent = 0  # 0 = no limit of our own
+        self._warned: set[str] = set()
+        self._trial_sample: dict[str, tuple[int, int]] = {}  # in-flight trial id -> (step, i)
+        self._told_trials: set[str] = set()
+        self._last_value: dict[str, float] = {}  # trial id -> last reported metric value
+        self._finished_trials: set[str] = set()  # trial ids whose done=True result we saw
+        if space is not None:
+            self._set_space(BoxSpace(space, key=key))
+
+    # ------------------------------------------------------------------ setup
+    @property
+    def steps(self) -> int:
+        return self._protocol.steps
+
+    @property
+    def samples_per_step(self) -> int:
+        return self._protocol.samples_per_step
+
+    @property
+    def failure_reward(self) -> float | None:
+        return self._protocol.failure_reward
+
+    @property
+    def step_callback(self) -> Callable[[dict], Any] | None:
+        return self._protocol.step_callback
+
+    @step_callback.setter
+    def step_callback(self, callback: Callable[[dict], Any] | None) -> None:
+        self._protocol.step_callback = callback
+
+    def _set_space(self, space: BoxSpace) -> None:
+        points = [space.from_config(p) for p in self._raw_points]
+        if len(points) > self.samples_per_step:
+            raise ValueError(
+                f"points_to_evaluate has {len(points)} points but a step has only "
+                f"samples_per_step={self.samples_per_step} samples"
+            )
+        self._protocol.space, self._protocol.points = space, points
+        mu0 = points[0] if points else space.init
+        self._protocol.optimizer = self._make_optimizer(space, mu0)
+
+    def _make_optimizer(self, space: BoxSpace, mu0: np.ndarray) -> Any:  # pragma: no cover
+        raise NotImplementedError
+
+    def _optimizer_from_state(self, state: dict) -> Any:  # pragma: no cover
+        raise NotImplementedError
+
+    @property
+    def space(self) -> BoxSpace | None:
+        return self._protocol.space
+
+    @property
+    def optimizer(self) -> Any:
+        """The underlying ask/tell optimizer (PPO2, RandomSearch, ...)."""
+        return self._protocol.optimizer
+
+    def set_search_properties(
+        self, metric: str | None, mode: str | None, config: dict, **spec: Any
+    ) -> bool:
+        if self.space is not None and has_domains(config):
+            return False  # Tune raises its "search space already set" error
+        if self.space is None and has_domains(config):
+            # Tune's param_space: tuples and lists are constants, as Ray passes them
+            self._set_space(BoxSpace(config, key=self._key, param_space=True))
+        if metric:
+            self._metric = self._protocol.metric = metric
+        if mode:
+            if mode not in ("min", "max"):
+                raise ValueError(f"mode must be 'min' or 'max'; got {mode!r}")
+            self._mode = self._protocol.mode = mode
+        num_samples = spec.get("num_samples")
+        total = self.steps * self.samples_per_step
+        if isinstance(num_samples, int) and 0 < num_samples < total:
+            logger.warning(
+                "num_samples=%d is smaller than steps * samples_per_step = %d: Tune will stop "
+                "the search early; use num_samples=-1",
+                num_samples,
+                total,
+            )
+        return True
+
+    def set_max_concurrency(self, max_concurrent: int) -> bool:
+        self._max_concurrent = int(max_concurrent)
+        return True
+
+    def _check_ready(self) -> None:
+        if self.space is None:
+            raise ValueError(
+                f"{type(self).__name__} has no search space: pass `space` or give Tune a "
+                "param_space with tune.uniform / tune.loguniform entries"
+            )
+        if not self._metric or not self._mode:
+            raise ValueError(
+                f"{type(self).__name__} needs metric and mode: pass them to the searcher, or "
+                "to TuneConfig together with a non-empty param_space (Ray forwards them only "
+                "then)"
+            )
+
+    # ------------------------------------------------------------------ suggest
+    def suggest(self, trial_id: str) -> dict | str | None:
+        p = self._protocol
+        if p.finished:
+            return Searcher.FINISHED
+        self._check_ready()
+        i = p.hand_out(trial_id, max_in_flight=self._max_concurrent)
+        if i is None:
+            return None  # the step waits for its in-flight trials
+        self._trial_sample[trial_id] = (p.step, i)
+        return p.config(p.step, i)
+
+    # ------------------------------------------------------------------ results
+    def _locate(self, trial_id: str, result: Mapping | None) -> int | None:
+        """Sample index of the current step this trial carries, or None to ignore it."""
+        if trial_id in self._told_trials:
+            return None
+        key = self._trial_sample.get(trial_id)
+        if key is None and result:
+            # A trial Tune restarted under a new id (same config): map it through its config.
+            step = result.get(f"config/{STEP_KEY}", (result.get("config") or {}).get(STEP_KEY))
+            sample = result.get(
+                f"config/{SAMPLE_KEY}", (result.get("config") or {}).get(SAMPLE_KEY)
+            )
+            if step is not None and sample is not None:
+                key = (int(step), int(sample))
+        return None if key is None else self._protocol.open_sample(key[0], key[1])
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        # Learn the sample of a restarted trial early, so that an error later maps too.
+        if trial_id not in self._trial_sample:
+            i = self._locate(trial_id, result)
+            if i is not None:
+                self._trial_sample[trial_id] = (self._protocol.step, i)
+        # Remember the last reported value: a trial a scheduler stops while it is paused
+        # completes without a result, and then this value is what the searcher is told.
+        if trial_id in self._trial_sample and self._metric and result and (
+            self._metric in result
+        ):
+            self._last_value[trial_id] = _as_float(result[self._metric])
+        if trial_id in self._trial_sample and result and result.get("done"):
+            # Tune hands a trial's natural final result (done=True) to on_trial_result, but
+            # not the one on which a scheduler or stopper decides STOP
+            self._finished_trials.add(trial_id)
+
+    def on_trial_complete(
+        self, trial_id: str, result: dict | None = None, error: bool = False
+    ) -> None:
+        """Tell the step a trial's end. Every ending completes its sample:
+
+        * ``error=True``: failed (reason ``"error"``);
+        * a result with the metric: that value (NaN/inf: failed, reason ``"not finite"``);
+          if a scheduler (ASHA, HyperBand) or a stopper ended the trial (Tune then never
+          shows its final result to ``on_trial_result``), the value counts and
+          ``stopped_early`` is recorded;
+        * a result without the metric: failed (reason ``"metric missing"``);
+        * no result (stopped while pending/paused): the last value the trial reported
+          (``stopped_early``), or failed (reason ``"no result"``) if it reported none.
+        """
+        i = self._locate(trial_id, result)
+        self._trial_sample.pop(trial_id, None)
+        last = self._last_value.pop(trial_id, None)
+        ended_itself = trial_id in self._finished_trials
+        self._finished_trials.discard(trial_id)
+        if i is None:
+            return
+        value, reason, early = math.nan, None, False
+        if error:
+            reason = "error"
+        elif result is None:
+            if last is None:
+                reason = "no result"
+            else:
+                value, early = last, True
+        elif self._metric not in result:
+            reason = "metric missing"
+            self._warn_once(
+                reason,
+                f"trial {trial_id} ended without the metric {self._metric!r} in its result "
+                f"(keys: {sorted(k for k in result if not k.startswith('config/'))}); it "
+                "counts as a failed sample (failure_reward); further such trials are not "
+                "logged",
+            )
+        else:
+            value = _as_float(result[self._metric])
+            # Tune puts done=False in every intermediate result; a result without the key
+            # (e.g. Repeater's averaged one) is a finished trial.
+            # Stopped early: Tune showed us earlier results of this trial but not its natural
+            # final one (a STOP decision sets done=True without telling on_trial_result), or
+            # the result says done=False. A trial stopped on its very first result cannot be
+            # told from one that finished (Tune passes nothing else).
+            early = ("done" in result and not bool(result["done"])) or (
+                last is not None and not ended_itself
+            )
+        if reason is None and not math.isfinite(value):
+            reason = "not finite"
+        self._tell(i, trial_id, value, reason=reason, early=early)
+
+    def _tell(self, i: int, trial_id: str | None, value: float, **kw: Any) -> None:
+        if trial_id is not None:
+            self._told_trials.add(trial_id)
+        if self._protocol.tell(i, trial_id, value, **kw) is not None:
+            self._trial_sample = {}  # the step is complete
+
+    def on_pause(self, trial_id: str) -> None:
+        """A paused trial (HyperBand, PBT, HyperBandForBOHB) keeps its sample in flight; its
+        last reported value is kept for the case a scheduler then stops it while paused."""
+
+    def on_unpause(self, trial_id: str) -> None:
+        """Resuming changes nothing: the sample completes when the trial ends."""
+
+    def _warn_once(self, kind: str, message: str) -> None:
+        if kind not in self._warned:
+            self._warned.add(kind)
+            logger.warning("%s: %s", type(self).__name__, message)
+
+    # ------------------------------------------------------------------ results view
+    @property
+    def step(self) -> int:
+        """Number of completed steps."""
+        return self._protocol.step
+
+    @property
+    def is_finished(self) -> bool:
+        return self._protocol.finished
+
+    @property
+    def history(self) -> list[dict[str, Any]]:
+        """One record per completed step (what ``step_callback`` receives)."""
+        return copy.deepcopy(self._protocol.records)
+
+    @property
+    def best_theta(self) -> np.ndarray:
+        """The optimizer's best point, in search coordinates."""
+        return np.asarray(self.optimizer.best, dtype=np.float64)
+
+    @property
+    def best_config(self) -> dict:
+        """The best point as a Tune config (without the step/sample keys)."""
+        assert self.space is not None
+        return self.space.to_config(self.best_theta)
+
+    def requeue_in_flight(self) -> list[int]:
+        """Hand out the current step's in-flight samples again (after a restore in which Tune
+        does not re-run unfinished trials). Returns the re-queued sample indices."""
+        self._trial_sample = {}
+        return self._protocol.requeue()
+
+    # ------------------------------------------------------------------ evaluated points
+    def add_evaluated_point(
+        self,
+        parameters: Mapping[str, Any],
+        value: float,
+        error: bool = False,
+        pruned: bool = False,
+        intermediate_values: Sequence[float] | None = None,
+    ) -> None:
+        """Record a point evaluated outside this search (Ray's ``Searcher`` API).
+
+        Before the first step has started (no ``suggest`` yet) it is a **warm start**: the
+        best valid point added so far (by ``mode``) becomes the policy's initial mean
+        ``mu0`` (PPO2; RandomSearcher: the centre of its unbounded dimensions), replacing
+        the space's default or the first of ``points_to_evaluate``. Afterwards points are
+        only recorded (``evaluated_points``), never mixed into a step's update: a PPO step
+        learns from the samples it drew itself. ``add_evaluated_trials`` (Ray's default,
+        over ``add_evaluated_point``) takes trials or an ``ExperimentAnalysis``.
+
+        Raises:
+            ValueError: no search space or mode yet, or ``parameters`` are not a point of
+                this space.
+        """
+        if self.space is None or not self._mode:
+            raise ValueError(
+                f"{type(self).__name__}.add_evaluated_point needs the search space and mode "
+                "first: pass space= and mode= to the searcher (a param_space reaches it only "
+                "when Tune starts)"
+            )
+        theta = self.space.from_config(parameters)
+        mu0 = self._protocol.add_evaluated(theta, _as_float(value), error=error, pruned=pruned)
+        if mu0 is not None:
+            self._protocol.optimizer = self._make_optimizer(self.space, mu0)
+
+    @property
+    def evaluated_points(self) -> list[dict[str, Any]]:
+        """Points given through ``add_evaluated_point`` (theta, value, error, pruned,
+        warm_start: whether it could still set mu0)."""
+        return copy.deepcopy(self._protocol.evaluated)
+
+    # ------------------------------------------------------------------ replay
+    def replay(
+        self, results: Iterable[Mapping[str, Any]], *, quiet_steps: Collection[int] = ()
+    ) -> int:
+        """Fast-forward a fresh searcher through results recorded by an earlier run of it
+        (see :meth:`autoloss_ray.search.steps.StepProtocol.replay`; the Parquet store's rows
+        are the source of truth, Tune's experiment checkpoint can lag after a hard kill).
+
+        Returns the number of results told; raises ``ValueError`` as the protocol does."""
+        if self._protocol.fresh:
+            self._check_ready()
+        results = list(results)
+        told = self._protocol.replay(results, quiet_steps=quiet_steps)
+        self._told_trials.update(r["trial_id"] for r in results
+                                 if r.get("trial_id") is not None)
+        self._trial_sample = {}
+        return told
+
+    # ------------------------------------------------------------------ state
+    def get_state(self) -> dict:
+        opt = self.optimizer
+        return {
+            "version": _STATE_VERSION,
+            "class": type(self).__name__,
+            "metric": self._metric,
+            "mode": self._mode,
+            "steps": self.steps,
+            "samples_per_step": self.samples_per_step,
+            "failure_reward": self.failure_reward,
+            "seed": self.seed,
+            "key": self._key,
+            "raw_points": self._raw_points,
+            "max_concurrent": self._max_concurrent,
+            "space": self.space,
+            "opt": None if opt is None else opt.state_dict(),
+            "trial_sample": self._trial_sample,
+            "told_trials": self._told_trials,
+            "last_value": self._last_value,
+            "finished_trials": self._finished_trials,
+            **self._protocol.state(),
+        }
+
+    def set_state(self, state: dict) -> None:
+        if state.get("class") != type(self).__name__:
+            raise ValueError(
+                f"searcher state is for {state.get('class')!r}, not {type(self).__name__!r}"
+            )
+        state = copy.deepcopy(state)
+        old = self.__dict__.get("_protocol")
+        # a searcher pickled by a version before the protocol kept its callback itself
+        callback = old.step_callback if old is not None else self.__dict__.get("step_callback")
+        p = self._protocol = StepProtocol(
+            steps=state["steps"], samples_per_step=state["samples_per_step"],
+            failure_reward=state["failure_reward"], step_callback=callback,
+            name=type(self).__name__,
+        )
+        p._warned_min = bool(getattr(old, "_warned_min", self.__dict__.get("_warned_min")))
+        self._metric, self._mode = state["metric"], state["mode"]
+        p.metric, p.mode = self._metric, self._mode
+        self.seed = state["seed"]
+        self._key = state["key"]
+        self._raw_points = state["raw_points"]
+        self._max_concurrent = state["max_concurrent"]
+        p.space = state["space"]
+        if state["opt"] is not None:
+            p.optimizer = self._optimizer_from_state(state["opt"])
+        p.load_state(state)
+        self._trial_sample = state["trial_sample"]
+        self._told_trials = state["told_trials"]
+        # keys added later: states saved before them load with the defaults
+        self._last_value = state.get("last_value", {})
+        self._finished_trials = state.get("finished_trials", set())
+        self.__dict__.setdefault("_warned", set())
+
+    def save(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "wb") as f:
+            pickle.dump(self.get_state(), f, protocol=pickle.HIGHEST_PROTOCOL)
+
+    def restore(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "rb") as f:
+            self.set_state(pickle.load(f))
+
+    def __repr__(self) -> str:
+        dim = None if self.space is None else self.space.dim
+        return (
+            f"{type(self).__name__}(D={dim}, steps={self.steps}, "
+            f"samples_per_step={self.samples_per_step}, step={self.step}, "
+            f"metric={self._metric!r}, mode={self._mode!r})"
+        )
