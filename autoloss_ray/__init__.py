@@ -6,8 +6,7 @@ Public names are loaded lazily so that importing one part never pulls in the oth
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from autoloss_ray._lazy import lazy_getattr
 
 __version__ = "0.1.0"
 
@@ -27,10 +26,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS) + ["__version__"]
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'autoloss_ray' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr(__name__, _EXPORTS, globals())

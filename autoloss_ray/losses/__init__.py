@@ -14,8 +14,7 @@ Names here load lazily, so importing one part (e.g. the presets) never pulls in 
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from autoloss_ray._lazy import lazy_getattr
 
 _EXPORTS = {
     "CURVES": "autoloss_ray.losses.space",
@@ -32,10 +31,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'autoloss_ray.losses' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr(__name__, _EXPORTS, globals())

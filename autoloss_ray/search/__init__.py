@@ -16,8 +16,7 @@ Ray Tune adapters over these live in ``searchers``. Names here load lazily.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from autoloss_ray._lazy import lazy_getattr
 
 _EXPORTS = {
     "TruncatedNormal": "autoloss_ray.search.truncnorm",
@@ -34,10 +33,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'autoloss_ray.search' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr(__name__, _EXPORTS, globals())
