@@ -378,6 +378,20 @@ def test_cache_directory_must_be_private(tmp_path, monkeypatch):
     assert native._private_dir(group)
 
 
+def test_a_cache_or_library_of_another_user_is_not_trusted(tmp_path, monkeypatch):
+    """The owner check itself: a private-looking directory and a read-only library that
+    belong to another user (here: this process pretends to be uid + 1) are refused."""
+    own = tmp_path / "own"
+    assert native._private_dir(own)
+    so = own / "kernels-x.so"
+    so.write_bytes(b"\x7fELF")
+    so.chmod(0o644)
+    assert native._trusted_file(so)
+    monkeypatch.setattr(native.os, "getuid", lambda: os.stat(own).st_uid + 1)
+    assert not native._private_dir(own)
+    assert not native._trusted_file(so)
+
+
 def test_untrusted_cache_falls_back_to_a_fresh_private_build(tmp_path, monkeypatch):
     """Neither a group-writable cache nor a library file others can write is used: the
     kernels are built (and loaded) from a fresh private directory instead, with a warning."""

@@ -136,6 +136,24 @@ def test_a_step_whose_every_trial_failed_ends_the_search_with_its_error(capsys) 
     assert "done" in capsys.readouterr().out
 
 
+def test_summarize_of_a_store_whose_first_step_all_failed_names_it(tmp_path, capsys) -> None:
+    """The path the CLI takes: the store's rows -> summarize -> status 1 with the error."""
+    from autoloss_app.cli import _finish_search
+    from autoloss_app.options import SearchOptions
+    from autoloss_app.search_job import summarize
+
+    store = ExperimentStore(tmp_path / "store")
+    for i in range(4):
+        store.write_trial(full_row(i, status="failed", error=f"ValueError: boom {i}",
+                                   reward=float("nan")))
+    opts = SearchOptions(store=str(tmp_path / "store"), experiment="exp-a").resolved()
+    outcome = summarize(opts, store)
+    assert outcome["failed_step"] == 0 and outcome["error"].startswith("ValueError: boom ")
+    assert outcome["failed"] == outcome["trials"] == 4
+    assert _finish_search(outcome, "autoloss search") == 1
+    assert "every trial of step 0 failed" in capsys.readouterr().err
+
+
 # ------------------------------------------------------------------------ 6: output paths
 def test_output_paths_that_are_the_wrong_kind_are_refused(store_dir: Path) -> None:
     folder = store_dir.parent / "folder"
@@ -345,6 +363,36 @@ def _loopback(addr: str) -> bool:
     return ip.is_loopback
 
 
+def test_joining_a_cluster_keeps_its_own_network_settings(monkeypatch) -> None:
+    """Only the embedded Ray is pinned to loopback: with --address (or inside `ray job
+    submit`, RAY_ADDRESS) init_ray passes no node IP, and the driver's environment is the
+    same after the embedded start as before it."""
+    import ray
+
+    from autoloss_app import search_job
+
+    calls: list[dict] = []
+    seen_env: list[str | None] = []
+
+    def fake_init(**kwargs):
+        calls.append(kwargs)
+        seen_env.append(os.environ.get(search_job._LOOPBACK_ENV))
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", fake_init)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.delenv(search_job._LOOPBACK_ENV, raising=False)
+    search_job.init_ray("10.1.2.3:6379")
+    monkeypatch.setenv("RAY_ADDRESS", "10.1.2.3:6379")
+    search_job.init_ray(None)
+    monkeypatch.delenv("RAY_ADDRESS")
+    search_job.init_ray(None)  # embedded
+    assert [c.get("_node_ip_address") for c in calls] == [None, None, "127.0.0.1"]
+    assert calls[0]["address"] == "10.1.2.3:6379" and "address" not in calls[1]
+    assert seen_env == [None, None, "0"]
+    assert search_job._LOOPBACK_ENV not in os.environ  # restored after the embedded start
+
+
 def test_socket_reader_sees_a_wildcard_listener() -> None:
     with socket.socket() as s:
         s.bind(("0.0.0.0", 0))
@@ -378,7 +426,11 @@ def test_embedded_search_listens_on_loopback_only(tmp_path: Path) -> None:
         output = proc.communicate()[0]
     assert proc.returncode == 0, output[-3000:]
     names = {n for n, _ in seen}
-    assert "gcs_server" in names and "raylet" in names, seen  # the reader saw Ray itself
+    # the reader saw Ray itself: the GCS, the raylet, the dashboard agent, the runtime-env
+    # agent and the workers (comm names are cut to 15 characters), each holding a listener
+    assert {"gcs_server", "raylet", "ray::DashboardA", "ray::RuntimeEnv"} <= names, seen
+    assert any(n.startswith("ray::") and n not in ("ray::DashboardA", "ray::RuntimeEnv")
+               for n in names), seen
     outside = sorted((n, a) for n, a in seen if not _loopback(a))
     assert not outside, f"listening beyond loopback: {outside}"
 
