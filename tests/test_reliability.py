@@ -444,16 +444,26 @@ def _search(tmp_path: Path, name: str, *extra: str) -> list[str]:
 @pytest.mark.slow
 def test_ctrl_c_then_resume_loses_and_repeats_nothing(tmp_path: Path) -> None:
     """SIGINT to the foreground process group (what Ctrl-C sends) mid-search: status 130,
-    a one-line hint, and --resume completes with exactly one row per (step, sample)."""
+    a one-line hint, and --resume completes with exactly one row per (step, sample).
+    While it runs, its experiment's lock is held by it (a real running search, not only the
+    helper of the concurrent-writers test) and a second writer is refused."""
     args = _search(tmp_path, "intr", "--steps", "3")
     proc = subprocess.Popen([sys.executable, "-m", "autoloss_app.cli", *args], cwd=REPO,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
     store = ExperimentStore(tmp_path / "s")
     deadline = time.monotonic() + 300
+    second = None
     try:
         while proc.poll() is None and time.monotonic() < deadline:
-            if len(store.trials("intr")) >= 2:
+            n = len(store.trials("intr"))
+            if n >= 1 and second is None:  # the running search holds the lock
+                try:
+                    with store.search_lock("intr"):
+                        second = "acquired"
+                except StoreError as e:
+                    second = str(e)
+            if n >= 2 and second is not None:
                 break
             time.sleep(0.2)
         os.killpg(proc.pid, signal.SIGINT)
@@ -463,6 +473,8 @@ def test_ctrl_c_then_resume_loses_and_repeats_nothing(tmp_path: Path) -> None:
             os.killpg(proc.pid, signal.SIGKILL)  # Ray's processes of that session, if any
         except ProcessLookupError:
             pass
+    assert second is not None, "the search ended before a trial landed"
+    assert f"is being searched by another process (pid {proc.pid}" in second, second
     assert proc.returncode == 130, err[-2000:]
     assert "rerun with --resume" in err
     before = len(store.trials("intr"))
