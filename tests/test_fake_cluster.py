@@ -87,6 +87,7 @@ def test_search_on_the_fake_cluster_scales_up_gpu_workers(tmp_path: Path):
     assert rows["node_ip"].notna().all()
     # ... and each got a (logical) GPU
     for extra in rows["extra_json"]:
-        assert len(json.loads(extra)["gpu_ids"]) == 1
+        gpu_ids = json.loads(extra)["gpu_ids"]  # comma-joined ids ("0", "12", "0,3")
+        assert [g for g in gpu_ids.split(",") if g.strip()] == [gpu_ids], gpu_ids  # one id
     # the autoscaler started GPU workers for the pending trials
     assert "Adding" in monitor and "gpu_worker" in monitor, monitor[-3000:]

@@ -28,7 +28,7 @@ from searchers import Box, PPO2Searcher, RandomSearcher  # noqa: E402
 from trainables.store_callback import StoreCallback, trial_row  # noqa: E402
 
 CLASSES = [PPO2Searcher, RandomSearcher]
-T, M = 2, 6
+T = 2  # steps of the Tune runs below
 
 
 @pytest.fixture(scope="module")
@@ -73,11 +73,12 @@ def _run(api, trainable, searcher, tmp_path, *, param_space=None, num_samples=-1
 
 
 # --------------------------------------------------------------------------- trainables
-ENDINGS = ["ok", "missing", "nan", "inf", "error", "silent"]
+ENDINGS = ["ok", "missing", "nan", "inf", "error", "silent", "ok"]
 
 
 def ending_trainable(config):
-    """Sample i ends in ENDINGS[i % 6]; 'ok' reports the quadratic."""
+    """Sample i ends in ENDINGS[i % 7]; 'ok' reports the quadratic (two of them, so the
+    worst valid value of a step depends on the mode)."""
     kind = ENDINGS[config["search_sample"] % len(ENDINGS)]
     x = config["x"]
     if kind == "ok":
@@ -106,27 +107,31 @@ def quad_trainable(config):
 
 # --------------------------------------------------------------------------- every ending
 @pytest.mark.slow
-@pytest.mark.parametrize("cls", CLASSES)
-@pytest.mark.parametrize("api, mode", [("run", "min"), ("tuner", "max")])
+@pytest.mark.parametrize("cls, api, mode", [  # every (searcher, API) and (API, mode) pair
+    (PPO2Searcher, "run", "min"), (PPO2Searcher, "tuner", "max"),
+    (RandomSearcher, "run", "max"), (RandomSearcher, "tuner", "min")])
 def test_every_ending_completes_the_step(local_ray, tmp_path, cls, api, mode, caplog,
                                         monkeypatch):
     # Tune itself refuses a result without the metric unless strict checking is off; a
     # trainable that reports nothing at all reaches the searcher either way
     monkeypatch.setenv("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
-    s = cls(metric="loss", mode=mode, steps=T, samples_per_step=M, seed=0)
+    m = len(ENDINGS)  # one step holds every ending
+    s = cls(metric="loss", mode=mode, steps=1, samples_per_step=m, seed=0)
     with caplog.at_level("WARNING", logger="searchers.steps"):
         res = _run(api, ending_trainable, s, tmp_path)
-    assert len(res) == T * M and s.is_finished and s.step == T
+    assert len(res) == m and s.is_finished and s.step == 1
     assert sum("without the metric" in r.message for r in caplog.records) == 1  # once
-    for rec in s.history:
-        assert rec["fail_reasons"] == [None, "metric missing", "not finite", "not finite",
-                                       "error", "metric missing"]
-        assert rec["failed"] == [False] + [True] * 5
-        # default failure value: the worst valid value so far, for the mode
-        worst = (max if mode == "min" else min)(
-            r["values"][0] for r in s.history[: rec["step"] + 1])
-        assert rec["values"][1:] == [worst] * 5
-        assert rec["values"][0] == pytest.approx((rec["configs"][0]["x"] - 0.3) ** 2)
+    (rec,) = s.history
+    assert rec["fail_reasons"] == [None, "metric missing", "not finite", "not finite",
+                                   "error", "metric missing", None]
+    assert rec["failed"] == [False] + [True] * 5 + [False]
+    ok = [rec["values"][0], rec["values"][6]]
+    for i in (0, 6):
+        assert rec["values"][i] == pytest.approx((rec["configs"][i]["x"] - 0.3) ** 2)
+    assert ok[0] != ok[1]  # else the mode could not show
+    # default failure value: the worst valid value of the step, for the mode
+    worst = max(ok) if mode == "min" else min(ok)
+    assert rec["values"][1:6] == [worst] * 5
 
 
 # --------------------------------------------------------------------------- early stopping
@@ -256,16 +261,31 @@ def test_add_evaluated_point_warm_start_then_recorded_only(cls):
         cls(metric="loss", mode="min").add_evaluated_point({"x": 0.1}, 1.0)
 
 
+@pytest.fixture(scope="module")
+def earlier_run(local_ray, tmp_path_factory):
+    """An earlier experiment (Ray's ``ExperimentAnalysis``; a ``ResultGrid`` is not what
+    Ray's ``add_evaluated_trials`` takes): x in {-0.9, 0.2, 0.7}, loss x**2."""
+    return tune.run(quad_trainable, config={"x": tune.grid_search([-0.9, 0.2, 0.7])},
+                    metric="loss", mode="min", storage_path=str(tmp_path_factory.mktemp("p")),
+                    name="prev", verbose=0)
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("cls", [PPO2Searcher])  # shared code; RandomSearcher: unit test above
-def test_add_evaluated_trials_from_an_earlier_run(local_ray, tmp_path, cls):
-    analysis = tune.run(quad_trainable, config={"x": tune.grid_search([-0.9, 0.2, 0.7])},
-                        metric="loss", mode="min", storage_path=str(tmp_path), name="prev",
-                        verbose=0)
+@pytest.mark.parametrize("cls", CLASSES)
+def test_add_evaluated_trials_from_an_earlier_run(earlier_run, tmp_path, cls):
     s = cls(_space(), metric="loss", mode="min", steps=1, samples_per_step=2, seed=0)
-    s.add_evaluated_trials(analysis, "loss")
+    s.add_evaluated_trials(earlier_run, "loss")
     assert sorted(p["value"] for p in s.evaluated_points) == pytest.approx([0.04, 0.49, 0.81])
+    assert all(p["warm_start"] for p in s.evaluated_points)
     np.testing.assert_allclose(s.optimizer.mu, [0.2])
+    # the warm-started searcher runs in Tune: step 0's mean (RandomSearcher: the recorded
+    # centre, which its unbounded dimensions would be drawn around) is the best earlier point
+    res = _run("tuner", quad_trainable, s, tmp_path, param_space={})
+    assert len(res) == 2 and s.is_finished
+    (rec,) = s.history
+    np.testing.assert_allclose(rec["mu"], [0.2])
+    assert [c["x"] for c, _, _ in sorted(res, key=lambda r: r[0]["search_sample"])] == \
+        pytest.approx([c["x"] for c in rec["configs"]])
 
 
 # --------------------------------------------------------------------------- concurrency
@@ -284,12 +304,12 @@ def test_concurrency_limiter_batch_or_not(local_ray, tmp_path, cls, api, batch):
 
 # --------------------------------------------------------------------------- constants
 @pytest.mark.slow
-@pytest.mark.parametrize("cls", CLASSES)
-def test_constants_pass_through_as_ray_passes_them(local_ray, tmp_path, cls):
+@pytest.mark.parametrize("cls, api", [(PPO2Searcher, "run"), (RandomSearcher, "tuner")])
+def test_constants_pass_through_as_ray_passes_them(local_ray, tmp_path, cls, api):
     s = cls(metric="loss", mode="min", steps=1, samples_per_step=2, seed=0)
     space = {"x": tune.uniform(-1, 1), "size": (1, 2), "pair": (0.0, 1.0), "lst": [1, 2],
              "nested": {"c": "k", "y": tune.loguniform(1e-3, 1e-1)}}
-    res = _run("run", quad_trainable, s, tmp_path, param_space=space)
+    res = _run(api, quad_trainable, s, tmp_path, param_space=space)
     assert len(res) == 2
     for cfg, _, err in res:
         assert not err
@@ -314,29 +334,33 @@ def test_ranges_come_from_domains_or_box_only(cls):
 
 
 @pytest.mark.slow
-def test_nested_domain_in_a_list_is_refused_before_the_first_trial(local_ray, tmp_path):
-    s = PPO2Searcher(metric="loss", mode="min", steps=1, samples_per_step=2)
+@pytest.mark.parametrize("cls, api", [(PPO2Searcher, "run"), (RandomSearcher, "tuner"),
+                                      (PPO2Searcher, "tuner"), (RandomSearcher, "run")])
+def test_nested_domain_in_a_list_is_refused_before_the_first_trial(local_ray, tmp_path, cls,
+                                                                    api):
+    s = cls(metric="loss", mode="min", steps=1, samples_per_step=2)
     with pytest.raises(ValueError, match="inside a list"):
-        _run("run", quad_trainable, s, tmp_path,
+        _run(api, quad_trainable, s, tmp_path,
              param_space={"x": tune.uniform(0, 1), "v": [tune.uniform(0, 1), 1]})
     assert s.step == 0 and s.space is None
 
 
 # --------------------------------------------------------------------------- save / restore
 @pytest.mark.slow
-@pytest.mark.parametrize("cls", CLASSES)
-def test_save_restore_into_a_fresh_instance_continues(local_ray, tmp_path, cls):
+@pytest.mark.parametrize("cls, api1, api2", [(PPO2Searcher, "run", "tuner"),
+                                             (RandomSearcher, "tuner", "run")])
+def test_save_restore_into_a_fresh_instance_continues(local_ray, tmp_path, cls, api1, api2):
     def make():
         return cls(_space(), metric="loss", mode="min", steps=3, samples_per_step=3, seed=4)
 
     first = make()
-    res1 = _run("run", quad_trainable, first, tmp_path, param_space={}, num_samples=4)
+    res1 = _run(api1, quad_trainable, first, tmp_path, param_space={}, num_samples=4)
     assert len(res1) == 4 and first.step == 1  # num_samples < T*M: Tune stopped early
     first.save(str(tmp_path / "s.pkl"))
     fresh = make()
     fresh.restore(str(tmp_path / "s.pkl"))
     fresh.requeue_in_flight()
-    res2 = _run("tuner", quad_trainable, fresh, tmp_path, param_space={})
+    res2 = _run(api2, quad_trainable, fresh, tmp_path, param_space={})
     assert fresh.is_finished and len(res1) + len(res2) == 9 + 0  # sample 3 was told already
     # the same as one uninterrupted run (deterministic objective)
     ref = make()
@@ -356,11 +380,11 @@ def test_save_restore_into_a_fresh_instance_continues(local_ray, tmp_path, cls):
 
 # --------------------------------------------------------------------------- Repeater
 @pytest.mark.slow
-@pytest.mark.parametrize("cls", CLASSES)
-def test_repeater_averages_into_one_sample(local_ray, tmp_path, cls):
+@pytest.mark.parametrize("cls, api", [(PPO2Searcher, "run"), (RandomSearcher, "tuner")])
+def test_repeater_averages_into_one_sample(local_ray, tmp_path, cls, api):
     s = cls(metric="loss", mode="min", steps=T, samples_per_step=3, seed=5)
     rep = Repeater(s, repeat=2, set_index=True)
-    res = _run("run", quad_trainable, rep, tmp_path)
+    res = _run(api, quad_trainable, rep, tmp_path)
     assert len(res) == T * 3 * 2 and s.is_finished
     for rec in s.history:
         assert not any(rec["failed"]) and not any(rec["stopped_early"])
@@ -369,20 +393,21 @@ def test_repeater_averages_into_one_sample(local_ray, tmp_path, cls):
 
 
 # --------------------------------------------------------------------------- budgets
+# num_samples smaller than T*M: the first half of the save/restore test (under each API)
 @pytest.mark.slow
-@pytest.mark.parametrize("cls", [RandomSearcher])  # PPO2: the save/restore test (smaller)
-def test_num_samples_larger_than_T_times_M_ends_with_finished(local_ray, tmp_path, cls):
+@pytest.mark.parametrize("cls, api", [(PPO2Searcher, "run"), (RandomSearcher, "tuner")])
+def test_num_samples_larger_than_T_times_M_ends_with_finished(local_ray, tmp_path, cls, api):
     s = cls(metric="loss", mode="min", steps=T, samples_per_step=3, seed=6)
-    res = _run("tuner", quad_trainable, s, tmp_path, num_samples=T * 3 + 5)
+    res = _run(api, quad_trainable, s, tmp_path, num_samples=T * 3 + 5)
     assert len(res) == T * 3 and s.is_finished
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("cls", [PPO2Searcher])  # shared step code
-def test_time_budget_ends_the_search_without_a_stall(local_ray, tmp_path, cls):
+@pytest.mark.parametrize("cls, api", [(PPO2Searcher, "run"), (RandomSearcher, "tuner")])
+def test_time_budget_ends_the_search_without_a_stall(local_ray, tmp_path, cls, api):
     s = cls(metric="loss", mode="min", steps=50, samples_per_step=4, seed=7)
     t0 = time.time()
-    res = _run("run", sleepy_trainable, s, tmp_path, time_budget_s=4)
+    res = _run(api, sleepy_trainable, s, tmp_path, time_budget_s=4)
     assert time.time() - t0 < 60 and 0 < len(res) < 200 and not s.is_finished
     assert all(len(r["values"]) == 4 for r in s.history)  # only whole steps were told
 
@@ -430,11 +455,13 @@ def test_convergence_measured_fixed_sigma_vs_schedule():
 
 
 @pytest.mark.slow
-def test_convergence_under_tune_with_plateau_stopper(local_ray, tmp_path):
-    """Ray's test_convergence protocol: tune.run, ConcurrencyLimiter(1), plateau stopper."""
+@pytest.mark.parametrize("api", ["run", "tuner"])
+def test_convergence_under_tune_with_plateau_stopper(local_ray, tmp_path, api):
+    """Ray's test_convergence protocol: ConcurrencyLimiter(1), plateau stopper (tune.run's
+    ``stop=`` / the Tuner's ``RunConfig(stop=...)``), on the 1-D case where PPO2 plateaus."""
     s = PPO2Searcher(metric="loss", mode="min", steps=12, samples_per_step=8, seed=0,
                      sigma_decay=0.6)
-    res = _run("run", quad_trainable, ConcurrencyLimiter(s, max_concurrent=1), tmp_path,
+    res = _run(api, quad_trainable, ConcurrencyLimiter(s, max_concurrent=1), tmp_path,
                param_space={"x0": tune.uniform(-2, 2)}, num_samples=100,
                stop=ExperimentPlateauStopper("loss", top=3, patience=20, mode="min"))
     assert len(res) < 100
