@@ -292,6 +292,14 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             f"checkpoint {args.checkpoint!r} was trained for {meta['num_classes']} classes but "
             f"dataset {args.dataset!r} has {dataset.num_classes}"
         )
+    from autoloss_ray.metrics._labels import check_boundary_classes
+
+    try:
+        check_boundary_classes(args.boundary_classes, args.background_index, dataset.num_classes)
+    except (TypeError, ValueError) as exc:
+        raise OptionsError(f"--boundary-classes/--background-index: {exc}") from None
+    boundary = {"boundary_classes": args.boundary_classes,
+                "background_index": args.background_index}
     if args.workers < 1:
         from autoloss_app.options import OptionsError
 
@@ -310,14 +318,14 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
                 inference_size=inference_size, **options),
             workers=args.workers, gpus_per_worker=args.gpus_per_worker,
             batch_size=args.batch_size,
-            storage=os.path.join(tempfile.gettempdir(), "autoloss-evaluate"))
+            storage=os.path.join(tempfile.gettempdir(), "autoloss-evaluate"), **boundary)
     else:
         device = resolve_device(args.device)
         model.to(device)
         metrics = evaluate_model(
             model, dataset, num_classes=dataset.num_classes, ignore_index=dataset.ignore_index,
             boundary_tolerance=int(meta.get("boundary_tolerance", 5)), device=device,
-            batch_size=args.batch_size,
+            batch_size=args.batch_size, **boundary,
         )
     from autoloss_ray.metrics import METRICS
 
@@ -337,6 +345,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             "loss": os.path.basename(args.checkpoint), "status": "ok", "dataset": args.dataset,
             "model": meta["model"], "checkpoint": os.path.abspath(args.checkpoint),
             "device": str(device), "eval_protocol": args.eval_protocol, **metrics,
+            **({"extra": boundary} if args.boundary_classes != "all" else {}),
         })
     return 0
 
@@ -439,6 +448,12 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--inference-size", nargs="+", default=None, metavar="SIZE",
                    help=_INFERENCE_HELP)
     p.add_argument("--train-size", type=int, default=0, help="synthetic: dataset length")
+    p.add_argument("--boundary-classes", default="all", choices=["all", "foreground"],
+                   help="the classes whose boundaries BIoU's band and BF1's class set use: "
+                   "'all' (default) or 'foreground' (all but --background-index, as the "
+                   "official VOC evaluation, for numbers comparable to the paper's)")
+    p.add_argument("--background-index", type=int, default=0,
+                   help="with --boundary-classes foreground: the class left out (default 0)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=0)

@@ -58,17 +58,15 @@ def _camvid(root: Path, split: str = "val", sizes=SIZES, *, annot: bool = True,
     return root
 
 
-def _reference(model: torch.nn.Module, root: Path, split: str, train_size: tuple[int, int]):
-    """Six metrics at native label resolution, computed independently (see module doc)."""
-    C, ignore = 11, 255
-    conf = np.zeros((C, C), np.int64)
-    bconf = np.zeros((C, C), np.int64)
-    cnt = np.zeros((4, C), np.int64)
+def _native_predictions(model: torch.nn.Module, root: Path, split: str,
+                        train_size: tuple[int, int]):
+    """(prediction, label) at each label's native resolution, computed independently (see
+    module doc): PIL resize, the model, bilinear upsampling of the logits, argmax."""
     model.eval()
     for name in sorted(SIZES):
         image = Image.open(root / split / name).convert("RGB")
         label = np.asarray(Image.open(root / f"{split}annot" / name)).astype(np.int64)
-        label[label == 11] = ignore
+        label[label == 11] = 255
         h0, w0 = label.shape
         scale = min(train_size) / min(h0, w0)  # shorter side -> the training size's
         h, w = int(round(h0 * scale)), int(round(w0 * scale))
@@ -77,7 +75,16 @@ def _reference(model: torch.nn.Module, root: Path, split: str, train_size: tuple
         with torch.no_grad():
             logits = model(x)
         up = F.interpolate(logits, size=(h0, w0), mode="bilinear", align_corners=False)
-        pred = up.argmax(dim=1)[0].numpy()
+        yield up.argmax(dim=1)[0].numpy(), label
+
+
+def _reference(model: torch.nn.Module, root: Path, split: str, train_size: tuple[int, int]):
+    """Six metrics at native label resolution, computed independently (see module doc)."""
+    C, ignore = 11, 255
+    conf = np.zeros((C, C), np.int64)
+    bconf = np.zeros((C, C), np.int64)
+    cnt = np.zeros((4, C), np.int64)
+    for pred, label in _native_predictions(model, root, split, train_size):
         c, b, n = ref_stats(pred, label, C, ignore, 5)
         conf, bconf, cnt = conf + c, bconf + b, cnt + n
     return ref_metrics(conf, bconf, cnt, C, ignore)
@@ -118,6 +125,51 @@ def test_native_evaluation_equals_an_independent_computation(tmp_path, checkpoin
         assert got[k] == pytest.approx(v, abs=1e-12), k
     rows = ExperimentStore(store).trials("ev")
     assert list(rows["eval_protocol"]) == ["native"]
+
+
+@pytest.mark.parametrize("background", [2])
+def test_evaluate_with_foreground_boundaries(tmp_path, checkpoint, capsys, background) -> None:
+    """--boundary-classes foreground --background-index k (the official VOC evaluation's
+    band): the CLI's numbers equal MetricAccumulator's (brute-force tested with the option in
+    test_boundary_classes.py) on independently computed native predictions; only BIoU and
+    BF1 move, and the option lands in the store row."""
+    from autoloss_ray.metrics import MetricAccumulator
+
+    root = _camvid(tmp_path / "camvid")
+    store = tmp_path / "store"
+    got = {}
+    for classes in ("all", "foreground"):
+        assert cli_main(["evaluate", "--checkpoint", str(checkpoint), "--dataset", "camvid",
+                         "--data-root", str(root), "--split", "val", "--json",
+                         "--boundary-classes", classes, "--background-index", str(background),
+                         "--store", str(store), "--experiment", classes]) == 0
+        got[classes] = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    model, _ = load_checkpoint(checkpoint)
+    acc = MetricAccumulator(11, ignore_index=255, boundary_classes="foreground",
+                            background_index=background)
+    for pred, label in _native_predictions(model, root, "val", (16, 24)):
+        acc.update(torch.from_numpy(pred), torch.from_numpy(label))
+    want = acc.compute()
+    for k, v in want.items():
+        assert got["foreground"][k] == pytest.approx(float(v), abs=1e-12), k
+    # BF1 drops the class from its set (on these 5 px blocks the tolerance-5 band covers
+    # every pixel whichever classes draw it, so BIoU may not move)
+    assert got["foreground"]["bf1"] != got["all"]["bf1"]
+    for k in ("miou", "fwiou", "macc", "gacc"):
+        assert got["foreground"][k] == got["all"][k], k
+    extra = ExperimentStore(store).trials("foreground")["extra_json"].iloc[0]
+    assert json.loads(extra) == {"boundary_classes": "foreground",
+                                 "background_index": background}
+
+
+def test_evaluate_refuses_a_background_index_outside_the_classes(tmp_path, checkpoint,
+                                                                 capsys) -> None:
+    root = _camvid(tmp_path / "camvid")
+    assert cli_main(["evaluate", "--checkpoint", str(checkpoint), "--dataset", "camvid",
+                     "--data-root", str(root), "--boundary-classes", "foreground",
+                     "--background-index", "11"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "background_index must be a class in 0..10" in err
 
 
 def test_train_size_protocol_is_still_available_and_differs(tmp_path, checkpoint,

@@ -50,6 +50,15 @@ def test_retrain_with_two_workers_lands_rows_that_evaluate_reproduces(ray_local,
         metrics = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
         for k in METRICS:
             assert metrics[k] == row[k], (workers, k)
+    # the official VOC boundary convention reaches the sharded evaluation too
+    foreground = []
+    for workers in ("1", "2"):
+        assert cli_main(["evaluate", "--checkpoint", row["checkpoint"], "--split", "val",
+                         "--train-size", "16", "--batch-size", "4", "--json",
+                         "--boundary-classes", "foreground", "--workers", workers]) == 0
+        foreground.append(json.loads(capsys.readouterr().out.strip().splitlines()[-1]))
+    assert foreground[0] == foreground[1]
+    assert foreground[0]["bf1"] != row["bf1"] and foreground[0]["miou"] == row["miou"]
 
 
 @pytest.mark.slow

@@ -62,7 +62,8 @@ def _split_config(config: Mapping[str, Any]) -> tuple[dict, dict]:
 
 def _evaluate_shard(model, dataset, *, rank: int, world: int, num_classes: int,
                     ignore_index: int, boundary_tolerance: int, device, batch_size: int,
-                    amp: bool) -> dict[str, float]:
+                    amp: bool, boundary_classes: str = "all",
+                    background_index: int = 0) -> dict[str, float]:
     """The six metrics over the whole ``dataset``: this rank evaluates images rank::world and
     the counts are summed over the ranks (a collective: every rank calls it)."""
     import torch
@@ -71,7 +72,9 @@ def _evaluate_shard(model, dataset, *, rank: int, world: int, num_classes: int,
     from autoloss_ray.train import _autocast, _collate_by_size
 
     acc = MetricAccumulator(num_classes, ignore_index=ignore_index,
-                            boundary_tolerance=boundary_tolerance, device=device)
+                            boundary_tolerance=boundary_tolerance, device=device,
+                            boundary_classes=boundary_classes,
+                            background_index=background_index)
     shard = torch.utils.data.Subset(dataset, list(range(rank, len(dataset), world)))
     loader = torch.utils.data.DataLoader(shard, batch_size=batch_size, shuffle=False,
                                          collate_fn=_collate_by_size)
@@ -254,7 +257,9 @@ def ddp_evaluate_loop(config: dict[str, Any]) -> None:
         model, dataset, rank=rank, world=world, num_classes=dataset.num_classes,
         ignore_index=dataset.ignore_index,
         boundary_tolerance=int(meta.get("boundary_tolerance", 5)), device=device,
-        batch_size=config["batch_size"], amp=True)
+        batch_size=config["batch_size"], amp=True,
+        boundary_classes=config.get("boundary_classes", "all"),
+        background_index=int(config.get("background_index", 0)))
     if rank == 0:
         with tempfile.TemporaryDirectory() as d:
             open(os.path.join(d, "done"), "w").close()
@@ -318,14 +323,17 @@ def retrain_ddp_task(config: dict[str, Any]) -> None:
 
 
 def evaluate_with_workers(checkpoint: str, dataset_kwargs: dict, *, workers: int,
-                          gpus_per_worker: float, batch_size: int, storage: str) -> dict:
+                          gpus_per_worker: float, batch_size: int, storage: str,
+                          boundary_classes: str = "all", background_index: int = 0) -> dict:
     """``autoloss evaluate --workers N``: the metrics of ``checkpoint`` from a TorchTrainer of
     N workers (Ray must be initialized)."""
     import uuid
 
     trainer = _trainer(ddp_evaluate_loop, {"checkpoint": os.path.abspath(checkpoint),
                                            "dataset": dataset_kwargs,
-                                           "batch_size": batch_size},
+                                           "batch_size": batch_size,
+                                           "boundary_classes": boundary_classes,
+                                           "background_index": background_index},
                        name=f"evaluate-{uuid.uuid4().hex[:8]}", workers=workers,
                        gpus_per_worker=gpus_per_worker, cpus_per_worker=1, storage=storage,
                        max_failures=0)

@@ -20,6 +20,8 @@ def evaluate_model(
     batch_size: int = 8,
     num_workers: int = 0,
     amp: bool = True,
+    boundary_classes: str = "all",
+    background_index: int = 0,
 ) -> dict[str, float]:
     """The six exact metrics of ``model`` on ``dataset``, accumulated over the whole dataset
     with :class:`MetricAccumulator`.
@@ -29,7 +31,9 @@ def evaluate_model(
     labels' resolution, whatever the size the model saw. Items may differ in image and label
     size (a dataset with ``eval_protocol="native"``): each loader batch of ``batch_size``
     items is split into groups of one image size and one label size, and each group is one
-    forward pass. Labels are never resized here.
+    forward pass. Labels are never resized here. ``boundary_classes`` / ``background_index``:
+    which classes' boundaries BIoU's band and BF1's class set use (see
+    :class:`MetricAccumulator`; ``"foreground"`` is the official VOC evaluation's).
     """
     from autoloss_ray.metrics import MetricAccumulator
 
@@ -37,7 +41,7 @@ def evaluate_model(
     pin = device.type == "cuda"
     accumulator = MetricAccumulator(
         num_classes, ignore_index=ignore_index, boundary_tolerance=boundary_tolerance,
-        device=device,
+        device=device, boundary_classes=boundary_classes, background_index=background_index,
     )
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, pin_memory=pin,
