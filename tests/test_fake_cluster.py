@@ -4,7 +4,8 @@ node types of gpu.yaml) started as `ray up` would start its head, a search joine
 The head has no CPU and no GPU and there are no workers at start (gpu.yaml's `min_workers: 0`):
 the trials' GPU requests must reach the autoscaler, which starts fake GPU workers (logical
 GPUs), and every trial must run there with a GPU id. Everything runs in the test's own temp
-dir and ports and is stopped by its own processes afterwards.
+dir and ports and is stopped by its own processes afterwards. The same cluster then takes a
+search as a Ray job (`ray job submit`: the Jobs API on the head's dashboard, token auth).
 """
 
 from __future__ import annotations
@@ -30,6 +31,39 @@ from raynode import head_ports, kill_head, start_head  # noqa: E402
 
 # ray 2.60, ray/autoscaler/_private/fake_multi_node/node_provider.py
 FAKE_HEAD_NODE_ID = "f" * 51 + "00000"
+
+# `ray job submit` through the Jobs API, in its own process: Ray reads RAY_AUTH_MODE once per
+# process, and earlier tests of the same pytest session may have used Ray without token auth.
+_SUBMIT = r"""
+import json, sys, time
+from ray.job_submission import JobStatus, JobSubmissionClient
+dashboard, entrypoint = sys.argv[1:3]
+deadline = time.monotonic() + 60
+while True:  # the job API comes up shortly after `ray start`
+    try:
+        client = JobSubmissionClient(dashboard)
+        break
+    except Exception:
+        if time.monotonic() > deadline:
+            raise
+        time.sleep(1)
+deadline = time.monotonic() + 120
+while True:  # the job agent comes up a little after the head
+    try:
+        job_id = client.submit_job(entrypoint=entrypoint)
+        break
+    except RuntimeError as e:
+        if "No available agent" not in str(e) or time.monotonic() > deadline:
+            raise
+        time.sleep(2)
+deadline = time.monotonic() + 400
+while time.monotonic() < deadline:
+    status = client.get_job_status(job_id)
+    if status in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED):
+        break
+    time.sleep(1)
+print(json.dumps({"status": str(status), "logs": client.get_job_logs(job_id)}))
+"""
 
 
 def test_fake_yaml_is_derived_from_gpu_yaml():
@@ -57,18 +91,32 @@ def test_search_on_the_fake_cluster_scales_up_gpu_workers(tmp_path: Path):
            "RAY_AUTH_TOKEN": secrets.token_hex(32)}
     env.pop("RAY_ADDRESS", None)
     store = tmp_path / "store"
+    tiny = ["--iterations", "6", "--image-size", "32", "--train-size", "16", "--batch-size", "4",
+            "--store", str(store)]
     left: list[int] = []
     try:
-        # the head as gpu.yaml's head_start_ray_commands start it (CPU: 0, autoscaler on)
+        # the head as gpu.yaml's head_start_ray_commands start it (CPU: 0, autoscaler on), its
+        # dashboard (the Jobs API) on 127.0.0.1 only
         start_head(temp_dir, ports, "--num-cpus", "0", "--num-gpus", "0",
-                   "--include-dashboard", "false", "--autoscaling-config", str(config), env=env)
+                   "--include-dashboard", "true", "--dashboard-host", "127.0.0.1",
+                   "--autoscaling-config", str(config), env=env)
         proc = subprocess.run(
             [sys.executable, str(REPO / "search.py"), "--address", gcs, "--steps", "2",
-             "--samples", "2", "--iterations", "6", "--image-size", "32", "--train-size", "16",
-             "--batch-size", "4", "--store", str(store), "--experiment", "fake"],
+             "--samples", "2", *tiny, "--experiment", "fake"],
             capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path,
         )
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        # `ray job submit -- python search.py ...` on the same cluster: the driver runs on the
+        # head (no --address: it joins the cluster it was submitted to), its trials on workers
+        entrypoint = " ".join([sys.executable, str(REPO / "search.py"), "--steps", "1",
+                               "--samples", "2", *tiny, "--experiment", "fakejob"])
+        job = subprocess.run(
+            [sys.executable, "-c", _SUBMIT, f"http://127.0.0.1:{ports['dashboard-port']}",
+             entrypoint],
+            capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path,
+        )
+        assert job.returncode == 0, job.stdout[-2000:] + job.stderr[-3000:]
+        submitted = json.loads(job.stdout.strip().splitlines()[-1])
         monitor = "".join(p.read_text(errors="replace")
                           for p in Path(temp_dir).glob("session_*/logs/monitor.log"))
     finally:
@@ -91,3 +139,13 @@ def test_search_on_the_fake_cluster_scales_up_gpu_workers(tmp_path: Path):
         assert [g for g in gpu_ids.split(",") if g.strip()] == [gpu_ids], gpu_ids  # one id
     # the autoscaler started GPU workers for the pending trials
     assert "Adding" in monitor and "gpu_worker" in monitor, monitor[-3000:]
+
+    # the submitted job succeeded, and its trials too ran on GPU workers, not on the head
+    assert submitted["status"] == "SUCCEEDED", submitted["logs"][-3000:]
+    assert "[autoloss] done" in submitted["logs"], submitted["logs"][-3000:]
+    jobs = ExperimentStore(store).trials("fakejob")
+    assert len(jobs) == 2 and (jobs["status"] == "ok").all(), jobs[["status", "error"]]
+    assert jobs["node_id"].notna().all() and (jobs["node_id"] != FAKE_HEAD_NODE_ID).all()
+    assert all(n.startswith("f" * 51) for n in jobs["node_id"])
+    for extra in jobs["extra_json"]:
+        assert len(json.loads(extra)["gpu_ids"]) == 1
