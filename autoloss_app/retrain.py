@@ -18,7 +18,7 @@ import tempfile
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["LossSpec", "resolve_loss_spec", "add_commands"]
+__all__ = ["LossSpec", "RetrainPaths", "resolve_loss_spec", "retrain_paths", "add_commands"]
 
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
@@ -107,6 +107,51 @@ def _resolve_all(specs: list[str], *, metric: str, store: str, loss_dir: str) ->
         shutil.rmtree(staging, ignore_errors=True)
 
 
+@dataclass(frozen=True)
+class RetrainPaths:
+    """Where ``autoloss retrain`` writes besides the store."""
+
+    checkpoint_dir: str  # the weights and the resolved loss files: plain files
+    train_storage: str  # Ray Train's storage_path (--workers > 1): a path or a URI
+    tune_storage: str | None  # Ray Tune's storage_path; None: Ray's default (~/ray_results)
+
+
+def retrain_paths(store: str, experiment: str, checkpoint_dir: str | None) -> RetrainPaths:
+    """The places of :class:`RetrainPaths` for a store root (a path or a URI).
+
+    A local store: all next to it, ``<store>/../retrain/<experiment>``, ``<store>/../train``
+    and ``<store>/../tune`` (``checkpoint_dir`` overrides the first). A store URI
+    (``s3://bucket/prefix?...``): Ray Train's checkpoints go under the store URI
+    (``<uri>/train``, which every node reaches, as Ray Train needs on several nodes) and Tune's
+    trial logs to Ray's default place, as ``autoloss search`` does with such a store; the
+    weights are written and read (``autoloss evaluate``) as plain files, so a store URI needs
+    ``checkpoint_dir``: raises :class:`OptionsError` without it, or when it is a URI itself.
+    """
+    from autoloss_app.options import OptionsError, is_uri
+    from autoloss_ray.store._atomic import sub_uri
+
+    if checkpoint_dir is not None and is_uri(checkpoint_dir):
+        raise OptionsError(
+            f"--checkpoint-dir must be a directory path (a shared file system on a multi-node "
+            f"cluster), got the URI {checkpoint_dir!r}: the weights are written as plain files")
+    if not is_uri(store):
+        parent = os.path.dirname(os.path.abspath(store))
+        return RetrainPaths(
+            checkpoint_dir=os.path.abspath(checkpoint_dir
+                                           or os.path.join(parent, "retrain", experiment)),
+            train_storage=os.path.join(parent, "train"),
+            tune_storage=os.path.join(parent, "tune"))
+    if checkpoint_dir is None:
+        raise OptionsError(
+            f"--store {store!r} is a URI: pass --checkpoint-dir, a directory for the weights "
+            "that every node can write and `autoloss evaluate` can read (a shared file system "
+            "on a multi-node cluster)")
+    head, sep, query = store.partition("?")  # the URI's query stays at the end
+    return RetrainPaths(checkpoint_dir=os.path.abspath(checkpoint_dir),
+                        train_storage=sub_uri(head.rstrip("/") + sep + query, "train"),
+                        tune_storage=None)
+
+
 class _ByLoss:
     """Picklable ``tune.sample_from`` function: a value chosen by the trial's ``loss``."""
 
@@ -144,6 +189,7 @@ def _cmd_retrain(args: argparse.Namespace) -> int:
         raise OptionsError(f"--dataset {args.dataset} needs --data-root pointing at its files")
     if os.path.isfile(args.store):
         raise OptionsError(f"--store {args.store!r} is an existing file; give a directory path")
+    paths = retrain_paths(args.store, args.experiment, args.checkpoint_dir)
     image_size = _size_option(args.image_size, "--image-size")
     inference_size = _inference_option(args.inference_size)
     from autoloss_ray.data import check_data
@@ -155,8 +201,7 @@ def _cmd_retrain(args: argparse.Namespace) -> int:
             f"experiment {args.experiment!r} already has rows in {args.store}; choose another "
             "--experiment"
         )
-    out_dir = os.path.abspath(args.checkpoint_dir or os.path.join(
-        os.path.dirname(os.path.abspath(args.store)), "retrain", args.experiment))
+    out_dir = paths.checkpoint_dir
     if args.repeats < 1:
         raise OptionsError(f"--repeats must be >= 1, got {args.repeats}")
     if args.workers < 1:
@@ -203,8 +248,7 @@ def _cmd_retrain(args: argparse.Namespace) -> int:
             "workers": args.workers, "gpus_per_worker": args.gpus_per_worker,
             "cpus_per_worker": args.cpus_per_trial, "max_failures": args.max_failures,
             "checkpoint_every": args.checkpoint_every, "loss_sync": args.loss_sync,
-            "train_storage": os.path.join(os.path.dirname(os.path.abspath(args.store)),
-                                          "train"),
+            "train_storage": paths.train_storage,
         })
         trainable = retrain_ddp_task
     else:
@@ -216,7 +260,7 @@ def _cmd_retrain(args: argparse.Namespace) -> int:
         tune_config=tune.TuneConfig(max_concurrent_trials=args.max_concurrent),
         run_config=tune.RunConfig(
             name=args.experiment,
-            storage_path=os.path.join(os.path.dirname(os.path.abspath(args.store)), "tune"),
+            storage_path=paths.tune_storage,
             callbacks=[StoreCallback(store.root, args.experiment, args.metric, kind="retrain")],
             verbose=0,
         ),
@@ -413,7 +457,8 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--store", default="runs/store")
     p.add_argument("--experiment", default="retrain")
     p.add_argument("--checkpoint-dir", default=None,
-                   help="where weights go (default <store>/../retrain/<experiment>)")
+                   help="where weights go (default <store>/../retrain/<experiment>; "
+                   "required with a store URI: a shared file system on a multi-node cluster)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--repeats", type=int, default=1,
                    help="runs per loss with seeds seed..seed+repeats-1 (the table averages them)")

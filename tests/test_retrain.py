@@ -179,3 +179,59 @@ def test_a_bad_spec_after_good_ones_writes_no_loss_files(tmp_path: Path, capsys)
                      "--loss", "preset:miou", "--loss", "ce", "--loss", "focal"])
     assert code == 2 and "unknown loss 'focal'" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_retrain_paths_of_a_local_store_sit_next_to_it(tmp_path: Path) -> None:
+    from autoloss_app.retrain import retrain_paths
+
+    store = tmp_path / "runs" / "store"
+    paths = retrain_paths(str(store), "exp", None)
+    assert paths.checkpoint_dir == str(tmp_path / "runs" / "retrain" / "exp")
+    assert paths.train_storage == str(tmp_path / "runs" / "train")
+    assert paths.tune_storage == str(tmp_path / "runs" / "tune")
+    assert retrain_paths(str(store), "exp", str(tmp_path / "w")).checkpoint_dir == str(
+        tmp_path / "w")
+
+
+def test_retrain_paths_of_a_store_uri_stay_under_it(tmp_path: Path) -> None:
+    from autoloss_app.options import OptionsError
+    from autoloss_app.retrain import retrain_paths
+
+    uri = "s3://bucket/prefix/?endpoint_override=127.0.0.1:9000&scheme=http"
+    paths = retrain_paths(uri, "exp", str(tmp_path / "shared" / "ckpt"))
+    # Ray Train's checkpoints under the store URI (its query kept at the end), never a
+    # local path made of the URI such as <cwd>/s3:/bucket/train
+    assert paths.train_storage == (
+        "s3://bucket/prefix/train?endpoint_override=127.0.0.1:9000&scheme=http")
+    assert paths.checkpoint_dir == str(tmp_path / "shared" / "ckpt")
+    assert paths.tune_storage is None  # Ray's default, as `autoloss search` with a URI store
+    with pytest.raises(OptionsError, match="is a URI: pass --checkpoint-dir"):
+        retrain_paths(uri, "exp", None)
+    with pytest.raises(OptionsError, match="must be a directory path"):
+        retrain_paths(str(tmp_path / "store"), "exp", "s3://bucket/ckpt")
+
+
+def test_ray_train_gets_a_store_uri_as_a_filesystem_and_a_bare_path() -> None:
+    from trainables.retrain_ddp import storage_options
+
+    assert storage_options("/abs/train") == {"storage_path": "/abs/train"}
+    opts = storage_options(
+        "s3://bucket/prefix/train?endpoint_override=127.0.0.1:9&scheme=http&region=eu-west-1")
+    assert opts["storage_path"] == "bucket/prefix/train"  # no query left in Ray's joins
+    assert type(opts["storage_filesystem"]).__name__ == "S3FileSystem"
+    assert opts["storage_filesystem"].region == "eu-west-1"
+
+
+@pytest.mark.parametrize("extra, message", [
+    ([], "is a URI: pass --checkpoint-dir"),
+    (["--checkpoint-dir", "s3://bucket/ckpt"], "must be a directory path"),
+])
+def test_retrain_with_a_store_uri_needs_a_local_checkpoint_dir(tmp_path: Path, monkeypatch,
+                                                                capsys, extra, message) -> None:
+    import ray
+
+    monkeypatch.chdir(tmp_path)
+    code = cli_main(["retrain", "--loss", "ce", "--store", "s3://bucket/prefix", *extra])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+    assert not ray.is_initialized() and not list(tmp_path.iterdir())  # nothing written

@@ -268,6 +268,19 @@ def ddp_evaluate_loop(config: dict[str, Any]) -> None:
         ray.train.report(metrics, checkpoint=None)
 
 
+def storage_options(storage: str) -> dict[str, Any]:
+    """``RunConfig`` keywords for a storage path or URI: a URI (``s3://bucket/prefix?
+    endpoint_override=...``) is opened by pyarrow once and handed over as
+    ``storage_filesystem`` with its bare path, so a query in the URI (an S3-compatible server,
+    as the store takes it) never ends up in Ray Train's path joins."""
+    if "://" not in storage:
+        return {"storage_path": storage}
+    import pyarrow.fs as pafs
+
+    fs, path = pafs.FileSystem.from_uri(storage)
+    return {"storage_path": path, "storage_filesystem": fs}
+
+
 def _trainer(loop, loop_config: dict, *, name: str, workers: int, gpus_per_worker: float,
              cpus_per_worker: float, storage: str, max_failures: int):
     from ray.train import FailureConfig, RunConfig, ScalingConfig
@@ -281,7 +294,7 @@ def _trainer(loop, loop_config: dict, *, name: str, workers: int, gpus_per_worke
         loop, train_loop_config=loop_config,
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu,
                                      resources_per_worker=resources),
-        run_config=RunConfig(name=name, storage_path=storage,
+        run_config=RunConfig(name=name, **storage_options(storage),
                              failure_config=FailureConfig(max_failures=max_failures)),
     )
 
