@@ -85,3 +85,38 @@ def _alive(pid: int) -> bool:
     except OSError:
         return False
     return state != "Z"
+
+
+# A job submitted through the Jobs API and waited for, as `python -c SUBMIT_JOB DASHBOARD
+# ENTRYPOINT SECONDS [...]` in a process of its own (Ray reads RAY_AUTH_MODE once per process,
+# and earlier tests of the same pytest session may have used Ray without token auth). Code
+# appended to it finds `client`, `job_id` and `status`; extra arguments start at sys.argv[4].
+SUBMIT_JOB = r"""
+import json, sys, time
+from ray.job_submission import JobStatus, JobSubmissionClient
+dashboard, entrypoint, wait = sys.argv[1], sys.argv[2], float(sys.argv[3])
+deadline = time.monotonic() + 60
+while True:  # the job API comes up shortly after `ray start`
+    try:
+        client = JobSubmissionClient(dashboard)
+        break
+    except Exception:
+        if time.monotonic() > deadline:
+            raise
+        time.sleep(1)
+deadline = time.monotonic() + 120
+while True:  # the job agent comes up a little after the head
+    try:
+        job_id = client.submit_job(entrypoint=entrypoint)
+        break
+    except RuntimeError as e:
+        if "No available agent" not in str(e) or time.monotonic() > deadline:
+            raise
+        time.sleep(2)
+deadline = time.monotonic() + wait
+while time.monotonic() < deadline:
+    status = client.get_job_status(job_id)
+    if status in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED):
+        break
+    time.sleep(1)
+"""

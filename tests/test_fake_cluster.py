@@ -27,43 +27,14 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(REPO / "cluster"))
 from make_fake import CLUSTER, fake_config, render  # noqa: E402
-from raynode import head_ports, kill_head, start_head  # noqa: E402
+from raynode import SUBMIT_JOB, head_ports, kill_head, start_head  # noqa: E402
 
 # ray 2.60, ray/autoscaler/_private/fake_multi_node/node_provider.py
 FAKE_HEAD_NODE_ID = "f" * 51 + "00000"
 
-# `ray job submit` through the Jobs API, in its own process: Ray reads RAY_AUTH_MODE once per
-# process, and earlier tests of the same pytest session may have used Ray without token auth.
-_SUBMIT = r"""
-import json, sys, time
-from ray.job_submission import JobStatus, JobSubmissionClient
-dashboard, entrypoint = sys.argv[1:3]
-deadline = time.monotonic() + 60
-while True:  # the job API comes up shortly after `ray start`
-    try:
-        client = JobSubmissionClient(dashboard)
-        break
-    except Exception:
-        if time.monotonic() > deadline:
-            raise
-        time.sleep(1)
-deadline = time.monotonic() + 120
-while True:  # the job agent comes up a little after the head
-    try:
-        job_id = client.submit_job(entrypoint=entrypoint)
-        break
-    except RuntimeError as e:
-        if "No available agent" not in str(e) or time.monotonic() > deadline:
-            raise
-        time.sleep(2)
-deadline = time.monotonic() + 400
-while time.monotonic() < deadline:
-    status = client.get_job_status(job_id)
-    if status in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED):
-        break
-    time.sleep(1)
-print(json.dumps({"status": str(status), "logs": client.get_job_logs(job_id)}))
-"""
+# `ray job submit` through the Jobs API (in its own process), printing status and logs
+_SUBMIT = SUBMIT_JOB + (
+    'print(json.dumps({"status": str(status), "logs": client.get_job_logs(job_id)}))\n')
 
 
 def test_fake_yaml_is_derived_from_gpu_yaml():
@@ -112,7 +83,7 @@ def test_search_on_the_fake_cluster_scales_up_gpu_workers(tmp_path: Path):
                                "--samples", "2", *tiny, "--experiment", "fakejob"])
         job = subprocess.run(
             [sys.executable, "-c", _SUBMIT, f"http://127.0.0.1:{ports['dashboard-port']}",
-             entrypoint],
+             entrypoint, "400"],
             capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path,
         )
         assert job.returncode == 0, job.stdout[-2000:] + job.stderr[-3000:]

@@ -21,7 +21,7 @@ from autoloss_ray.store import ExperimentStore
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from raynode import head_ports, kill_head, start_head  # noqa: E402
+from raynode import SUBMIT_JOB, head_ports, kill_head, start_head  # noqa: E402
 
 
 @pytest.fixture()
@@ -44,36 +44,10 @@ def ray_head(monkeypatch):
     assert not left, f"processes of the test head survived: {left}"
 
 
-# Runs in its own process: Ray reads RAY_AUTH_MODE once per process, and earlier tests of the
-# same pytest session may already have used Ray without token auth.
-_CLIENT = r"""
-import json, sys, time, urllib.request
-from ray.job_submission import JobStatus, JobSubmissionClient
-dashboard, gcs, entrypoint = sys.argv[1:4]
-deadline = time.monotonic() + 60
-while True:  # the job API comes up shortly after `ray start`
-    try:
-        client = JobSubmissionClient(dashboard)
-        break
-    except Exception:
-        if time.monotonic() > deadline:
-            raise
-        time.sleep(1)
-deadline = time.monotonic() + 120
-while True:  # the job agent comes up a little after the head
-    try:
-        job_id = client.submit_job(entrypoint=entrypoint)
-        break
-    except RuntimeError as e:
-        if "No available agent" not in str(e) or time.monotonic() > deadline:
-            raise
-        time.sleep(2)
-deadline = time.monotonic() + 240
-while time.monotonic() < deadline:
-    status = client.get_job_status(job_id)
-    if status in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED):
-        break
-    time.sleep(1)
+# The job, then (argv[4]: the GCS address) the head's exported search metrics
+_CLIENT = SUBMIT_JOB + r"""
+import urllib.request
+gcs = sys.argv[4]
 out = {"status": str(status), "logs": client.get_job_logs(job_id),
        "listed": job_id in {j.submission_id for j in client.list_jobs()}}
 import ray
@@ -105,7 +79,7 @@ def test_search_submitted_as_a_ray_job_succeeds_and_reports_metrics(
         "--gpus-per-trial 0"  # this head has no GPU (and no autoscaler to add one)
     )
     proc = subprocess.run(
-        [sys.executable, "-c", _CLIENT, ray_head["dashboard"], ray_head["gcs"], entrypoint],
+        [sys.executable, "-c", _CLIENT, ray_head["dashboard"], entrypoint, "240", ray_head["gcs"]],
         capture_output=True, text=True, timeout=400,
         env={**os.environ, "RAY_AUTH_MODE": "token"},
     )

@@ -108,15 +108,21 @@ def checkpoint(tmp_path: Path) -> Path:
                                 dataset="camvid", image_size=(16, 24)))
 
 
+def _evaluate_json(checkpoint: Path, root: Path, capsys, *options: str) -> dict:
+    """`autoloss evaluate --json` of ``checkpoint`` on the CamVid-layout val split at
+    ``root``: its metrics (the status must be 0)."""
+    assert cli_main(["evaluate", "--checkpoint", str(checkpoint), "--dataset", "camvid",
+                     "--data-root", str(root), "--split", "val", "--json", *options]) == 0
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
 @pytest.mark.parametrize("batch_size", ["1", "3"])
 def test_native_evaluation_equals_an_independent_computation(tmp_path, checkpoint, capsys,
                                                              batch_size) -> None:
     root = _camvid(tmp_path / "camvid")
     store = tmp_path / "store"
-    assert cli_main(["evaluate", "--checkpoint", str(checkpoint), "--dataset", "camvid",
-                     "--data-root", str(root), "--split", "val", "--batch-size", batch_size,
-                     "--json", "--store", str(store), "--experiment", "ev"]) == 0
-    got = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    got = _evaluate_json(checkpoint, root, capsys, "--batch-size", batch_size,
+                         "--store", str(store), "--experiment", "ev")
     model, meta = load_checkpoint(checkpoint)
     assert meta["image_size"] == [16, 24]
     want = _reference(model, root, "val", (16, 24))
@@ -127,23 +133,20 @@ def test_native_evaluation_equals_an_independent_computation(tmp_path, checkpoin
     assert list(rows["eval_protocol"]) == ["native"]
 
 
-@pytest.mark.parametrize("background", [2])
-def test_evaluate_with_foreground_boundaries(tmp_path, checkpoint, capsys, background) -> None:
+def test_evaluate_with_foreground_boundaries(tmp_path, checkpoint, capsys) -> None:
     """--boundary-classes foreground --background-index k (the official VOC evaluation's
     band): the CLI's numbers equal MetricAccumulator's (brute-force tested with the option in
     test_boundary_classes.py) on independently computed native predictions; only BIoU and
     BF1 move, and the option lands in the store row."""
     from autoloss_ray.metrics import MetricAccumulator
 
+    background = 2
     root = _camvid(tmp_path / "camvid")
     store = tmp_path / "store"
-    got = {}
-    for classes in ("all", "foreground"):
-        assert cli_main(["evaluate", "--checkpoint", str(checkpoint), "--dataset", "camvid",
-                         "--data-root", str(root), "--split", "val", "--json",
-                         "--boundary-classes", classes, "--background-index", str(background),
-                         "--store", str(store), "--experiment", classes]) == 0
-        got[classes] = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    got = {classes: _evaluate_json(checkpoint, root, capsys, "--boundary-classes", classes,
+                                   "--background-index", str(background), "--store",
+                                   str(store), "--experiment", classes)
+           for classes in ("all", "foreground")}
     model, _ = load_checkpoint(checkpoint)
     acc = MetricAccumulator(11, ignore_index=255, boundary_classes="foreground",
                             background_index=background)
@@ -178,11 +181,8 @@ def test_train_size_protocol_is_still_available_and_differs(tmp_path, checkpoint
     store = tmp_path / "store"
     outs = {}
     for protocol in ("native", "train_size"):
-        assert cli_main(["evaluate", "--checkpoint", str(checkpoint), "--dataset", "camvid",
-                         "--data-root", str(root), "--split", "val", "--json",
-                         "--eval-protocol", protocol, "--store", str(store),
-                         "--experiment", protocol]) == 0
-        outs[protocol] = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        outs[protocol] = _evaluate_json(checkpoint, root, capsys, "--eval-protocol", protocol,
+                                        "--store", str(store), "--experiment", protocol)
         assert list(ExperimentStore(store).trials(protocol)["eval_protocol"]) == [protocol]
     assert outs["native"]["bf1"] != outs["train_size"]["bf1"]
     # train_size: labels resized to the training size, every item 16x24
