@@ -278,9 +278,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/report", help="output directory")
     p.set_defaults(func=_cmd_report)
 
-    from autoloss_app import retrain
+    from autoloss_app import evaluate, retrain
 
     retrain.add_commands(sub)
+    evaluate.add_command(sub)
     return parser
 
 

@@ -33,6 +33,7 @@ PURE_MODULES = [
     "autoloss_ray.export",
     "autoloss_app.cli",
     "autoloss_app.retrain",
+    "autoloss_app.evaluate",
     "autoloss_app.resume",
     "autoloss_ray.validation",
     "autoloss_ray.checkpoint",
