@@ -146,9 +146,8 @@ def retrain_paths(store: str, experiment: str, checkpoint_dir: str | None) -> Re
             f"--store {store!r} is a URI: pass --checkpoint-dir, a directory for the weights "
             "that every node can write and `autoloss evaluate` can read (a shared file system "
             "on a multi-node cluster)")
-    head, sep, query = store.partition("?")  # the URI's query stays at the end
     return RetrainPaths(checkpoint_dir=os.path.abspath(checkpoint_dir),
-                        train_storage=sub_uri(head.rstrip("/") + sep + query, "train"),
+                        train_storage=sub_uri(store, "train"),
                         tune_storage=None)
 
 

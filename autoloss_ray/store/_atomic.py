@@ -74,9 +74,10 @@ def resolve_root(root: str | os.PathLike[str]) -> Location:
 
 
 def sub_uri(root: str, table: str) -> str:
-    """``root/table`` keeping a URI's query (``?endpoint_override=...``) at the end."""
+    """``root/table`` keeping a URI's query (``?endpoint_override=...``) at the end (a
+    trailing slash of the root is not doubled)."""
     head, sep, query = root.partition("?")
-    return f"{head}/{table}{sep}{query}"
+    return f"{head.rstrip('/')}/{table}{sep}{query}"
 
 
 def is_temp_name(base_name: str) -> bool:
