@@ -1,7 +1,8 @@
 """The CUDA path's Triton kernels (autoloss_ray.losses._triton), run on CPU by Triton's interpreter
 (``TRITON_INTERPRET=1``, set in a subprocess before Triton is imported) and compared with the
-eager PyTorch path: values and gradients of every region surrogate, every parameterization,
-random admissible curves, float32 and bf16 logits, ignored pixels and empty classes."""
+eager PyTorch path: values and gradients of every region surrogate and of BF1, every
+parameterization, random admissible curves, float32 and bf16 logits, ignored pixels, empty
+classes and erosion ties."""
 
 from __future__ import annotations
 
@@ -94,6 +95,94 @@ def test_triton_region_kernels_match_the_eager_path_in_the_interpreter():
         assert r["grad_err"] <= gtol * max(r["grad_scale"], 1e-3), r
         assert r["grad_scale"] > 0, r  # a zero gradient would compare equal trivially
     assert empty["empty"] == [0.0, 0.0, 0.0, 0.0]
+
+
+BF1_SCRIPT = textwrap.dedent(r"""
+    import json, os
+    assert os.environ.get("TRITON_INTERPRET") == "1"
+    import numpy as np
+    import torch
+    from autoloss_ray.losses import _triton, _triton_bf1
+    from autoloss_ray.losses import surrogate as surrogates
+    from autoloss_ray.losses import SurrogateLoss, search_space
+    from autoloss_ray.losses._eager import _SoftBoundary
+    from autoloss_ray.parameterizations import IDENTITY_TABLE, PARAMETERIZATIONS
+
+    surrogates._use_native = lambda z: False  # the reference: the eager torch path
+    usable = _triton.usable
+    _triton_bf1.BLOCK = 32  # 7 x 13 = 91 pixels: three programs, rows split across them
+    rng = np.random.default_rng(0)
+    g = torch.Generator().manual_seed(0)
+    N, C, H, W = 2, 4, 7, 13
+    rows = []
+    pars = list(PARAMETERIZATIONS)
+    cases = [("bf1", pars[i % len(pars)], r) for i, r in enumerate((2, 1, 0, 3))]
+    cases += [("miou+bf1", "bezier", 1)]
+    for k, (metric, par, r) in enumerate(cases):
+        space = search_space(metric, par)
+        theta = rng.uniform(np.maximum(space.low, -3), np.minimum(space.high, 3))
+        loss = SurrogateLoss(metric, num_classes=C, ignore_index=255, parameterization=par,
+                             theta=theta, boundary_tolerance=r)
+        dtype = torch.bfloat16 if k % 2 else torch.float32
+        z = (3 * torch.randn(N, C, H, W, generator=g)).to(dtype)
+        z[0, :, 2:5, 3:8] = 0.5  # equal probabilities: erosion ties inside and at the edge
+        z[1, :, :, :2] = -1.0    # ties touching the image border
+        t = torch.randint(0, C - 1, (N, H, W), generator=g)  # class C-1 absent
+        t[0, :2] = 255
+        out = {}
+        for name, flag in (("eager", False), ("triton", True)):
+            _triton.usable = (lambda z, cd: True) if flag else (lambda z, cd: False)
+            zz = z.clone().requires_grad_(True)
+            v = loss(zz, t)
+            v.backward()
+            out[name] = (v.item(), zz.grad.float())
+        _triton.usable = usable
+        rows.append(dict(metric=metric, par=par, r=r, dtype=str(dtype), eager=out["eager"][0],
+                         triton=out["triton"][0],
+                         grad_err=float((out["eager"][1] - out["triton"][1]).abs().max()),
+                         grad_scale=float(out["eager"][1].abs().max())))
+    # direct call, identity curves, the counts alone (no gradient through b), against
+    # the eager soft boundary and its sums
+    z = 2 * torch.randn(1, 3, 6, 9, generator=g)
+    v = (torch.rand(1, 6, 9, generator=g) > 0.2).float()
+    dbg = torch.rand(1, 3, 6, 9, generator=g) > 0.5
+    tables = [IDENTITY_TABLE] * 4
+    za = z.clone().requires_grad_(True)
+    b, n_p, m_p, pred = _triton_bf1.BF1Counts.apply(za, v, dbg.view(torch.uint8), *tables)
+    (n_p * torch.arange(1.0, 4.0) + 2 * m_p).sum().backward()
+    ze = z.clone().requires_grad_(True)
+    be = _SoftBoundary.apply(ze, torch.float32, *tables)
+    bv = be * v.unsqueeze(1)
+    n_pe, m_pe = bv.sum((0, 2, 3)), (bv * dbg.float()).sum((0, 2, 3))
+    (n_pe * torch.arange(1.0, 4.0) + 2 * m_pe).sum().backward()
+    rows.append(dict(direct=[float((b - be).abs().max()), float((n_p - n_pe).abs().max()),
+                             float((m_p - m_pe).abs().max()),
+                             float((za.grad - ze.grad).abs().max()),
+                             float(ze.grad.abs().max()),
+                             bool(torch.equal(pred, z.argmax(1)))]))
+    print("ROWS" + json.dumps(rows))
+""")
+
+
+@pytest.mark.slow
+def test_triton_bf1_kernels_match_the_eager_path_in_the_interpreter():
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    proc = subprocess.run([sys.executable, "-c", BF1_SCRIPT], capture_output=True, text=True,
+                          env=env, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    line = next(x for x in proc.stdout.splitlines() if x.startswith("ROWS"))
+    *cases, direct = json.loads(line[4:])
+    assert len(cases) == 5
+    for r in cases:
+        tol = 1e-5 if r["dtype"] == "torch.float32" else 1e-4
+        assert abs(r["eager"] - r["triton"]) <= tol * max(1.0, abs(r["eager"])), r
+        gtol = 1e-5 if r["dtype"] == "torch.float32" else 2e-2
+        assert r["grad_err"] <= gtol * max(r["grad_scale"], 1e-3), r
+        assert r["grad_scale"] > 0, r
+    b_err, np_err, mp_err, grad_err, grad_scale, pred_ok = direct["direct"]
+    assert b_err <= 1e-6 and np_err <= 1e-5 and mp_err <= 1e-5, direct
+    assert grad_scale > 0 and grad_err <= 1e-5 * grad_scale, direct
+    assert pred_ok, direct
 
 
 def test_triton_path_is_for_cuda_float32_only():

@@ -29,7 +29,8 @@ On CPU, both (region statistics and BF1) run on fused C++ kernels when they buil
 ``_BF1Native``; one pass per direction, the BF1 soft boundary made one class plane at a time
 and never stored); the torch code (:mod:`._eager`, :mod:`._boundary`) is the GPU path and the
 fallback, and both are tested against each other. On CUDA the region statistics use the
-Triton kernels of :mod:`._triton` when available.
+Triton kernels of :mod:`._triton` and BF1's soft boundary and counts those of
+:mod:`._triton_bf1` when available.
 
 This module holds the loss itself; the search space is :mod:`.space`, the file format
 :mod:`.loss_file`, the paper's searched curves :mod:`.presets`.
@@ -63,7 +64,7 @@ from autoloss_ray.checks import (
     resize_to_labels,
 )
 from autoloss_ray.distributed import all_reduce_sum, check_sync
-from autoloss_ray.losses import _triton
+from autoloss_ray.losses import _triton, _triton_bf1
 from autoloss_ray.losses._boundary import _argmax1, _window_max_at
 from autoloss_ray.losses._eager import _compute_dtype, _RegionStats, _SoftBoundary
 from autoloss_ray.losses._native import (
@@ -312,32 +313,39 @@ class SurrogateLoss(nn.Module):
 
     def _bf1_counts(self, logits, target, valid, tables, cd):
         """BF1's soft counts [C] (n_p, m_p, m_g, n_g) and the predicted boundary pixels per
-        class n_p_hard, in torch ops (GPU, and the CPU fallback)."""
+        class n_p_hard, in torch ops or, on CUDA, the Triton kernels of :mod:`._triton_bf1`
+        (GPU, and the CPU fallback)."""
         C = self.num_classes
-        with torch.no_grad():
-            pred = _argmax1(logits)
         r = self.boundary_tolerance
-        v = valid.unsqueeze(1).to(cd)  # [N, 1, H, W]
         dev = logits.device
-        z = logits if logits.is_contiguous() else logits.contiguous()
-        b = _SoftBoundary.apply(z, cd, *(tables[("bf1", k)].to(dev, cd)
-                                         for k in CURVES["bf1"]))
         with torch.no_grad():
             # exact target boundary; the ignore value is not a class (no boundary of its own)
             tmap = torch.where(valid, target, -1) if self.ignore_index is not None else target
             tclass = tmap.unsqueeze(1) == torch.arange(C, device=target.device).view(1, C, 1, 1)
             bg = boundaries(tclass)
-            dbg = dilate(bg, r).to(cd)
-            bgv = (bg & valid.unsqueeze(1)).to(cd)
-            n_g = bgv.sum((0, 2, 3))
+            dbg = dilate(bg, r)
+            bgv = bg & valid.unsqueeze(1)
+            n_g = bgv.sum((0, 2, 3)).to(cd)
+            del tclass, bg
+        curves = [tables[("bf1", k)].to(dev, cd) for k in CURVES["bf1"]]
+        if _triton.usable(logits, cd):  # CUDA: b, n_p and m_p in fused Triton kernels
+            b, n_p, m_p, pred = _triton_bf1.BF1Counts.apply(
+                logits.contiguous(), valid.to(cd).contiguous(),
+                dbg.contiguous().view(torch.uint8), *curves)
+        else:
+            with torch.no_grad():
+                pred = _argmax1(logits)
+            z = logits if logits.is_contiguous() else logits.contiguous()
+            b = _SoftBoundary.apply(z, cd, *curves)
+            bv = b * valid.unsqueeze(1).to(cd)
+            n_p = bv.sum((0, 2, 3))
+            m_p = (bv * dbg.to(cd)).sum((0, 2, 3))
+        with torch.no_grad():
             pclass = pred.unsqueeze(1) == torch.arange(C, device=pred.device).view(1, C, 1, 1)
             n_p_hard = (boundaries(pclass) & valid.unsqueeze(1)).sum((0, 2, 3))
-            del tclass, pclass, bg
-        bv = b * v
-        n_p = bv.sum((0, 2, 3))
-        m_p = (bv * dbg).sum((0, 2, 3))
+            del pclass
         # m_g = sum(dilate(b, r) * bgv): read the dilation at the target-boundary sites only
-        vals, cls = _window_max_at(b, bgv > 0, r)
+        vals, cls = _window_max_at(b, bgv, r)
         m_g = torch.zeros(C, dtype=b.dtype, device=b.device).index_add(0, cls, vals)
         return n_p, m_p, m_g, n_g, n_p_hard
 
