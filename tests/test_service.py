@@ -180,6 +180,7 @@ def test_resume_rebuilds_the_search_from_the_store_alone(tmp_path: Path) -> None
             "--samples", str(samples), "--max-concurrent", "1", "--seed", "4", *SMALL]
     out = _autoloss(*args, timeout=400)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert f"with ppo: {steps} steps x {samples} trials" in out.stdout  # the default searcher
     s = ExperimentStore(store)
     full, full_policy = s.trials("lost"), s.policy("lost")
     key = lambda df: {(int(a), int(b)): (list(t), r) for a, b, t, r in  # noqa: E731
