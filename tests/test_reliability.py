@@ -1,7 +1,7 @@
 """Reliability and security guarantees (README "Reliability"): bad options refused before
 Ray, output paths, unreadable store files, one search per experiment, a loopback-only
-embedded Ray. CLI cases run the real command in a subprocess and check status 2, one line
-on stderr and a store unchanged byte for byte."""
+embedded Ray. CLI cases run the real entry points in a child process and check status 2, one
+line on stderr, no Ray started and a store unchanged byte for byte."""
 
 from __future__ import annotations
 
@@ -44,18 +44,22 @@ def _one_line_error(out: subprocess.CompletedProcess, text: str) -> None:
     assert len(err.splitlines()) == 1 and text in err, err
 
 
-@pytest.fixture()
-def store_dir(tmp_path: Path) -> Path:
+def _write_store(root: Path) -> Path:
     """A store holding one finished search step of experiment "old" (written without Ray)."""
     from autoloss_ray.losses.presets import preset_theta
 
     parameterization, theta = preset_theta("miou")
-    store = ExperimentStore(tmp_path / "store")
+    store = ExperimentStore(root / "store")
     for i in range(4):
         store.write_trial(full_row(i, experiment="old", parameterization=parameterization,
                                    theta=[float(v) for v in theta]))
     store.write_search("old", {"metric": "miou", "steps": 1, "samples": 4})
-    return tmp_path / "store"
+    return root / "store"
+
+
+@pytest.fixture()
+def store_dir(tmp_path: Path) -> Path:
+    return _write_store(tmp_path)
 
 
 # ------------------------------------------------------------------- 1, 2: bad options
@@ -74,48 +78,121 @@ BAD_SEARCH = [
     (["--gpus-per-trial", "1.5"], "whole number"),
     (["--model", "lraspp_mobilenet_v3_large", "--batch-size", "1"], "batch_size must be >= 2"),
 ]
-
-
-@pytest.mark.parametrize("args, message", BAD_SEARCH, ids=[" ".join(a) for a, _ in BAD_SEARCH])
-def test_bad_search_option_is_refused_before_ray(store_dir: Path, args, message) -> None:
-    before = _snapshot(store_dir.parent)
-    out = _run("search", "--store", str(store_dir), "--experiment", "new", *args)
-    _one_line_error(out, message)
-    assert _snapshot(store_dir.parent) == before  # no manifest, no rows, no tune dir
-
-
-@pytest.mark.parametrize("args, message", [
+BAD_SEARCH_PY = [
     (["--model", "nope"], "unknown model"),
     (["--sigma", "nan"], "--sigma must be a finite number"),
     (["--max-concurrent", "0"], "--max-concurrent must be >= 1"),
-])
-def test_bad_option_of_search_py_is_refused(store_dir: Path, args, message) -> None:
-    before = _snapshot(store_dir.parent)
-    out = _run("--store", str(store_dir), "--experiment", "new", *args,
-               script=str(REPO / "search.py"), env={**os.environ, "RAY_ADDRESS": ""})
-    _one_line_error(out, message)
-    assert _snapshot(store_dir.parent) == before
-
-
-@pytest.mark.parametrize("args, message", [
+]
+BAD_RETRAIN = [
     (["--model", "nope"], "unknown model"),
     (["--dataset", "nope"], "unknown dataset"),
     (["--train-size", "-5"], "'train_size' must be an int >= 0"),
     (["--gpus-per-trial", "nan"], "--gpus-per-trial must be a finite number"),
     (["--cpus-per-trial", "inf"], "--cpus-per-trial must be a finite number"),
     (["--max-concurrent", "0"], "--max-concurrent must be >= 1"),
-])
-def test_bad_retrain_option_is_refused_before_ray(store_dir: Path, args, message) -> None:
+]
+
+
+def _refusal_cases() -> dict[str, tuple[str, list[str]]]:
+    """case id -> (entry point, argv with ``{store}`` for the case's own store)."""
+    store = ["--store", "{store}"]
+    cases = {}
+    for args, _ in BAD_SEARCH:
+        cases["search " + " ".join(args)] = ("cli", ["search", *store, "--experiment", "new",
+                                                     *args])
+    for args, _ in BAD_SEARCH_PY:
+        cases["search.py " + " ".join(args)] = ("search.py", [*store, "--experiment", "new",
+                                                              *args])
+    for args, _ in BAD_RETRAIN:
+        cases["retrain " + " ".join(args)] = ("cli", ["retrain", "--loss", "ce", *store,
+                                                      "--experiment", "rt", *args])
+    cases["evaluate"] = ("cli", ["evaluate", "--checkpoint", "{store}/none.pt",
+                                 "--batch-size", "0"])
+    return cases
+
+
+# Each case through the real entry point (autoloss_app.cli.main / search.py's main, argparse
+# included), all in ONE child process (a process per case cost ~3 s of imports each); the
+# child reports the status, both streams, and whether Ray was started.
+_REFUSALS = r"""
+import contextlib, io, json, sys
+sys.path.insert(0, sys.argv[2])
+results = {}
+for key, (entry, argv) in json.loads(sys.argv[1]).items():
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            if entry == "search.py":
+                import search
+                rc = search.main(argv)
+            else:
+                from autoloss_app.cli import main
+                rc = main(argv)
+        except SystemExit as exc:
+            rc = exc.code if isinstance(exc.code, int) else 1
+    ray = sys.modules.get("ray")
+    results[key] = {"returncode": rc, "stdout": out.getvalue(), "stderr": err.getvalue(),
+                    "ray_started": bool(ray is not None and ray.is_initialized())}
+print("RESULTS" + json.dumps(results))
+"""
+
+
+@pytest.fixture(scope="module")
+def refusals(tmp_path_factory) -> dict[str, dict]:
+    """Every bad-option case run once: case id -> its result and whether its own store (the
+    one of :func:`_write_store`) and folder came out byte for byte unchanged."""
+    cases, roots, before = {}, {}, {}
+    for i, (key, (entry, argv)) in enumerate(_refusal_cases().items()):
+        root = tmp_path_factory.mktemp(f"refusal{i}")
+        store = _write_store(root)
+        roots[key], before[key] = root, _snapshot(root)
+        cases[key] = (entry, [a.replace("{store}", str(store)) for a in argv])
+    proc = subprocess.run([sys.executable, "-c", _REFUSALS, json.dumps(cases), str(REPO)],
+                          capture_output=True, text=True, timeout=600, cwd=REPO,
+                          env={**os.environ, "RAY_ADDRESS": ""})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    line = next(x for x in proc.stdout.splitlines() if x.startswith("RESULTS"))
+    results = json.loads(line[len("RESULTS"):])
+    for key, r in results.items():
+        r["unchanged"] = _snapshot(roots[key]) == before[key]
+    return results
+
+
+def _refused(result: dict, text: str) -> None:
+    """Status 2, one line on stderr naming the problem, no Ray, the store unchanged."""
+    err = result["stderr"].strip()
+    assert result["returncode"] == 2, (result["returncode"], result["stdout"][-2000:], err)
+    assert len(err.splitlines()) == 1 and text in err, err
+    assert not result["ray_started"], "Ray was started before the option was refused"
+    assert result["unchanged"], "the store or its folder changed"  # no manifest, rows, tune dir
+
+
+@pytest.mark.parametrize("args, message", BAD_SEARCH, ids=[" ".join(a) for a, _ in BAD_SEARCH])
+def test_bad_search_option_is_refused_before_ray(refusals, args, message) -> None:
+    _refused(refusals["search " + " ".join(args)], message)
+
+
+@pytest.mark.parametrize("args, message", BAD_SEARCH_PY)
+def test_bad_option_of_search_py_is_refused(refusals, args, message) -> None:
+    _refused(refusals["search.py " + " ".join(args)], message)
+
+
+@pytest.mark.parametrize("args, message", BAD_RETRAIN)
+def test_bad_retrain_option_is_refused_before_ray(refusals, args, message) -> None:
+    _refused(refusals["retrain " + " ".join(args)], message)
+
+
+def test_bad_evaluate_option_is_refused(refusals) -> None:
+    _refused(refusals["evaluate"], "--batch-size must be >= 1")
+
+
+def test_a_bad_option_is_refused_by_the_installed_command_too(store_dir: Path) -> None:
+    """One case through a real process of its own (the module entry point, as a user runs
+    it): the same status, line and untouched store as in the shared child above."""
     before = _snapshot(store_dir.parent)
-    out = _run("retrain", "--loss", "ce", "--store", str(store_dir), "--experiment", "rt",
-               *args)
-    _one_line_error(out, message)
+    out = _run("search", "--store", str(store_dir), "--experiment", "new", "--sigma", "nan")
+    _one_line_error(out, "--sigma must be a finite number")
     assert _snapshot(store_dir.parent) == before
-
-
-def test_bad_evaluate_option_is_refused(tmp_path: Path) -> None:
-    out = _run("evaluate", "--checkpoint", str(tmp_path / "none.pt"), "--batch-size", "0")
-    _one_line_error(out, "--batch-size must be >= 1")
 
 
 def test_a_step_whose_every_trial_failed_ends_the_search_with_its_error(capsys) -> None:
