@@ -40,14 +40,48 @@ PURE_MODULES = [
 ]
 
 
-@pytest.mark.parametrize("module", PURE_MODULES)
-def test_module_does_not_import_ray(module: str) -> None:
-    code = f"import sys, {module}; print('ray' in sys.modules)"
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
-    )
+# One child imports every module in turn and notes after each whether ray is loaded: a module
+# that imports ray (itself or through anything it imports) makes it appear right after its
+# own import, since nothing imported before it had loaded ray. (A process per module cost
+# ~1.3 s of imports each.)
+_IMPORT_EACH = r"""
+import importlib, json, sys
+seen = {}
+for name in json.loads(sys.argv[1]):
+    importlib.import_module(name)
+    seen[name] = "ray" in sys.modules
+    if seen[name]:
+        break
+print("SEEN" + json.dumps(seen))
+"""
+
+
+@pytest.fixture(scope="module")
+def ray_after_import() -> dict[str, bool]:
+    import json
+
+    out = subprocess.run([sys.executable, "-c", _IMPORT_EACH, json.dumps(PURE_MODULES)],
+                         capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "False", f"{module} imports ray"
+    line = next(x for x in out.stdout.splitlines() if x.startswith("SEEN"))
+    return json.loads(line[len("SEEN"):])
+
+
+@pytest.mark.parametrize("module", PURE_MODULES)
+def test_module_does_not_import_ray(module: str, ray_after_import: dict[str, bool]) -> None:
+    assert module in ray_after_import, "an earlier module of the list imported ray"
+    assert ray_after_import[module] is False, f"{module} imports ray"
+
+
+def test_a_module_importing_ray_is_caught() -> None:
+    """The check itself can fail: a module that imports ray is flagged at its own place."""
+    import json
+
+    names = ["autoloss_ray.morphology", "searchers.ppo2", "autoloss_ray.ppo"]
+    out = subprocess.run([sys.executable, "-c", _IMPORT_EACH, json.dumps(names)],
+                         capture_output=True, text=True, timeout=300)
+    seen = json.loads(next(x for x in out.stdout.splitlines() if x.startswith("SEEN"))[4:])
+    assert seen == {"autoloss_ray.morphology": False, "searchers.ppo2": True}
 
 
 def test_public_api_is_importable_from_package() -> None:
