@@ -193,11 +193,13 @@ def _worker(rank: int, init: str, out_dir: str) -> None:
                             timeout=datetime.timedelta(seconds=300))
     out: list[str] = []
     counts: dict = {}
+    done = False
     try:
         _check_all_reduce_sum(rank, out)
         _check_losses(rank, out, counts)
         _check_ddp_model(rank, out)
         _check_metrics(rank, out)
+        done = True
     except Exception:  # reported to the parent; the peer then fails on its own timeout
         out.append(traceback.format_exc())
         raise
@@ -205,7 +207,9 @@ def _worker(rank: int, init: str, out_dir: str) -> None:
         with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as f:
             json.dump({"failures": out, "cases": counts.get("n", 0),
                        "max_rel_grad_err": counts.get("rel"),
-                       "skipped": counts.get("skipped")}, f)
+                       "skipped": counts.get("skipped"), "done": done}, f)
+        if done:
+            dist.barrier()  # neither rank tears gloo down while its peer still talks
         dist.destroy_process_group()
 
 
@@ -213,7 +217,16 @@ def _worker(rank: int, init: str, out_dir: str) -> None:
 def two_ranks(tmp_path_factory):
     d = tmp_path_factory.mktemp("ddp")
     init = f"file://{d / 'rendezvous'}"
-    mp.spawn(_worker, args=(init, str(d)), nprocs=WORLD, join=True)
+    try:
+        mp.spawn(_worker, args=(init, str(d)), nprocs=WORLD, join=True)
+    except mp.ProcessExitedException as exc:
+        # gloo can abort a rank in its C++ teardown after all the work ("terminate called
+        # without an active exception", seen once in CI); the results were recorded before
+        # it, so only a rank that died before finishing its checks fails the test
+        files = [d / f"rank{r}.json" for r in range(WORLD)]
+        if not all(f.exists() and json.loads(f.read_text()).get("done") for f in files):
+            raise
+        print(f"a rank crashed in process-group teardown after finishing: {exc}")
     res = []
     for r in range(WORLD):
         with open(d / f"rank{r}.json") as f:
