@@ -91,12 +91,11 @@ def _alive(pid: int) -> bool:
 # ENTRYPOINT SECONDS [...]` in a process of its own (Ray reads RAY_AUTH_MODE once per process,
 # and earlier tests of the same pytest session may have used Ray without token auth). Code
 # appended to it finds `client`, `job_id` and `status`; extra arguments start at sys.argv[4].
-SUBMIT_JOB = r"""
-import json, sys, time
-from ray.job_submission import JobStatus, JobSubmissionClient
-dashboard, entrypoint, wait = sys.argv[1], sys.argv[2], float(sys.argv[3])
+# Connects `client` to the Jobs API at `dashboard`, which comes up shortly after `ray start`
+# (for scripts run as `python -c`; needs `time` and JobSubmissionClient imported).
+CONNECT_CLIENT = r"""
 deadline = time.monotonic() + 60
-while True:  # the job API comes up shortly after `ray start`
+while True:
     try:
         client = JobSubmissionClient(dashboard)
         break
@@ -104,6 +103,13 @@ while True:  # the job API comes up shortly after `ray start`
         if time.monotonic() > deadline:
             raise
         time.sleep(1)
+"""
+
+SUBMIT_JOB = r"""
+import json, sys, time
+from ray.job_submission import JobStatus, JobSubmissionClient
+dashboard, entrypoint, wait = sys.argv[1], sys.argv[2], float(sys.argv[3])
+""" + CONNECT_CLIENT + r"""
 deadline = time.monotonic() + 120
 while True:  # the job agent comes up a little after the head
     try:

@@ -21,7 +21,7 @@ from autoloss_ray.store import ExperimentStore
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from raynode import SUBMIT_JOB, head_ports, kill_head, start_head  # noqa: E402
+from raynode import CONNECT_CLIENT, SUBMIT_JOB, head_ports, kill_head, start_head  # noqa: E402
 
 
 @pytest.fixture()
@@ -106,15 +106,7 @@ from pathlib import Path
 from ray.job_submission import JobStatus, JobSubmissionClient
 import pyarrow.parquet as pq
 dashboard, gcs, repo, entrypoint, store = sys.argv[1:6]
-deadline = time.monotonic() + 60
-while True:
-    try:
-        client = JobSubmissionClient(dashboard)
-        break
-    except Exception:
-        if time.monotonic() > deadline:
-            raise
-        time.sleep(1)
+""" + CONNECT_CLIENT + r"""
 out = {}
 # no token: the head refuses the submission
 req = urllib.request.Request(dashboard + "/api/jobs/", method="POST",

@@ -78,22 +78,31 @@ SCRIPT = textwrap.dedent(r"""
 """)
 
 
-@pytest.mark.slow
-def test_triton_region_kernels_match_the_eager_path_in_the_interpreter():
+def _run_in_interpreter(script: str) -> list[dict]:
+    """The rows a script prints after "ROWS", run with TRITON_INTERPRET=1 in a subprocess."""
     env = {**os.environ, "TRITON_INTERPRET": "1"}
-    proc = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                           env=env, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     line = next(x for x in proc.stdout.splitlines() if x.startswith("ROWS"))
-    rows = json.loads(line[4:])
-    *cases, empty = rows
-    assert len(cases) == 9
+    return json.loads(line[4:])
+
+
+def _assert_matches_eager(cases: list[dict]) -> None:
+    """Loss and gradient of the Triton path equal the eager path's (bf16: to its rounding)."""
     for r in cases:
         tol = 1e-5 if r["dtype"] == "torch.float32" else 1e-4
         assert abs(r["eager"] - r["triton"]) <= tol * max(1.0, abs(r["eager"])), r
         gtol = 1e-5 if r["dtype"] == "torch.float32" else 2e-2
         assert r["grad_err"] <= gtol * max(r["grad_scale"], 1e-3), r
         assert r["grad_scale"] > 0, r  # a zero gradient would compare equal trivially
+
+
+@pytest.mark.slow
+def test_triton_region_kernels_match_the_eager_path_in_the_interpreter():
+    *cases, empty = _run_in_interpreter(SCRIPT)
+    assert len(cases) == 9
+    _assert_matches_eager(cases)
     assert empty["empty"] == [0.0, 0.0, 0.0, 0.0]
 
 
@@ -166,19 +175,9 @@ BF1_SCRIPT = textwrap.dedent(r"""
 
 @pytest.mark.slow
 def test_triton_bf1_kernels_match_the_eager_path_in_the_interpreter():
-    env = {**os.environ, "TRITON_INTERPRET": "1"}
-    proc = subprocess.run([sys.executable, "-c", BF1_SCRIPT], capture_output=True, text=True,
-                          env=env, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    line = next(x for x in proc.stdout.splitlines() if x.startswith("ROWS"))
-    *cases, direct = json.loads(line[4:])
+    *cases, direct = _run_in_interpreter(BF1_SCRIPT)
     assert len(cases) == 5
-    for r in cases:
-        tol = 1e-5 if r["dtype"] == "torch.float32" else 1e-4
-        assert abs(r["eager"] - r["triton"]) <= tol * max(1.0, abs(r["eager"])), r
-        gtol = 1e-5 if r["dtype"] == "torch.float32" else 2e-2
-        assert r["grad_err"] <= gtol * max(r["grad_scale"], 1e-3), r
-        assert r["grad_scale"] > 0, r
+    _assert_matches_eager(cases)
     b_err, np_err, mp_err, grad_err, grad_scale, pred_ok = direct["direct"]
     assert b_err <= 1e-6 and np_err <= 1e-5 and mp_err <= 1e-5, direct
     assert grad_scale > 0 and grad_err <= 1e-5 * grad_scale, direct

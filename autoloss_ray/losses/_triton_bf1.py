@@ -52,6 +52,23 @@ if HAVE_TRITON:
         return h, d
 
     @triton.jit
+    def _plane_block(C, H, W, BLOCK: tl.constexpr):
+        """This program's pixel block of plane (image program_id(2), class program_id(1)):
+        class, offsets, mask, row, column, the plane's element base, the image's pixel base."""
+        c = tl.program_id(1)
+        n64 = tl.program_id(2).to(tl.int64)
+        offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+        return c, offs, offs < H * W, offs // W, offs % W, (n64 * C + c) * H * W, n64 * H * W
+
+    @triton.jit
+    def _neighbour(row, col, m, j: tl.constexpr, H, W):
+        """Position j of each pixel's 3x3 window (rows outer, columns inner): its offset in
+        the plane and whether it lies inside the image."""
+        rr = row + (j // 3 - 1)
+        cc = col + (j % 3 - 1)
+        return rr * W + cc, m & (rr >= 0) & (rr < H) & (cc >= 0) & (cc < W)
+
+    @triton.jit
     def _stats(z_ptr, mx_ptr, inv_ptr, pred_ptr, C, HW, BLOCK: tl.constexpr):
         pb = tl.program_id(0)
         n64 = tl.program_id(1).to(tl.int64)
@@ -70,24 +87,13 @@ if HAVE_TRITON:
              NB3: tl.constexpr, S23: tl.constexpr, ID3: tl.constexpr,
              NB4: tl.constexpr, S24: tl.constexpr, ID4: tl.constexpr,
              SFLOOR: tl.constexpr, BLOCK: tl.constexpr):
-        pb = tl.program_id(0)
-        c = tl.program_id(1)
-        n64 = tl.program_id(2).to(tl.int64)
-        HW = H * W
-        offs = pb * BLOCK + tl.arange(0, BLOCK)
-        m = offs < HW
-        row = offs // W
-        col = offs % W
-        zc = z_ptr + (n64 * C + c) * HW
-        st = n64 * HW
+        c, offs, m, row, col, el0, st = _plane_block(C, H, W, BLOCK)
+        zc = z_ptr + el0
         e = tl.full(offs.shape, float("inf"), dtype=tl.float32)
         k = tl.zeros(offs.shape, dtype=tl.int32)
         p = tl.zeros(offs.shape, dtype=tl.float32)
-        for j in tl.static_range(9):  # the 3x3 window, rows outer, columns inner
-            rr = row + (j // 3 - 1)
-            cc = col + (j % 3 - 1)
-            q = rr * W + cc
-            inside = m & (rr >= 0) & (rr < H) & (cc >= 0) & (cc < W)
+        for j in tl.static_range(9):
+            q, inside = _neighbour(row, col, m, j, H, W)
             zq = tl.load(zc + q, mask=inside, other=0.0).to(tl.float32)
             pq = tl.exp(zq - tl.load(mx_ptr + st + q, mask=inside, other=0.0)) \
                 * tl.load(inv_ptr + st + q, mask=inside, other=0.0)
@@ -107,14 +113,15 @@ if HAVE_TRITON:
         b = tl.where(keep, raw, 0.0)
         ga = tl.where(keep, d3 * (1.0 - h4) - d1 * h2, 0.0)
         gb = tl.where(keep, d4 * (1.0 - h3) - h1 * d2, 0.0)
-        el = (n64 * C + c) * HW + offs
+        el = el0 + offs
         tl.store(b_ptr + el, b, mask=m)
         tl.store(ga_ptr + el, ga, mask=m)
         tl.store(gb_ptr + el, gb, mask=m)
         tl.store(idx_ptr + el, k.to(tl.int8), mask=m)
         bv = tl.where(m, b * tl.load(v_ptr + st + offs, mask=m, other=0.0), 0.0)
         dbg = tl.load(dbg_ptr + el, mask=m, other=0).to(tl.float32)
-        part = part_ptr + ((n64 * NPB + pb) * 2) * C + c
+        prog = tl.program_id(2).to(tl.int64) * NPB + tl.program_id(0)  # (image, block)
+        part = part_ptr + prog * 2 * C + c
         tl.store(part, tl.sum(bv, axis=0))
         tl.store(part + C, tl.sum(bv * dbg, axis=0))
 
@@ -130,25 +137,13 @@ if HAVE_TRITON:
     @triton.jit
     def _bwd_p(gbout_ptr, v_ptr, dbg_ptr, ga_ptr, gb_ptr, idx_ptr, gnp_ptr, gmp_ptr, gp_ptr,
                C, H, W, HAS_GB: tl.constexpr, BLOCK: tl.constexpr):
-        pb = tl.program_id(0)
-        c = tl.program_id(1)
-        n64 = tl.program_id(2).to(tl.int64)
-        HW = H * W
-        offs = pb * BLOCK + tl.arange(0, BLOCK)
-        m = offs < HW
-        row = offs // W
-        col = offs % W
-        base = (n64 * C + c) * HW
-        st = n64 * HW
+        c, offs, m, row, col, base, st = _plane_block(C, H, W, BLOCK)
         gnp = tl.load(gnp_ptr + c)
         gmp = tl.load(gmp_ptr + c)
         g = _g(gbout_ptr, v_ptr, dbg_ptr, base + offs, st + offs, m, gnp, gmp, HAS_GB)
         acc = tl.load(ga_ptr + base + offs, mask=m, other=0.0) * g
-        for j in tl.static_range(9):  # neighbour s = pixel + (dy, dx); this pixel is at 8 - j
-            rr = row + (j // 3 - 1)
-            cc = col + (j % 3 - 1)
-            q = rr * W + cc
-            inside = m & (rr >= 0) & (rr < H) & (cc >= 0) & (cc < W)
+        for j in tl.static_range(9):  # neighbour s at position j; this pixel is s's 8 - j
+            q, inside = _neighbour(row, col, m, j, H, W)
             hit = inside & (tl.load(idx_ptr + base + q, mask=inside, other=-1).to(tl.int32)
                             == 8 - j)
             gs = _g(gbout_ptr, v_ptr, dbg_ptr, base + q, st + q, hit, gnp, gmp, HAS_GB)

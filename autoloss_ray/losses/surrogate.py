@@ -313,8 +313,8 @@ class SurrogateLoss(nn.Module):
 
     def _bf1_counts(self, logits, target, valid, tables, cd):
         """BF1's soft counts [C] (n_p, m_p, m_g, n_g) and the predicted boundary pixels per
-        class n_p_hard, in torch ops or, on CUDA, the Triton kernels of :mod:`._triton_bf1`
-        (GPU, and the CPU fallback)."""
+        class n_p_hard without the fused CPU kernels: b, n_p and m_p by the Triton kernels of
+        :mod:`._triton_bf1` on CUDA, by torch ops otherwise (the CPU fallback)."""
         C = self.num_classes
         r = self.boundary_tolerance
         dev = logits.device
