@@ -157,6 +157,10 @@ class SearchOptions:
         }
         if self.tune_dir is None and not is_uri(self.store):
             values["tune_dir"] = str(Path(self.store).resolve().parent / "tune")
+        elif self.tune_dir is not None and not is_uri(self.tune_dir):
+            # Ray Tune takes a storage path only when absolute (a relative one fails after
+            # Ray has started, as "URI has empty scheme")
+            values["tune_dir"] = os.path.abspath(self.tune_dir)
         out = dataclasses.replace(self, **values)
         out.validate()
         return out
@@ -231,6 +235,7 @@ class SearchOptions:
                 )
         check_output_file(self.export, "--export")
         check_output_dir(self.report_dir, "--report-dir")
+        check_output_dir(self.tune_dir, "--tune-dir")
         if self.backbone_weights and not os.path.isfile(self.backbone_weights):
             raise OptionsError(f"--backbone-weights {self.backbone_weights!r} does not exist")
         if self.init_preset is not None:

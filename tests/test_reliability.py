@@ -249,11 +249,25 @@ def test_output_paths_that_are_the_wrong_kind_are_refused(store_dir: Path) -> No
           str(folder)], "is an existing directory"),
         (["search", "--store", str(store_dir), "--experiment", "new", "--report-dir",
           str(afile)], "is an existing file"),
+        (["search", "--store", str(store_dir), "--experiment", "new", "--tune-dir",
+          str(afile / "tune")], "is an existing file"),
     ]
     for args, message in cases:
         _one_line_error(_run(*args), message)
     assert _snapshot(store_dir.parent) == before
     assert sorted(p.name for p in store_dir.parent.iterdir()) == ["afile", "folder", "store"]
+
+
+def test_a_relative_tune_dir_is_made_absolute(tmp_path: Path, monkeypatch) -> None:
+    # Ray Tune refuses a relative storage path ("URI has empty scheme"), after Ray started
+    from autoloss_app.options import SearchOptions
+
+    monkeypatch.chdir(tmp_path)
+    opts = SearchOptions(store="s", tune_dir="runs/tune").resolved()
+    assert opts.tune_dir == str(tmp_path / "runs" / "tune")
+    assert SearchOptions(store="s").resolved().tune_dir == str(tmp_path / "tune")
+    uri = SearchOptions(store="s3://b/s", tune_dir="s3://b/tune").resolved()
+    assert uri.tune_dir == "s3://b/tune"
 
 
 def test_a_failed_report_leaves_no_folder(store_dir: Path, monkeypatch) -> None:

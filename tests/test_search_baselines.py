@@ -124,11 +124,68 @@ def test_train_seed_changes_training_not_the_hold_out() -> None:
     assert a["final_loss"] != pytest.approx(c["final_loss"], abs=1e-9)  # trained differently
 
 
+# --------------------------------------------------------------------------- resume
+@pytest.mark.parametrize("searcher", ["ppo", "random", "tpe", "cmaes"])
+def test_each_searcher_resumes_from_its_store_rows_to_the_same_draws(
+    tmp_path: Path, searcher: str
+) -> None:
+    """The search job's resume path without Ray: build_searcher's searcher, driven trial by
+    trial, writes the rows the StoreCallback writes (and its policy rows); with the last
+    trial's row and the last policy row lost, a fresh searcher replays the store
+    (previous_results) and hands out exactly that one trial, with the same theta."""
+    from autoloss_app.options import SearchOptions
+    from autoloss_app.search_job import build_searcher, previous_results
+    from autoloss_ray.losses import search_space
+    from autoloss_ray.store import trial_row
+
+    steps, samples = 2, 3
+    opts = SearchOptions(searcher=searcher, store=str(tmp_path / "store"), experiment="s",
+                         steps=steps, samples=samples, seed=2, model="tiny").resolved()
+    store = ExperimentStore(opts.store)
+    space = search_space(opts.metric, opts.parameterization)
+    target = np.linspace(0.2, 0.8, space.dim)
+
+    def run(s, prefix: str) -> list[dict]:
+        out = []
+        for rec in _drive(s, lambda th: 1.0 - float(np.mean((th - target) ** 2)),
+                          prefix=prefix):
+            config = {**opts.trial_config(), **rec["config"], "search_step": rec["step"],
+                      "search_sample": rec["sample"]}
+            store.write_trial(trial_row("s", rec["trial_id"], config,
+                                        {"reward": rec["value"], "done": True}))
+            out.append(rec)
+        return out
+
+    full = run(build_searcher(opts, store), "t")
+    assert [(r["step"], r["sample"]) for r in full] == [
+        (t, m) for t in range(steps) for m in range(samples)]
+    assert list(store.policy("s")["step"]) == list(range(steps))
+    if searcher in ("tpe", "cmaes"):  # no preset: the space's init is the first trial
+        assert full[0]["config"]["theta"] == pytest.approx(space.init.tolist())
+    thetas = [r["config"]["theta"] for r in full]
+    assert len({tuple(t) for t in thetas}) == len(full)  # real draws
+    assert all(space.contains(t) for t in thetas)
+
+    last = full[-1]
+    os.unlink(store.trial_path("s", last["trial_id"]))
+    os.unlink(store.policy_path("s", steps - 1))
+    fresh = build_searcher(opts, store)
+    _, results = previous_results(store, "s")
+    told = fresh.replay(results, quiet_steps={int(s) for s in store.policy("s")["step"]})
+    assert told == steps * samples - 1
+    rest = run(fresh, "resumed")
+    assert [(r["step"], r["sample"]) for r in rest] == [(last["step"], last["sample"])]
+    assert rest[0]["config"]["theta"] == pytest.approx(last["config"]["theta"], abs=1e-12)
+    assert fresh.is_finished and list(store.policy("s")["step"]) == list(range(steps))
+
+
 # --------------------------------------------------------------------------- CLI + resume
 @pytest.mark.slow
-# ppo, the default, goes through the same run-then-resume path (more strictly: Tune's files
-# gone too, the policy compared) in tests/test_service.py::test_resume_rebuilds_the_search_...
-@pytest.mark.parametrize("searcher", ["random", "tpe", "cmaes"])
+# One searcher end to end (CLI, embedded Ray, Tune, store, export); every searcher's resume
+# path is test_each_searcher_resumes_from_its_store_rows_..., and ppo, the default, runs
+# and resumes from the CLI (Tune's files gone too, the policy compared) in
+# tests/test_service.py::test_resume_rebuilds_the_search_from_the_store_alone.
+@pytest.mark.parametrize("searcher", ["cmaes"])
 def test_each_searcher_runs_from_the_cli_and_resumes_only_what_is_missing(
     tmp_path: Path, searcher: str
 ) -> None:

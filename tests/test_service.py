@@ -30,6 +30,18 @@ def _autoloss(*args: str, env: dict | None = None, **kw) -> subprocess.Completed
     )
 
 
+def _in_process(capsys, *args: str) -> subprocess.CompletedProcess:
+    """``autoloss ARGS`` through the CLI's main in this process, for calls that start no
+    Ray (refusals, a search with nothing left to run); the same result object as
+    :func:`_autoloss`."""
+    capsys.readouterr()
+    code = cli_main(list(args))
+    out = capsys.readouterr()
+    ray = sys.modules.get("ray")
+    assert ray is None or not ray.is_initialized(), "this call started Ray in the test process"
+    return subprocess.CompletedProcess(args, code, out.out, out.err)
+
+
 # --------------------------------------------------------------------------- bad input
 @pytest.mark.parametrize(
     "args, message",
@@ -169,7 +181,7 @@ def test_killed_search_resumes_without_losing_or_repeating_trials(tmp_path: Path
 
 
 @pytest.mark.slow
-def test_resume_rebuilds_the_search_from_the_store_alone(tmp_path: Path) -> None:
+def test_resume_rebuilds_the_search_from_the_store_alone(tmp_path: Path, capsys) -> None:
     """The store is the source of truth: with the newest rows lost (killed before they were
     written) and Tune's own experiment directory gone, --resume runs exactly the missing
     samples with the thetas the uninterrupted search drew, and ends at the same policy."""
@@ -196,8 +208,9 @@ def test_resume_rebuilds_the_search_from_the_store_alone(tmp_path: Path) -> None
     for step in full_policy["step"]:
         os.unlink(s.policy_path("lost", int(step)))
     shutil.rmtree(tune_dir)
-    # resuming with different search options is refused and changes nothing
-    bad = _autoloss(*[a if a != "4" else "5" for a in args], "--resume", timeout=200)
+    # resuming with different search options is refused and changes nothing (the calls
+    # that start no Ray run in this process: a child would only add ~5 s of imports)
+    bad = _in_process(capsys, *[a if a != "4" else "5" for a in args], "--resume")
     assert bad.returncode == 2 and "--seed was 4, now 5" in bad.stderr, bad.stderr
     assert len(s.trials("lost")) == steps * samples - len(lost)
 
@@ -216,8 +229,8 @@ def test_resume_rebuilds_the_search_from_the_store_alone(tmp_path: Path) -> None
 
     # a complete search resumes to nothing and runs nothing; a short command line takes
     # every option it does not give from the search's manifest
-    done = _autoloss("search", "--experiment", "lost", "--store", str(store), "--resume",
-                     timeout=200)
+    done = _in_process(capsys, "search", "--experiment", "lost", "--store", str(store),
+                       "--resume")
     assert done.returncode == 0 and "nothing to run" in done.stdout, done.stderr[-2000:]
     assert len(s.trials("lost")) == steps * samples
 
@@ -228,9 +241,9 @@ def test_resume_rebuilds_the_search_from_the_store_alone(tmp_path: Path) -> None
     assert len(s.trials("lost")) == (steps + 1) * samples
     assert list(s.policy("lost")["step"]) == list(range(steps + 1))
     assert s.read_search("lost")["steps"] == steps + 1
-    again = _autoloss(*short, timeout=200)
+    again = _in_process(capsys, *short)
     assert again.returncode == 0 and "nothing to run" in again.stdout, again.stderr[-2000:]
-    fewer = _autoloss(*short, "--steps", "1", timeout=200)
+    fewer = _in_process(capsys, *short, "--steps", "1")
     assert fewer.returncode == 2 and "fewer steps" in fewer.stderr, fewer.stderr[-2000:]
 
 
