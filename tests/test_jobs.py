@@ -21,7 +21,7 @@ from autoloss_ray.store import ExperimentStore
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from raynode import CONNECT_CLIENT, SUBMIT_JOB, head_ports, kill_head, start_head  # noqa: E402
+from raynode import CONNECT_CLIENT, head_ports, kill_head, start_head  # noqa: E402
 
 
 @pytest.fixture()
@@ -44,62 +44,11 @@ def ray_head(monkeypatch):
     assert not left, f"processes of the test head survived: {left}"
 
 
-# The job, then (argv[4]: the GCS address) the head's exported search metrics
-_CLIENT = SUBMIT_JOB + r"""
-import urllib.request
-gcs = sys.argv[4]
-out = {"status": str(status), "logs": client.get_job_logs(job_id),
-       "listed": job_id in {j.submission_id for j in client.list_jobs()}}
-import ray
-ray.init(address=gcs, log_to_driver=False)
-node = ray.nodes()[0]
-url = "http://%s:%s/metrics" % (node["NodeManagerAddress"], node["MetricsExportPort"])
-deadline, found = time.monotonic() + 30, []
-while not found and time.monotonic() < deadline:
-    text = urllib.request.urlopen(url, timeout=10).read().decode()
-    found = [ln for ln in text.splitlines()
-             if ln.startswith("ray_autoloss_trials_done") and 'experiment="job"' in ln]
-    time.sleep(1)
-ray.shutdown()
-out["metrics"] = found
-print(json.dumps(out))
-"""
-
-
-@pytest.mark.slow
-def test_search_submitted_as_a_ray_job_succeeds_and_reports_metrics(
-    ray_head, tmp_path: Path
-) -> None:
-    import json
-
-    store = tmp_path / "store"
-    entrypoint = (
-        f"{sys.executable} {REPO / 'search.py'} --steps 2 --samples 2 --iterations 6 "
-        f"--image-size 32 --train-size 16 --batch-size 4 --store {store} --experiment job "
-        "--gpus-per-trial 0"  # this head has no GPU (and no autoscaler to add one)
-    )
-    proc = subprocess.run(
-        [sys.executable, "-c", _CLIENT, ray_head["dashboard"], entrypoint, "240", ray_head["gcs"]],
-        capture_output=True, text=True, timeout=400,
-        env={**os.environ, "RAY_AUTH_MODE": "token"},
-    )
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert out["status"] == "SUCCEEDED", out["logs"][-3000:]
-    assert "[autoloss] step 2/2" in out["logs"] and "[autoloss] done" in out["logs"]
-    assert out["listed"]
-    assert len(ExperimentStore(store).trials("job")) == 4
-    # the search's gauges on the head's Prometheus endpoint (what the dashboard charts): read
-    # while the job runs in the stop/resume test below; once the driver has exited Ray drops
-    # them within an export interval, so after the job only a still-present gauge is checked
-    if out["metrics"]:
-        assert float(out["metrics"][-1].rsplit(" ", 1)[1]) == 4.0
-
-
-
-# Stop a running search job, resubmit it with --resume (`ray job submit --working-dir .` as a
-# user would, through the client's runtime_env), check the metrics while it runs and that an
-# unauthenticated submission is refused.
+# The search as a Ray job, end to end: submit it (`ray job submit --working-dir .` as a user
+# would, through the client's runtime_env), stop it while it runs, resubmit it with --resume,
+# check the search's gauges while it runs, that both jobs are listed, and that an
+# unauthenticated submission is refused. (A plain submitted search that runs to the end:
+# tests/test_fake_cluster.py.)
 _STOP_RESUME = r"""
 import json, sys, time, urllib.error, urllib.request
 from pathlib import Path
@@ -165,6 +114,7 @@ out["metrics"] = list(found)
 wait(second, lambda: client.get_job_status(second).is_terminal(), 400)
 out["second_status"] = str(client.get_job_status(second))
 out["second_logs"] = client.get_job_logs(second)
+out["listed"] = {first, second} <= {j.submission_id for j in client.list_jobs()}
 ray.shutdown()
 print(json.dumps(out))
 """
@@ -196,6 +146,8 @@ def test_a_stopped_job_resumed_with_resume_loses_and_repeats_nothing(ray_head, t
     assert out["metrics"] and out.get("status_when_scraped") == "RUNNING", out["metrics"]
     assert out["second_status"] == "SUCCEEDED", out["second_logs"][-3000:]
     assert "[autoloss] resuming:" in out["second_logs"]
+    assert "[autoloss] step 4/4" in out["second_logs"] and "[autoloss] done" in out["second_logs"]
+    assert out["listed"]  # both jobs in the Jobs API's list
     before = out["before"]
     assert 0 < len(before) < 8  # stopped mid-search
     rows = ExperimentStore(store).trials("jobres")
