@@ -10,7 +10,6 @@ label's own size and scores with the brute-force metrics of ``test_metrics``.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -271,10 +270,28 @@ def _tree(path: Path) -> dict[str, tuple[int, int]]:
             for p in path.rglob("*")}
 
 
-def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=300, env=env)
+def _run_in_process(args: list[str], capsys) -> subprocess.CompletedProcess:
+    """``python ARGS`` (``-m autoloss_app.cli ...`` or ``search.py ...``) through the entry
+    point's main in this process (these calls refuse before Ray starts; a child would only
+    add ~4 s of imports): the status and both streams."""
+    import importlib.util
+
+    if args[:2] == ["-m", "autoloss_app.cli"]:
+        main, argv = cli_main, args[2:]
+    else:
+        spec = importlib.util.spec_from_file_location("search_script", args[0])
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        main, argv = module.main, args[1:]
+    capsys.readouterr()
+    try:
+        code = main(argv)
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    out = capsys.readouterr()
+    ray = sys.modules.get("ray")
+    assert ray is None or not ray.is_initialized(), "Ray was started before the refusal"
+    return subprocess.CompletedProcess(args, code, out.out, out.err)
 
 
 SEARCH = ["-m", "autoloss_app.cli", "search", "--dataset", "camvid", "--image-size", "16",
@@ -286,7 +303,9 @@ SEARCH = ["-m", "autoloss_app.cli", "search", "--dataset", "camvid", "--image-si
     ["search: no split folders", "search.py: bad label values", "retrain: no testannot",
      "evaluate: no valannot"],
 )
-def test_bad_data_exits_2_with_one_line_and_the_store_unchanged(tmp_path, case) -> None:
+def test_bad_data_exits_2_with_one_line_and_the_store_unchanged(tmp_path, case, capsys,
+                                                              monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
     store = tmp_path / "store"
     ExperimentStore(store).write_trial({"experiment": "before", "trial_id": "t0",
                                         "status": "ok"})
@@ -317,7 +336,7 @@ def test_bad_data_exits_2_with_one_line_and_the_store_unchanged(tmp_path, case) 
     args += ["--store", str(store)]
     if case != "evaluate: no valannot":
         args += ["--experiment", "bad"]
-    proc = _run(args, tmp_path)
+    proc = _run_in_process(args, capsys)
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2, proc.stderr
     assert len(lines) == 1 and expect in lines[0], proc.stderr

@@ -232,7 +232,7 @@ def test_summarize_of_a_store_whose_first_step_all_failed_names_it(tmp_path, cap
 
 
 # ------------------------------------------------------------------------ 6: output paths
-def test_output_paths_that_are_the_wrong_kind_are_refused(store_dir: Path) -> None:
+def test_output_paths_that_are_the_wrong_kind_are_refused(store_dir: Path, capsys) -> None:
     folder = store_dir.parent / "folder"
     folder.mkdir()
     afile = store_dir.parent / "afile"
@@ -252,8 +252,15 @@ def test_output_paths_that_are_the_wrong_kind_are_refused(store_dir: Path) -> No
         (["search", "--store", str(store_dir), "--experiment", "new", "--tune-dir",
           str(afile / "tune")], "is an existing file"),
     ]
-    for args, message in cases:
-        _one_line_error(_run(*args), message)
+    from autoloss_app.cli import main
+
+    for args, message in cases:  # in this process: each is refused before Ray starts
+        capsys.readouterr()
+        code = main(args)
+        out = capsys.readouterr()
+        _one_line_error(subprocess.CompletedProcess(args, code, out.out, out.err), message)
+        ray = sys.modules.get("ray")
+        assert ray is None or not ray.is_initialized(), args
     assert _snapshot(store_dir.parent) == before
     assert sorted(p.name for p in store_dir.parent.iterdir()) == ["afile", "folder", "store"]
 
@@ -583,7 +590,9 @@ def test_a_trial_worker_killed_9_is_recorded_failed_and_the_search_finishes(
     """kill -9 of the worker process running a trial: the search goes on; that trial has a
     row with status "failed" (PPO is told --failure-reward for it), the others are ok, and a
     resume has nothing left to run (a failed trial is a result, not a missing one)."""
-    args = _search(tmp_path, "wk", "--steps", "1", "--iterations", "400")
+    # 150 iterations (~4 s here after the worker's ~4 s of imports): the 0.2 s poll below
+    # kills the first trial long before it could end
+    args = _search(tmp_path, "wk", "--steps", "1", "--iterations", "150")
     proc = subprocess.Popen([sys.executable, "-m", "autoloss_app.cli", *args], cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
