@@ -501,19 +501,16 @@ def test_socket_reader_sees_a_wildcard_listener() -> None:
     assert not _loopback(f"0.0.0.0:{port}") and _loopback("::ffff:127.0.0.1:1")
 
 
-@pytest.mark.slow
-def test_embedded_search_listens_on_loopback_only(tmp_path: Path) -> None:
-    """The real `autoloss search` on the embedded default: every TCP socket that the driver,
-    the GCS, the raylet, the dashboard and its agent, the runtime-env agent and the workers
-    listen on is a loopback address, for the whole run."""
+def _run_watching_listeners(*args: str, timeout: float = 600):
+    """``autoloss ARGS`` on the embedded default Ray, reading every TCP socket its processes
+    listen on, for the whole run; returns (the finished process's result, the sockets)."""
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS",)}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "autoloss_app.cli", "search", "--store", str(tmp_path / "s"),
-         "--experiment", "net", "--steps", "1", "--samples", "2", *SMALL],
-        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [sys.executable, "-m", "autoloss_app.cli", *args],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         start_new_session=True)
     seen: set[tuple[str, str]] = set()
-    deadline = time.monotonic() + 400
+    deadline = time.monotonic() + timeout
     try:
         while proc.poll() is None and time.monotonic() < deadline:
             seen |= listening_sockets(_descendants(proc.pid))
@@ -521,8 +518,13 @@ def test_embedded_search_listens_on_loopback_only(tmp_path: Path) -> None:
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
-        output = proc.communicate()[0]
-    assert proc.returncode == 0, output[-3000:]
+        out, err = proc.communicate()
+    return subprocess.CompletedProcess(args, proc.returncode, out, err), seen
+
+
+def _assert_loopback_only(seen: set[tuple[str, str]]) -> None:
+    """Every TCP socket that the driver, the GCS, the raylet, the dashboard and its agent,
+    the runtime-env agent and the workers of an embedded search listened on is loopback."""
     names = {n for n, _ in seen}
     # the reader saw Ray itself: the GCS, the raylet, the dashboard agent, the runtime-env
     # agent and the workers (comm names are cut to 15 characters), each holding a listener
@@ -544,7 +546,8 @@ def test_ctrl_c_then_resume_loses_and_repeats_nothing(tmp_path: Path) -> None:
     """SIGINT to the foreground process group (what Ctrl-C sends) mid-search: status 130,
     a one-line hint, and --resume completes with exactly one row per (step, sample).
     While it runs, its experiment's lock is held by it (a real running search, not only the
-    helper of the concurrent-writers test) and a second writer is refused."""
+    helper of the concurrent-writers test) and a second writer is refused. The resumed run
+    (the real `autoloss search` on the embedded default) listens on loopback only."""
     args = _search(tmp_path, "intr", "--steps", "3")
     proc = subprocess.Popen([sys.executable, "-m", "autoloss_app.cli", *args], cwd=REPO,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
@@ -577,8 +580,9 @@ def test_ctrl_c_then_resume_loses_and_repeats_nothing(tmp_path: Path) -> None:
     assert "rerun with --resume" in err
     before = len(store.trials("intr"))
     assert 2 <= before < 6, "the interrupt must land mid-search"
-    out = _run(*args, "--resume", timeout=600)
+    out, listeners = _run_watching_listeners(*args, "--resume")
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    _assert_loopback_only(listeners)
     trials = store.trials("intr")
     assert sorted(zip(trials["step"], trials["sample"])) == [(t, m) for t in range(3)
                                                              for m in range(2)]
