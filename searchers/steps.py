@@ -438,7 +438,15 @@ class StepSearcher(Searcher):
 
     def restore(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "rb") as f:
-            self.set_state(pickle.load(f))
+            try:
+                state = pickle.load(f)
+            except (EOFError, pickle.UnpicklingError) as exc:
+                # e.g. a driver killed while Tune copied its checkpoint into storage
+                raise ValueError(
+                    f"the searcher checkpoint {checkpoint_path} is truncated or corrupt "
+                    f"({type(exc).__name__}: {exc}); restore from another copy, or rebuild "
+                    "the search from its store with `autoloss search --resume`") from exc
+        self.set_state(state)
 
     def __repr__(self) -> str:
         dim = None if self.space is None else self.space.dim
