@@ -127,9 +127,13 @@ class _OptunaAskTell:
             raise RuntimeError("ask() again before the last step was told")
         ids = [f"trial_{self._asked + i}" for i in range(self.samples_per_step)]
         rows = []
-        for tid in ids:
-            params = self.search.suggest(tid)
-            rows.append([float(params[n]) for n in self.names])
+        # the cmaes package divides by c_mu, which is 0 for a population of M <= 3 (mu_eff =
+        # 1), inside a min() where the resulting inf is harmless; without the errstate each
+        # small-M CMA-ES step printed two RuntimeWarnings
+        with np.errstate(divide="ignore"):
+            for tid in ids:
+                params = self.search.suggest(tid)
+                rows.append([float(params[n]) for n in self.names])
         self._asked += len(ids)
         self._pending = ids
         return np.clip(np.asarray(rows, dtype=np.float64), self.low, self.high)
