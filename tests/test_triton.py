@@ -223,3 +223,92 @@ def test_cuda_surrogates_match_cpu(metric):
     vb.backward()
     assert vb.dtype == torch.float32 and zb.grad.dtype == torch.bfloat16
     torch.testing.assert_close(vb.cpu(), loss(z.bfloat16().float(), t), atol=1e-4, rtol=1e-4)
+
+
+# -- compiled for the GPU, on this machine ------------------------------------------------------
+# The interpreter runs a kernel's Python, not Triton's compiler: a kernel it accepts can still
+# fail to compile (a loop-carried value changing type, an op the compiler lacks, too much
+# shared memory). Triton compiles ahead of time without a GPU, down to the cubin that ptxas
+# makes, for a target named by hand. The launches are recorded from real losses (so each
+# argument's dtype is the one the loss passes) and every distinct one is compiled for sm_90.
+
+_PTR = {torch.float32: "*fp32", torch.bfloat16: "*bf16", torch.float16: "*fp16",
+        torch.int64: "*i64", torch.int32: "*i32", torch.int8: "*i8", torch.uint8: "*u8"}
+
+
+class _LaunchRecorder:
+    """Stands in for a ``@triton.jit`` kernel: ``kernel[grid](*args, **constexprs)`` records
+    the argument types and constexpr values instead of launching."""
+
+    def __init__(self, kernel, specs: dict):
+        self.kernel, self.specs = kernel, specs
+
+    def __getitem__(self, grid):
+        def launch(*args, **kwargs):
+            names = self.kernel.arg_names
+            signature, constexprs = {}, {}
+            for p, name in zip(self.kernel.params, names):
+                value = kwargs[name] if name in kwargs else args[names.index(name)]
+                if p.is_constexpr:
+                    signature[name] = "constexpr"
+                    constexprs[name] = value
+                elif isinstance(value, torch.Tensor):
+                    signature[name] = _PTR[value.dtype]
+                elif isinstance(value, bool):
+                    signature[name] = "i1"
+                elif isinstance(value, int):
+                    signature[name] = "i32" if abs(value) < 2**31 else "i64"
+                else:
+                    signature[name] = "fp32"
+            key = (self.kernel.__name__, tuple(signature.items()),
+                   tuple(sorted(constexprs.items())))
+            self.specs.setdefault(key, (self.kernel, signature, constexprs))
+        return launch
+
+
+def test_triton_kernels_compile_to_cubin_for_sm90(monkeypatch):
+    """Every launch of the CUDA path (region surrogates and BF1, float32 and bf16 logits,
+    identity and searched curves, with and without the OR term, both backward variants)
+    compiles with Triton's own compiler and ptxas for sm_90 (the H100/H200), here without a
+    GPU, within the shared memory an sm_90 block can have."""
+    import numpy as np
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    from autoloss_ray.losses import SurrogateLoss, _triton, _triton_bf1, search_space
+    from autoloss_ray.losses import surrogate as surrogates
+
+    if not _triton.HAVE_TRITON:
+        pytest.skip("Triton imports but its kernels were not defined")
+    specs: dict = {}
+    for module, names in ((_triton, ("_region_fwd", "_region_bwd")),
+                          (_triton_bf1, ("_stats", "_fwd", "_bwd_p", "_bwd_z"))):
+        for name in names:
+            monkeypatch.setattr(module, name, _LaunchRecorder(getattr(module, name), specs))
+    monkeypatch.setattr(surrogates, "_use_native", lambda z: False)  # CPU tensors, CUDA path
+    monkeypatch.setattr(_triton, "usable", lambda z, cd: True)
+    rng = np.random.default_rng(0)
+    cases = [("miou", "bezier", torch.bfloat16, True), ("macc", "bezier", torch.float32, False),
+             ("gacc", "linear", torch.float32, True), ("bf1", "bezier", torch.bfloat16, True),
+             ("bf1", "bezier", torch.float32, False), ("miou+bf1", "linear", torch.float32, True)]
+    for metric, par, dtype, searched in cases:
+        space = search_space(metric, par)
+        theta = rng.uniform(np.maximum(space.low, -3), np.minimum(space.high, 3)) \
+            if searched else None
+        loss = SurrogateLoss(metric, num_classes=5, parameterization=par, theta=theta,
+                             boundary_tolerance=1)
+        z = torch.randn(2, 5, 12, 16).to(dtype).requires_grad_(True)
+        loss(z, torch.randint(0, 5, (2, 12, 16))).backward()  # outputs are unwritten: no values
+    kernels = {key[0] for key in specs}
+    assert kernels == {"_region_fwd", "_region_bwd", "_stats", "_fwd", "_bwd_p", "_bwd_z"}
+    assert {s[2]["USE_OR"] for s in specs.values() if s[0].__name__ == "_region_fwd"} \
+        == {True, False}
+    assert {s[1]["z_ptr"] for s in specs.values() if s[0].__name__ == "_fwd"} \
+        == {"*fp32", "*bf16"}
+    target = GPUTarget("cuda", 90, 32)
+    for kernel, signature, constexprs in specs.values():
+        compiled = triton.compile(ASTSource(kernel, signature, constexprs=constexprs),
+                                  target=target)
+        assert len(compiled.asm["cubin"]) > 0, (kernel.__name__, signature)
+        assert compiled.metadata.shared <= 227 * 1024, (kernel.__name__, compiled.metadata.shared)
+    print(f"{len(specs)} launches compiled for sm_90")
