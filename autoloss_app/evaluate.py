@@ -14,16 +14,34 @@ __all__ = ["add_command", "size_option", "inference_option", "PROTOCOL_HELP",
            "INFERENCE_HELP"]
 
 
+def check_evaluate_options(args: argparse.Namespace) -> None:
+    """Refuse bad ``evaluate`` options (:class:`OptionsError`) before anything is loaded, Ray
+    started or written."""
+    from autoloss_app.options import OptionsError, check_finite, check_output_dir
+    from autoloss_ray.store import check_name
+
+    for name, low in (("batch_size", 1), ("train_size", 0), ("workers", 1)):
+        if getattr(args, name) < low:
+            raise OptionsError(f"--{name.replace('_', '-')} must be >= {low}, "
+                               f"got {getattr(args, name)}")
+    check_finite(gpus_per_worker=args.gpus_per_worker)
+    if args.gpus_per_worker < 0:
+        raise OptionsError(f"--gpus-per-worker must be >= 0, got {args.gpus_per_worker}")
+    if bool(args.store) != bool(args.experiment):
+        raise OptionsError("--store and --experiment go together: give both to write a row "
+                           "(kind evaluate) into the store, or neither")
+    if args.store:
+        check_name(args.experiment, "experiment")
+        check_output_dir(args.store, "--store")
+
+
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from autoloss_app.options import OptionsError
     from autoloss_ray.checkpoint import load_checkpoint
     from autoloss_ray.data import build_dataset
     from autoloss_ray.train import evaluate_model, resolve_device
 
-    for name, low in (("batch_size", 1), ("train_size", 0)):
-        if getattr(args, name) < low:
-            raise OptionsError(f"--{name.replace('_', '-')} must be >= {low}, "
-                               f"got {getattr(args, name)}")
+    check_evaluate_options(args)
     from autoloss_ray.data import check_data
     from autoloss_ray.data.transforms import parse_image_size
 
@@ -50,10 +68,6 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         raise OptionsError(f"--boundary-classes/--background-index: {exc}") from None
     boundary = {"boundary_classes": args.boundary_classes,
                 "background_index": args.background_index}
-    if args.workers < 1:
-        from autoloss_app.options import OptionsError
-
-        raise OptionsError(f"--workers must be >= 1, got {args.workers}")
     if args.workers > 1:  # sharded over a Ray Train TorchTrainer, counts all-reduced
         from autoloss_app.search_job import init_ray
         from trainables.retrain_ddp import evaluate_with_workers
@@ -85,7 +99,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
           + " | ".join(f"{100 * metrics[k]:.2f}" for k in METRICS) + " |")
     if args.json:
         print(json.dumps(metrics))
-    if args.store and args.experiment:
+    if args.store:
         import uuid
 
         from autoloss_ray.store import ExperimentStore
@@ -157,8 +171,10 @@ def add_command(sub: Any) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="also print the metrics as JSON")
-    p.add_argument("--store", default=None, help="also write a row (kind evaluate) here")
-    p.add_argument("--experiment", default=None)
+    p.add_argument("--store", default=None,
+                   help="also write a row (kind evaluate) into this store (with --experiment)")
+    p.add_argument("--experiment", default=None,
+                   help="with --store: the experiment the row belongs to")
     p.add_argument("--workers", type=int, default=1,
                    help="> 1: evaluate shards on a Ray Train TorchTrainer of N workers (the "
                    "integer counts are summed: the same numbers as one process)")

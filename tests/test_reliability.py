@@ -92,6 +92,17 @@ BAD_RETRAIN = [
     (["--max-concurrent", "0"], "--max-concurrent must be >= 1"),
 ]
 
+BAD_EVALUATE = [
+    (["--batch-size", "0"], "--batch-size must be >= 1"),
+    (["--workers", "0"], "--workers must be >= 1"),
+    (["--workers", "2", "--gpus-per-worker", "nan"], "--gpus-per-worker must be a finite number"),
+    (["--workers", "2", "--gpus-per-worker", "-1"], "--gpus-per-worker must be >= 0"),
+    (["--store", "{store}"], "--store and --experiment go together"),
+    (["--experiment", "x"], "--store and --experiment go together"),
+    (["--store", "{store}", "--experiment", "../x"], "experiment must be a non-empty string"),
+    (["--store", "{store}/searches/old.json", "--experiment", "x"], "is an existing file"),
+]
+
 
 def _refusal_cases() -> dict[str, tuple[str, list[str]]]:
     """case id -> (entry point, argv with ``{store}`` for the case's own store)."""
@@ -106,8 +117,9 @@ def _refusal_cases() -> dict[str, tuple[str, list[str]]]:
     for args, _ in BAD_RETRAIN:
         cases["retrain " + " ".join(args)] = ("cli", ["retrain", "--loss", "ce", *store,
                                                       "--experiment", "rt", *args])
-    cases["evaluate"] = ("cli", ["evaluate", "--checkpoint", "{store}/none.pt",
-                                 "--batch-size", "0"])
+    for args, _ in BAD_EVALUATE:
+        cases["evaluate " + " ".join(args)] = ("cli", ["evaluate", "--checkpoint",
+                                                       "{store}/none.pt", *args])
     return cases
 
 
@@ -182,8 +194,10 @@ def test_bad_retrain_option_is_refused_before_ray(refusals, args, message) -> No
     _refused(refusals["retrain " + " ".join(args)], message)
 
 
-def test_bad_evaluate_option_is_refused(refusals) -> None:
-    _refused(refusals["evaluate"], "--batch-size must be >= 1")
+@pytest.mark.parametrize("args, message", BAD_EVALUATE)
+def test_bad_evaluate_option_is_refused(refusals, args, message) -> None:
+    """Before the checkpoint (here: none) is read, Ray started or the store touched."""
+    _refused(refusals["evaluate " + " ".join(args)], message)
 
 
 def test_a_bad_option_is_refused_by_the_installed_command_too(store_dir: Path) -> None:
