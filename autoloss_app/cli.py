@@ -69,7 +69,9 @@ def add_search_arguments(p: argparse.ArgumentParser) -> None:
                    "resolution, logits upsampled to them) or 'train_size' (image and label "
                    "resized to --image-size; cheaper); default: the recipe's")
     g.add_argument("--train-size", type=int, default=None,
-                   help="images in the synthetic dataset (0 = dataset default)")
+                   help="images the proxy task draws from: the synthetic dataset's length, or a "
+                   "seeded subset of a real dataset's training split (0 = all; the demo "
+                   "recipe: 192)")
     g.add_argument("--holdout-fraction", type=float, default=None,
                    help="share of the training split held out for the reward")
     g = p.add_argument_group("search (PPO2)")
@@ -259,8 +261,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_search)
 
     p = sub.add_parser("export", help="write the best searched loss of an experiment as JSON",
-                       description="Write the mu of the best PPO step as a loss file that "
-                       "SurrogateLoss.from_file loads.")
+                       description="Write the searched loss of an experiment as a loss file that "
+                       "SurrogateLoss.from_file loads: the mean mu of the best PPO2 step, or "
+                       "the best trial's theta for random, TPE and CMA-ES.")
     p.add_argument("--store", default="runs/store")
     p.add_argument("--experiment", required=True)
     p.add_argument("--out", required=True, help="output .json path")
