@@ -83,8 +83,11 @@ def labels_outside(
     labels: integer tensor (any shape, not empty). ``all_classes``: every value lies in
     [0, C). ``bad``: the values outside [0, C) at the positions the bool mask ``excused()``
     (same shape; built only when some value is outside) does not excuse, or None when there
-    are none. One min/max pass when every value is a class.
+    are none. On CPU one min/max pass when every value is a class; on a GPU one host read
+    (two flags) unless some label is bad.
     """
+    if labels.device.type != "cpu":  # each host read waits for the device: read once
+        return _labels_outside_one_read(labels, num_classes, excused)
     lo, hi = (int(v) for v in torch.aminmax(labels))
     if lo >= 0 and hi < num_classes:
         return True, None
@@ -94,12 +97,24 @@ def labels_outside(
     return False, (labels[bad] if bool(bad.any()) else None)
 
 
+def _labels_outside_one_read(
+    labels: torch.Tensor, num_classes: int, excused: Callable[[], torch.Tensor] | None
+) -> tuple[bool, torch.Tensor | None]:
+    """:func:`labels_outside` by one host read (two flags fetched together) when no label is
+    bad: the GPU's way (the CPU's min/max pass reads twice but is faster there)."""
+    outside = (labels < 0) | (labels >= num_classes)
+    bad = outside & ~excused() if excused is not None else outside
+    any_outside, any_bad = torch.stack([outside.any(), bad.any()]).tolist()
+    return not any_outside, (labels[bad] if any_bad else None)
+
+
 def _kind(x: Any) -> str:
     return f"a tensor of dtype {x.dtype}" if isinstance(x, torch.Tensor) else type(x).__name__
 
 
 def check_logits_target(
-    logits: Any, target: Any, *, num_classes: int | None, ignore_index: int | None
+    logits: Any, target: Any, *, num_classes: int | None, ignore_index: int | None,
+    check_values: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Check a loss's inputs; return ``(logits, target)`` with the target int64 on the
     logits' device (the logits are returned as they came).
@@ -107,7 +122,9 @@ def check_logits_target(
     logits: floating torch tensor [N, C, h, w]; target: integer (or bool) torch tensor
     [N, H, W] of class labels in [0, C) or ``ignore_index`` (None: every value must be a
     class). ``num_classes`` (None: not checked) must equal C. The spatial sizes may differ
-    (:func:`resize_to_labels`). An empty batch passes.
+    (:func:`resize_to_labels`). An empty batch passes. ``check_values=False`` skips the label
+    values (types, shapes and sizes are still checked): for labels checked where they were
+    loaded, since on a GPU the value check is a host read that waits for the device.
     """
     if not isinstance(logits, torch.Tensor) or not logits.dtype.is_floating_point:
         raise TypeError(f"logits must be a floating-point torch tensor [N, C, h, w], got "
@@ -131,7 +148,7 @@ def check_logits_target(
     if target.device != logits.device:
         target = target.to(logits.device)
     target = target.to(torch.int64)
-    if target.numel() == 0:
+    if target.numel() == 0 or not check_values:
         return logits, target
     _, bad = labels_outside(target, c, None if ignore_index is None
                             else lambda: target == ignore_index)

@@ -6,8 +6,11 @@ Runs one short proxy trial with the sync debug mode on for the whole trial, reco
 raised while ``run_trial``'s training loop runs (a frame in ``train.py`` between the loop's
 first and last line). Prints one line per call site (file:line, function, count) and totals.
 The loss is read by the host every ``check_every`` iterations on purpose; those reads are
-listed as ``expected``. On CPU (``--device cpu``) the mode does nothing: the run only checks
-that this script works (CI).
+listed as ``expected``. On CPU (``--device cpu``, CI) the debug mode does nothing, so the
+same trial runs under :class:`autoloss_ray.host_reads.HostReads`, which finds the operations
+that would wait for a CUDA device in the operator stream (each a host read there), with the
+same lines and totals; the surrogate takes its eager path there (``AUTOLOSS_RAY_NATIVE=0``),
+the code a GPU runs without Triton, not the fused CPU kernels (whose Python differs).
 
 Run: python bench/sync_check.py [--device cuda] [--iterations 20] [--tiny]
 """
@@ -17,6 +20,7 @@ from __future__ import annotations
 import argparse
 import collections
 import inspect
+import os
 import sys
 import traceback
 import warnings
@@ -38,6 +42,8 @@ def main(argv=None) -> int:
     ap.add_argument("--iterations", type=int, default=20)
     ap.add_argument("--tiny", action="store_true", help="tiny model and images (CI dry run)")
     args = ap.parse_args(argv)
+    if not args.device.startswith("cuda"):
+        os.environ["AUTOLOSS_RAY_NATIVE"] = "0"
     import torch
 
     from autoloss_ray.train import run_trial
@@ -64,6 +70,16 @@ def main(argv=None) -> int:
         sites[(f.filename.split("site-packages/")[-1].split("autoloss-ray/")[-1], f.lineno,
                f.name)] += 1
 
+    def record_reads(reads) -> None:
+        nonlocal in_loop, total
+        for (op, fname, line, func), n in reads.sites.items():
+            total += n
+            stack = reads.stacks[(op, fname, line, func)]
+            if any(f.filename == path and lo <= f.lineno <= hi for f in stack):
+                in_loop += n
+                sites[(fname.split("site-packages/")[-1].split("autoloss-ray/")[-1]
+                       .split("/work/main/")[-1], line, func)] += n
+
     size = dict(model="tiny", image_size=32, batch_size=4, train_size=24) if args.tiny else \
         dict(model="deeplabv3_resnet50", image_size=128, batch_size=32, train_size=320)
     cfg = dict(dataset="synthetic", holdout_fraction=0.1, iterations=args.iterations,
@@ -73,12 +89,23 @@ def main(argv=None) -> int:
     warnings.simplefilter("always")
     if args.device.startswith("cuda"):
         torch.cuda.set_sync_debug_mode("warn")
+    reads = None
     try:
-        result = run_trial(cfg)
+        if args.device.startswith("cuda"):
+            result = run_trial(cfg)
+        else:
+            from autoloss_ray.host_reads import HostReads
+
+            with HostReads() as reads:
+                result = run_trial(cfg)
     finally:
         if args.device.startswith("cuda"):
             torch.cuda.set_sync_debug_mode("default")
         warnings.showwarning = old
+    if reads is not None:
+        record_reads(reads)
+        print("(CPU: host reads found in the operator stream by HostReads, each one a "
+              "synchronisation on CUDA)")
     print(f"trial status {result['status']} on {result['device_name']}, "
           f"{result['iterations']} iterations in {result['train_seconds']:.2f} s")
     expected = 0

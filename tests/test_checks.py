@@ -144,12 +144,19 @@ def test_a_cpu_target_follows_cuda_logits(name):
     assert torch.equal(got, loss(z, target.cuda()))
 
 
-def test_labels_outside_against_brute_force():
+@pytest.mark.parametrize("way", ["cpu min/max", "gpu one read"])
+def test_labels_outside_against_brute_force(way):
+    """Both ways (the CPU's min/max pass, the GPU's one read of two flags, run here on CPU
+    tensors) against a loop over the values."""
+    from autoloss_ray.checks import _labels_outside_one_read
+
+    outside = labels_outside if way == "cpu min/max" else _labels_outside_one_read
     rng = np.random.default_rng(0)
-    for _ in range(20):
-        labels = torch.from_numpy(rng.integers(-2, 6, size=(2, 5, 5)))
-        excused = labels == 5
-        all_classes, bad = labels_outside(labels, 4, lambda e=excused: e)
+    for i in range(40):
+        high = 6 if i % 2 else 5  # even rounds: every bad value is excused or none is bad
+        labels = torch.from_numpy(rng.integers(-2 if i % 4 == 1 else 0, high, size=(2, 5, 5)))
+        excused = labels == 4
+        all_classes, bad = outside(labels, 4, lambda e=excused: e)
         flat = labels.reshape(-1).tolist()
         want = [v for v, e in zip(flat, excused.reshape(-1).tolist())
                 if not (0 <= v < 4) and not e]
@@ -158,4 +165,21 @@ def test_labels_outside_against_brute_force():
         if want:
             assert sorted(bad.tolist()) == sorted(want)
     inside = torch.tensor([[0, 3], [1, 2]])
-    assert labels_outside(inside, 4) == (True, None)
+    assert outside(inside, 4, None) == (True, None)
+
+
+def test_check_labels_false_skips_only_the_label_values():
+    """``SurrogateLoss(check_labels=False)`` (the proxy trial's loss, whose datasets check every
+    label map) skips the value check; types and shapes are still refused."""
+    logits, target = _inputs()
+    bad = target.clone()
+    bad[0, 0, 0] = 7
+    with pytest.raises(ValueError, match="target holds labels outside"):
+        SurrogateLoss("miou", num_classes=logits.shape[1])(logits, bad)
+    unchecked = SurrogateLoss("miou", num_classes=logits.shape[1], check_labels=False)
+    assert torch.equal(unchecked(logits, target),
+                       SurrogateLoss("miou", num_classes=logits.shape[1])(logits, target))
+    with pytest.raises(ValueError, match="target must have shape"):
+        unchecked(logits, target[0])
+    with pytest.raises(TypeError, match="check_labels must be True or False"):
+        SurrogateLoss("miou", num_classes=3, check_labels=1)

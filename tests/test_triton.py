@@ -312,3 +312,41 @@ def test_triton_kernels_compile_to_cubin_for_sm90(monkeypatch):
         assert len(compiled.asm["cubin"]) > 0, (kernel.__name__, signature)
         assert compiled.metadata.shared <= 227 * 1024, (kernel.__name__, compiled.metadata.shared)
     print(f"{len(specs)} launches compiled for sm_90")
+
+
+@pytest.mark.parametrize("path", ["triton", "eager"])
+def test_the_cuda_loss_path_waits_for_the_device_only_at_bf1_boundary_sites(monkeypatch, path):
+    """The loss as a GPU runs it (the Triton path, or the eager one without Triton), with the
+    labels checked where they were loaded (``check_labels=False``, as the proxy trial builds
+    it): no operation that makes the host wait for the device (HostReads), forward and
+    backward, except BF1's count of its target-boundary sites (one per BF1 term). Empty
+    class sets and ignored pixels included. On the Triton path the kernels' launches are
+    recorded, not run: the Python around them is what is checked."""
+    import numpy as np
+
+    from autoloss_ray.host_reads import HostReads
+    from autoloss_ray.losses import SurrogateLoss, _triton, _triton_bf1, search_space
+    from autoloss_ray.losses import surrogate as surrogates
+
+    monkeypatch.setattr(surrogates, "_use_native", lambda z: False)
+    if path == "triton":
+        specs: dict = {}
+        for module, names in ((_triton, ("_region_fwd", "_region_bwd")),
+                              (_triton_bf1, ("_stats", "_fwd", "_bwd_p", "_bwd_z"))):
+            for name in names:
+                monkeypatch.setattr(module, name, _LaunchRecorder(getattr(module, name), specs))
+        monkeypatch.setattr(_triton, "usable", lambda z, cd: True)
+    rng = np.random.default_rng(1)
+    for metric in ("miou", "fwiou", "biou", "macc", "gacc", "bf1", "miou+bf1"):
+        space = search_space(metric, "bezier")
+        theta = rng.uniform(np.maximum(space.low, -3), np.minimum(space.high, 3))
+        loss = SurrogateLoss(metric, num_classes=5, theta=theta, check_labels=False)
+        z = torch.randn(2, 5, 12, 16, requires_grad=True)
+        t = torch.randint(0, 4, (2, 12, 16))  # class 4 absent
+        t[0, :3] = 255
+        with HostReads() as reads:
+            loss(z, t).backward()
+        assert reads.by_function() == ({"_window_max_at": metric.count("bf1")}
+                                       if "bf1" in metric else {}), (metric, reads.sites)
+    if path == "triton":
+        assert len(specs) > 0

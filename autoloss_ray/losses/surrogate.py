@@ -83,7 +83,8 @@ from autoloss_ray.losses.loss_file import (
 )
 from autoloss_ray.losses.presets import preset_theta
 from autoloss_ray.losses.space import CURVES, SearchSpace, search_space
-from autoloss_ray.metrics import boundary_band, check_boundary_classes, parse_metric
+from autoloss_ray.metrics import check_boundary_classes, parse_metric
+from autoloss_ray.metrics.counts import checked_boundary_band
 from autoloss_ray.morphology import boundaries, dilate
 from autoloss_ray.parameterizations import IDENTITY_TABLE, CurveTable, get_parameterization
 
@@ -91,6 +92,20 @@ __all__ = ["CURVES", "SearchSpace", "search_space", "SurrogateLoss", "FILE_FORMA
            "FILE_VERSION"]
 
 _EPS = 1e-6
+
+
+def _mean_over(values: torch.Tensor, sel: torch.Tensor) -> torch.Tensor:
+    """Mean of ``values`` [C] over the classes ``sel`` [C] (bool); 0 (zero gradient, graph
+    kept) when ``sel`` is empty. No host read: nothing waits for the device."""
+    k = sel.sum()
+    picked = torch.where(sel, values, 0.0).sum()
+    return torch.where(k > 0, picked / k.clamp(min=1), picked * 0.0)
+
+
+def _ratio_or_zero(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
+    """``num / den`` for a count ``den`` (a sum of 0/1 weights), 0 when it is 0; no host
+    read."""
+    return torch.where(den > 0, num / den.clamp(min=1), num * 0.0)
 
 
 class SurrogateLoss(nn.Module):
@@ -120,6 +135,14 @@ class SurrogateLoss(nn.Module):
             proxy task stops a trial on a non-finite loss); ``"raise"`` raises ValueError
             saying how many logits are non-finite. -inf logits are a legal zero probability
             either way.
+        check_labels: True (default): every call checks that each target label is a class
+            or ``ignore_index`` (a ValueError names the bad values). False skips that check,
+            for labels checked where they were loaded (the proxy trial's datasets check every
+            label map they read): on a GPU the check is the loss's one host read per call
+            that waits for the device (BF1 keeps one more, the number of target-boundary
+            sites). Types and shapes are checked either way; a bad label then gives wrong
+            numbers or a device-side error, not the ValueError. Not stored by
+            :meth:`to_dict`.
 
     ``score(logits [N, C, h, w], target [N, H, W])`` -> scalar tensor (sum of the metrics'
     soft scores); ``forward`` -> sum of the per-metric losses 1 - score_m.
@@ -138,8 +161,12 @@ class SurrogateLoss(nn.Module):
         boundary_classes: str = "all",
         background_index: int = 0,
         nonfinite: str = "propagate",
+        check_labels: bool = True,
     ) -> None:
         super().__init__()
+        if not isinstance(check_labels, bool):
+            raise TypeError(f"check_labels must be True or False, got {check_labels!r}")
+        self.check_labels = check_labels
         self.sync = check_sync(sync)
         if nonfinite not in ("propagate", "raise"):
             raise ValueError(f"nonfinite must be 'propagate' or 'raise', got {nonfinite!r}")
@@ -162,6 +189,7 @@ class SurrogateLoss(nn.Module):
         self.register_buffer("_theta", torch.tensor(th, dtype=torch.float64), persistent=True)
         self._tables: dict[tuple[str, str], CurveTable] = {}
         self._tables_key: tuple | None = None
+        self._placed: dict[tuple, dict[tuple[str, str], CurveTable]] = {}
 
     # -- properties --------------------------------------------------------------------------
     @property
@@ -199,7 +227,19 @@ class SurrogateLoss(nn.Module):
                         IDENTITY_TABLE if par.name == "identity" else par.table(th[sl])
                     )
             self._tables_key = key
+            self._placed = {}
         return self._tables
+
+    def _tables_on(self, device: torch.device, dtype: torch.dtype
+                   ) -> dict[tuple[str, str], CurveTable]:
+        """:meth:`curve_tables` on ``device`` in ``dtype``, kept until theta changes (no copy
+        to the device per call)."""
+        tables = self.curve_tables()
+        placed = self._placed.get((device, dtype))
+        if placed is None:
+            placed = {k: t.to(device, dtype) for k, t in tables.items()}
+            self._placed[(device, dtype)] = placed
+        return placed
 
     # -- checks ------------------------------------------------------------------------------
     def _check(self, logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -208,7 +248,8 @@ class SurrogateLoss(nn.Module):
         with ``nonfinite="raise"`` no NaN/+inf logit. Returns (logits resized to the labels,
         target int64)."""
         logits, target = check_logits_target(logits, target, num_classes=self.num_classes,
-                                             ignore_index=self.ignore_index)
+                                             ignore_index=self.ignore_index,
+                                             check_values=self.check_labels)
         if target.numel() == 0 or logits.numel() == 0:
             raise ValueError(f"empty input: logits {tuple(logits.shape)}, target "
                              f"{tuple(target.shape)}")
@@ -225,7 +266,6 @@ class SurrogateLoss(nn.Module):
     def score(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Sum of the soft scores of the metric terms (each in [0, 1]); a scalar tensor."""
         logits, target = self._check(logits, target)
-        tables = self.curve_tables()
         C = self.num_classes
         with torch.autocast(device_type=logits.device.type, enabled=False):
             if self.ignore_index is None:
@@ -234,6 +274,7 @@ class SurrogateLoss(nn.Module):
                 valid = target != self.ignore_index
             tgt = torch.where(valid, target, 0)
             cd = _compute_dtype(logits)
+            tables = self._tables_on(logits.device, cd)
             classes = torch.ones(C, dtype=torch.bool, device=logits.device)
             if self.ignore_index is not None and 0 <= self.ignore_index < C:
                 classes[self.ignore_index] = False
@@ -254,10 +295,9 @@ class SurrogateLoss(nn.Module):
     def _region(self, term, logits, target, tgt, valid, classes, tables, cd, fused):
         C = self.num_classes
         if term == "biou":
-            band = boundary_band(target, C, ignore_index=self.ignore_index,
-                                 tolerance=self.boundary_tolerance,
-                                 boundary_classes=self.boundary_classes,
-                                 background_index=self.background_index)
+            band = checked_boundary_band(target, C, ignore_index=self.ignore_index,
+                                         tolerance=self.boundary_tolerance,
+                                         background=self._background)
             mask = valid & band
         else:
             mask = valid
@@ -265,9 +305,8 @@ class SurrogateLoss(nn.Module):
         with torch.no_grad():  # target pixels per class
             n = torch.zeros(C, dtype=cd, device=w.device).index_add_(0, tgt.reshape(-1),
                                                                      w.reshape(-1))
-        dev = logits.device
-        and_table = tables[(term, "and")].to(dev, cd)
-        or_table = tables[(term, "or")].to(dev, cd) if "or" in CURVES[term] else None
+        and_table = tables[(term, "and")]
+        or_table = tables[(term, "or")] if "or" in CURVES[term] else None
         if fused:
             # the kernels take the compute dtype; other dtypes (bf16 under autocast) convert
             z = logits.to(cd).contiguous()
@@ -280,21 +319,14 @@ class SurrogateLoss(nn.Module):
             z = logits if logits.is_contiguous() else logits.contiguous()
             I, O, npred = _RegionStats.apply(z, tgt.contiguous(), w, and_table, or_table)
         I, O, n, npred = self._synced(cd, I, O, n, npred)
-        zero = I.sum() * 0.0  # keeps the graph (zero gradient) when a class set is empty
         if term == "gacc":
-            tot = n.sum()
-            return I.sum() / tot if tot > 0 else zero
+            return _ratio_or_zero(I.sum(), n.sum())
         if term == "macc":
-            sel = (n > 0) & classes
-            k = int(sel.sum())
-            return (I / n.clamp(min=1))[sel].sum() / k if k else zero
+            return _mean_over(I / n.clamp(min=1), (n > 0) & classes)
         iou = I / (O + n).clamp(min=_EPS)
         if term == "fwiou":
-            tot = n.sum()
-            return (iou * n * classes).sum() / tot if tot > 0 else zero
-        sel = ((n > 0) | (npred > 0)) & classes
-        k = int(sel.sum())
-        return iou[sel].sum() / k if k else zero
+            return _ratio_or_zero((iou * n * classes).sum(), n.sum())
+        return _mean_over(iou, ((n > 0) | (npred > 0)) & classes)
 
     def _bf1(self, logits, target, valid, classes, tables, cd, fused) -> torch.Tensor:
         counts = self._bf1_counts_native if fused else self._bf1_counts
@@ -306,10 +338,7 @@ class SurrogateLoss(nn.Module):
         prec = m_p / n_p.clamp(min=_EPS)
         rec = m_g / n_g.clamp(min=_EPS)
         f1 = 2.0 * prec * rec / (prec + rec).clamp(min=_EPS)
-        k = int(sel.sum())
-        if k == 0:
-            return f1.sum() * 0.0
-        return f1[sel].sum() / k
+        return _mean_over(f1, sel)
 
     def _bf1_counts(self, logits, target, valid, tables, cd):
         """BF1's soft counts [C] (n_p, m_p, m_g, n_g) and the predicted boundary pixels per
@@ -317,7 +346,6 @@ class SurrogateLoss(nn.Module):
         :mod:`._triton_bf1` on CUDA, by torch ops otherwise (the CPU fallback)."""
         C = self.num_classes
         r = self.boundary_tolerance
-        dev = logits.device
         with torch.no_grad():
             # exact target boundary; the ignore value is not a class (no boundary of its own)
             tmap = torch.where(valid, target, -1) if self.ignore_index is not None else target
@@ -327,7 +355,7 @@ class SurrogateLoss(nn.Module):
             bgv = bg & valid.unsqueeze(1)
             n_g = bgv.sum((0, 2, 3)).to(cd)
             del tclass, bg
-        curves = [tables[("bf1", k)].to(dev, cd) for k in CURVES["bf1"]]
+        curves = [tables[("bf1", k)] for k in CURVES["bf1"]]
         if _triton.usable(logits, cd):  # CUDA: b, n_p and m_p in fused Triton kernels
             b, n_p, m_p, pred = _triton_bf1.BF1Counts.apply(
                 logits.contiguous(), valid.to(cd).contiguous(),
@@ -362,7 +390,7 @@ class SurrogateLoss(nn.Module):
         pred = torch.empty((N, H, W), dtype=torch.int64)
         n_p, m_p, m_g, n_g = _BF1Native.apply(
             z, pred, v, site, self.boundary_tolerance,
-            *(tables[("bf1", k)].to("cpu", cd) for k in CURVES["bf1"]))
+            *(tables[("bf1", k)] for k in CURVES["bf1"]))
         with torch.no_grad():
             psite = _label_sites(pred, valid)
             n_p_hard = torch.bincount(psite[psite >= 0].long(), minlength=C)

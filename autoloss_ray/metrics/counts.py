@@ -109,7 +109,18 @@ def boundary_band(
     tolerance = check_tolerance(tolerance)
     background = check_boundary_classes(boundary_classes, background_index, num_classes)
     t, _ = check_labels(target, target, num_classes, ignore_index)
-    codes = _stack_codes([(t, ignore_index)], num_classes)
+    return checked_boundary_band(t, num_classes, ignore_index=ignore_index,
+                                 tolerance=tolerance, background=background)
+
+
+def checked_boundary_band(
+    target: torch.Tensor, num_classes: int, *, ignore_index: int | None, tolerance: int,
+    background: int | None,
+) -> torch.Tensor:
+    """:func:`boundary_band` of checked input (no host read): target int64 [N, H, W] whose
+    values are classes or ``ignore_index``; ``background`` the class left out of the band
+    (``boundary_classes="foreground"``) or None. Returns bool [N, H, W]."""
+    codes = _stack_codes([(target, ignore_index)], num_classes)
     boundary = _label_boundaries(codes, num_classes)
     if background is not None:
         boundary &= codes != background

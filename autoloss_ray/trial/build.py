@@ -47,6 +47,12 @@ def build_data(cfg: TrialConfig):
     return full, evalset
 
 
+# The trial's datasets check every label map they load (``SegmentationDataset.get``,
+# ``DeviceBatches``), so its surrogates skip the per-call label check: on a GPU that check is
+# a host read that waits for the device every iteration.
+_CHECKED_LABELS = {"check_labels": False}
+
+
 def build_loss(cfg: TrialConfig, num_classes: int, ignore_index: int, train_set=None):
     """The training loss of a trial (an ``nn.Module`` taking (logits, target))."""
     from autoloss_ray.metrics import parse_metric
@@ -63,7 +69,7 @@ def build_loss(cfg: TrialConfig, num_classes: int, ignore_index: int, train_set=
             theta=theta,
             ignore_index=ignore_index,
             boundary_tolerance=cfg.boundary_tolerance,
-            **cfg.loss_options,
+            **{**_CHECKED_LABELS, **cfg.loss_options},
         )
     from autoloss_ray.losses import baselines
 
@@ -84,7 +90,8 @@ def build_loss(cfg: TrialConfig, num_classes: int, ignore_index: int, train_set=
     if os.path.isfile(str(cfg.loss)):
         from autoloss_ray.losses.surrogate import SurrogateLoss
 
-        return SurrogateLoss.from_file(cfg.loss, num_classes=num_classes, ignore_index=ignore_index)
+        return SurrogateLoss.from_file(cfg.loss, num_classes=num_classes,
+                                       ignore_index=ignore_index, **_CHECKED_LABELS)
     raise ValueError(
         f"loss must be None (the searched surrogate), a baseline name "
         f"{sorted(baselines.BASELINES)} or the path of a loss JSON file, got {cfg.loss!r}"
