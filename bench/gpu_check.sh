@@ -16,7 +16,8 @@
 #   env       python, torch, CUDA device, nvidia-smi
 #   install   the wheels of DIR into a private site folder (no index, no internet)
 #   tests     the CUDA tests (tests that skip without CUDA) and the Triton kernel tests
-#   loss      bench/loss.py --device cuda (N=8 C=21 512x512; goals: region <= 1.5x CE time and
+#   loss      bench/loss.py --device cuda --eager (N=8 C=21 512x512, Triton and eager rows;
+#             goals: region <= 1.5x CE time and
 #             <= 2x CE memory, BF1 <= 3x CE time)
 #   metrics   bench/metrics.py --device cuda
 #   sync      host synchronisations inside the training loop, by torch.cuda.set_sync_debug_mode
@@ -187,7 +188,7 @@ if [ $DRY -eq 1 ]; then
     --only miou --no-memory
   stage metrics "$PY" bench/metrics.py --device cpu --n 2 --height 48 --width 64 --repeats 1
 else
-  stage loss "$PY" bench/loss.py --device cuda --n 8 --size 512 --repeats 5
+  stage loss "$PY" bench/loss.py --device cuda --n 8 --size 512 --repeats 5 --eager
   stage metrics "$PY" bench/metrics.py --device cuda
 fi
 

@@ -23,8 +23,10 @@ Peak memory:
 Ratios are to cross entropy. Goals (issue 3): region surrogates within 1.5x CE time and 2x CE
 peak memory, BF1 within 3x CE time.
 
-On CPU the surrogates run on the fused native kernels (autoloss_ray.native) when they build;
-``--eager`` adds rows for the eager PyTorch path (``eager:<name>``) for comparison.
+On CPU the surrogates run on the fused native kernels (autoloss_ray.native) when they build,
+on CUDA on the Triton kernels (autoloss_ray.losses._triton, _triton_bf1) when Triton imports;
+``--eager`` adds rows for the eager PyTorch path (``eager:<name>``) for comparison (CPU: a child
+process with ``AUTOLOSS_RAY_NATIVE=0``; CUDA: ``AUTOLOSS_TRITON=0`` around each call).
 
 Run: .venv/bin/python bench/loss.py [--n 8] [--size 256] [--repeats 3] [--device cpu] [--eager]
 """
@@ -229,11 +231,28 @@ def _run_cpu(names, args):
     return [(n, best[n], mem[n]) for n in names if n not in failed]
 
 
+def _without_triton(fn):
+    """fn on the eager path on CUDA: AUTOLOSS_TRITON=0 while it runs (read on every call)."""
+    def call(z, t):
+        old = os.environ.get("AUTOLOSS_TRITON")
+        os.environ["AUTOLOSS_TRITON"] = "0"
+        try:
+            return fn(z, t)
+        finally:
+            if old is None:
+                del os.environ["AUTOLOSS_TRITON"]
+            else:
+                os.environ["AUTOLOSS_TRITON"] = old
+    return call
+
+
 def _run_gpu(names, z, t, args, device):
     fns = {}
     for name in names:
         try:
             fns[name] = build(name, args.classes)
+            if name.startswith("eager:"):
+                fns[name] = _without_triton(fns[name])
             step(fns[name], z, t)  # warm-up
         except Exception as exc:  # report and go on
             print(f"  {name:16s} failed: {type(exc).__name__}: {exc}")
@@ -264,8 +283,8 @@ def main(argv=None) -> None:
     ap.add_argument("--inner", type=int, default=3,
                     help="CPU: timed passes per fresh process (default 3)")
     ap.add_argument("--eager", action="store_true",
-                    help="CPU: also time every surrogate on the eager PyTorch path "
-                    "(rows eager:<name>; the default rows use the fused native kernels)")
+                    help="also time every surrogate on the eager PyTorch path (rows "
+                    "eager:<name>; the default rows use the fused CPU or Triton kernels)")
     ap.add_argument("--_child", dest="child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.size is None:
@@ -284,7 +303,7 @@ def main(argv=None) -> None:
         names += [f"baseline:{b}" for b in BASELINE_NAMES if b in baselines.BASELINES]
     except ImportError as exc:
         print(f"(baselines not importable: {exc})")
-    if args.eager and device.type == "cpu":
+    if args.eager:
         names += [f"eager:{n}" for n in SURROGATES]
     if args.only:
         keep = set(args.only.split(","))
@@ -295,9 +314,14 @@ def main(argv=None) -> None:
     runs = (f"best of {args.repeats} rounds x {args.inner} passes, a fresh process per loss "
             "and round" if device.type == "cpu" else f"best of {args.repeats}")
     from autoloss_ray import native
+    from autoloss_ray.losses import _triton
 
-    kernels = ("surrogates on the fused native kernels" if device.type == "cpu"
-               and native.available() else "surrogates on the eager PyTorch path")
+    if device.type == "cpu":
+        kernels = ("surrogates on the fused native kernels" if native.available()
+                   else "surrogates on the eager PyTorch path")
+    else:
+        kernels = ("surrogates on the Triton kernels" if _triton.usable(z, torch.float32)
+                   else "surrogates on the eager PyTorch path")
     print(f"bench/loss.py: N={args.n} C={C} {args.size}x{args.size} on {device} "
           f"({platform.processor() or platform.machine()}, torch {torch.__version__}, "
           f"{args.threads} threads), {runs}; {kernels}")
