@@ -15,10 +15,9 @@
 # logged and the next stage runs; the exit status is the number of failed stages):
 #   env       python, torch, CUDA device, nvidia-smi
 #   install   the wheels of DIR into a private site folder (no index, no internet)
-#   tests     the CUDA tests (tests that skip without CUDA) and the Triton kernel tests
+#   tests     the CUDA tests (tests that skip without CUDA), not the interpreter tests
 #   loss      bench/loss.py --device cuda --eager (N=8 C=21 512x512, Triton and eager rows;
-#             goals: region <= 1.5x CE time and
-#             <= 2x CE memory, BF1 <= 3x CE time)
+#             goals: region <= 1.5x CE time and <= 2x CE memory, BF1 <= 3x CE time)
 #   metrics   bench/metrics.py --device cuda
 #   sync      host synchronisations inside the training loop, by torch.cuda.set_sync_debug_mode
 #   trial     one paper-recipe proxy trial (deeplabv3_resnet50, 128 px, batch 32, 100
