@@ -73,7 +73,10 @@ def start_loopback_ray(**kwargs: Any):
     os.environ[_LOOPBACK_ENV] = "0"
     ray_constants.ENABLE_RAY_CLUSTER = False
     try:
-        return ray.init(_node_ip_address="127.0.0.1", dashboard_host="127.0.0.1", **kwargs)
+        # address="local": always a new instance. Without an address ray.init joins the last
+        # cluster `ray start` left on this machine (its ray_current_cluster file) instead.
+        return ray.init(address="local", _node_ip_address="127.0.0.1",
+                        dashboard_host="127.0.0.1", **kwargs)
     finally:
         ray_constants.ENABLE_RAY_CLUSTER = saved_flag
         if saved_env is None:

@@ -89,7 +89,7 @@ def bench_retrain(iterations: int, image_size: int, batch_size: int) -> None:
     rows.append(("run_trial, 1 process, 1 thread (--workers 1)", r["images_per_second"],
                  time.perf_counter() - t0, r["miou"]))
     tmp = tempfile.mkdtemp(prefix="rx", dir="/tmp")
-    ray.init(num_cpus=4, include_dashboard=False, _temp_dir=tmp)
+    ray.init(address="local", num_cpus=4, include_dashboard=False, _temp_dir=tmp)
     try:
         for workers in (1, 2):
             t0 = time.perf_counter()

@@ -137,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    ray.init(num_cpus=args.num_cpus, log_to_driver=False, include_dashboard=False)
+    ray.init(address="local", num_cpus=args.num_cpus, log_to_driver=False,
+             include_dashboard=False)
     t_all = time.monotonic()
     store = ExperimentStore(out / "store")
     runs: dict[str, list[dict[str, Any]]] = {}

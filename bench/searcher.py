@@ -165,8 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"# Tune throughput: no-op trainable, {n} trials (T={args.tune_steps}, "
           f"M={args.tune_samples}), max_concurrent_trials={conc}, reuse_actors=True, "
           f"num_cpus={args.num_cpus}")
-    ray.init(num_cpus=args.num_cpus, include_dashboard=False, log_to_driver=False,
-             configure_logging=False)
+    ray.init(address="local", num_cpus=args.num_cpus, include_dashboard=False,
+             log_to_driver=False, configure_logging=False)
     try:
         best = {"ppo2": 0.0, "basic": 0.0}
         with tempfile.TemporaryDirectory() as storage:

@@ -8,11 +8,13 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import shutil
 import signal
 import socket
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -515,10 +517,11 @@ def test_socket_reader_sees_a_wildcard_listener() -> None:
     assert not _loopback(f"0.0.0.0:{port}") and _loopback("::ffff:127.0.0.1:1")
 
 
-def _run_watching_listeners(*args: str, timeout: float = 600):
+def _run_watching_listeners(*args: str, timeout: float = 600, env_extra=None):
     """``autoloss ARGS`` on the embedded default Ray, reading every TCP socket its processes
     listen on, for the whole run; returns (the finished process's result, the sockets)."""
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS",)}
+    env.update(env_extra or {})
     proc = subprocess.Popen(
         [sys.executable, "-m", "autoloss_app.cli", *args],
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -561,7 +564,9 @@ def test_ctrl_c_then_resume_loses_and_repeats_nothing(tmp_path: Path) -> None:
     a one-line hint, and --resume completes with exactly one row per (step, sample).
     While it runs, its experiment's lock is held by it (a real running search, not only the
     helper of the concurrent-writers test) and a second writer is refused. The resumed run
-    (the real `autoloss search` on the embedded default) listens on loopback only."""
+    (the real `autoloss search` on the embedded default) listens on loopback only, and starts
+    its own Ray although the machine's Ray folder names a cluster that `ray start` left
+    (plain ``ray.init()`` would join that one)."""
     args = _search(tmp_path, "intr", "--steps", "3")
     proc = subprocess.Popen([sys.executable, "-m", "autoloss_app.cli", *args], cwd=REPO,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
@@ -594,8 +599,18 @@ def test_ctrl_c_then_resume_loses_and_repeats_nothing(tmp_path: Path) -> None:
     assert "rerun with --resume" in err
     before = len(store.trials("intr"))
     assert 2 <= before < 6, "the interrupt must land mid-search"
-    out, listeners = _run_watching_listeners(*args, "--resume")
+    ray_tmp = tempfile.mkdtemp(prefix="rl", dir="/tmp")  # Ray's socket paths stay short
+    try:
+        os.makedirs(os.path.join(ray_tmp, "ray"))
+        with open(os.path.join(ray_tmp, "ray", "ray_current_cluster"), "w") as f:
+            f.write("127.0.0.1:9")  # a head that is gone
+        out, listeners = _run_watching_listeners(*args, "--resume",
+                                                 env_extra={"RAY_TMPDIR": ray_tmp})
+        sessions = list(Path(ray_tmp, "ray").glob("session_*"))
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    assert sessions, "the resumed search did not start its own Ray"
     _assert_loopback_only(listeners)
     trials = store.trials("intr")
     assert sorted(zip(trials["step"], trials["sample"])) == [(t, m) for t in range(3)

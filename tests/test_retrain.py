@@ -45,7 +45,7 @@ def retrained(tmp_path_factory):
     loss_file = root / "exported.json"
     assert cli_main(["export", "--store", str(store), "--experiment", "searched",
                      "--out", str(loss_file)]) == 0
-    ray.init(num_cpus=2, include_dashboard=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False)
     try:
         code = cli_main(["retrain", "--loss", "ce", "--loss", "preset:miou",
                          "--loss", "experiment:searched", "--loss", f"file:{loss_file}",
@@ -138,7 +138,7 @@ def test_evaluate_refuses_a_file_that_is_not_a_checkpoint(tmp_path: Path, capsys
 def test_repeats_run_each_loss_with_successive_seeds(tmp_path: Path, capsys) -> None:
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False)
     try:
         code = cli_main(["retrain", "--loss", "ce", "--repeats", "2", "--seed", "3",
                          "--store", str(tmp_path / "store"), "--experiment", "rep",

@@ -19,7 +19,7 @@ METRICS = ("miou", "fwiou", "biou", "bf1", "macc", "gacc")
 def ray_local():
     import ray
 
-    ray.init(num_cpus=4, include_dashboard=False)
+    ray.init(address="local", num_cpus=4, include_dashboard=False)
     try:
         yield
     finally:

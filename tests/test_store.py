@@ -569,7 +569,7 @@ def test_store_callback_in_a_real_tune_run(tmp_path):
         tune.report({"reward": 0.1 * config["search_sample"], "miou": 0.1 *
                      config["search_sample"], "status": "ok", "node": "here", "device": "cpu"})
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         tuner = tune.Tuner(
             trainable,
