@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import collections
 import traceback
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -63,30 +64,30 @@ def _reads_host(name: str, args: tuple, kwargs: dict) -> bool:
 class HostReads(TorchDispatchMode):
     """A dispatch mode that counts host reads by call site while it is active.
 
+    ``within`` (optional): a predicate on the read's ``traceback.StackSummary``; only reads
+    it accepts are counted in ``sites`` (e.g. those made inside a training loop).
     ``sites``: Counter of (operator, file, line, function) -> count, the site being the
     innermost frame of this project's code (``autoloss_ray``, ``trainables``, ``searchers``),
-    else the innermost frame outside torch. ``total``: all reads. ``stacks``: for each site the
-    first stack seen (``traceback.StackSummary``), to tell callers apart.
+    else the innermost frame outside torch. ``total``: all reads, accepted or not.
     """
 
     PROJECT = ("autoloss_ray", "trainables", "searchers")
 
-    def __init__(self) -> None:
+    def __init__(self, within: Callable[[traceback.StackSummary], bool] | None = None) -> None:
         super().__init__()
+        self.within = within
         self.sites: collections.Counter = collections.Counter()
-        self.stacks: dict[tuple, traceback.StackSummary] = {}
         self.total = 0
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: D105
         kwargs = kwargs or {}
         name = func.overloadpacket.__name__
         if _reads_host(name, args, kwargs):
-            stack = traceback.extract_stack()[:-1]
-            frame = self._site(stack)
-            site = (name, frame.filename, frame.lineno, frame.name)
-            self.sites[site] += 1
-            self.stacks.setdefault(site, stack)
             self.total += 1
+            stack = traceback.extract_stack()[:-1]
+            if self.within is None or self.within(stack):
+                frame = self._site(stack)
+                self.sites[(name, frame.filename, frame.lineno, frame.name)] += 1
         return func(*args, **kwargs)
 
     def _site(self, stack: traceback.StackSummary) -> Any:

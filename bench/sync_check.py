@@ -26,6 +26,14 @@ import traceback
 import warnings
 
 
+def _short(filename: str) -> str:
+    """A file's path relative to the repository or to site-packages."""
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    if filename.startswith(repo + os.sep):
+        return os.path.relpath(filename, repo)
+    return filename.split("site-packages/")[-1]
+
+
 def loop_lines() -> tuple[str, int, int]:
     """(file, first line, last line) of the training loop in ``run_trial``."""
     from autoloss_ray import train
@@ -67,18 +75,7 @@ def main(argv=None) -> int:
         in_loop += 1
         inner = [f for f in stack if "autoloss_ray" in f.filename or "torch" in f.filename]
         f = inner[-1] if inner else stack[-1]
-        sites[(f.filename.split("site-packages/")[-1].split("autoloss-ray/")[-1], f.lineno,
-               f.name)] += 1
-
-    def record_reads(reads) -> None:
-        nonlocal in_loop, total
-        for (op, fname, line, func), n in reads.sites.items():
-            total += n
-            stack = reads.stacks[(op, fname, line, func)]
-            if any(f.filename == path and lo <= f.lineno <= hi for f in stack):
-                in_loop += n
-                sites[(fname.split("site-packages/")[-1].split("autoloss-ray/")[-1]
-                       .split("/work/main/")[-1], line, func)] += n
+        sites[(_short(f.filename), f.lineno, f.name)] += 1
 
     size = dict(model="tiny", image_size=32, batch_size=4, train_size=24) if args.tiny else \
         dict(model="deeplabv3_resnet50", image_size=128, batch_size=32, train_size=320)
@@ -96,14 +93,17 @@ def main(argv=None) -> int:
         else:
             from autoloss_ray.host_reads import HostReads
 
-            with HostReads() as reads:
+            with HostReads(within=lambda st: any(f.filename == path and lo <= f.lineno <= hi
+                                                 for f in st)) as reads:
                 result = run_trial(cfg)
     finally:
         if args.device.startswith("cuda"):
             torch.cuda.set_sync_debug_mode("default")
         warnings.showwarning = old
     if reads is not None:
-        record_reads(reads)
+        for (_, fname, line, func), n in reads.sites.items():
+            sites[(_short(fname), line, func)] += n
+        in_loop, total = sum(reads.sites.values()), reads.total
         print("(CPU: host reads found in the operator stream by HostReads, each one a "
               "synchronisation on CUDA)")
     print(f"trial status {result['status']} on {result['device_name']}, "

@@ -56,3 +56,16 @@ def test_a_read_inside_a_backward_pass_is_counted():
     with HostReads() as reads:
         ReadsInBackward.apply(x).sum().backward()
     assert reads.by_function() == {"backward": 1}
+
+
+def test_within_counts_only_the_reads_it_accepts():
+    x = torch.tensor([1.0, 2.0])
+
+    def inside() -> float:
+        return x.sum().item()
+
+    with HostReads(within=lambda st: any(f.name == "inside" for f in st)) as reads:
+        inside()
+        x.max().item()  # outside: in the total only
+    assert reads.total == 2
+    assert reads.by_function() == {"inside": 1}

@@ -266,6 +266,20 @@ class _LaunchRecorder:
         return launch
 
 
+def _record_launches(monkeypatch) -> dict:
+    """Every Triton kernel of the losses replaced by a :class:`_LaunchRecorder` and the Triton
+    path forced on (CPU tensors included); returns the dict the launches land in."""
+    from autoloss_ray.losses import _triton, _triton_bf1
+
+    specs: dict = {}
+    for module, names in ((_triton, ("_region_fwd", "_region_bwd")),
+                          (_triton_bf1, ("_stats", "_fwd", "_bwd_p", "_bwd_z"))):
+        for name in names:
+            monkeypatch.setattr(module, name, _LaunchRecorder(getattr(module, name), specs))
+    monkeypatch.setattr(_triton, "usable", lambda z, cd: True)
+    return specs
+
+
 def test_triton_kernels_compile_to_cubin_for_sm90(monkeypatch):
     """Every launch of the CUDA path (region surrogates and BF1, float32 and bf16 logits,
     identity and searched curves, with and without the OR term, both backward variants)
@@ -275,18 +289,13 @@ def test_triton_kernels_compile_to_cubin_for_sm90(monkeypatch):
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    from autoloss_ray.losses import SurrogateLoss, _triton, _triton_bf1, search_space
+    from autoloss_ray.losses import SurrogateLoss, _triton, search_space
     from autoloss_ray.losses import surrogate as surrogates
 
     if not _triton.HAVE_TRITON:
         pytest.skip("Triton imports but its kernels were not defined")
-    specs: dict = {}
-    for module, names in ((_triton, ("_region_fwd", "_region_bwd")),
-                          (_triton_bf1, ("_stats", "_fwd", "_bwd_p", "_bwd_z"))):
-        for name in names:
-            monkeypatch.setattr(module, name, _LaunchRecorder(getattr(module, name), specs))
+    specs = _record_launches(monkeypatch)
     monkeypatch.setattr(surrogates, "_use_native", lambda z: False)  # CPU tensors, CUDA path
-    monkeypatch.setattr(_triton, "usable", lambda z, cd: True)
     rng = np.random.default_rng(0)
     cases = [("miou", "bezier", torch.bfloat16, True), ("macc", "bezier", torch.float32, False),
              ("gacc", "linear", torch.float32, True), ("bf1", "bezier", torch.bfloat16, True),
@@ -325,17 +334,12 @@ def test_the_cuda_loss_path_waits_for_the_device_only_at_bf1_boundary_sites(monk
     import numpy as np
 
     from autoloss_ray.host_reads import HostReads
-    from autoloss_ray.losses import SurrogateLoss, _triton, _triton_bf1, search_space
+    from autoloss_ray.losses import SurrogateLoss, search_space
     from autoloss_ray.losses import surrogate as surrogates
 
     monkeypatch.setattr(surrogates, "_use_native", lambda z: False)
     if path == "triton":
-        specs: dict = {}
-        for module, names in ((_triton, ("_region_fwd", "_region_bwd")),
-                              (_triton_bf1, ("_stats", "_fwd", "_bwd_p", "_bwd_z"))):
-            for name in names:
-                monkeypatch.setattr(module, name, _LaunchRecorder(getattr(module, name), specs))
-        monkeypatch.setattr(_triton, "usable", lambda z, cd: True)
+        specs = _record_launches(monkeypatch)
     rng = np.random.default_rng(1)
     for metric in ("miou", "fwiou", "biou", "macc", "gacc", "bf1", "miou+bf1"):
         space = search_space(metric, "bezier")
