@@ -73,12 +73,16 @@ def test_a_worker_killed_mid_training_resumes_from_the_last_checkpoint(ray_local
            "fail_once": [1, 5, str(marker)]}
     result = _trainer(ddp_train_loop, cfg, name="kill", workers=2, gpus_per_worker=0,
                       cpus_per_worker=1, storage=str(tmp_path / "train"),
-                      max_failures=1).fit()
+                      max_failures=2).fit()
     assert result.error is None
     m = result.metrics
     assert marker.exists()  # rank 1 did die at iteration 5
     assert m["status"] == "ok" and m["workers"] == 2
-    assert m["resumed_from"] == 3  # the checkpoint taken after iteration 3
+    # the checkpoint taken after iteration 3 (the latest when rank 1 died). The spare failure
+    # is Ray's: on a loaded machine Train's PlacementGroupCleaner has taken a slow state-API
+    # answer for a dead controller and removed a live worker group (seen in two pytest-xdist
+    # workers); a restart after the one this test causes may resume from iteration 6
+    assert m["resumed_from"] in (3, 6), m["resumed_from"]
     assert m["iterations"] == 8
     assert all(0.0 <= m[k] <= 1.0 for k in METRICS)
 

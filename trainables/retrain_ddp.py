@@ -173,10 +173,7 @@ def ddp_train_loop(config: dict[str, Any]) -> None:
         losses.append(value)
         if fail and rank == fail[0] and it + 1 == fail[1] and not os.path.exists(fail[2]):
             open(fail[2], "w").close()
-            # let the controller collect the last report first (it polls the workers every
-            # RAY_TRAIN_HEALTH_CHECK_INTERVAL_S = 2 s; a checkpoint whose report a dead worker
-            # never handed over is not committed, and the run resumes from the one before)
-            time.sleep(8.0)
+            _wait_for_a_committed_checkpoint(timeout_s=120.0)
             os._exit(1)  # a worker dies: Ray Train restarts the group from the checkpoint
         if every and (it + 1) % every == 0 and it + 1 < cfg.iterations:
             save_state(it + 1)
@@ -279,6 +276,33 @@ def storage_options(storage: str) -> dict[str, Any]:
 
     fs, path = pafs.FileSystem.from_uri(storage)
     return {"storage_path": path, "storage_filesystem": fs}
+
+
+def _wait_for_a_committed_checkpoint(*, timeout_s: float) -> None:
+    """Test hook (``fail_once``): wait until the controller has committed a checkpoint.
+
+    The controller collects the workers' reports when it polls them (every
+    RAY_TRAIN_HEALTH_CHECK_INTERVAL_S = 2 s); a checkpoint whose report a dead worker never
+    handed over is not committed, and the run would resume from the one before. Once one is
+    committed, its checkpoint manager writes a snapshot into the run's storage: the dying
+    worker waits for that file (up to ``timeout_s``; a fixed sleep was too short on a loaded
+    machine), then a little more for the reports of the same poll."""
+    import ray.train
+
+    try:
+        storage = ray.train.get_context().get_storage()  # a Ray Train DeveloperAPI
+        fs, path = storage.storage_filesystem, storage.checkpoint_manager_snapshot_path
+    except Exception:  # noqa: BLE001 - an older/newer Ray: fall back to the polling period x 4
+        time.sleep(8.0)
+        return
+    import pyarrow.fs as pafs
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if fs.get_file_info(path).type != pafs.FileType.NotFound:
+            break
+        time.sleep(0.2)
+    time.sleep(1.0)
 
 
 def _trainer(loop, loop_config: dict, *, name: str, workers: int, gpus_per_worker: float,
