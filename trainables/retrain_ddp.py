@@ -373,7 +373,10 @@ def evaluate_with_workers(checkpoint: str, dataset_kwargs: dict, *, workers: int
                                            "background_index": background_index},
                        name=f"evaluate-{uuid.uuid4().hex[:8]}", workers=workers,
                        gpus_per_worker=gpus_per_worker, cpus_per_worker=1, storage=storage,
-                       max_failures=0)
+                       # evaluation keeps no state, so a retry is safe; on a loaded machine
+                       # Ray Train's PlacementGroupCleaner has removed a live worker group
+                       # (it takes a missing state-API answer for a dead controller)
+                       max_failures=1)
     result = trainer.fit()
     if result.error is not None:
         raise result.error
