@@ -285,8 +285,9 @@ def _wait_for_a_committed_checkpoint(*, timeout_s: float) -> None:
     RAY_TRAIN_HEALTH_CHECK_INTERVAL_S = 2 s); a checkpoint whose report a dead worker never
     handed over is not committed, and the run would resume from the one before. Once one is
     committed, its checkpoint manager writes a snapshot into the run's storage: the dying
-    worker waits for that file (up to ``timeout_s``; a fixed sleep was too short on a loaded
-    machine), then a little more for the reports of the same poll."""
+    worker waits for that file (up to ``timeout_s``; the fixed 8 s sleep before it was a guess
+    that a loaded machine may outlast), then a little more for the reports of the same poll.
+    Past ``timeout_s`` it dies anyway, and the test sees the run resume from scratch."""
     import ray.train
 
     try:
