@@ -143,6 +143,8 @@ def run_trial(
 
     # surrogates read bf16 logits themselves and sum in float32; other losses get fp32 logits
     raw_logits = isinstance(criterion, SurrogateLoss)
+    if raw_logits:  # the curve tables' copy to the device happens here, not in the loop
+        criterion.prepare(device, torch.float32)
     if speed["channels_last"]:
         model.to(memory_format=torch.channels_last)
     # the loss of every iteration stays on the device; the host reads it every K iterations

@@ -412,3 +412,23 @@ def test_bool_boundaries_equal_morphology_boundaries():
         for frac in (0.3, 0.9):
             x = torch.rand(shape, generator=g) < frac
             assert torch.equal(boundaries(x), boundaries(x.float()).bool()), (shape, frac)
+
+
+def test_prepare_places_the_curve_tables_once_and_changes_nothing():
+    """``prepare`` builds and places the tables before the first call (a training loop calls it
+    outside its loop); the loss value is the same, and the call does not place them again."""
+    torch.manual_seed(0)
+    logits = torch.randn(2, 4, 12, 10)
+    target = torch.randint(0, 4, (2, 12, 10))
+    theta = search_space("miou+bf1", "bezier").init
+    plain = SurrogateLoss("miou+bf1", num_classes=4, theta=theta)
+    ready = SurrogateLoss("miou+bf1", num_classes=4, theta=theta)
+    ready.prepare("cpu", torch.float32)
+    placed = ready._placed[(torch.device("cpu"), torch.float32)]
+    assert len(placed) == len(metric_curves("miou+bf1"))
+    assert torch.equal(ready(logits, target), plain(logits, target))
+    assert ready._placed[(torch.device("cpu"), torch.float32)] is placed  # not placed again
+    with torch.no_grad():  # a new theta drops the placed tables
+        ready._theta.add_(0.0)
+    ready.curve_tables()
+    assert ready._placed == {}

@@ -241,6 +241,15 @@ class SurrogateLoss(nn.Module):
             self._placed[(device, dtype)] = placed
         return placed
 
+    def prepare(self, device: torch.device | str, dtype: torch.dtype = torch.float32) -> None:
+        """Build the curve tables and place them on ``device`` in ``dtype`` now, not in the
+        first call. On CUDA that first placement reads theta back to the host and copies the
+        tables from pageable host memory, each a wait for the device; a training loop calls
+        this once before its first iteration so that none of it happens inside the loop
+        (``dtype``: the compute dtype, float32 for float32/bf16/fp16 logits, float64 for
+        float64 logits). The tables stay placed until theta changes."""
+        self._tables_on(torch.device(device), dtype)
+
     # -- checks ------------------------------------------------------------------------------
     def _check(self, logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """The shared loss-input rules (:func:`autoloss_ray.checks.check_logits_target`: the
