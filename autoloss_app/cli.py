@@ -18,6 +18,12 @@ from autoloss_app.resume import NOT_FROM_MANIFEST
 
 __all__ = ["main", "build_parser", "add_search_arguments", "search_options_from_args"]
 
+DATASET_HELP = (
+    "synthetic (default, built in), camvid, voc, cityscapes, or folder: your own data in "
+    "--data-root DIR as images/<stem>.jpg|png, masks/<stem>.png (class ids), classes.txt (one "
+    "name per line) and optional splits/{train,val,test}.txt"
+)
+IGNORE_HELP = "--dataset folder: the mask value that marks unlabelled pixels (default 255)"
 _METRIC_HELP = (
     "target metric: miou, fwiou, biou, bf1, macc, gacc, or a sum such as miou+biou"
 )
@@ -52,9 +58,9 @@ def add_search_arguments(p: argparse.ArgumentParser) -> None:
         help="defaults for the proxy task: 'demo' (tiny net, 2 CPU cores, minutes) or "
         "'paper' (DeepLabV3-R50, 128px, 1000 it, M=32, T=12); flags below override it",
     )
-    g.add_argument("--dataset", default="synthetic",
-                   help="synthetic (default, built in), camvid, voc, cityscapes")
+    g.add_argument("--dataset", default="synthetic", help=DATASET_HELP)
     g.add_argument("--data-root", default=None, help="dataset directory (not for synthetic)")
+    g.add_argument("--ignore-index", type=int, default=None, help=IGNORE_HELP)
     g.add_argument("--model", default=None,
                    help="tiny, lraspp_mobilenet_v3_large, deeplabv3_resnet50, "
                    "deeplabv3_resnet101, fcn_resnet50")
@@ -81,7 +87,10 @@ def add_search_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--clip-eps", type=float, default=0.2)
     g.add_argument("--lr", type=float, default=0.2, help="Adam learning rate on mu")
     g.add_argument("--update-steps", type=int, default=60)
-    g.add_argument("--baseline", default="mean", choices=["mean", "mu"])
+    g.add_argument("--baseline", default="mean", choices=["mean", "mu"],
+                   help="PPO2's advantage baseline: 'mean' (A_i = R_i - mean R, default) or "
+                   "'mu' (the official code's: sample 0 of every step is mu itself, trained "
+                   "like its siblings, and A_i = R_i - R_0)")
     g.add_argument("--failure-reward", type=float, default=0.0,
                    help="reward given to a failed or diverged trial (default 0)")
     g = p.add_argument_group("cluster and output")
@@ -153,6 +162,7 @@ def _options_from_args(args: argparse.Namespace) -> SearchOptions:
         recipe=args.recipe,
         dataset=args.dataset,
         data_root=args.data_root,
+        ignore_index=args.ignore_index,
         model=args.model,
         backbone_weights=args.backbone_weights,
         iterations=args.iterations,

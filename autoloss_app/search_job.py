@@ -145,6 +145,8 @@ def build_searcher(opts: SearchOptions, store: ExperimentStore):
         lr=opts.lr,
         update_steps=opts.update_steps,
         baseline=opts.baseline,
+        # the official setting: with baseline "mu", sample 0 of every step is mu itself
+        include_mean=opts.baseline == "mu",
         failure_reward=opts.failure_reward,
         points_to_evaluate=points,
         **common,
@@ -215,7 +217,7 @@ def check_search_data(opts: SearchOptions) -> dict[str, int]:
     extra = opts.extra_config
     return check_data(opts.dataset, root=opts.data_root,
                       splits=[extra.get("split", "train"), extra.get("eval_split")],
-                      dataset_options=extra.get("dataset_options"))
+                      dataset_options=opts.trial_config().get("dataset_options"))
 
 
 class SearchInterrupted(KeyboardInterrupt):

@@ -209,3 +209,24 @@ def test_cmaes_runs_from_the_cli_and_exports_its_best_trial(tmp_path: Path) -> N
     exported = json.loads((tmp_path / "loss.json").read_text())
     best = max(expected.values(), key=lambda v: v[1])[0]
     assert exported["theta"] == pytest.approx(best)
+
+
+def test_baseline_mu_makes_sample_0_of_every_step_mu_itself(tmp_path) -> None:
+    """``--baseline mu`` (the official PPO2 setting) builds: sample 0 of each step is the
+    step's policy mean, recorded in the policy table, and the other samples are draws."""
+    from autoloss_app.options import SearchOptions
+    from autoloss_app.search_job import build_searcher
+
+    opts = SearchOptions(searcher="ppo", baseline="mu", store=str(tmp_path / "store"),
+                         experiment="mu", steps=3, samples=4, seed=5, model="tiny").resolved()
+    store = ExperimentStore(opts.store)
+    searcher = build_searcher(opts, store)
+    target = np.linspace(0.3, 0.7, searcher.optimizer.dim)
+    recs = _drive(searcher, lambda th: -float(np.sum((th - target) ** 2)))
+    assert len(recs) == 12
+    policy = store.policy("mu").sort_values("step")
+    for step, mu in zip(policy["step"], policy["mu"]):
+        thetas = [np.asarray(r["config"]["theta"]) for r in recs if r["step"] == step]
+        np.testing.assert_allclose(thetas[0], np.asarray(mu), rtol=0, atol=1e-12)
+        assert all(np.abs(t - thetas[0]).max() > 1e-6 for t in thetas[1:])
+    assert not np.allclose(policy["mu"].iloc[0], policy["mu"].iloc[-1])  # mu moved
