@@ -1,0 +1,35 @@
+"""bench/overhead.py at smoke size, so it cannot rot (its numbers live in the README)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "overhead.py"
+
+
+@pytest.mark.slow
+def test_overhead_bench_prints_the_ratio_and_the_breakdown(tmp_path):
+    out = subprocess.run([sys.executable, str(SCRIPT), "--recipes", "demo", "--iterations", "3",
+                          "--device", "cpu"], cwd=tmp_path, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr
+    ratio = re.search(r"^  overhead: (\d+\.\d+)x", out.stdout, re.M)
+    assert ratio and float(ratio.group(1)) > 0
+    phases = re.search(r"data ([\d.]+) ms .* step ([\d.]+) ms", out.stdout)
+    assert phases and float(phases.group(1)) >= 0
+    wall = re.search(r"trial wall ([\d.]+) s = set-up ([-\d.]+) s .* training ([\d.]+) s "
+                     r".* evaluation ([\d.]+) s", out.stdout)
+    assert wall and float(wall.group(3)) > 0 and float(wall.group(4)) > 0
+    assert float(wall.group(1)) >= float(wall.group(3)) + float(wall.group(4))
+
+
+def test_overhead_bench_refuses_a_missing_camvid_folder(tmp_path):
+    out = subprocess.run([sys.executable, str(SCRIPT), "--recipes", "camvid", "--camvid",
+                          str(tmp_path / "nope")], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2
+    assert out.stderr.count("\n") == 1 and "is not a folder" in out.stderr
