@@ -3,8 +3,9 @@
 #
 #   bench/gpu_check.sh --prepare DIR        here (with internet or the package cache): put the
 #                                           wheels a bare CUDA machine lacks into DIR
-#   bench/gpu_check.sh [--wheels DIR] [--log FILE] [--python PY]
+#   bench/gpu_check.sh [--wheels DIR] [--log FILE] [--python PY] [--only STAGE,...]
 #                                           on the CUDA machine, from the repository root
+#                                           (--only: run these stages; env and install always)
 #   bench/gpu_check.sh --dry-run [--log FILE]
 #                                           every stage on CPU with tiny sizes (CI runs this)
 #
@@ -24,6 +25,8 @@
 #             iterations), extrapolated to 1000 iterations
 #   packed    4 trials at --gpus-per-trial 0.25 on the embedded Ray (one PPO step of 4 samples),
 #             the GPU memory used sampled by nvidia-smi
+#   overhead  bench/overhead.py: the paper-recipe proxy trial against a bare PyTorch loop
+#             (100 iterations, median of 2) with its phase breakdown
 # Each stage line reads:  "== STAGE <name> <ok|FAILED rc=N|skipped: why> <seconds> s"; the
 # last line: "== SUMMARY <k> of <n> stages ok; failed: <names>".
 set -u
@@ -35,7 +38,8 @@ WHEELS=""
 LOG=""
 PREPARE=""
 
-usage() { sed -n '2,9p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+ONLY=""
+usage() { sed -n '2,10p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -44,6 +48,7 @@ while [ $# -gt 0 ]; do
     --log) LOG="${2:?--log needs a file}"; shift ;;
     --python) PY="${2:?--python needs an interpreter}"; shift ;;
     --prepare) PREPARE="${2:?--prepare needs a folder}"; shift ;;
+    --only) ONLY=",${2:?--only needs stage names, e.g. sync,overhead},"; shift ;;
     -h|--help) usage; exit 0 ;;
     *) echo "gpu_check.sh: error: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
@@ -90,9 +95,13 @@ mkdir -p "$RAY_TMPDIR"
 cd "$REPO" || exit 2
 
 PASSED=0; TOTAL=0; FAILED=""
-stage() {  # stage NAME CMD...: run, log, time
+stage() {  # stage NAME CMD...: run, log, time (unless --only leaves it out)
   local name="$1"; shift
   local t0 t1 rc
+  if [ -n "$ONLY" ] && [ "$name" != env ] && [ "$name" != install ] \
+     && [ "${ONLY#*,"$name",}" = "$ONLY" ]; then
+    echo "== STAGE $name skipped: not in --only" >> "$LOG"; return 0
+  fi
   echo "== BEGIN $name $(date -u +%H:%M:%S)" >> "$LOG"
   t0=$(date +%s.%N)
   "$@" >> "$LOG" 2>&1
@@ -244,6 +253,13 @@ EOF
   [ $rc -eq 0 ] && [ $prc -eq 0 ]
 }
 stage packed packed_stage
+
+# -- the trial against a bare PyTorch loop (issue 31) ----------------------------------------------
+if [ $DRY -eq 1 ]; then
+  stage overhead "$PY" bench/overhead.py --recipes demo --device cpu --iterations 3
+else
+  stage overhead "$PY" bench/overhead.py --recipes paper --device cuda --repeats 2 --also-ce
+fi
 
 echo "== SUMMARY $PASSED of $TOTAL stages ok; failed:${FAILED:- none}" | tee -a "$LOG"
 rm -rf "$WORK"

@@ -11,7 +11,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "bench" / "gpu_check.sh"
-STAGES = ("env", "tests", "loss", "metrics", "sync", "trial", "packed")
+STAGES = ("env", "tests", "loss", "metrics", "sync", "trial", "packed", "overhead")
 
 
 def _run(*args, tmp_path, timeout=60):
@@ -44,5 +44,17 @@ def test_gpu_check_dry_run_runs_every_stage(tmp_path):
     assert "syncs in the training loop: 2 (2 expected loss reads, 0 others)" in text, \
         text[text.find("== BEGIN sync"):][:2000]
     assert "EXTRAPOLATED" in text and "packed trials ok: 2 of 2" in text
+    assert "overhead: " in text[text.find("== BEGIN overhead"):]
     # the summary lines also go to stdout
     assert proc.stdout.count("== STAGE") == len(STAGES) + 1
+
+
+def test_gpu_check_only_runs_the_named_stages(tmp_path):
+    log = tmp_path / "check.log"
+    proc = _run("--dry-run", "--only", "sync", "--log", str(log), tmp_path=tmp_path, timeout=300)
+    text = log.read_text()
+    assert proc.returncode == 0, text[-4000:]
+    assert "== STAGE env ok" in text and "== STAGE sync ok" in text
+    for name in set(STAGES) - {"env", "sync"}:
+        assert f"== STAGE {name} skipped: not in --only" in text, name
+    assert "== SUMMARY 2 of 2 stages ok; failed: none" in text
