@@ -13,17 +13,12 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from autoloss_app.evaluate import DATASET_HELP, IGNORE_HELP
 from autoloss_app.options import LEGACY_MANIFEST, RECIPES, SEARCHERS, OptionsError, SearchOptions
 from autoloss_app.resume import NOT_FROM_MANIFEST
 
 __all__ = ["main", "build_parser", "add_search_arguments", "search_options_from_args"]
 
-DATASET_HELP = (
-    "synthetic (default, built in), camvid, voc, cityscapes, or folder: your own data in "
-    "--data-root DIR as images/<stem>.jpg|png, masks/<stem>.png (class ids), classes.txt (one "
-    "name per line) and optional splits/{train,val,test}.txt"
-)
-IGNORE_HELP = "--dataset folder: the mask value that marks unlabelled pixels (default 255)"
 _METRIC_HELP = (
     "target metric: miou, fwiou, biou, bf1, macc, gacc, or a sum such as miou+biou"
 )

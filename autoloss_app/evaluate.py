@@ -11,13 +11,18 @@ import tempfile
 from typing import Any
 
 __all__ = ["add_command", "size_option", "inference_option", "PROTOCOL_HELP",
-           "INFERENCE_HELP"]
+           "INFERENCE_HELP", "DATASET_HELP", "IGNORE_HELP"]
 
 
 def check_evaluate_options(args: argparse.Namespace) -> None:
     """Refuse bad ``evaluate`` options (:class:`OptionsError`) before anything is loaded, Ray
     started or written."""
-    from autoloss_app.options import OptionsError, check_finite, check_output_dir
+    from autoloss_app.options import (
+        OptionsError,
+        check_finite,
+        check_folder_options,
+        check_output_dir,
+    )
     from autoloss_ray.store import check_name
 
     for name, low in (("batch_size", 1), ("train_size", 0), ("workers", 1)):
@@ -33,6 +38,7 @@ def check_evaluate_options(args: argparse.Namespace) -> None:
     if args.store:
         check_name(args.experiment, "experiment")
         check_output_dir(args.store, "--store")
+    check_folder_options(args.dataset, args.data_root, args.ignore_index)
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
@@ -50,6 +56,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     inference_size = inference_option(args.inference_size)
     model, meta = load_checkpoint(args.checkpoint)
     options = {"length": args.train_size} if args.train_size else {}
+    if args.dataset == "folder":  # the checkpoint's ignore index unless --ignore-index
+        options["ignore_index"] = (args.ignore_index if args.ignore_index is not None
+                                   else int(meta.get("ignore_index", 255)))
     check_data(args.dataset, root=args.data_root, splits=[args.split], dataset_options=options)
     dataset = build_dataset(args.dataset, root=args.data_root, split=args.split,
                             image_size=image_size or parse_image_size(meta["image_size"]),
@@ -134,6 +143,12 @@ def inference_option(tokens: Any) -> str | tuple[int, int] | None:
     return as_size(size_option(tokens, "--inference-size"))
 
 
+DATASET_HELP = (
+    "synthetic (default, built in), camvid, voc, cityscapes, or folder: your own data in "
+    "--data-root DIR as images/<stem>.jpg|png, masks/<stem>.png (class ids), classes.txt (one "
+    "name per line) and optional splits/{train,val,test}.txt"
+)
+IGNORE_HELP = "--dataset folder: the mask value that marks unlabelled pixels (default 255)"
 PROTOCOL_HELP = (
     "'native' (default): every label map at its own resolution, the argmax of the logits "
     "upsampled bilinearly to it; 'train_size': image and label resized to the training size"
@@ -151,9 +166,12 @@ def add_command(sub: Any) -> None:
         description="Evaluate a checkpoint written by `autoloss retrain` on any split.",
     )
     p.add_argument("--checkpoint", required=True)
-    p.add_argument("--dataset", default="synthetic")
-    p.add_argument("--data-root", default=None)
-    p.add_argument("--split", default="val")
+    p.add_argument("--dataset", default="synthetic", help=DATASET_HELP)
+    p.add_argument("--data-root", default=None, help="dataset directory (not for synthetic)")
+    p.add_argument("--ignore-index", type=int, default=None,
+                   help=IGNORE_HELP.replace("(default 255)", "(default: the checkpoint's)"))
+    p.add_argument("--split", default="val", help="the split to score (default val; the "
+                   "folder dataset: train, or a splits/<name>.txt such as val or test)")
     p.add_argument("--image-size", nargs="+", default=None, metavar="SIZE",
                    help="the training size: S, HxW or H W (default: the checkpoint's)")
     p.add_argument("--eval-protocol", default="native", choices=["native", "train_size"],

@@ -18,7 +18,8 @@ from autoloss_ray.validation import SEARCH_NAME_RE, OptionsError, check_resource
 
 __all__ = ["LEGACY_MANIFEST", "RECIPES", "SEARCHERS", "SearchOptions", "OptionsError", "is_uri",
            "check_finite", "check_resources", "check_max_concurrent",
-           "check_output_file", "check_output_dir"]
+           "check_output_file", "check_output_dir", "check_folder_options",
+           "folder_num_classes"]
 
 # Proxy-task recipes. "demo" finishes on 2 CPU cores in a few minutes (the README's main job);
 # "paper" is the paper's proxy task (DESIGN section 5).
@@ -95,6 +96,41 @@ def check_output_dir(path: str | None, option: str) -> None:
                            "directory path")
 
 
+def folder_num_classes(data_root: str) -> int:
+    """The class count of a folder dataset (its ``classes.txt``), as an OptionsError."""
+    from autoloss_ray.data.folder import read_classes
+
+    try:
+        return len(read_classes(data_root))
+    except (ValueError, FileNotFoundError) as exc:
+        raise OptionsError(str(exc)) from None
+
+
+def check_folder_options(dataset: str, data_root: str | None, ignore_index: int | None,
+                         num_classes: int | None = None) -> None:
+    """``--ignore-index`` only with ``--dataset folder``; for a local folder its layout
+    (:func:`autoloss_ray.data.folder.scan_folder`: classes.txt, pairing, split files; no
+    pixel read), the ignore index against its classes and ``num_classes`` against
+    ``classes.txt``. The masks' sizes and values are checked by ``check_data`` before Ray."""
+    if dataset != "folder":
+        if ignore_index is not None:
+            raise OptionsError(f"--ignore-index is for --dataset folder; dataset {dataset!r} "
+                               "has its own ignore index")
+        return
+    if not data_root or is_uri(data_root):
+        return
+    from autoloss_ray.data.folder import check_ignore, scan_folder
+
+    try:
+        layout = scan_folder(data_root)
+        check_ignore(255 if ignore_index is None else ignore_index, layout.num_classes)
+    except (ValueError, TypeError, FileNotFoundError) as exc:
+        raise OptionsError(str(exc)) from None
+    if num_classes is not None and num_classes != layout.num_classes:
+        raise OptionsError(f"num_classes {num_classes} does not match "
+                           f"{layout.root / 'classes.txt'}, which names {layout.num_classes}")
+
+
 def check_max_concurrent(value: int | None) -> None:
     if value is not None and value < 1:
         raise OptionsError(f"--max-concurrent must be >= 1 (or left out), got {value}")
@@ -113,7 +149,8 @@ class SearchOptions:
     recipe: str = "demo"
     dataset: str = "synthetic"
     data_root: str | None = None
-    num_classes: int | None = None
+    num_classes: int | None = None  # folder dataset: filled from its classes.txt
+    ignore_index: int | None = None  # folder dataset: the mask value that is ignored (255)
     model: str | None = None
     backbone_weights: str | None = None
     iterations: int | None = None
@@ -161,6 +198,9 @@ class SearchOptions:
             # Ray Tune takes a storage path only when absolute (a relative one fails after
             # Ray has started, as "URI has empty scheme")
             values["tune_dir"] = os.path.abspath(self.tune_dir)
+        if (self.dataset == "folder" and self.num_classes is None and self.data_root
+                and not is_uri(self.data_root) and Path(self.data_root).is_dir()):
+            values["num_classes"] = folder_num_classes(self.data_root)
         out = dataclasses.replace(self, **values)
         out.validate()
         return out
@@ -227,6 +267,7 @@ class SearchOptions:
                 )
             if not is_uri(self.data_root) and not Path(self.data_root).is_dir():
                 raise OptionsError(f"--data-root {self.data_root!r} is not a directory")
+        check_folder_options(self.dataset, self.data_root, self.ignore_index, self.num_classes)
         if not is_uri(self.store):
             store = Path(self.store)
             if store.exists() and not store.is_dir():
@@ -270,6 +311,8 @@ class SearchOptions:
             config["train_size"] = self.train_size
         if self.num_classes is not None:
             config["num_classes"] = self.num_classes
+        if self.ignore_index is not None:
+            config["dataset_options"] = {"ignore_index": self.ignore_index}
         if self.backbone_weights:
             config["backbone_weights"] = os.path.abspath(self.backbone_weights)
         config.update(self.extra_config)

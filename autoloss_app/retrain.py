@@ -16,7 +16,14 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from autoloss_app.evaluate import INFERENCE_HELP, PROTOCOL_HELP, inference_option, size_option
+from autoloss_app.evaluate import (
+    DATASET_HELP,
+    IGNORE_HELP,
+    INFERENCE_HELP,
+    PROTOCOL_HELP,
+    inference_option,
+    size_option,
+)
 
 __all__ = ["LossSpec", "RetrainPaths", "resolve_loss_spec", "retrain_paths", "add_commands"]
 
@@ -193,7 +200,8 @@ def _cmd_retrain(args: argparse.Namespace) -> int:
     inference_size = inference_option(args.inference_size)
     from autoloss_ray.data import check_data
 
-    check_data(args.dataset, root=args.data_root, splits=["train", args.eval_split])
+    check_data(args.dataset, root=args.data_root, splits=["train", args.eval_split],
+               dataset_options=_dataset_options(args))
     store = ExperimentStore(args.store)
     if len(store.trials(args.experiment)):
         raise OptionsError(
@@ -228,6 +236,7 @@ def _cmd_retrain(args: argparse.Namespace) -> int:
         "save_checkpoint": tune.sample_from(_CheckpointPath(out_dir, labels, args.repeats > 1)),
         "dataset": args.dataset,
         "data_root": os.path.abspath(args.data_root) if args.data_root else None,
+        "dataset_options": _dataset_options(args),
         "model": args.model,
         "iterations": args.iterations,
         "batch_size": args.batch_size,
@@ -282,18 +291,25 @@ def _cmd_retrain(args: argparse.Namespace) -> int:
     return 0 if len(failed) == 0 else 1
 
 
+def _dataset_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The dataset's keyword arguments from the options (the folder dataset's ignore index)."""
+    return {} if args.ignore_index is None else {"ignore_index": args.ignore_index}
+
+
 def check_retrain_options(args: argparse.Namespace) -> None:
     """The option checks of ``autoloss retrain`` that need no compute: finiteness, resources,
     and the checks each trial makes on its config (``check_trial_config``, one definition)."""
     from autoloss_app.options import (
         OptionsError,
         check_finite,
+        check_folder_options,
         check_max_concurrent,
         check_resources,
     )
     from autoloss_ray.train import check_trial_config
 
     check_finite(**vars(args))
+    check_folder_options(args.dataset, args.data_root, args.ignore_index)
     check_resources(args.gpus_per_trial, args.cpus_per_trial)
     check_max_concurrent(args.max_concurrent)
     try:
@@ -320,8 +336,9 @@ def add_commands(sub: Any) -> None:
                    help="a loss to train with (repeat): ce, lovasz, preset:miou, "
                    "experiment:NAME, file:PATH.json ...")
     p.add_argument("--metric", default="miou", help="the metric the table's reward is")
-    p.add_argument("--dataset", default="synthetic")
-    p.add_argument("--data-root", default=None)
+    p.add_argument("--dataset", default="synthetic", help=DATASET_HELP)
+    p.add_argument("--data-root", default=None, help="dataset directory (not for synthetic)")
+    p.add_argument("--ignore-index", type=int, default=None, help=IGNORE_HELP)
     p.add_argument("--eval-split", default="val", help="split to evaluate on (default val)")
     p.add_argument("--model", default="tiny")
     p.add_argument("--iterations", type=int, default=300)

@@ -1,4 +1,5 @@
-"""Datasets of the proxy task: synthetic (default), CamVid, VOC, Cityscapes; hold-out split.
+"""Datasets of the proxy task: synthetic (default), CamVid, VOC, Cityscapes, a user's folder
+(:mod:`autoloss_ray.data.folder`); hold-out split.
 
 ``build_dataset(name, root=..., split=..., image_size=..., train=..., seed=...)`` returns a
 :class:`~autoloss_ray.data.base.SegmentationDataset` whose items are
@@ -19,6 +20,7 @@ from autoloss_ray.data.base import SegmentationDataset, SegmentationSubset
 from autoloss_ray.data.camvid import CamVid
 from autoloss_ray.data.check import check_data
 from autoloss_ray.data.cityscapes import Cityscapes
+from autoloss_ray.data.folder import FolderDataset
 from autoloss_ray.data.synthetic import SyntheticScenes
 from autoloss_ray.data.voc import VOCSegmentation
 
@@ -37,6 +39,7 @@ DATASETS: dict[str, type[SegmentationDataset]] = {
     "camvid": CamVid,
     "voc": VOCSegmentation,
     "cityscapes": Cityscapes,
+    "folder": FolderDataset,
 }
 
 

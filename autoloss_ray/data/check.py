@@ -6,7 +6,9 @@ labels folder, images and labels that do not pair up) and reads a sample of labe
 (``sample`` per split, evenly spaced over the split, first and last included) to check that
 every value is a class id in ``[0, C)`` or the ignore index. The CLI and ``search.py`` call it
 before Ray starts, so bad data fails in one line (exit 2) with nothing written; a bad label
-file outside the sample still fails its trial with the file's name in the error.
+file outside the sample still fails its trial with the file's name in the error. The folder
+dataset (a user's own) is checked whole: :func:`autoloss_ray.data.folder.check_folder` reads
+every mask of the splits once.
 """
 
 from __future__ import annotations
@@ -42,6 +44,13 @@ def check_data(
     if isinstance(sample, bool) or not isinstance(sample, (int, np.integer)) or sample < 0:
         raise ValueError(f"sample must be an int >= 0, got {sample!r}")
     options = dict(dataset_options or {})
+    if name == "folder":
+        from autoloss_ray.data.folder import check_folder
+
+        if root is None or str(root) == "":
+            raise ValueError("dataset 'folder' needs root= (data_root) pointing at its files")
+        return check_folder(root, splits=[s for s in splits if s is not None],
+                            ignore_index=options.get("ignore_index", 255))
     sizes: dict[str, int] = {}
     for split in dict.fromkeys(s for s in splits if s is not None):
         dataset = build_dataset(name, root=root, split=split, train=False, **options)
