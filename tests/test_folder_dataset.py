@@ -177,6 +177,10 @@ def _break(root: Path, case: str) -> str:
     if case == "mask of another size":
         Image.fromarray(np.zeros((20, 27), np.uint8), "L").save(root / "masks" / "a.png")
         return "masks/a.png is 27x20 (WxH) but its image"
+    if case == "mask turned by 90 degrees":
+        Image.fromarray(np.zeros((28, 20), np.uint8), "L").save(root / "masks" / "a.png")
+        return "masks/a.png is 20x28 (WxH) but its image " + str(root / "images" / "a.jpg") + (
+            " is 28x20; it is the image turned by 90 degrees")
     if case == "value neither class nor ignore":
         mask = np.zeros((24, 18), np.uint8)
         mask[3, 3] = 5
@@ -210,6 +214,7 @@ def _break(root: Path, case: str) -> str:
 
 
 REFUSALS = ["image without mask", "mask without image", "mask of another size",
+            "mask turned by 90 degrees",
             "value neither class nor ignore", "empty split", "stem listed twice",
             "stem in train and val", "stem not in the folder", "missing classes.txt",
             "RGB mask", "JPEG mask", "two images of one stem"]
@@ -331,3 +336,77 @@ def test_search_retrain_evaluate_on_a_folder_with_the_embedded_ray(tmp_path: Pat
     assert len(ev) == 1 and ev["dataset"].iloc[0] == "folder"
     assert ev["miou"].iloc[0] == pytest.approx(metrics["miou"])
     assert 0.0 <= metrics["miou"] <= 1.0
+
+
+def _camvid_as_folder(camvid: Path, root: Path) -> None:
+    """CamVid's SegNet layout as a folder dataset (symlinks; unlabelled 11 as the ignore)."""
+    from autoloss_ray.data.camvid import CAMVID_CLASSES
+
+    for sub in ("images", "masks", "splits"):
+        (root / sub).mkdir(parents=True)
+    (root / "classes.txt").write_text("\n".join(CAMVID_CLASSES) + "\n")
+    for split in ("train", "val"):
+        stems = []
+        for image in sorted((camvid / split).glob("*.png")):
+            (root / "images" / image.name).symlink_to(image)
+            (root / "masks" / image.name).symlink_to(camvid / f"{split}annot" / image.name)
+            stems.append(image.stem)
+        (root / "splits" / f"{split}.txt").write_text("\n".join(stems) + "\n")
+
+
+@pytest.mark.slow
+def test_camvid_as_a_folder_gives_camvid_items_and_the_same_trial(camvid_root: Path,
+                                                                  tmp_path: Path) -> None:
+    """Real data, independent reference: CamVid read by the folder dataset (ignore 11) gives
+    the built-in CamVid reader's items (ignore 255) and, trained alike, the same metrics."""
+    from autoloss_ray.train import run_trial
+
+    root = tmp_path / "camvid-folder"
+    _camvid_as_folder(camvid_root, root)
+    assert check_folder(root, splits=["train", "val"], ignore_index=11) == {
+        "train": 367, "val": 101}
+    folder = build_dataset("folder", root=root, split="val", train=False, image_size=32,
+                           ignore_index=11, eval_protocol="native")
+    camvid = build_dataset("camvid", root=camvid_root, split="val", train=False,
+                           image_size=32, eval_protocol="native")
+    assert len(folder) == len(camvid) and folder.class_names == camvid.class_names
+    for i in (0, 50, 100):
+        (xf, yf), (xc, yc) = folder[i], camvid[i]
+        assert torch.equal(xf, xc)
+        assert torch.equal(torch.where(yf == 11, 255, yf), yc)
+    trial = {"model": "tiny", "image_size": 32, "iterations": 3, "batch_size": 2,
+             "train_size": 12, "holdout_fraction": 0.25, "loss": "ce", "seed": 1}
+    a = run_trial({**trial, "dataset": "folder", "data_root": str(root),
+                   "dataset_options": {"ignore_index": 11}})
+    b = run_trial({**trial, "dataset": "camvid", "data_root": str(camvid_root)})
+    assert a["status"] == b["status"] == "ok" and a["gacc"] > 0.0
+    assert (a["num_train"], a["num_eval"], a["num_classes"]) == (9, 3, 11)
+    assert (b["num_train"], b["num_eval"]) == (9, 3)
+    for key in ("miou", "fwiou", "biou", "bf1", "macc", "gacc"):
+        assert a[key] == pytest.approx(b[key], abs=1e-9), key
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int32, np.int64])
+def test_mask_values_is_numpy_unique(dtype) -> None:
+    from autoloss_ray.data.folder import mask_values
+
+    rng = np.random.default_rng(4)
+    mask = rng.choice(np.array([0, 3, 7, 255, 300 if dtype != np.uint8 else 254]),
+                      size=(13, 17)).astype(dtype)
+    np.testing.assert_array_equal(mask_values(mask), np.unique(mask).astype(np.int64))
+
+
+def test_a_16_bit_mask_with_more_than_255_classes(tmp_path: Path) -> None:
+    classes = tuple(f"c{i}" for i in range(300))
+    make_folder(tmp_path / "d", classes=classes[:2], sizes={"a": (6, 9)}, gray=(), palette=())
+    (tmp_path / "d" / "classes.txt").write_text("\n".join(classes) + "\n")
+    mask = np.full((6, 9), 299, np.uint16)
+    mask[0, 0] = 65535
+    Image.fromarray(mask).save(tmp_path / "d" / "masks" / "a.png")  # mode I;16
+    with pytest.raises(ValueError, match=r"ignore_index 255 is a class id"):
+        check_folder(tmp_path / "d")
+    assert check_folder(tmp_path / "d", ignore_index=65535) == {"train": 1}
+    ds = build_dataset("folder", root=tmp_path / "d", ignore_index=65535, train=False,
+                       eval_protocol="native")
+    assert ds.num_classes == 300
+    np.testing.assert_array_equal(ds[0][1].numpy(), mask.astype(np.int64))

@@ -26,8 +26,8 @@ from PIL import Image
 
 from autoloss_ray.data.base import FileDataset
 
-__all__ = ["FolderDataset", "FolderLayout", "check_folder", "read_classes", "scan_folder",
-           "IMAGE_EXTS", "MASK_EXT"]
+__all__ = ["FolderDataset", "FolderLayout", "check_folder", "check_ignore", "mask_values",
+           "read_classes", "read_mask", "scan_folder", "IMAGE_EXTS", "MASK_EXT"]
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png")
 MASK_EXT = ".png"
@@ -190,18 +190,30 @@ def _split_stems(layout: FolderLayout, split: str) -> tuple[str, ...]:
     return layout.splits[split]
 
 
-def read_mask(path: Path) -> np.ndarray:
-    """Class ids [H, W] (int64) of a mask PNG: L/P/I modes (a palette PNG gives its indices).
-    Raises ValueError naming the file for an RGB(A) or two-channel mask or an unreadable one."""
+def read_mask(path: Path, *, raw: bool = False) -> np.ndarray:
+    """Class ids [H, W] of a mask PNG, int64 (``raw``: the file's own integer dtype): L/P/I
+    modes (a palette PNG gives its indices). Raises ValueError naming the file for an RGB(A)
+    or two-channel mask or an unreadable one."""
     try:
         with Image.open(path) as im:
             if im.mode not in _MASK_MODES:
                 raise ValueError(
                     f"folder dataset: mask {path} is a {im.mode} image; expected one class id "
                     "per pixel (a grayscale L, palette P or 16-bit I PNG)")
-            return np.asarray(im).astype(np.int64)
+            mask = np.asarray(im)
     except OSError as exc:
         raise ValueError(f"folder dataset: cannot read mask {path}: {exc}") from None
+    if mask.dtype == bool:
+        mask = mask.astype(np.uint8)
+    return mask if raw else mask.astype(np.int64)
+
+
+def mask_values(mask: np.ndarray) -> np.ndarray:
+    """The distinct values of a mask (sorted int64): ``numpy.bincount`` for 8/16-bit masks
+    (one pass, no sort), ``numpy.unique`` otherwise."""
+    if mask.dtype.kind == "u" and mask.dtype.itemsize <= 2:
+        return np.flatnonzero(np.bincount(mask.ravel())).astype(np.int64)
+    return np.unique(mask).astype(np.int64)
 
 
 def _image_size(path: Path) -> tuple[int, int]:
@@ -223,8 +235,9 @@ def check_folder(
     On top of :func:`scan_folder`: every split in ``splits`` exists and, for every pair of
     those splits, the mask has its image's size (read from the image header, no decoding) and
     holds only class ids ``0..C-1`` or ``ignore_index``. Cost: each mask of those splits is
-    decoded once (PIL) and ``numpy.unique`` runs over it, about 5 ms for a 1 MP PNG, so 1,000
-    masks take a few seconds; images are only opened for their header.
+    decoded once (PIL) and its values counted (:func:`mask_values`, one pass); images are only
+    opened for their header. Measured on a shared 2-core machine: 100 masks of 1000x1000 in
+    1.1-1.3 s, CamVid's 468 masks of 360x480 in 1.2-2.5 s (about 3-12 ms a mask).
     Raises ValueError / FileNotFoundError with one line naming the file.
     """
     layout = scan_folder(root)
@@ -240,16 +253,19 @@ def check_folder(
                 continue
             checked.add(stem)
             image_path, mask_path = layout.pairs[stem]
-            mask = read_mask(mask_path)
+            mask = read_mask(mask_path, raw=True)
             if mask.ndim != 2:
                 raise ValueError(f"folder dataset: mask {mask_path} has shape {mask.shape}; "
                                  "expected one class id per pixel [H, W]")
             image_hw = _image_size(image_path)
             if mask.shape != image_hw:
+                turned = ("; it is the image turned by 90 degrees: pixels are read as stored, "
+                          "an EXIF orientation is not applied" if mask.shape == image_hw[::-1]
+                          else "")
                 raise ValueError(
                     f"folder dataset: mask {mask_path} is {mask.shape[1]}x{mask.shape[0]} "
-                    f"(WxH) but its image {image_path} is {image_hw[1]}x{image_hw[0]}")
-            values = np.unique(mask)
+                    f"(WxH) but its image {image_path} is {image_hw[1]}x{image_hw[0]}{turned}")
+            values = mask_values(mask)
             bad = values[((values < 0) | (values >= num_classes)) & (values != ignore_index)]
             if bad.size:
                 raise ValueError(
