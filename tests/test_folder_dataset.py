@@ -272,6 +272,12 @@ def test_cli_refuses_bad_folders_before_ray(tmp_path: Path, case: str, capsys) -
     line = _refused(["search", *folder, "--experiment", "s", "--steps", "1", "--samples", "2",
                      "-q"], capsys)
     assert line.startswith("autoloss search: error: ") and expect in line, line
+    from autoloss_app.cli import search_script_main  # search.py, for `ray job submit`
+
+    capsys.readouterr()
+    assert search_script_main([*folder, "--experiment", "s", "--address", "local"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("search.py: error: ") and expect in err[0], err
     line = _refused(["retrain", "--loss", "ce", "--eval-split", "val", *folder,
                      "--experiment", "r"], capsys)
     assert line.startswith("autoloss retrain: error: ") and expect in line, line
@@ -410,3 +416,20 @@ def test_a_16_bit_mask_with_more_than_255_classes(tmp_path: Path) -> None:
                        eval_protocol="native")
     assert ds.num_classes == 300
     np.testing.assert_array_equal(ds[0][1].numpy(), mask.astype(np.int64))
+
+
+@pytest.mark.parametrize("data_on_device", [False, True])
+def test_a_trial_trains_on_the_folder_through_both_data_paths(tmp_path: Path,
+                                                             data_on_device: bool) -> None:
+    """The DataLoader path (CPU default) and DeviceBatches (the CUDA default, here on the
+    CPU) on non-square images of differing sizes, grayscale and palette files included."""
+    from autoloss_ray.train import run_trial
+
+    make_folder(tmp_path / "d", splits=SPLITS, ignore=7)
+    result = run_trial({"model": "tiny", "dataset": "folder", "data_root": str(tmp_path / "d"),
+                        "dataset_options": {"ignore_index": 7}, "image_size": [12, 16],
+                        "iterations": 2, "batch_size": 2, "eval_split": "val",
+                        "data_on_device": data_on_device, "seed": 2})
+    assert result["status"] == "ok", result["error"]
+    assert (result["num_train"], result["num_eval"], result["num_classes"]) == (5, 2, 5)
+    assert 0.0 <= result["miou"] <= 1.0 and 0.0 < result["gacc"] <= 1.0
