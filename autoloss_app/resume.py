@@ -17,7 +17,8 @@ from autoloss_app.options import LEGACY_MANIFEST, OptionsError, SearchOptions
 if TYPE_CHECKING:  # the store (pyarrow) loads when a resume reads it, not with the CLI
     from autoloss_ray.store import ExperimentStore
 
-__all__ = ["RUNTIME_OPTIONS", "NOT_FROM_MANIFEST", "search_manifest", "check_resume_options", "previous_results"]
+__all__ = ["RUNTIME_OPTIONS", "NOT_FROM_MANIFEST", "search_manifest", "check_resume_options",
+           "check_not_user_task", "previous_results"]
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +46,15 @@ def _jsonable(value: Any) -> Any:
 def search_manifest(opts: SearchOptions) -> dict[str, Any]:
     """The resolved options of a search as plain JSON values (what the store keeps)."""
     return _jsonable(dataclasses.asdict(opts))
+
+
+def check_not_user_task(manifest: dict[str, Any] | None, experiment: str) -> None:
+    """Refuse to resume, as an ``autoloss search``, a search of the user's own Python function
+    (``autoloss_app.search_loss``; its manifest names the function as ``task``)."""
+    if manifest is not None and manifest.get("task") is not None:
+        raise OptionsError(
+            f"experiment {experiment!r} is a search of the Python function "
+            f"{manifest['task']}; resume it with search_loss(..., resume=True)")
 
 
 def check_resume_options(opts: SearchOptions, manifest: dict[str, Any]) -> None:

@@ -2,7 +2,8 @@
 
 ``export_experiment(store, "demo", "miou-loss.json")`` writes the mu of the PPO step with the
 best mean reward (random search, TPE, CMA-ES: the best trial's theta) as a JSON file for
-``SurrogateLoss.from_file``. No ray import.
+``SurrogateLoss.from_file``, for the class count the search recorded
+(:func:`recorded_num_classes`; a store without one needs ``num_classes``). No ray import.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import json
 import os
 from typing import Any
 
-__all__ = ["export_experiment", "experiment_loss"]
+__all__ = ["export_experiment", "experiment_loss", "recorded_num_classes"]
 
 
 def _search_config(trials) -> dict[str, Any]:
@@ -20,6 +21,24 @@ def _search_config(trials) -> dict[str, Any]:
         search = trials
     raw = search["config_json"].dropna()
     return json.loads(raw.iloc[0]) if len(raw) else {}
+
+
+def recorded_num_classes(trials) -> int | None:
+    """The class count a search's trials record: ``num_classes`` of their config (a user task,
+    ``--num-classes``), else the one each proxy trial reports (``extra_json``), else None.
+    Nothing is built to find it."""
+    config = _search_config(trials)
+    if config.get("num_classes") is not None:
+        return int(config["num_classes"])
+    rows = trials[trials["kind"] == "search"] if "kind" in trials.columns else trials
+    for raw in rows["extra_json"].dropna() if "extra_json" in rows.columns else ():
+        try:
+            value = json.loads(raw).get("num_classes")
+        except (ValueError, AttributeError):
+            continue
+        if value is not None:
+            return int(value)
+    return None
 
 
 def experiment_loss(store: Any, experiment: str, *, num_classes: int | None = None):
@@ -51,15 +70,12 @@ def experiment_loss(store: Any, experiment: str, *, num_classes: int | None = No
         trials["parameterization"].dropna().iloc[0]
     )
     if num_classes is None:
-        num_classes = config.get("num_classes")
+        num_classes = recorded_num_classes(trials)
     if num_classes is None:
-        from autoloss_ray.data import build_dataset
-
-        dataset = build_dataset(
-            config.get("dataset", "synthetic"), root=config.get("data_root"), split="train",
-            image_size=int(config.get("image_size") or 64), train=False,
+        raise ValueError(
+            f"experiment {experiment!r} records no class count (a store of an older version); "
+            "pass it: num_classes=C (autoloss export --num-classes C)"
         )
-        num_classes = int(dataset.num_classes)
     loss = SurrogateLoss(
         metric,
         num_classes=int(num_classes),
@@ -72,6 +88,8 @@ def experiment_loss(store: Any, experiment: str, *, num_classes: int | None = No
         best = policy.loc[policy["mean_reward"].astype(float).idxmax()]
         meta.update(step=int(best["step"]), mean_reward=float(best["mean_reward"]))
     meta.update(dataset=config.get("dataset"), model=config.get("model"))
+    if config.get("task") is not None:  # a search_loss search of the user's own function
+        meta["task"] = config["task"]
     return loss, meta
 
 

@@ -122,6 +122,7 @@ def run_trial(
         "images_per_second": float("nan"),
         "num_train": len(train_set),
         "num_eval": len(eval_set),
+        "num_classes": num_classes,  # the task's class count (``autoloss export`` reads it)
         "metric": cfg.metric,
         "seed": cfg.seed,
         "train_seed": train_seed,

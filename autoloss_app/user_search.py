@@ -1,0 +1,469 @@
+"""Search a loss for the user's own training code: :func:`search_loss` (``from autoloss_app
+import search_loss``).
+
+The user writes one function, ``train_fn(loss, config) -> {"miou": 0.61, ...}``: it gets the
+sampled loss (a ``SurrogateLoss`` for the task's ``num_classes``, already on
+``config["device"]``) and a read-only config (:class:`trainables.user_task.TrialContext`),
+trains however it likes and returns the metrics. One call runs the whole search as
+``autoloss search`` does (the same searchers, Parquet store, progress lines, resume, report
+and export); only the trainable differs (:func:`trainables.user_task.user_trainable`)::
+
+    result = search_loss(train_fn, num_classes=4, experiment="mine", steps=4, samples=8,
+                         store="runs/store", export="runs/mine-loss.json")
+
+Everything is checked before Ray starts or a file is written (one-sentence ``OptionsError``
+/ ``TypeError``). The class count is the task's own: it is in every trial's config and the
+search manifest, so ``autoloss export`` / ``report`` of the experiment need nothing from the
+built-in tasks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from autoloss_app.options import (
+    SEARCHERS,
+    OptionsError,
+    check_max_concurrent,
+    check_output_dir,
+    check_output_file,
+    is_uri,
+)
+from autoloss_app.resume import RUNTIME_OPTIONS, previous_results, search_manifest
+from autoloss_ray.validation import SEARCH_NAME_RE, check_resources
+
+__all__ = ["search_loss", "SearchLossResult", "UserSearchOptions", "TrialsFailedError",
+           "task_name"]
+
+
+class TrialsFailedError(RuntimeError):
+    """Every trial of a search step failed (the trials' rows and errors are in the store)."""
+
+
+def task_name(train_fn: Callable[..., Any]) -> str:
+    """``module:qualname`` of a training function (what the manifest records)."""
+    module = getattr(train_fn, "__module__", None) or type(train_fn).__module__
+    name = getattr(train_fn, "__qualname__", None) or type(train_fn).__qualname__
+    return f"{module}:{name}"
+
+
+def _int(name: str, value: Any, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise OptionsError(f"{name} must be an int >= {low}, got {value!r}")
+    if value < low:
+        raise OptionsError(f"{name} must be >= {low}, got {value}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class UserSearchOptions:
+    """The options of a search of a user task (what its manifest records; the field names
+    the searcher and the progress callback read are those of ``SearchOptions``)."""
+
+    task: str
+    num_classes: int
+    metric: str = "miou"
+    parameterization: str = "bezier"
+    searcher: str = "ppo"
+    ignore_index: int | None = 255
+    boundary_tolerance: int = 5
+    config: dict[str, Any] = field(default_factory=dict)
+    steps: int = 4
+    samples: int = 8
+    sigma: float = 0.2
+    clip_eps: float = 0.2
+    lr: float = 0.2
+    update_steps: int = 60
+    baseline: str = "mean"
+    init_preset: str | None = None
+    failure_reward: float = 0.0
+    gpus_per_trial: float = 1.0
+    cpus_per_trial: float = 1.0
+    max_concurrent: int | None = None
+    store: str = "runs/store"
+    tune_dir: str | None = None
+    experiment: str = "demo"
+    seed: int = 0
+    address: str | None = None
+    resume: bool = False
+    export: str | None = None
+    report_dir: str | None = None
+    verbose: int = 1
+
+    def resolved(self) -> UserSearchOptions:
+        """``tune_dir`` beside the store (as ``autoloss search``), absolute; validated."""
+        tune_dir = self.tune_dir
+        if tune_dir is None and not is_uri(self.store):
+            tune_dir = str(Path(self.store).resolve().parent / "tune")
+        elif tune_dir is not None and not is_uri(tune_dir):
+            tune_dir = os.path.abspath(tune_dir)
+        out = dataclasses.replace(self, tune_dir=tune_dir)
+        out.validate()
+        return out
+
+    def validate(self) -> None:
+        """Every check that needs no compute; messages name the keyword arguments."""
+        from autoloss_ray.checks import check_ignore_index, check_tolerance
+        from autoloss_ray.surrogates import search_space
+        from autoloss_ray.vocabulary import parse_metric
+        from trainables.user_task import CONTEXT_KEYS
+
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise OptionsError(f"{f.name} must be a finite number, got {value}")
+        try:
+            parse_metric(self.metric)
+            search_space(self.metric, self.parameterization)
+            check_ignore_index(self.ignore_index)
+            check_tolerance(self.boundary_tolerance)
+        except (TypeError, ValueError) as exc:
+            raise OptionsError(str(exc)) from None
+        _int("num_classes", self.num_classes, 2)
+        if self.ignore_index is not None and 0 <= self.ignore_index < self.num_classes:
+            raise OptionsError(f"ignore_index {self.ignore_index} is one of the "
+                               f"{self.num_classes} class ids; give a value outside "
+                               f"[0, {self.num_classes}) such as 255, or None")
+        if self.searcher not in SEARCHERS:
+            raise OptionsError(f"searcher must be one of {', '.join(SEARCHERS)}, got "
+                               f"{self.searcher!r}")
+        _int("steps", self.steps, 1)
+        _int("samples", self.samples, 2)
+        _int("seed", self.seed, 0)
+        if not self.sigma > 0:
+            raise OptionsError(f"sigma must be > 0, got {self.sigma}")
+        check_resources(self.gpus_per_trial, self.cpus_per_trial, flags=False)
+        if self.max_concurrent is not None:
+            _int("max_concurrent", self.max_concurrent, 1)
+            check_max_concurrent(self.max_concurrent)
+        if not isinstance(self.experiment, str) or not SEARCH_NAME_RE.match(self.experiment):
+            raise OptionsError(f"experiment must be 1-128 letters, digits, '_', '.', '-' "
+                               f"(not starting with '.', '_' or '-'), got {self.experiment!r}")
+        if not isinstance(self.config, Mapping):
+            raise OptionsError(f"config must be a dict of constants for train_fn, got "
+                               f"{type(self.config).__name__}")
+        clash = sorted(set(self.config) & set(CONTEXT_KEYS))
+        if clash:
+            raise OptionsError(f"config may not set {clash}: the search gives train_fn those "
+                               f"keys itself ({', '.join(CONTEXT_KEYS)})")
+        if any(not isinstance(k, str) for k in self.config):
+            raise OptionsError("config keys must be strings")
+        try:
+            json.dumps(self.config, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise OptionsError(f"config must hold JSON values (numbers, strings, lists, dicts; "
+                               f"the store records it): {exc}") from None
+        if not is_uri(self.store) and Path(self.store).exists() and not Path(
+                self.store).is_dir():
+            raise OptionsError(f"store {self.store!r} is an existing file; give a directory")
+        check_output_file(self.export, "export")
+        check_output_dir(self.report_dir, "report_dir")
+        check_output_dir(self.tune_dir, "tune_dir")
+        if self.init_preset is not None:
+            from autoloss_ray.presets import PRESETS
+
+            if self.init_preset not in PRESETS:
+                raise OptionsError(f"init_preset must be one of {sorted(PRESETS)}, got "
+                                   f"{self.init_preset!r}")
+
+    def trial_config(self) -> dict[str, Any]:
+        """The constant part of every trial's config (the searcher adds ``theta``)."""
+        return {
+            "metric": self.metric, "parameterization": self.parameterization,
+            "num_classes": self.num_classes, "ignore_index": self.ignore_index,
+            "boundary_tolerance": self.boundary_tolerance, "seed": self.seed,
+            "task": self.task, "user_config": dict(self.config),
+        }
+
+
+@dataclass(frozen=True, eq=False)
+class SearchLossResult:
+    """What :func:`search_loss` returns.
+
+    ``best_theta``: the search's answer (PPO2: the best step's policy mean; random, TPE,
+    CMA-ES: the best trial's theta); ``trials``: the experiment's store rows (a pandas
+    DataFrame, one row per trial); ``export`` / ``report``: the paths written (or None);
+    ``summary``: the counts ``autoloss search`` prints (trials, failed, steps, best step...).
+    """
+
+    experiment: str
+    store: str
+    num_classes: int
+    best_theta: tuple[float, ...] | None
+    best_reward: float | None
+    export: str | None
+    report: dict[str, str] | None
+    trials: Any
+    summary: dict[str, Any]
+
+    def loss(self):
+        """The searched loss as a ``SurrogateLoss`` for the task's class count."""
+        from autoloss_ray.export import experiment_loss
+
+        return experiment_loss(self.store, self.experiment, num_classes=self.num_classes)[0]
+
+
+def _check_train_fn(train_fn: Any) -> None:
+    import inspect
+
+    if not callable(train_fn):
+        raise OptionsError(f"train_fn must be a function train_fn(loss, config) -> dict of "
+                           f"metrics, got {type(train_fn).__name__}")
+    try:
+        signature = inspect.signature(train_fn)
+    except (TypeError, ValueError):
+        signature = None
+    if signature is not None:
+        try:
+            signature.bind(None, None)
+        except TypeError:
+            raise OptionsError(f"train_fn must take two positional arguments (loss, config), "
+                               f"but {task_name(train_fn)} has the signature "
+                               f"{signature}") from None
+    from ray import cloudpickle
+
+    try:
+        cloudpickle.dumps(train_fn)
+    except Exception as exc:  # noqa: BLE001 - any pickling error means the same thing
+        raise OptionsError(f"train_fn cannot be sent to the Ray workers (it does not pickle: "
+                           f"{type(exc).__name__}: {exc}); define it at the top level of a "
+                           "module or script") from None
+
+
+def _module_to_ship(train_fn: Callable[..., Any]):
+    """The module of ``train_fn`` when it is the user's own file (not installed, not the
+    standard library, not ``__main__``, which cloudpickle ships by value anyway), else None.
+
+    Ray's workers do not see the driver's ``sys.path`` additions (a test folder, a notebook's
+    folder), so such a module is pickled by value with the trainable: its functions and
+    constants travel to every worker, on one machine or a cluster. What it imports from other
+    files must be importable there (installed, or shipped with Ray's runtime environment).
+    """
+    import sysconfig
+
+    module = sys.modules.get(getattr(train_fn, "__module__", "") or "")
+    file = getattr(module, "__file__", None)
+    if module is None or module.__name__ == "__main__" or not file:
+        return None
+    where = Path(file).resolve()
+    for key in ("purelib", "platlib", "stdlib", "platstdlib"):
+        root = sysconfig.get_paths().get(key)
+        if root and where.is_relative_to(Path(root).resolve()):
+            return None
+    return module
+
+
+def _check_same_task(opts: UserSearchOptions, store, manifest: Mapping | None,
+                     previous) -> None:
+    """Refuse to resume (or add to) an experiment that is not this task's search."""
+    if manifest is None and len(previous):
+        raw = previous["config_json"].dropna()
+        manifest = {"task": json.loads(raw.iloc[0]).get("task") if len(raw) else None}
+    if manifest is None:
+        return
+    if manifest.get("task") is None:
+        raise OptionsError(f"experiment {opts.experiment!r} in {opts.store} is an `autoloss "
+                           "search` of a built-in task; search_loss resumes only its own "
+                           "searches: choose another experiment")
+    diffs = [f"{k} was {manifest[k]!r}, now {v!r}"
+             for k, v in sorted(search_manifest(opts).items())
+             if k not in RUNTIME_OPTIONS and k in manifest and manifest[k] != v]
+    if diffs:
+        raise OptionsError(f"resume of experiment {opts.experiment!r} must search as the "
+                           "original run did; " + "; ".join(diffs))
+
+
+def search_loss(
+    train_fn: Callable[..., Mapping[str, Any]],
+    *,
+    num_classes: int,
+    experiment: str,
+    steps: int,
+    samples: int,
+    metric: str = "miou",
+    store: str | os.PathLike[str] = "runs/store",
+    searcher: str = "ppo",
+    parameterization: str = "bezier",
+    seed: int = 0,
+    config: Mapping[str, Any] | None = None,
+    ignore_index: int | None = 255,
+    boundary_tolerance: int = 5,
+    gpus_per_trial: float = 1.0,
+    cpus_per_trial: float = 1.0,
+    max_concurrent: int | None = None,
+    resume: bool = False,
+    export: str | os.PathLike[str] | None = None,
+    report_dir: str | os.PathLike[str] | None = None,
+    tune_dir: str | os.PathLike[str] | None = None,
+    address: str | None = None,
+    sigma: float = 0.2,
+    clip_eps: float = 0.2,
+    lr: float = 0.2,
+    update_steps: int = 60,
+    baseline: str = "mean",
+    init_preset: str | None = None,
+    failure_reward: float = 0.0,
+    verbose: int = 1,
+) -> SearchLossResult:
+    """Search a ``metric`` surrogate loss for ``train_fn`` on Ray Tune; see the module
+    docstring.
+
+    Args:
+        train_fn: ``train_fn(loss, config) -> {"miou": 0.61, ...}``, called once per trial
+            on a Ray worker (:mod:`trainables.user_task` says what ``config`` holds; seeded
+            with ``seed``). It may call :func:`autoloss_app.report` for intermediate values.
+            Raising, or returning no dict with the metric, fails that trial only.
+        num_classes: the task's class count (C >= 2): the loss is built for it and the store
+            and the exported loss record it.
+        experiment, store: the experiment's name and the Parquet store it lands in.
+        steps, samples: T search steps of M trials each (M >= 2).
+        metric: the metric spec searched and rewarded (``"miou"``, ``"miou+biou"``...);
+            ``train_fn`` must return each of its terms, as fractions in [0, 1].
+        searcher: ``"ppo"`` (PPO2, the paper's), ``"random"``, ``"tpe"``, ``"cmaes"``.
+        config: constants passed through to ``train_fn``'s config (JSON values).
+        ignore_index, boundary_tolerance: of the loss (255: ignored label; BIoU/BF1 band).
+        gpus_per_trial, cpus_per_trial, max_concurrent, address: where and how wide it runs
+            (as ``autoloss search``; an embedded Ray without a GPU runs trials on CPU).
+        resume: continue the experiment from the store (only the runtime arguments and a
+            larger ``steps`` may change); no finished trial runs again.
+        export, report_dir: write the searched loss (JSON for ``SurrogateLoss.from_file``)
+            and a report (Markdown + PNG) at the end.
+        sigma, clip_eps, lr, update_steps, baseline, init_preset, failure_reward: the
+            searcher's (as the ``autoloss search`` options of the same names).
+        verbose: 0 prints nothing; 1 a line per finished trial.
+
+    Returns:
+        a :class:`SearchLossResult`. Raises :class:`OptionsError` (a ValueError) or
+        TypeError before anything runs on bad arguments, :class:`TrialsFailedError` when
+        every trial of a step failed, ``SearchInterrupted`` on Ctrl-C (resume continues).
+    """
+    _check_train_fn(train_fn)
+    opts = UserSearchOptions(
+        task=task_name(train_fn), num_classes=num_classes, metric=metric,
+        parameterization=parameterization, searcher=searcher, ignore_index=ignore_index,
+        boundary_tolerance=boundary_tolerance,
+        config=dict(config) if isinstance(config, Mapping) else (config or {}),
+        steps=steps, samples=samples, sigma=sigma, clip_eps=clip_eps, lr=lr,
+        update_steps=update_steps, baseline=baseline, init_preset=init_preset,
+        failure_reward=failure_reward, gpus_per_trial=gpus_per_trial,
+        cpus_per_trial=cpus_per_trial, max_concurrent=max_concurrent, store=os.fspath(store),
+        tune_dir=None if tune_dir is None else os.fspath(tune_dir), experiment=experiment,
+        seed=seed, address=address, resume=bool(resume),
+        export=None if export is None else os.fspath(export),
+        report_dir=None if report_dir is None else os.fspath(report_dir), verbose=verbose,
+    ).resolved()
+    from autoloss_app.search_job import build_searcher, check_searcher_installed
+    from autoloss_ray.store import ExperimentStore
+
+    check_searcher_installed(opts.searcher)
+    store_ = ExperimentStore(opts.store)
+    manifest = store_.read_search(opts.experiment)
+    previous, results = previous_results(store_, opts.experiment)
+    if not opts.resume and (len(previous) or manifest is not None):
+        raise OptionsError(f"experiment {opts.experiment!r} already has a search in "
+                           f"{opts.store}; pass resume=True to continue it or choose another "
+                           "experiment")
+    if opts.resume and manifest is None and not len(previous):
+        raise OptionsError(f"resume=True: experiment {opts.experiment!r} has no search in the "
+                           f"store {opts.store} to resume; run without resume to start it")
+    _check_same_task(opts, store_, manifest, previous)
+    searcher_ = build_searcher(opts, store_)
+    told = 0
+    if results:
+        policy = store_.policy(opts.experiment)
+        told = searcher_.replay(results, quiet_steps={int(s) for s in policy["step"]})
+    with store_.search_lock(opts.experiment):
+        if not opts.resume and len(previous_results(store_, opts.experiment)[0]):
+            raise OptionsError(f"experiment {opts.experiment!r} got trials from another "
+                               "search meanwhile; pass resume=True or choose another one")
+        return _run_locked(train_fn, opts, store_, searcher_, told, previous)
+
+
+def _run_locked(train_fn, opts: UserSearchOptions, store, searcher, told: int,
+                previous) -> SearchLossResult:
+    import ray
+    from ray import cloudpickle
+
+    from autoloss_app.search_job import (
+        SearchInterrupted,
+        build_tuner,
+        init_ray,
+        summarize,
+    )
+    from trainables import with_gpu_resources
+    from trainables.user_task import user_trainable
+
+    store.write_search(opts.experiment, search_manifest(opts))
+    if not is_uri(opts.tune_dir):
+        Path(opts.tune_dir).mkdir(parents=True, exist_ok=True)
+    start = time.monotonic()
+    total = opts.steps * opts.samples
+    say = (lambda text: print(f"[autoloss] {text}", flush=True)) if opts.verbose else (
+        lambda text: None)
+    if searcher.is_finished:
+        say(f"experiment {opts.experiment}: all {opts.steps} steps are in the store already; "
+            "nothing to run")
+    else:
+        url = init_ray(opts.address, verbose=opts.verbose)
+        say(f"Ray at {ray.get_runtime_context().gcs_address}"
+            + (f", dashboard {url}" if url else ""))
+        say(f"searching a {opts.metric} surrogate ({opts.parameterization}) with "
+            f"{opts.searcher} for {opts.task} ({opts.num_classes} classes): {opts.steps} steps "
+            f"x {opts.samples} trials, store {opts.store}, experiment {opts.experiment}")
+        if told:
+            say(f"resuming: {told} trials from the store, {total - told} to run (from step "
+                f"{searcher.step + 1})")
+        trainable = with_gpu_resources(user_trainable(train_fn),
+                                       gpus_per_trial=opts.gpus_per_trial,
+                                       cpus_per_trial=opts.cpus_per_trial)
+        ship = _module_to_ship(train_fn)
+        shipped = (ship is not None
+                   and ship.__name__ not in cloudpickle.list_registry_pickle_by_value())
+        if shipped:
+            cloudpickle.register_pickle_by_value(ship)
+        try:
+            tuner = build_tuner(opts, store, searcher=searcher,
+                                num_samples=-1 if told else total - told, previous=previous,
+                                trainable=trainable)
+            tuner.fit()
+        finally:
+            if shipped:
+                cloudpickle.unregister_pickle_by_value(ship)
+        done = len(previous_results(store, opts.experiment)[0])
+        if done < total:
+            raise SearchInterrupted(f"experiment {opts.experiment!r} stopped after {done} of "
+                                    f"{total} trials")
+    summary = dict(summarize(opts, store))
+    summary["seconds"] = time.monotonic() - start
+    if summary.get("failed_step") is not None:
+        raise TrialsFailedError(
+            f"every trial of step {summary['failed_step']} of experiment {opts.experiment!r} "
+            f"failed; the first one's error: {summary.get('error')}")
+    exported = report = None
+    if opts.export:
+        from autoloss_ray.export import export_experiment
+
+        exported = export_experiment(store, opts.experiment, opts.export,
+                                     num_classes=opts.num_classes)
+    if opts.report_dir:
+        from autoloss_ray.report import write_search_report
+
+        report = write_search_report(store, opts.experiment, opts.report_dir)
+    if opts.verbose:
+        print("[autoloss] done: " + json.dumps(summary, default=str), file=sys.stdout,
+              flush=True)
+    theta = summary.get("best_theta")
+    return SearchLossResult(
+        experiment=opts.experiment, store=opts.store, num_classes=opts.num_classes,
+        best_theta=None if theta is None else tuple(float(v) for v in theta),
+        best_reward=summary.get("best_trial_reward"), export=exported, report=report,
+        trials=store.trials(opts.experiment), summary=summary,
+    )
