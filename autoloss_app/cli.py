@@ -58,7 +58,13 @@ def add_search_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--ignore-index", type=int, default=None, help=IGNORE_HELP)
     g.add_argument("--model", default=None,
                    help="tiny, lraspp_mobilenet_v3_large, deeplabv3_resnet50, "
-                   "deeplabv3_resnet101, fcn_resnet50")
+                   "deeplabv3_resnet101, fcn_resnet50, or your own network as MODULE:FUNCTION "
+                   "(e.g. mymodels:build, mymodels.py in the working folder: called as "
+                   "FUNCTION(num_classes=C), returns an nn.Module giving logits [N, C, h, w] "
+                   "or a dict with 'out'; the folder is shipped to every Ray worker)")
+    g.add_argument("--num-classes", type=int, default=None,
+                   help="the class count, for a --dataset MODULE:FUNCTION whose dataset has "
+                   "no num_classes attribute")
     g.add_argument("--backbone-weights", default=None,
                    help="local .pth file with backbone weights (never downloaded)")
     g.add_argument("--iterations", type=int, default=None, help="SGD iterations per trial")
@@ -159,6 +165,7 @@ def _options_from_args(args: argparse.Namespace) -> SearchOptions:
         data_root=args.data_root,
         ignore_index=args.ignore_index,
         model=args.model,
+        num_classes=args.num_classes,
         backbone_weights=args.backbone_weights,
         iterations=args.iterations,
         batch_size=args.batch_size,

@@ -54,11 +54,20 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     image_size = (size_option(args.image_size, "--image-size") if args.image_size
                   else None)
     inference_size = inference_option(args.inference_size)
+    from autoloss_app.plugins import check_plugins, working_folder_on_path
+
+    working_folder_on_path()  # the checkpoint of a --model MODULE:FUNCTION imports it
     model, meta = load_checkpoint(args.checkpoint)
     options = {"length": args.train_size} if args.train_size else {}
     if args.dataset == "folder":  # the checkpoint's ignore index unless --ignore-index
         options["ignore_index"] = (args.ignore_index if args.ignore_index is not None
                                    else int(meta.get("ignore_index", 255)))
+    if ":" in args.dataset:  # a user's MODULE:FUNCTION dataset, of the checkpoint's classes
+        options = {"num_classes": int(meta["num_classes"])}
+        check_plugins(model=None, dataset=args.dataset, data_root=args.data_root,
+                      num_classes=options["num_classes"],
+                      image_size=image_size or parse_image_size(meta["image_size"]),
+                      seed=args.seed, splits=[args.split])
     check_data(args.dataset, root=args.data_root, splits=[args.split], dataset_options=options)
     dataset = build_dataset(args.dataset, root=args.data_root, split=args.split,
                             image_size=image_size or parse_image_size(meta["image_size"]),
@@ -78,10 +87,12 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     boundary = {"boundary_classes": args.boundary_classes,
                 "background_index": args.background_index}
     if args.workers > 1:  # sharded over a Ray Train TorchTrainer, counts all-reduced
+        from autoloss_app.plugins import plugin_runtime_env
         from autoloss_app.search_job import init_ray
         from trainables.retrain_ddp import evaluate_with_workers
 
-        init_ray(args.address)
+        init_ray(args.address, runtime_env=plugin_runtime_env(
+            [meta["model"], args.dataset], exclude=[args.store, args.data_root]))
         device = "cuda" if args.gpus_per_worker > 0 else "cpu"
         metrics = evaluate_with_workers(
             args.checkpoint, dict(

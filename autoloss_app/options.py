@@ -260,7 +260,11 @@ class SearchOptions:
             check_trial_config({k: v for k, v in self.trial_config().items() if k != "crn"})
         except (ValueError, TypeError) as exc:
             raise OptionsError(str(exc)) from None
-        if self.dataset != "synthetic":
+        if ":" in self.dataset:  # a user's MODULE:FUNCTION: --data-root is optional
+            if self.data_root and not is_uri(self.data_root) and not Path(
+                    self.data_root).exists():
+                raise OptionsError(f"--data-root {self.data_root!r} does not exist")
+        elif self.dataset != "synthetic":
             if not self.data_root:
                 raise OptionsError(
                     f"--dataset {self.dataset} needs --data-root pointing at its files"
@@ -279,6 +283,14 @@ class SearchOptions:
         check_output_dir(self.tune_dir, "--tune-dir")
         if self.backbone_weights and not os.path.isfile(self.backbone_weights):
             raise OptionsError(f"--backbone-weights {self.backbone_weights!r} does not exist")
+        from autoloss_app.plugins import check_plugins
+
+        # a user's --model/--dataset MODULE:FUNCTION: imported, called and probed here
+        extra = self.extra_config
+        check_plugins(model=self.model, dataset=self.dataset, data_root=self.data_root,
+                      num_classes=self.num_classes, image_size=self.image_size, seed=self.seed,
+                      splits=[extra.get("split", "train"), extra.get("eval_split")],
+                      dataset_options=extra.get("dataset_options"))
         if self.init_preset is not None:
             from autoloss_ray.presets import PRESETS
 

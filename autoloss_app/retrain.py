@@ -25,6 +25,13 @@ from autoloss_app.evaluate import (
     size_option,
 )
 
+MODEL_HELP = (
+    "tiny, lraspp_mobilenet_v3_large, deeplabv3_resnet50, deeplabv3_resnet101, fcn_resnet50, "
+    "or your own network as MODULE:FUNCTION (e.g. mymodels:build with mymodels.py in the "
+    "working folder), called as FUNCTION(num_classes=C), returning an nn.Module whose output "
+    "is logits [N, C, h, w] or a dict with 'out'"
+)
+
 __all__ = ["LossSpec", "RetrainPaths", "resolve_loss_spec", "retrain_paths", "add_commands"]
 
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
@@ -191,7 +198,8 @@ def _cmd_retrain(args: argparse.Namespace) -> int:
     check_retrain_options(args)
     if not args.loss:
         raise OptionsError("give at least one --loss SPEC (e.g. --loss ce --loss preset:miou)")
-    if args.dataset != "synthetic" and not (args.data_root and os.path.isdir(args.data_root)):
+    if args.dataset != "synthetic" and ":" not in args.dataset and not (
+            args.data_root and os.path.isdir(args.data_root)):
         raise OptionsError(f"--dataset {args.dataset} needs --data-root pointing at its files")
     if os.path.isfile(args.store):
         raise OptionsError(f"--store {args.store!r} is an existing file; give a directory path")
@@ -224,10 +232,13 @@ def _cmd_retrain(args: argparse.Namespace) -> int:
 
     from ray import tune
 
+    from autoloss_app.plugins import plugin_runtime_env
     from autoloss_app.search_job import init_ray
     from trainables import StoreCallback, retrain_task, with_gpu_resources
 
-    init_ray(args.address)
+    # a --model/--dataset module of the working folder: shipped to every worker
+    init_ray(args.address, runtime_env=plugin_runtime_env(
+        [args.model, args.dataset], exclude=[args.store, out_dir, args.data_root]))
     labels = {s.loss: s.label for s in specs}
     config = {
         "metric": args.metric,
@@ -238,6 +249,7 @@ def _cmd_retrain(args: argparse.Namespace) -> int:
         "data_root": os.path.abspath(args.data_root) if args.data_root else None,
         "dataset_options": _dataset_options(args),
         "model": args.model,
+        "num_classes": getattr(args, "num_classes", None),
         "iterations": args.iterations,
         "batch_size": args.batch_size,
         "image_size": image_size if isinstance(image_size, int) else list(image_size),
@@ -321,6 +333,12 @@ def check_retrain_options(args: argparse.Namespace) -> None:
         })
     except (ValueError, TypeError) as exc:
         raise OptionsError(str(exc)) from None
+    from autoloss_app.plugins import check_plugins
+
+    # a user's --model/--dataset MODULE:FUNCTION: imported, called and probed before Ray
+    check_plugins(model=args.model, dataset=args.dataset, data_root=args.data_root,
+                  num_classes=getattr(args, "num_classes", None), image_size=args.image_size,
+                  seed=args.seed, splits=["train", args.eval_split])
 
 
 def add_commands(sub: Any) -> None:
@@ -340,7 +358,10 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--data-root", default=None, help="dataset directory (not for synthetic)")
     p.add_argument("--ignore-index", type=int, default=None, help=IGNORE_HELP)
     p.add_argument("--eval-split", default="val", help="split to evaluate on (default val)")
-    p.add_argument("--model", default="tiny")
+    p.add_argument("--model", default="tiny", help=MODEL_HELP + " (default: tiny)")
+    p.add_argument("--num-classes", type=int, default=None,
+                   help="the class count, for a --dataset MODULE:FUNCTION whose dataset has "
+                   "no num_classes attribute")
     p.add_argument("--iterations", type=int, default=300)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--image-size", nargs="+", default=["64"], metavar="SIZE",

@@ -35,13 +35,22 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-def init_ray(address: str | None, *, verbose: int = 1) -> str | None:
+def init_ray(address: str | None, *, verbose: int = 1,
+             runtime_env: dict[str, Any] | None = None) -> str | None:
     """Connect to ``address`` (or the cluster this process was submitted to) or start Ray.
 
+    ``runtime_env`` (a user's ``--model``/``--dataset`` plugin:
+    :func:`autoloss_app.plugins.plugin_runtime_env`) ships the working folder to every
+    worker; inside a job submitted with its own ``working_dir`` it is left to the job.
     Returns the dashboard URL when one is up.
     """
     if not ray.is_initialized():
         kwargs: dict[str, Any] = {"log_to_driver": verbose > 1}
+        if runtime_env:
+            from autoloss_app.plugins import job_has_working_dir
+
+            if not job_has_working_dir():
+                kwargs["runtime_env"] = runtime_env
         if address:
             ctx = ray.init(address=address, **kwargs)
         elif os.environ.get("RAY_ADDRESS"):
@@ -220,6 +229,15 @@ def check_search_data(opts: SearchOptions) -> dict[str, int]:
                       dataset_options=opts.trial_config().get("dataset_options"))
 
 
+def _plugin_env(opts: SearchOptions) -> dict[str, Any] | None:
+    """The runtime environment shipping the working folder when ``--model``/``--dataset``
+    name a module of it (None for built-in names)."""
+    from autoloss_app.plugins import plugin_runtime_env
+
+    return plugin_runtime_env([opts.model, opts.dataset], exclude=[
+        opts.store, opts.tune_dir, opts.data_root, opts.report_dir, opts.export])
+
+
 class SearchInterrupted(KeyboardInterrupt):
     """The search stopped before every trial was in the store (Ctrl-C); ``--resume`` goes on."""
 
@@ -286,7 +304,7 @@ def _run_locked(opts: SearchOptions, store: ExperimentStore, searcher, told: int
             print(f"[autoloss] experiment {opts.experiment}: all {opts.steps} steps are in the "
                   "store already; nothing to run", flush=True)
     else:
-        url = init_ray(opts.address, verbose=opts.verbose)
+        url = init_ray(opts.address, verbose=opts.verbose, runtime_env=_plugin_env(opts))
         if opts.verbose:
             where = ray.get_runtime_context().gcs_address
             print(f"[autoloss] Ray at {where}" + (f", dashboard {url}" if url else ""),

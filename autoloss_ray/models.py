@@ -1,7 +1,8 @@
 """Proxy and retrain networks, built offline (torchvision builders with ``weights=None``).
 
 Every model returns the logits tensor ``[N, C, H, W]`` at the input's resolution (never a
-dict) and exposes ``backbone`` (pretrainable feature extractor) and the rest (the head) so
+dict; a user's ``MODULE:FUNCTION`` model is wrapped so, :mod:`autoloss_ray.plugins`) and
+exposes ``backbone`` (pretrainable feature extractor) and the rest (the head) so
 that :func:`param_groups` can give the head a larger learning rate (the paper: x10).
 Pretrained backbone weights come from a local file, never from a download.
 """
@@ -99,8 +100,18 @@ MODELS: dict[str, Callable[[int], nn.Module]] = {
 def build_model(
     name: str, *, num_classes: int, backbone_weights: str | Path | None = None
 ) -> nn.Module:
-    """Model ``name`` (one of ``MODELS``) with random init, optionally loading the backbone
-    from a local state-dict file (see :func:`load_backbone_weights`)."""
+    """Model ``name`` (one of ``MODELS``, or a user's ``MODULE:FUNCTION`` wrapped in
+    :class:`autoloss_ray.plugins.PluginModel`) with random init, optionally loading the
+    backbone from a local state-dict file (see :func:`load_backbone_weights`)."""
+    if ":" in str(name):
+        from autoloss_ray.plugins import build_plugin_model
+
+        if not isinstance(num_classes, int) or num_classes < 2:
+            raise ValueError(f"num_classes must be an int >= 2, got {num_classes!r}")
+        model = build_plugin_model(name, num_classes=num_classes)
+        if backbone_weights is not None:
+            load_backbone_weights(model, backbone_weights)
+        return model
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; expected one of {sorted(MODELS)}")
     if not isinstance(num_classes, int) or num_classes < 2:
@@ -134,7 +145,10 @@ def load_backbone_weights(model: nn.Module, path: str | Path) -> int:
                 state = state[key]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ValueError(f"backbone weights {path} are not a state dict of tensors")
-    backbone = model.backbone
+    backbone = getattr(model, "backbone", None)
+    if backbone is None:
+        raise ValueError(f"backbone weights {path}: the model has no 'backbone' to load them "
+                         "into")
     expected = backbone.state_dict()
     found: dict[str, torch.Tensor] = {}
     for key, value in state.items():
@@ -168,9 +182,15 @@ def load_backbone_weights(model: nn.Module, path: str | Path) -> int:
 def param_groups(model: nn.Module, lr: float, head_lr_mult: float = 10.0) -> list[dict]:
     """Two SGD parameter groups: backbone at ``lr``, everything else at ``lr * head_lr_mult``.
 
-    Each group carries ``initial_lr`` (used by the poly schedule) and ``name``.
+    Each group carries ``initial_lr`` (used by the poly schedule) and ``name``. A model
+    without a ``backbone`` attribute (a user's ``--model MODULE:FUNCTION`` network that has
+    none) gets one group, ``"all"``, at ``lr``.
     """
-    backbone_ids = {id(p) for p in model.backbone.parameters()}
+    backbone_module = getattr(model, "backbone", None)
+    if backbone_module is None:
+        params = [p for p in model.parameters() if p.requires_grad]
+        return [{"params": params, "lr": lr, "initial_lr": lr, "name": "all"}]
+    backbone_ids = {id(p) for p in backbone_module.parameters()}
     backbone = [p for p in model.parameters() if id(p) in backbone_ids and p.requires_grad]
     head = [p for p in model.parameters() if id(p) not in backbone_ids and p.requires_grad]
     groups = [

@@ -6,9 +6,11 @@ when its httpfs extension can be loaded) read the trials straight from the bucke
 
 The endpoint of a non-AWS server goes in the store URI's query
 (``s3://bucket/prefix?endpoint_override=127.0.0.1:PORT&scheme=http``, which pyarrow's
-``FileSystem.from_uri`` reads; pyarrow 26 ignores ``AWS_ENDPOINT_URL``/``AWS_ENDPOINT_URL_S3``
-(tried with pyarrow 26.0.1)); the credentials come from ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY`` in
-the environment, and nothing about them is written anywhere.
+``FileSystem.from_uri`` reads) or in the standard ``AWS_ENDPOINT_URL`` / ``AWS_ENDPOINT_URL_S3``
+(pyarrow 26.0.1 reads them: a search below runs with only that variable); the credentials come
+from ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY`` in the environment, and nothing about
+them is written anywhere. A store that cannot be reached, a missing bucket and a URI without a
+bucket are one-line errors within ``AUTOLOSS_STORE_TIMEOUT`` seconds (issue 32).
 """
 
 from __future__ import annotations
@@ -179,3 +181,104 @@ def test_duckdb_reads_the_trials_from_s3(s3, tmp_path):
         f"'s3://{BUCKET}/runs/store/trials/*/*.parquet', hive_partitioning = true) GROUP BY ALL"
     ).fetchall()
     assert got == [("ddb", 3, pytest.approx(0.2))]
+
+
+@pytest.mark.slow
+def test_a_search_on_s3_needs_no_tune_dir_and_takes_the_endpoint_from_aws_endpoint_url(
+        s3, tmp_path):
+    """Issue 32, items 2 and 7: no ``--tune-dir`` (Tune's state goes under the store URI) and
+    the endpoint only from ``AWS_ENDPOINT_URL``, as boto3 and MinIO users set it."""
+    from autoloss_ray.store import ExperimentStore
+
+    ray_tmp = tempfile.mkdtemp(prefix="rs", dir="/tmp")
+    uri = f"s3://{BUCKET}/plain/store"
+    env_before = os.environ.get("AWS_ENDPOINT_URL")
+    os.environ["AWS_ENDPOINT_URL"] = s3["endpoint"]
+    try:
+        search = [a if a != "3" else "1" for a in SEARCH]  # 1 step of 2 samples
+        proc = _autoloss("search", *search, "--store", uri, ray_tmp=ray_tmp, cwd=tmp_path)
+        out, _ = proc.communicate(timeout=400)
+        assert proc.returncode == 0, out[-4000:]
+        rows = ExperimentStore(uri).trials("s3exp")
+        assert len(rows) == 2 and set(rows["status"]) == {"ok"}
+        keys = _keys(s3, "plain/store")
+        assert any(k.startswith(f"{BUCKET}/plain/store/tune/s3exp/") for k in keys), keys
+        assert not any(p.name == "tune" for p in tmp_path.iterdir())  # nothing local
+    finally:
+        _kill_ray_of(ray_tmp)
+        if env_before is None:
+            os.environ.pop("AWS_ENDPOINT_URL", None)
+        else:
+            os.environ["AWS_ENDPOINT_URL"] = env_before
+
+
+def test_a_missing_bucket_is_one_line_before_anything_is_written(s3, tmp_path, capsys):
+    from autoloss_app.cli import main as cli_main
+    from autoloss_ray.store import ExperimentStore, StoreError
+
+    uri = f"s3://no-such-bucket/store?{s3['query']}"
+    with pytest.raises(StoreError, match="bucket 'no-such-bucket' .* does not exist"):
+        ExperimentStore(uri)
+    code = cli_main(["export", "--store", uri, "--experiment", "e",
+                     "--out", str(tmp_path / "x.json")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "does not exist" in err
+    assert not (tmp_path / "x.json").exists()
+
+
+def test_aws_endpoint_url_alone_reaches_the_store(s3, monkeypatch):
+    from autoloss_ray.store import ExperimentStore
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3["endpoint"])
+    store = ExperimentStore(f"s3://{BUCKET}/envonly")
+    store.write_trial({"experiment": "env", "trial_id": "t0", "status": "ok", "step": 0,
+                       "sample": 0, "reward": 0.5})
+    assert _keys(s3, "envonly/trials") and len(store.trials("env")) == 1
+
+
+@pytest.mark.parametrize("uri, expected", [
+    ("s3://", "names no bucket"),
+    ("gs://", "names no bucket"),
+    ("s3:///prefix", "Missing bucket name"),
+])
+def test_a_uri_without_a_bucket_is_refused(uri, expected):
+    from autoloss_ray.store import ExperimentStore, StoreError
+
+    with pytest.raises(StoreError, match=expected):
+        ExperimentStore(uri)
+
+
+@pytest.mark.parametrize("uri", [
+    "gs://autoloss-unreachable/store",  # no credentials, no network: pyarrow retries 15 min
+    "s3://bucket/store?endpoint_override=127.0.0.1:1&scheme=http",  # nothing listens there
+])
+def test_an_unreachable_store_is_a_one_line_error_within_the_time_bound(uri, monkeypatch):
+    from autoloss_ray.store import ExperimentStore, StoreError
+
+    monkeypatch.setenv("AUTOLOSS_STORE_TIMEOUT", "3")
+    t0 = time.monotonic()
+    with pytest.raises(StoreError) as info:
+        ExperimentStore(uri)
+    assert time.monotonic() - t0 < 15
+    msg = str(info.value)
+    assert "\n" not in msg and ("did not answer within 3 s" in msg
+                                or "cannot reach the store" in msg)
+
+
+def test_a_bad_store_timeout_is_refused(monkeypatch):
+    from autoloss_ray.store import ExperimentStore, StoreError
+
+    for bad in ("0", "-1", "soon", "inf"):
+        monkeypatch.setenv("AUTOLOSS_STORE_TIMEOUT", bad)
+        with pytest.raises(StoreError, match="AUTOLOSS_STORE_TIMEOUT must be a positive"):
+            ExperimentStore("gs://b/x")
+
+
+def test_the_tune_dir_defaults_under_a_uri_store_and_beside_a_local_one(tmp_path):
+    from autoloss_app.options import default_tune_dir
+
+    assert default_tune_dir("s3://b/x/?endpoint_override=h:9&scheme=http", None) == \
+        "s3://b/x/tune?endpoint_override=h:9&scheme=http"
+    assert default_tune_dir("gs://b/x", None) == "gs://b/x/tune"
+    assert default_tune_dir(str(tmp_path / "store"), None) == str(tmp_path / "tune")
+    assert default_tune_dir("s3://b/x", "s3://c/t") == "s3://c/t"

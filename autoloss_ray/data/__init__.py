@@ -53,7 +53,8 @@ def build_dataset(
     seed: int = 0,
     **kwargs: Any,
 ) -> SegmentationDataset:
-    """Dataset ``name`` (one of ``DATASETS``). ``train`` turns on augmentation.
+    """Dataset ``name`` (one of ``DATASETS``, or a user's ``MODULE:FUNCTION``: see
+    :mod:`autoloss_ray.data.plugin`). ``train`` turns on augmentation.
 
     Extra keyword arguments go to the dataset class (e.g. ``length`` for synthetic,
     ``sbd_root`` for voc, ``scale_range`` / ``flip_prob`` / ``eval_protocol`` /
@@ -62,6 +63,12 @@ def build_dataset(
     from autoloss_ray.data.transforms import parse_image_size
 
     image_size = parse_image_size(image_size)
+    if ":" in str(name):  # a user's MODULE:FUNCTION (autoloss_ray.data.plugin)
+        from autoloss_ray.data.plugin import PluginDataset
+
+        return PluginDataset(name, root=None if root is None else str(Path(root).expanduser()),
+                             split=split, image_size=image_size, train=train, seed=seed,
+                             **kwargs)
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; expected one of {sorted(DATASETS)}")
     cls = DATASETS[name]

@@ -44,6 +44,10 @@ def check_data(
     if isinstance(sample, bool) or not isinstance(sample, (int, np.integer)) or sample < 0:
         raise ValueError(f"sample must be an int >= 0, got {sample!r}")
     options = dict(dataset_options or {})
+    if ":" in str(name):
+        # a user's MODULE:FUNCTION: checked by autoloss_ray.plugins.check_dataset (it needs
+        # --num-classes when the dataset has no num_classes), which the options call
+        return {}
     if name == "folder":
         from autoloss_ray.data.folder import check_folder
 

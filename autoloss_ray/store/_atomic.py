@@ -55,22 +55,90 @@ def resolve_root(root: str | os.PathLike[str]) -> Location:
     if not isinstance(root, str) or not root:
         raise StoreError(f"store root must be a path or URI string, got {root!r}")
     if "://" in root:
-        try:
-            fs, path = pafs.FileSystem.from_uri(root)
-        except (pa.ArrowInvalid, ValueError, OSError) as e:
-            raise StoreError(f"cannot open store URI {root!r}: {e}") from None
         head, sep, query = root.partition("?")
+        scheme = head.split("://", 1)[0].lower()
+        if scheme in ("s3", "gs", "gcs") and not head.split("://", 1)[1].strip("/"):
+            raise StoreError(f"store URI {root!r} names no bucket; expected "
+                             f"{scheme}://BUCKET/PREFIX")
+        try:
+            fs, path = pafs.FileSystem.from_uri(_bounded_uri(root))
+        except (pa.ArrowInvalid, ValueError, OSError) as e:
+            raise StoreError(f"cannot open store URI {root!r}: {_first_line(e)}") from None
         display = head.rstrip("/") + sep + query
     else:
         fs, path = pafs.LocalFileSystem(), str(Path(root).expanduser().resolve())
         display = path
     loc = Location(fs=fs, base=path.rstrip("/") or "/", root=display,
                    local=isinstance(fs, pafs.LocalFileSystem))
-    if fs.get_file_info(loc.base).type == pafs.FileType.File:
+    info = fs.get_file_info(loc.base) if loc.local else _first_contact(loc)
+    if info.type == pafs.FileType.File:
         raise StoreError(
             f"store root {root!r} is an existing file; give a directory path (or a URI)"
         )
     return loc
+
+
+def store_timeout() -> float:
+    """Seconds a remote store may take to answer (``AUTOLOSS_STORE_TIMEOUT``, default 30)."""
+    raw = os.environ.get("AUTOLOSS_STORE_TIMEOUT", "30")
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise StoreError(f"AUTOLOSS_STORE_TIMEOUT must be a positive number of seconds, "
+                         f"got {raw!r}")
+    return value
+
+
+def _bounded_uri(uri: str) -> str:
+    """The URI pyarrow opens: a GCS URI gets ``retry_limit_seconds`` (pyarrow's default keeps
+    retrying for 15 minutes, silently, where no credentials or network are) unless it has one."""
+    head, sep, query = uri.partition("?")
+    if head.split("://", 1)[0].lower() not in ("gs", "gcs") or "retry_limit_seconds=" in query:
+        return uri
+    limit = f"retry_limit_seconds={store_timeout():g}"
+    return f"{head}?{query}&{limit}" if sep else f"{head}?{limit}"
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0][:300] if text else type(e).__name__
+
+
+def _first_contact(loc: Location) -> pafs.FileInfo:
+    """The root's file info from a remote store, within :func:`store_timeout` seconds (run in
+    a daemon thread: a store that never answers cannot hang the caller); an object store's
+    bucket must exist. Errors become one-line :class:`StoreError` naming the store."""
+    import threading
+
+    timeout = store_timeout()
+    bucket = loc.base.strip("/").split("/", 1)[0]
+    object_store = loc.fs.type_name in _OBJECT_STORES
+    answer: dict = {}
+
+    def probe() -> None:
+        try:
+            if object_store and bucket:
+                answer["bucket"] = loc.fs.get_file_info(bucket)
+            answer["root"] = loc.fs.get_file_info(loc.base)
+        except BaseException as e:  # noqa: BLE001 - reported to the caller below
+            answer["error"] = e
+
+    worker = threading.Thread(target=probe, name="autoloss-store-probe", daemon=True)
+    worker.start()
+    worker.join(timeout)
+    if worker.is_alive():
+        raise StoreError(
+            f"the store {loc.root} did not answer within {timeout:g} s (is the endpoint "
+            f"reachable, are credentials set?); AUTOLOSS_STORE_TIMEOUT sets the limit"
+        )
+    if "error" in answer:
+        raise StoreError(f"cannot reach the store {loc.root}: {_first_line(answer['error'])}")
+    if object_store and bucket and answer["bucket"].type == pafs.FileType.NotFound:
+        raise StoreError(f"the bucket {bucket!r} of the store {loc.root} does not exist; "
+                         f"create it first")
+    return answer["root"]
 
 
 def sub_uri(root: str, table: str) -> str:

@@ -29,6 +29,8 @@ def build_data(cfg: TrialConfig):
     from autoloss_ray.data import build_dataset, holdout_split, subset
 
     options = dict(cfg.dataset_options)
+    if ":" in cfg.dataset and cfg.num_classes is not None:  # a user's MODULE:FUNCTION
+        options.setdefault("num_classes", cfg.num_classes)
     if cfg.dataset == "synthetic" and cfg.train_size > 0:
         options.setdefault("length", cfg.train_size)
     common = dict(root=cfg.data_root, image_size=cfg.image_size, seed=cfg.seed,

@@ -29,7 +29,7 @@ class TrialConfig:
     loss_options: dict[str, Any] = field(default_factory=dict)
     boundary_tolerance: int = 5
     # data
-    dataset: str = "synthetic"
+    dataset: str = "synthetic"  # a name of data.DATASETS or a user's "module:function"
     data_root: str | None = None
     dataset_options: dict[str, Any] = field(default_factory=dict)
     split: str = "train"
@@ -42,7 +42,7 @@ class TrialConfig:
     inference_size: str | tuple[int, int] | list[int] | None = None  # native: None, "native", (h, w)
     num_workers: int = 0
     # model and optimisation (the paper's proxy recipe)
-    model: str = "lraspp_mobilenet_v3_large"
+    model: str = "lraspp_mobilenet_v3_large"  # a name of models.MODELS or "module:function"
     backbone_weights: str | None = None
     save_checkpoint: str | None = None  # path: save the trained weights there (retrain)
     loss_label: str | None = None  # how reports name the loss (retrain tables)
@@ -164,18 +164,28 @@ def check_trial_config(config: Mapping[str, Any] | TrialConfig) -> TrialConfig:
     from autoloss_ray.data import DATASETS
     from autoloss_ray.metrics import parse_metric
     from autoloss_ray.models import MODELS
+    from autoloss_ray.plugins import is_plugin, parse_spec
 
     cfg = TrialConfig.from_mapping(config)
     parse_metric(cfg.metric)
-    if cfg.dataset not in DATASETS:
-        raise ValueError(f"unknown dataset {cfg.dataset!r}; expected one of {sorted(DATASETS)}")
-    if cfg.model not in MODELS:
-        raise ValueError(f"unknown model {cfg.model!r}; expected one of {sorted(MODELS)}")
+    if is_plugin(cfg.dataset):  # a user's MODULE:FUNCTION, imported where it is built
+        parse_spec(cfg.dataset, "dataset")
+        if cfg.data_on_device:
+            raise ValueError(f"data_on_device needs a built-in dataset (raw images); dataset "
+                             f"{cfg.dataset!r} is a user's MODULE:FUNCTION")
+    elif cfg.dataset not in DATASETS:
+        raise ValueError(f"unknown dataset {cfg.dataset!r}; expected one of {sorted(DATASETS)} "
+                         "or MODULE:FUNCTION")
+    if is_plugin(cfg.model):
+        parse_spec(cfg.model, "model")
+    elif cfg.model not in MODELS:
+        raise ValueError(f"unknown model {cfg.model!r}; expected one of {sorted(MODELS)} or "
+                         "MODULE:FUNCTION")
     if cfg.loss is None:
         from autoloss_ray.losses.space import search_space
 
         search_space(cfg.metric, cfg.parameterization)
-    if cfg.batch_size < 2 and cfg.model != "tiny":
+    if cfg.batch_size < 2 and cfg.model != "tiny" and not is_plugin(cfg.model):
         raise ValueError(
             f"batch_size must be >= 2 for {cfg.model} (its BatchNorm needs more than one "
             f"sample), got {cfg.batch_size}"

@@ -53,7 +53,8 @@ def _speed_options(cfg: TrialConfig, device: torch.device) -> dict[str, Any]:
 
     return {
         "channels_last": auto(cfg.channels_last),
-        "data_on_device": auto(cfg.data_on_device),
+        # a user's MODULE:FUNCTION dataset has no raw images to keep on the device
+        "data_on_device": auto(cfg.data_on_device) and ":" not in cfg.dataset,
         "cudnn_benchmark": auto(cfg.cudnn_benchmark),
         "check_every": cfg.check_every or (50 if cuda else 1),
     }
