@@ -114,6 +114,15 @@ def test_without_splits_every_pair_is_training_data_and_the_holdout_comes_from_i
         build_dataset("folder", root=tmp_path / "d", split="val", image_size=16)
 
 
+def test_split_files_may_name_files_with_their_extension(tmp_path: Path) -> None:
+    make_folder(tmp_path / "d", splits={"train": ["a.jpg", "b", "c.png"], "val": ["d.JPG"]})
+    layout = scan_folder(tmp_path / "d")
+    assert layout.splits["train"] == ("a", "b", "c") and layout.splits["val"] == ("d",)
+    (tmp_path / "d" / "splits" / "val.txt").write_bytes(b"d\n\xff\xfe\n")
+    with pytest.raises(ValueError, match=r"split file .*val\.txt is not UTF-8 text"):
+        scan_folder(tmp_path / "d")
+
+
 def test_train_is_every_pair_the_other_splits_leave_when_train_txt_is_absent(
         tmp_path: Path) -> None:
     make_folder(tmp_path / "d", splits={"val": ["a", "b"], "test": ["c"]})

@@ -109,12 +109,21 @@ def _listing(folder: Path, exts: tuple[str, ...], what: str) -> dict[str, Path]:
 
 
 def _read_split(path: Path, pairs: dict[str, tuple[Path, Path]]) -> tuple[str, ...]:
+    """The stems a split file lists (a name with an image extension, ``a.jpg``, is stem
+    ``a``)."""
     stems: list[str] = []
     seen: dict[str, int] = {}
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"folder dataset: split file {path} is not UTF-8 text "
+                         f"({exc.reason})") from None
+    for number, line in enumerate(lines, 1):
         stem = line.strip()
         if not stem:
             continue
+        if stem not in pairs and Path(stem).suffix.lower() in IMAGE_EXTS:
+            stem = Path(stem).stem
         if stem in seen:
             raise ValueError(f"folder dataset: {path} line {number} lists stem {stem!r} a "
                              f"second time (first on line {seen[stem]})")
