@@ -36,6 +36,7 @@ from autoloss_app.options import (
     check_max_concurrent,
     check_output_dir,
     check_output_file,
+    default_tune_dir,
     is_uri,
 )
 from autoloss_app.resume import RUNTIME_OPTIONS, previous_results, search_manifest
@@ -99,13 +100,8 @@ class UserSearchOptions:
     verbose: int = 1
 
     def resolved(self) -> UserSearchOptions:
-        """``tune_dir`` beside the store (as ``autoloss search``), absolute; validated."""
-        tune_dir = self.tune_dir
-        if tune_dir is None and not is_uri(self.store):
-            tune_dir = str(Path(self.store).resolve().parent / "tune")
-        elif tune_dir is not None and not is_uri(tune_dir):
-            tune_dir = os.path.abspath(tune_dir)
-        out = dataclasses.replace(self, tune_dir=tune_dir)
+        """``tune_dir`` as ``autoloss search`` takes it (:func:`default_tune_dir`); validated."""
+        out = dataclasses.replace(self, tune_dir=default_tune_dir(self.store, self.tune_dir))
         out.validate()
         return out
 
