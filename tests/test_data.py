@@ -141,7 +141,7 @@ def test_holdout_split_rejects_empty_train_part():
 
 
 def test_build_dataset_errors(tmp_path):
-    assert set(DATASETS) == {"synthetic", "camvid", "voc", "cityscapes"}
+    assert set(DATASETS) == {"synthetic", "camvid", "voc", "cityscapes", "folder"}
     with pytest.raises(ValueError, match="unknown dataset 'imagenet'"):
         build_dataset("imagenet")
     with pytest.raises(ValueError, match="needs root"):
