@@ -93,6 +93,13 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
         init_ray(args.address, runtime_env=plugin_runtime_env(
             [meta["model"], args.dataset], exclude=[args.store, args.data_root]))
+        from autoloss_app.placement import check_placeable
+
+        check_placeable(
+            {"CPU": args.workers,
+             **({"GPU": args.workers * args.gpus_per_worker} if args.gpus_per_worker else {})},
+            what=f"evaluate --workers {args.workers}", address=args.address,
+            fix="use fewer --workers, or --address of a cluster")
         device = "cuda" if args.gpus_per_worker > 0 else "cpu"
         metrics = evaluate_with_workers(
             args.checkpoint, dict(

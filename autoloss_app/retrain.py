@@ -239,6 +239,17 @@ def _cmd_retrain(args: argparse.Namespace) -> int:
     # a --model/--dataset module of the working folder: shipped to every worker
     init_ray(args.address, runtime_env=plugin_runtime_env(
         [args.model, args.dataset], exclude=[args.store, out_dir, args.data_root]))
+    from autoloss_app.placement import check_placeable
+
+    if args.workers > 1:  # the Tune trial (1 CPU) and its Ray Train worker group, at once
+        check_placeable(
+            {"CPU": 1 + args.workers * args.cpus_per_trial,
+             **({"GPU": args.workers * args.gpus_per_worker} if args.gpus_per_worker else {})},
+            what=f"retrain --workers {args.workers}", address=args.address,
+            fix="use fewer --workers or a smaller --cpus-per-trial, or --address of a cluster")
+    else:
+        check_placeable({"CPU": args.cpus_per_trial}, what="a retrain trial",
+                        address=args.address, fix="use a smaller --cpus-per-trial")
     labels = {s.loss: s.label for s in specs}
     config = {
         "metric": args.metric,

@@ -16,8 +16,8 @@ from __future__ import annotations
 import math
 import re
 
-__all__ = ["OptionsError", "check_resources", "SEARCH_NAME_MAX", "STORE_NAME_MAX",
-           "SEARCH_NAME_RE", "STORE_NAME_RE"]
+__all__ = ["OptionsError", "check_resources", "missing_resources", "SEARCH_NAME_MAX",
+           "STORE_NAME_MAX", "SEARCH_NAME_RE", "STORE_NAME_RE"]
 
 SEARCH_NAME_MAX = 128
 STORE_NAME_MAX = 200
@@ -51,3 +51,11 @@ def check_resources(gpus_per_trial: float, cpus_per_trial: float, *, flags: bool
         )
     if gpus_per_trial > 1 and gpus_per_trial != int(gpus_per_trial):
         raise OptionsError(f"{g} above 1 must be a whole number, got {gpus_per_trial}")
+
+
+def missing_resources(need: dict[str, float], have: dict[str, float]) -> dict[str, tuple]:
+    """The resources of ``need`` (what must be placed at once, e.g. ``{"CPU": 3.0}``) that
+    ``have`` (a cluster's totals, as ``ray.cluster_resources()``) cannot give: name ->
+    (needed, available). Empty when everything fits."""
+    return {k: (float(v), float(have.get(k, 0.0))) for k, v in need.items()
+            if float(v) > float(have.get(k, 0.0)) + 1e-9}
