@@ -211,6 +211,7 @@ def _cmd_retrain(args: argparse.Namespace) -> int:
     check_data(args.dataset, root=args.data_root, splits=["train", args.eval_split],
                dataset_options=_dataset_options(args))
     store = ExperimentStore(args.store)
+    store.check_writable()  # before anything trains: a refused row is a lost retrain
     if len(store.trials(args.experiment)):
         raise OptionsError(
             f"experiment {args.experiment!r} already has rows in {args.store}; choose another "

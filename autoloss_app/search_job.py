@@ -293,6 +293,7 @@ def run_search(opts: SearchOptions) -> SearchOutcome:
 
 def _run_locked(opts: SearchOptions, store: ExperimentStore, searcher, told: int,
                 previous) -> SearchOutcome:
+    store.check_writable()  # before anything trains: a refused row is a lost trial
     # (re)write the manifest: a resume may have extended T or moved resources
     store.write_search(opts.experiment, search_manifest(opts))
     if not is_uri(opts.tune_dir):

@@ -397,6 +397,7 @@ def _run_locked(train_fn, opts: UserSearchOptions, store, searcher, told: int,
     from trainables import with_gpu_resources
     from trainables.user_task import user_trainable
 
+    store.check_writable()  # before anything trains: a refused row is a lost trial
     store.write_search(opts.experiment, search_manifest(opts))
     if not is_uri(opts.tune_dir):
         Path(opts.tune_dir).mkdir(parents=True, exist_ok=True)

@@ -21,7 +21,7 @@ from ray import tune
 
 from autoloss_ray.store import ExperimentStore, check_name, trial_row
 
-__all__ = ["StoreCallback", "trial_row"]
+__all__ = ["StoreCallback", "trial_row", "unsaved_root"]
 
 _MAX_ERROR_CHARS = 8000
 
@@ -131,7 +131,29 @@ class StoreCallback(tune.Callback):
             try:
                 self.store.write_trial(row)
                 return
-            except OSError:
+            except OSError as exc:
                 if attempt + 1 == self.retries:
-                    raise
+                    self._keep_unsaved(row, exc)
+                    return
                 time.sleep(0.5 * 2**attempt)
+
+    def _keep_unsaved(self, row: dict[str, Any], exc: OSError) -> None:
+        """The store refused a finished trial's row: keep it as a store of its own (one
+        Parquet file, same layout) under :func:`unsaved_root` and say where, so that nothing
+        computed is lost; copying its ``trials/`` into the store recovers it."""
+        import sys
+
+        root = unsaved_root()
+        path = ExperimentStore(root).write_trial(row)
+        print(f"[autoloss] warning: the store {self.store_root} refused trial "
+              f"{row.get('trial_id')} ({' '.join(str(exc).split())[:200]}); its row is kept "
+              f"in {path} (copy {root}/trials/ into the store to recover it)",
+              file=sys.stderr, flush=True)
+
+
+def unsaved_root() -> str:
+    """Where rows the store refused are kept: ``$AUTOLOSS_UNSAVED_DIR``, else
+    ``autoloss-unsaved`` in the driver's working folder."""
+    import os
+
+    return os.path.abspath(os.environ.get("AUTOLOSS_UNSAVED_DIR") or "autoloss-unsaved")

@@ -139,6 +139,23 @@ class ExperimentStore:
         return sub_uri(self.root, "policy")
 
     # -- writing
+    def check_writable(self) -> None:
+        """Write and remove a hidden probe file where trials, policy steps and manifests go
+        (readers skip such names), so that a store that cannot be written is found before a
+        search or a retrain trains anything. Raises :class:`StoreError` (one line)."""
+        import uuid
+
+        for table in ("trials", "policy", "searches"):
+            path = f"{self._dir(table)}/.probe-{uuid.uuid4().hex}.tmp"
+            try:
+                write_bytes_atomic(self._loc, b"", path)
+                self._fs.delete_file(path)
+            except OSError as e:
+                reason = " ".join(str(e).split())[:300] or type(e).__name__
+                raise StoreError(f"cannot write to the store {self.root} ({table}/: "
+                                 f"{reason}); check its permissions or give another "
+                                 f"--store") from None
+
     def write_trial(self, row: Mapping[str, Any]) -> str:
         """Validate ``row`` (see :func:`normalize_trial_row`) and write it atomically as its
         trial's file, replacing an earlier file of the same trial id. Returns the path."""
