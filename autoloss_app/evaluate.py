@@ -164,7 +164,10 @@ def inference_option(tokens: Any) -> str | tuple[int, int] | None:
 DATASET_HELP = (
     "synthetic (default, built in), camvid, voc, cityscapes, or folder: your own data in "
     "--data-root DIR as images/<stem>.jpg|png, masks/<stem>.png (class ids), classes.txt (one "
-    "name per line) and optional splits/{train,val,test}.txt"
+    "name per line) and optional splits/{train,val,test}.txt; or your own dataset function as "
+    "MODULE:FUNCTION (e.g. mydata:build, called as FUNCTION(split=, train=, seed=, "
+    "image_size=(h, w), root=) with the keywords it names, returning a torch Dataset of "
+    "(image [3, H, W] float, label [H, W] long) with num_classes)"
 )
 IGNORE_HELP = "--dataset folder: the mask value that marks unlabelled pixels (default 255)"
 PROTOCOL_HELP = (

@@ -290,7 +290,8 @@ class SearchOptions:
         check_plugins(model=self.model, dataset=self.dataset, data_root=self.data_root,
                       num_classes=self.num_classes, image_size=self.image_size, seed=self.seed,
                       splits=[extra.get("split", "train"), extra.get("eval_split")],
-                      dataset_options=extra.get("dataset_options"))
+                      dataset_options=extra.get("dataset_options"),
+                      backbone_weights=self.backbone_weights)
         if self.init_preset is not None:
             from autoloss_ray.presets import PRESETS
 

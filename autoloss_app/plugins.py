@@ -39,13 +39,15 @@ def working_folder_on_path(cwd: str | None = None) -> None:
 def check_plugins(*, model: str | None, dataset: str, data_root: str | None = None,
                   num_classes: int | None = None, image_size: Any = 64, seed: int = 0,
                   splits: Iterable[str | None] = ("train",),
-                  dataset_options: Mapping[str, Any] | None = None) -> int | None:
+                  dataset_options: Mapping[str, Any] | None = None,
+                  backbone_weights: str | None = None) -> int | None:
     """Import, call and probe a plugin model and dataset before Ray starts; OptionsError (one
     line) on any problem. Returns the class count when a plugin is involved (the dataset's,
     or ``num_classes``), else None without importing anything.
 
     The model is probed at ``image_size`` with the class count of the dataset (a plugin's, a
-    built-in's, or ``num_classes`` when given)."""
+    built-in's, or ``num_classes`` when given); ``backbone_weights`` are loaded into it (a
+    model without ``backbone`` refuses them)."""
     if not is_plugin(model) and not is_plugin(dataset):
         return None
     from autoloss_ray.data.transforms import as_size, parse_image_size
@@ -64,7 +66,11 @@ def check_plugins(*, model: str | None, dataset: str, data_root: str | None = No
                 classes = _builtin_classes(dataset, data_root, dataset_options)
             from autoloss_ray.plugins import check_model
 
-            check_model(model, num_classes=int(classes), image_size=size)
+            net = check_model(model, num_classes=int(classes), image_size=size)
+            if backbone_weights:
+                from autoloss_ray.models import load_backbone_weights
+
+                load_backbone_weights(net, backbone_weights)
         return None if classes is None else int(classes)
     except (ValueError, TypeError, FileNotFoundError) as exc:
         from autoloss_ray.plugins import one_line

@@ -194,6 +194,12 @@ class NoClasses(torch.utils.data.Dataset):
         return torch.zeros(3, 8, 8), torch.zeros(8, 8, dtype=torch.long)
 
 
+def four_classes(split, train, seed, image_size):
+    ds = Scenes(split, train, seed, image_size)
+    ds.num_classes = 4
+    return ds
+
+
 def no_classes(split):
     return NoClasses()
 
@@ -455,6 +461,15 @@ def test_search_options_refuse_bad_plugins_in_one_line(workdir: Path, kw: dict, 
     assert not (workdir / "runs").exists()
 
 
+def test_search_options_check_backbone_weights_of_a_plugin_model(workdir: Path):
+    torch.save({}, workdir / "empty.pt")
+    with pytest.raises(OptionsError, match="the model has no 'backbone' to load them into"):
+        _search(backbone_weights=str(workdir / "empty.pt"))
+    with pytest.raises(OptionsError, match=r"do not match the model's backbone: \d+ of \d+ "
+                       "tensors missing"):
+        _search(model="mymodels:lraspp", backbone_weights=str(workdir / "empty.pt"))
+
+
 def test_search_options_accept_plugins_with_a_builtin_dataset(workdir: Path):
     opts = _search(dataset="synthetic")  # the model is probed with synthetic's classes
     assert opts.trial_config()["model"] == "mymodels:half"
@@ -570,6 +585,39 @@ def test_search_with_plugins_on_the_embedded_ray(tmp_path: Path):
     assert set(rows["model"]) == {"mymodels:half"}
     workers = _check_shipped(log, work)
     assert len({e["pid"] for e in workers}) >= 1
+
+
+@pytest.mark.slow
+def test_retrain_and_evaluate_with_plugins(tmp_path: Path):
+    """retrain on the embedded Ray (the modules shipped), then evaluate the checkpoint in this
+    process: the same model on the same split scores what the retrain row says."""
+    work, log = _user_folder(tmp_path)
+    common = ["--model", "mymodels:half", "--dataset", "mydata:build"]
+    proc = subprocess.run([AUTOLOSS, "retrain", *common, "--loss", "ce",
+                           "--iterations", "4", "--batch-size", "2", "--image-size", "16",
+                           "--gpus-per-trial", "0", "--eval-split", "val"],
+                          cwd=work, env=_env(log), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    _check_shipped(log, work)
+    from autoloss_ray.store import ExperimentStore
+
+    row = ExperimentStore(work / "runs" / "store").trials("retrain").iloc[0]
+    assert row["status"] == "ok" and row["model"] == "mymodels:half"
+    checkpoint = work / "runs" / "retrain" / "retrain" / "ce.pt"
+    out = subprocess.run([AUTOLOSS, "evaluate", "--checkpoint", str(checkpoint),
+                          "--dataset", "mydata:build", "--split", "val", "--json"],
+                         cwd=work, env=_env(log), capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    metrics = json.loads(out.stdout.strip().splitlines()[-1])
+    for key in ("miou", "fwiou", "biou", "bf1", "macc", "gacc"):
+        assert metrics[key] == pytest.approx(row[key], abs=1e-6), key
+    # a dataset of another class count than the checkpoint's: one line, exit 2
+    bad = subprocess.run([AUTOLOSS, "evaluate", "--checkpoint", str(checkpoint),
+                          "--dataset", "mydata:four_classes", "--split", "val"],
+                         cwd=work, env=_env(log), capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1, bad.stderr
+    assert ("num_classes 3 does not match dataset 'mydata:four_classes' (4 classes)"
+            in bad.stderr), bad.stderr
 
 
 @pytest.mark.slow
