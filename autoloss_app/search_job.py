@@ -22,7 +22,12 @@ import ray
 from ray import tune
 
 from autoloss_app.options import OptionsError, SearchOptions, is_uri
-from autoloss_app.resume import check_resume_options, previous_results, search_manifest
+from autoloss_app.resume import (
+    check_not_user_task,
+    check_resume_options,
+    previous_results,
+    search_manifest,
+)
 from autoloss_ray.store import ExperimentStore, PolicyWriter, failed_mask, ok_mask
 from trainables.progress import ProgressCallback
 
@@ -156,6 +161,9 @@ def build_searcher(opts: SearchOptions, store: ExperimentStore):
         baseline=opts.baseline,
         # the official setting: with baseline "mu", sample 0 of every step is mu itself
         include_mean=opts.baseline == "mu",
+        startup=opts.startup,
+        advantages=opts.advantages,
+        mirrored=opts.mirrored,
         failure_reward=opts.failure_reward,
         points_to_evaluate=points,
         **common,
@@ -191,14 +199,16 @@ def build_tuner(
     searcher: Any = None,
     num_samples: int | None = None,
     previous=None,
+    trainable: Any = None,
 ) -> tune.Tuner:
     """The Tuner of a search: ``searcher`` (default: a fresh one from ``opts``) hands out
     ``num_samples`` trials (default ``steps * samples``); ``previous`` (store rows of a
-    resumed search) only seeds the progress counts."""
+    resumed search) only seeds the progress counts; ``trainable`` (default: the proxy task
+    with ``opts``' resources; ``search_loss`` gives the user's task)."""
     if searcher is None:
         searcher = build_searcher(opts, store)
     return tune.Tuner(
-        _trainable(opts),
+        _trainable(opts) if trainable is None else trainable,
         param_space=opts.trial_config(),
         tune_config=tune.TuneConfig(
             search_alg=searcher,
@@ -272,6 +282,7 @@ def run_search(opts: SearchOptions) -> SearchOutcome:
                 f"--resume: experiment {opts.experiment!r} has no search in the store "
                 f"{opts.store} to resume; run without --resume to start it"
             )
+        check_not_user_task(manifest, opts.experiment)
         if manifest is not None:
             check_resume_options(opts, manifest)
         else:
@@ -331,6 +342,10 @@ def _run_locked(opts: SearchOptions, store: ExperimentStore, searcher, told: int
             raise SearchInterrupted(
                 f"experiment {opts.experiment!r} stopped after {done} of "
                 f"{opts.steps * opts.samples} trials")
+    if opts.answer == "playoff":  # the answer's re-trainings (autoloss_app.playoff)
+        from autoloss_app.playoff import run_playoff
+
+        run_playoff(opts, store)
     outcome = summarize(opts, store)
     outcome["seconds"] = time.monotonic() - start
     if opts.export:
@@ -346,6 +361,9 @@ def _run_locked(opts: SearchOptions, store: ExperimentStore, searcher, told: int
 def summarize(opts: SearchOptions, store: ExperimentStore) -> SearchOutcome:
     trials = store.trials(opts.experiment)
     policy = store.policy(opts.experiment)
+    everything = trials
+    if len(trials):  # the playoff's re-trainings (kind "playoff") are not search trials
+        trials = trials[trials["kind"] == "search"]
     out = SearchOutcome(
         experiment=opts.experiment,
         trials=int(len(trials)),
@@ -362,9 +380,14 @@ def summarize(opts: SearchOptions, store: ExperimentStore) -> SearchOutcome:
     if len(trials):
         from autoloss_ray.report import best_theta
 
-        theta = best_theta(trials, policy)  # PPO: best step's mu; random: best trial
+        theta = best_theta(everything, policy, answer=opts.answer)  # the --answer rule
         if theta is not None:
             out["best_theta"] = [round(float(v), 6) for v in theta]
+        out["answer"] = opts.answer
+        if opts.answer == "playoff":
+            from autoloss_app.playoff import playoff_summary
+
+            out["playoff"] = playoff_summary(everything)
         out["best_trial_reward"] = float(trials["reward"].max())
     return out
 

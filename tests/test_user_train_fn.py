@@ -23,6 +23,7 @@ from autoloss_app.options import OptionsError
 from autoloss_ray.store import ExperimentStore
 
 C = 4  # the task's class count: not the synthetic dataset's
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _data(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -62,7 +63,8 @@ def train_tiny(loss, config):
 
 # ----------------------------------------------------------------------------- the search
 @pytest.mark.slow
-def test_search_of_a_user_function_stores_reports_exports_and_resumes(tmp_path, capsys):
+def test_search_of_a_user_function_stores_reports_exports_and_resumes(tmp_path, capsys,
+                                                                      monkeypatch):
     import ray
 
     from autoloss_ray import SurrogateLoss
@@ -99,13 +101,26 @@ def test_search_of_a_user_function_stores_reports_exports_and_resumes(tmp_path, 
         # resume with one more step: only the new step's trials run
         second = search_loss(train_tiny, steps=3, resume=True, export=tmp_path / "loss.json",
                              report_dir=tmp_path / "report", **common)
+        resumed_out = capsys.readouterr().out
+        # the README's "own Ray Tune code" block runs as printed, on the same Ray
+        readme = (REPO / "README.md").read_text()
+        section = readme.split("## Use the searcher in your own Ray Tune code", 1)[1]
+        code = section.split("```python\n", 1)[1].split("```", 1)[0]
+        (tmp_path / "readme").mkdir()
+        monkeypatch.chdir(tmp_path / "readme")
+        exec(compile(code, "README.md", "exec"), {"__name__": "readme_block"})
     finally:
         ray.shutdown()
+    readme_store = ExperimentStore(tmp_path / "readme" / "runs" / "store")
+    assert len(readme_store.trials("mine")) == 8 and len(readme_store.policy("mine")) == 2
+    assert set(readme_store.trials("mine")["status"]) == {"ok"}
+    assert SurrogateLoss.from_file(tmp_path / "readme" / "runs" / "mine-loss.json"
+                                   ).num_classes == 4
     rows2 = second.trials
     assert len(rows2) == 9 and not rows2.duplicated(["step", "sample"]).any()
     kept = rows2.set_index("trial_id").loc[list(rows["trial_id"]), "finished_at"]
     assert kept.tolist() == rows.set_index("trial_id")["finished_at"].tolist()
-    assert "resuming: 6 trials from the store, 3 to run" in capsys.readouterr().out
+    assert "resuming: 6 trials from the store, 3 to run" in resumed_out
 
     # export: the task's class count, the search's answer
     loss = SurrogateLoss.from_file(second.export)
