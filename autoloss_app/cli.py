@@ -15,7 +15,7 @@ from typing import Any
 
 from autoloss_app.evaluate import DATASET_HELP, IGNORE_HELP
 from autoloss_app.options import LEGACY_MANIFEST, RECIPES, SEARCHERS, OptionsError, SearchOptions
-from autoloss_app.resume import NOT_FROM_MANIFEST
+from autoloss_app.resume import NOT_FROM_MANIFEST, check_not_user_task
 
 __all__ = ["main", "build_parser", "add_search_arguments", "search_options_from_args"]
 
@@ -147,6 +147,7 @@ def search_options_from_args(
     manifest = ExperimentStore(args.store).read_search(args.experiment)
     if manifest is None:
         return opts
+    check_not_user_task(manifest, args.experiment)
     fields = {f.name for f in dataclasses.fields(SearchOptions)}
     manifest = {**LEGACY_MANIFEST, **manifest}
     taken = {k: v for k, v in manifest.items()

@@ -65,10 +65,16 @@ def experiment_loss(store: Any, experiment: str, *, num_classes: int | None = No
     if theta is None:
         raise ValueError(f"experiment {experiment!r} has no successful trial to export")
     config = _search_config(trials)
-    metric = config.get("metric") or str(trials["metric"].dropna().iloc[0])
-    parameterization = config.get("parameterization") or str(
-        trials["parameterization"].dropna().iloc[0]
-    )
+    recorded = {k: trials[k].dropna() for k in ("metric", "parameterization")}
+    metric = config.get("metric") or (str(recorded["metric"].iloc[0])
+                                      if len(recorded["metric"]) else None)
+    if metric is None:
+        raise ValueError(f"experiment {experiment!r} records no metric; its trials' config "
+                         "needs a 'metric' key (or the StoreCallback its metric_spec)")
+    # a trainable of one's own may leave it out: search_space's default, as the searcher used
+    parameterization = config.get("parameterization") or (
+        str(recorded["parameterization"].iloc[0]) if len(recorded["parameterization"])
+        else "bezier")
     if num_classes is None:
         num_classes = recorded_num_classes(trials)
     if num_classes is None:
