@@ -77,6 +77,9 @@ class PPO2Searcher(StepSearcher):
             worst valid value seen so far for the mode).
         sigma_decay, sigma_min: optional sigma schedule ``max(sigma * sigma_decay**t,
             sigma_min)`` for step t (default 1.0: fixed sigma, the paper's).
+        startup ("policy" | "uniform"), advantages ("baseline" | "rank"), mirrored (bool):
+            the start-up step, the advantages and antithetic draws of
+            ``autoloss_ray.search.ppo.PPO2`` (defaults: the paper's).
         points_to_evaluate: configs (or vectors) evaluated first, in step 0; the first one is
             the initial mu (e.g. a paper preset).
         seed: sampling seed. step_callback: picklable callable(record) after each update.
@@ -98,6 +101,9 @@ class PPO2Searcher(StepSearcher):
         include_mean: bool = False,
         sigma_decay: float = 1.0,
         sigma_min: float = 0.0,
+        startup: str = "policy",
+        advantages: str = "baseline",
+        mirrored: bool = False,
         failure_reward: float | None = None,
         points_to_evaluate: Sequence[Any] | None = None,
         seed: Any = None,
@@ -113,6 +119,9 @@ class PPO2Searcher(StepSearcher):
             include_mean=include_mean,
             sigma_decay=sigma_decay,
             sigma_min=sigma_min,
+            startup=startup,
+            advantages=advantages,
+            mirrored=mirrored,
         )
         # validate the optimizer arguments now, even when the space comes later
         PPO2(low=[0.0], high=[1.0], mu0=[0.5], samples_per_step=2, **self._ppo_kwargs)

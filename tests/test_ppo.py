@@ -320,3 +320,190 @@ def test_ppo2_update_is_fast_enough() -> None:
     t0 = time.perf_counter()
     opt.tell(x, r)
     assert time.perf_counter() - t0 < 0.5
+
+
+# --------------------------------------------------------------------------- PPO2 options
+# (issue 29.3: a uniform start-up step, rank advantages, mirrored draws)
+def test_uniform_startup_step_is_uniform_in_the_box_and_mu1_is_its_best() -> None:
+    low, high = np.array([0.0, -2.0, 10.0]), np.array([1.0, 2.0, 12.0])
+    opt = PPO2(low=low, high=high, mu0=[0.1, -1.9, 10.1], samples_per_step=400, seed=3,
+               startup="uniform")
+    x = opt.ask()
+    assert np.all(x >= low) and np.all(x <= high)
+    for d in range(3):  # uniform on [low, high], not a truncated normal around mu0
+        u = (x[:, d] - low[d]) / (high[d] - low[d])
+        assert stats.kstest(u, "uniform").pvalue > 1e-3
+    r = -np.abs(x - [0.8, 1.0, 11.5]).sum(axis=1)
+    opt.tell(x, r)
+    np.testing.assert_allclose(opt.mu, x[np.argmax(r)], atol=1e-7)  # no PPO update
+    h = opt.history[0]
+    assert h["startup"] is True and h["clip_fraction"] is None
+    np.testing.assert_allclose(h["mu"], [0.5, 0.0, 11.0])  # the uniform draw's mean
+    # step 1 is an ordinary PPO step around mu_1
+    x1 = opt.ask()
+    opt.tell(x1, -np.abs(x1 - [0.8, 1.0, 11.5]).sum(axis=1))
+    assert "startup" not in opt.history[1] and opt.history[1]["clip_fraction"] is not None
+    np.testing.assert_allclose(opt.history[1]["mu"], x[np.argmax(r)], atol=1e-7)
+
+
+def test_uniform_startup_draws_policy_samples_in_unbounded_dimensions() -> None:
+    opt = PPO2(low=[0.0, -np.inf], high=[1.0, np.inf], mu0=[0.5, 3.0], samples_per_step=300,
+               sigma=0.5, seed=0, startup="uniform")
+    x = opt.ask()
+    assert stats.kstest(x[:, 0], "uniform").pvalue > 1e-3
+    assert abs(x[:, 1].mean() - 3.0) < 0.15 and abs(x[:, 1].std() - 0.5) < 0.1
+
+
+def test_rank_advantages_are_invariant_to_monotone_transforms() -> None:
+    rng = np.random.default_rng(0)
+    r = rng.normal(size=8)
+    a = _ppo(0, d=3, m=8, advantages="rank")
+    for f in (np.exp, lambda v: 5 * v + 3, lambda v: v**3, lambda v: np.where(v < 0, 0.0, v)):
+        if f is not np.exp and len(set(f(r))) < len(r):  # ties (the 0.0 failures) share a rank
+            continue
+        np.testing.assert_allclose(a.advantages(f(r)), a.advantages(r))
+    # centred, in [-1/2, 1/2], an independent reference: (argsort of argsort) / (M - 1)
+    ref = np.argsort(np.argsort(r)) / 7.0 - 0.5
+    np.testing.assert_allclose(a.advantages(r), ref)
+    # ties share their mean rank; baseline "mu" centres on sample 0's rank
+    np.testing.assert_allclose(a.advantages([0.0, 0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0]),
+                               (np.array([0.5, 0.5, 2, 3, 4, 5, 6, 7]) - 3.5) / 7.0)
+    mu_base = _ppo(0, d=3, m=8, advantages="rank", baseline="mu", include_mean=True)
+    adv = mu_base.advantages(r)
+    assert adv[0] == 0.0 and np.allclose(adv, ref - ref[0])
+    # the whole update follows ranks only: rewards and exp(rewards) move mu identically
+    x = _ppo(5, d=3, m=8).ask()
+    b1, b2 = _ppo(5, d=3, m=8, advantages="rank"), _ppo(5, d=3, m=8, advantages="rank")
+    b1.ask(), b2.ask()
+    b1.tell(x, bowl(x)), b2.tell(x, np.exp(50 * bowl(x)))
+    np.testing.assert_array_equal(b1.mu, b2.mu)
+    plain1, plain2 = _ppo(5, d=3, m=8), _ppo(5, d=3, m=8)
+    plain1.ask(), plain2.ask()
+    plain1.tell(x, bowl(x)), plain2.tell(x, np.exp(50 * bowl(x)))
+    assert not np.allclose(plain1.mu, plain2.mu)  # the default is not rank-invariant
+
+
+def _std_normal_noise(x, mu, scale, low, high):
+    """Phi^-1 of each sample's quantile under its truncated normal [M, D] (scipy: an
+    independent reference for the sampler)."""
+    a, b = (low - mu) / scale, (high - mu) / scale
+    q = stats.truncnorm.cdf(x, a, b, loc=mu, scale=scale)
+    return stats.norm.ppf(q)
+
+
+@pytest.mark.parametrize("include_mean", [False, True])
+def test_mirrored_pairs_are_symmetric_in_the_standard_normal_space(include_mean) -> None:
+    low, high = np.array([0.0, 0.0, -1.0]), np.array([1.0, 1.0, 3.0])
+    mu0 = np.array([0.9, 0.5, 0.0])  # near a bound: the truncation is asymmetric there
+    opt = PPO2(low=low, high=high, mu0=mu0, samples_per_step=9, seed=1, sigma=0.3,
+               mirrored=True, include_mean=include_mean,
+               baseline="mu" if include_mean else "mean")
+    x = opt.ask()
+    assert np.all(x >= low) and np.all(x <= high)
+    first = 1 if include_mean else 0
+    if include_mean:
+        np.testing.assert_allclose(x[0], opt.mu)
+    z = _std_normal_noise(x[first:], opt.mu, opt.scale, low, high)
+    pairs = (9 - first) // 2
+    np.testing.assert_allclose(z[0:2 * pairs:2], -z[1:2 * pairs:2], atol=1e-6)
+    # in dimension 1 (mu at the centre) the pairs are symmetric around mu in x itself
+    np.testing.assert_allclose(x[first:first + 2 * pairs:2, 1] - 0.5,
+                               0.5 - x[first + 1:first + 2 * pairs:2, 1], atol=1e-9)
+    # each sample is still a truncated normal draw: KS over many mirrored draws
+    big = PPO2(low=low, high=high, mu0=mu0, samples_per_step=2000, seed=2, sigma=0.3,
+               mirrored=True).ask()
+    a, b = (low - mu0) / (0.3 * (high - low)), (high - mu0) / (0.3 * (high - low))
+    for d in range(3):
+        cdf = stats.truncnorm(a[d], b[d], loc=mu0[d], scale=0.3 * (high[d] - low[d])).cdf
+        assert stats.kstest(big[:, d], cdf).pvalue > 1e-3
+    # the log-density the update uses is the exact one (scipy reference)
+    lp = TruncatedNormal(low, high).log_prob(x, opt.mu, opt.scale)
+    ref = stats.truncnorm.logpdf(x, (low - opt.mu) / opt.scale, (high - opt.mu) / opt.scale,
+                                 loc=opt.mu, scale=opt.scale)
+    np.testing.assert_allclose(lp, ref, rtol=1e-9, atol=1e-9)
+
+
+OPTION_SETS = [
+    dict(startup="uniform"),
+    dict(advantages="rank"),
+    dict(mirrored=True),
+    dict(startup="uniform", advantages="rank", mirrored=True, baseline="mu",
+         include_mean=True),
+]
+
+
+@pytest.mark.parametrize("kw", OPTION_SETS)
+def test_options_survive_state_dict_and_pickle_and_continue_identically(kw) -> None:
+    a = _run(_ppo(4, d=4, m=6, **kw), bowl, 2)
+    a.ask()
+    b = PPO2.from_state_dict(pickle.loads(pickle.dumps(a.state_dict())))
+    assert (b.startup, b.advantage_rule, b.mirrored) == (a.startup, a.advantage_rule,
+                                                         a.mirrored)
+    _run(a, bowl, 3), _run(b, bowl, 3)
+    np.testing.assert_array_equal(a.mu, b.mu)
+    assert a.history == b.history
+
+
+def test_state_dicts_before_the_options_load_as_the_paper() -> None:
+    state = _run(_ppo(4, d=3, m=4), bowl, 1).state_dict()
+    for key in ("startup", "advantages", "mirrored"):
+        del state[key]
+    b = PPO2.from_state_dict(state)
+    assert (b.startup, b.advantage_rule, b.mirrored) == ("policy", "baseline", False)
+
+
+def test_default_options_draw_exactly_as_before() -> None:
+    """The defaults consume the RNG as the paper's PPO2 always did (stored searches replay)."""
+    x = _ppo(9, d=3, m=5).ask()
+    mu = np.full(3, 0.5)
+    ref = TruncatedNormal(np.zeros(3), np.ones(3)).sample(mu, 0.2, 5, np.random.default_rng(9))
+    np.testing.assert_array_equal(x, ref)
+
+
+@pytest.mark.parametrize("kw", OPTION_SETS)
+def test_replay_through_the_step_protocol_gives_identical_thetas(kw) -> None:
+    from autoloss_ray.search import StepProtocol
+
+    class Space:
+        names = ("a", "b", "c")
+
+        def to_config(self, theta):
+            return {"theta": [float(v) for v in theta]}
+
+        def from_config(self, config):
+            return np.asarray(config["theta"])
+
+    def protocol():
+        p = StepProtocol(steps=3, samples_per_step=6)
+        p.space, p.mode, p.metric = Space(), "max", "r"
+        p.optimizer = _ppo(7, d=3, m=6, **kw)
+        return p
+
+    p, results = protocol(), []
+    while not p.finished:
+        step = p.step
+        for _ in range(6):
+            i = p.hand_out(None)
+            theta = p.thetas[i]
+            v = float(bowl(theta)[0]) if i != 3 else float("nan")  # one failed trial a step
+            results.append({"step": step, "sample": i, "config": p.config(step, i),
+                            "value": v})
+            p.tell(i, None, v)
+    q = protocol()
+    assert q.replay(results) == 18 and q.finished
+    assert [r["thetas"] for r in q.records] == [r["thetas"] for r in p.records]
+    np.testing.assert_array_equal(q.optimizer.mu, p.optimizer.mu)
+    other = protocol()
+    other.optimizer = _ppo(7, d=3, m=6)  # the paper's options draw other thetas
+    with pytest.raises(ValueError, match="resume with the options"):
+        other.replay(results)
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(startup="sobol"), "startup must be one of"),
+    (dict(advantages="zscore"), "advantages must be one of"),
+    (dict(mirrored="yes"), "mirrored must be True or False"),
+])
+def test_ppo2_option_errors(kw, match) -> None:
+    with pytest.raises(ValueError, match=match):
+        _ppo(0, d=2, m=4, **kw)

@@ -39,7 +39,12 @@ from autoloss_ray.search._ask_tell import AskTell
 from autoloss_ray.search._mean_param import MeanParameterization
 from autoloss_ray.search.truncnorm import TruncatedNormal, log_prob_and_grad
 
-__all__ = ["PPO2", "PPOUpdate", "ppo_update", "adam_step"]
+__all__ = ["PPO2", "PPOUpdate", "ppo_update", "adam_step", "centred_ranks", "STARTUPS",
+           "ADVANTAGES"]
+
+# PPO2's options beyond the paper's defaults (the first of each is the default)
+STARTUPS = ("policy", "uniform")
+ADVANTAGES = ("baseline", "rank")
 
 # Adam's constants (Kingma & Ba): beta1, beta2, epsilon
 _ADAM_B1, _ADAM_B2, _ADAM_EPS = 0.9, 0.999, 1e-8
@@ -137,6 +142,15 @@ def ppo_update(
     return PPOUpdate(z=z, clip_fraction=clip_fraction, approx_kl=approx_kl)
 
 
+def centred_ranks(rewards: np.ndarray) -> np.ndarray:
+    """Ranks of ``rewards`` [M] scaled to [-1/2, 1/2]: (rank - 1) / (M - 1) - 1/2 with
+    rank 1 the lowest; tied rewards share their mean rank. Returns [M] (sums to 0)."""
+    from scipy.stats import rankdata
+
+    r = np.asarray(rewards, dtype=np.float64)
+    return (rankdata(r) - 1.0) / (r.size - 1) - 0.5
+
+
 # --------------------------------------------------------------------------- PPO2
 class PPO2(AskTell):
     """PPO2 over independent truncated normals on a box (ask/tell).
@@ -154,6 +168,20 @@ class PPO2(AskTell):
         baseline: "mean" (A_i = R_i - mean R) or "mu" (A_i = R_i - R_0; needs include_mean).
         include_mean: make sample 0 of every step mu itself.
         seed: seed of the sampling RNG (int, None, or anything numpy accepts).
+        startup: "policy" (default, the paper's: step 0 is drawn from the policy at mu0) or
+            "uniform": step 0 is drawn uniformly in the box (dimensions with an infinite
+            bound from the policy) and is not a PPO update: mu_1 is its best sample. Its
+            record's ``mu`` is the uniform draw's mean (the box centre) and ``startup`` is
+            True.
+        advantages: "baseline" (default: A_i = R_i - baseline, see ``baseline``) or "rank":
+            the centred ranks of the rewards, (rank_i - 1) / (M - 1) - 1/2 less the
+            baseline's (the mean rank, or sample 0's rank with baseline "mu"); ties share
+            their mean rank. Invariant to any increasing transform of the rewards, so one
+            failed trial's 0.0 reward weighs no more than the worst valid one.
+        mirrored: draw the step's free samples (all but sample 0 with include_mean) in
+            antithetic pairs: quantiles u and 1 - u of each dimension's truncated normal,
+            i.e. standard-normal noise +z and -z mapped through the truncation (see
+            :meth:`TruncatedNormal.sample`); each sample's log-density stays exact.
 
     Attributes: ``mu`` [D], ``best`` [D], ``best_reward``, ``step``, ``history`` (list of dicts
     with step, mu, sigma, thetas, rewards, mean_reward, mu_next (lists of floats) and the
@@ -178,8 +206,20 @@ class PPO2(AskTell):
         seed: Any = None,
         sigma_decay: float = 1.0,
         sigma_min: float = 0.0,
+        startup: str = "policy",
+        advantages: str = "baseline",
+        mirrored: bool = False,
     ) -> None:
         self._init_common(low, high, samples_per_step, seed)
+        if startup not in STARTUPS:
+            raise ValueError(f"startup must be one of {STARTUPS}; got {startup!r}")
+        if advantages not in ADVANTAGES:
+            raise ValueError(f"advantages must be one of {ADVANTAGES}; got {advantages!r}")
+        if not isinstance(mirrored, (bool, np.bool_)):
+            raise ValueError(f"mirrored must be True or False; got {mirrored!r}")
+        self.startup = startup
+        self.advantage_rule = advantages
+        self.mirrored = bool(mirrored)
         if not (isinstance(sigma_decay, (int, float, np.floating)) and 0 < sigma_decay <= 1):
             raise ValueError(f"sigma_decay must be a number in (0, 1]; got {sigma_decay!r}")
         if not (isinstance(sigma_min, (int, float, np.floating)) and 0 <= sigma_min < math.inf):
@@ -242,10 +282,37 @@ class PPO2(AskTell):
         mu = self._from_z(self._z)[0]
         return np.clip(mu, self.low, self.high)
 
+    @property
+    def _uniform_step(self) -> bool:
+        """The current step is the uniform start-up step."""
+        return self.startup == "uniform" and self.step == 0
+
+    def _box_centre(self) -> np.ndarray:
+        """The uniform draw's mean [D]: the box centre, mu0 where a bound is infinite."""
+        box = np.isfinite(self.low) & np.isfinite(self.high)
+        centre = 0.5 * (np.where(box, self.low, 0.0) + np.where(box, self.high, 0.0))
+        return np.where(box, centre, self.mu0)
+
     # ---- ask/tell
     def _draw(self) -> np.ndarray:
         mu = self.mu
-        x = self.dist.sample(mu, self.scale, self.samples_per_step, self._rng)
+        m = self.samples_per_step
+        if self._uniform_step:
+            box = np.isfinite(self.low) & np.isfinite(self.high)
+            u = self._rng.random((m, self.dim))
+            lo, hi = np.where(box, self.low, 0.0), np.where(box, self.high, 1.0)
+            x = lo + u * (hi - lo)
+            if not box.all():
+                x = np.where(box, x, self.dist.sample(mu, self.scale, m, self._rng))
+            return np.clip(x, self.low, self.high)
+        if not self.mirrored:
+            x = self.dist.sample(mu, self.scale, m, self._rng)
+            if self.include_mean:
+                x[0] = mu
+            return x
+        first = 1 if self.include_mean else 0
+        x = np.empty((m, self.dim))
+        x[first:] = self.dist.sample(mu, self.scale, m - first, self._rng, mirrored=True)
         if self.include_mean:
             x[0] = mu
         return x
@@ -261,7 +328,10 @@ class PPO2(AskTell):
         return float(np.minimum(r * a, rc * a).mean(axis=0).sum())
 
     def advantages(self, rewards: Any) -> np.ndarray:
+        """The advantages A [M] of rewards [M] (see ``advantages`` and ``baseline``)."""
         r = np.asarray(rewards, dtype=np.float64)
+        if self.advantage_rule == "rank":
+            r = centred_ranks(r)
         base = r[0] if self.baseline == "mu" else r.mean()
         return r - base
 
@@ -269,12 +339,19 @@ class PPO2(AskTell):
         """Feed the rewards of the current step's thetas [M, D] and update mu."""
         x, r = self._check_tell(thetas, rewards)
         mu_old = self.mu
-        update = ppo_update(
-            thetas=x, advantages=self.advantages(r), z_old=self._z, param=self._param,
-            low=self.low, high=self.high, scale=self.scale, clip_eps=self.clip_eps,
-            lr=self.lr, update_steps=self.update_steps,
-        )
-        self._z = update.z
+        uniform = self._uniform_step
+        if uniform:  # the start-up step: no PPO update, mu_1 = its best sample
+            mu_old = self._box_centre()
+            self._z = self._to_z(x[int(np.argmax(r))])
+            clip_fraction = approx_kl = None
+        else:
+            update = ppo_update(
+                thetas=x, advantages=self.advantages(r), z_old=self._z, param=self._param,
+                low=self.low, high=self.high, scale=self.scale, clip_eps=self.clip_eps,
+                lr=self.lr, update_steps=self.update_steps,
+            )
+            self._z = update.z
+            clip_fraction, approx_kl = update.clip_fraction, update.approx_kl
         self.history.append(
             {
                 "step": self.step,
@@ -284,8 +361,9 @@ class PPO2(AskTell):
                 "rewards": r.tolist(),
                 "mean_reward": float(r.mean()),
                 "mu_next": self.mu.tolist(),
-                "clip_fraction": update.clip_fraction,
-                "approx_kl": update.approx_kl,
+                "clip_fraction": clip_fraction,
+                "approx_kl": approx_kl,
+                **({"startup": True} if uniform else {}),
             }
         )
         self.step += 1
@@ -319,6 +397,9 @@ class PPO2(AskTell):
             include_mean=self.include_mean,
             sigma_decay=self.sigma_decay,
             sigma_min=self.sigma_min,
+            startup=self.startup,
+            advantages=self.advantage_rule,
+            mirrored=self.mirrored,
             z=self._z.tolist(),
             mu0=self.mu0.tolist(),
         )
@@ -334,6 +415,10 @@ class PPO2(AskTell):
         self.include_mean = bool(state["include_mean"])
         self.sigma_decay = float(state.get("sigma_decay", 1.0))  # states before the schedule
         self.sigma_min = float(state.get("sigma_min", 0.0))
+        # states written before these options: the paper's defaults
+        self.startup = state.get("startup", "policy")
+        self.advantage_rule = state.get("advantages", "baseline")
+        self.mirrored = bool(state.get("mirrored", False))
         self._setup_geometry()
         self._z = np.asarray(state["z"], dtype=np.float64)
         self.mu0 = np.asarray(state["mu0"], dtype=np.float64)

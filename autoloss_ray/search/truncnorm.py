@@ -90,11 +90,18 @@ class TruncatedNormal:
             raise ValueError(f"sigma must be finite and > 0; got {sigma}")
         return mu, sigma
 
-    def sample(self, mu: Any, sigma: Any, size: int, rng: np.random.Generator) -> np.ndarray:
+    def sample(self, mu: Any, sigma: Any, size: int, rng: np.random.Generator, *,
+               mirrored: bool = False) -> np.ndarray:
         """Draw ``size`` samples -> array [size, D], every entry inside the box.
 
         Inverse-CDF sampling in log space (``ndtri_exp``), mirrored when the box lies in the
         upper tail, so it stays exact however far mu is from the box.
+
+        ``mirrored``: antithetic pairs. Rows 2j and 2j+1 use the quantiles u and 1 - u of the
+        truncated normal (the standard-normal noise Phi^-1(q) of one is minus the other's;
+        with an odd ``size`` the last row is unpaired). Each row is still drawn from the
+        truncated normal, so its log-density (:meth:`log_prob`) is exact; only the pairs are
+        dependent. ``rng`` gives ceil(size / 2) rows of uniforms.
         """
         mu, sigma = self._standardise(mu, sigma)
         if not isinstance(size, (int, np.integer)) or size < 0:
@@ -104,7 +111,13 @@ class TruncatedNormal:
         flip = alpha > 0
         a = np.where(flip, -beta, alpha)  # after mirroring a <= 0
         b = np.where(flip, -alpha, beta)
-        u = rng.random((int(size), self.dim))
+        if mirrored:
+            half = rng.random(((int(size) + 1) // 2, self.dim))
+            u = np.empty((2 * half.shape[0], self.dim))
+            u[0::2], u[1::2] = half, 1.0 - half
+            u = u[: int(size)]
+        else:
+            u = rng.random((int(size), self.dim))
         with np.errstate(divide="ignore"):
             logp = np.logaddexp(
                 special.log_ndtr(a) + np.log1p(-u), special.log_ndtr(b) + np.log(u)
