@@ -10,8 +10,8 @@ In an mmseg config::
         loss_decode=dict(type="AutoSegLoss", loss_file="runs/my-loss.json",
                          num_classes=19, loss_weight=1.0)))
 
-It has mmseg's loss interface: ``loss_name`` (the key of the loss in the loss dict; it must
-start with ``loss_`` to count in the total), ``loss_weight`` and
+It has mmseg's loss interface: ``loss_name`` (the key of the loss in the loss dict; mmseg's
+rule: it starts with ``loss_`` for a loss that enters the backward graph), ``loss_weight`` and
 ``forward(cls_score [N, C, h, w], label [N, H, W], weight=None, ignore_index=255, **kwargs)``
 returning ``loss_weight`` times the :class:`~autoloss_ray.SurrogateLoss` value (a scalar).
 The ``ignore_index`` of each call is the one used (mmseg's decode head passes its own);
@@ -83,8 +83,9 @@ class AutoSegLoss(nn.Module):
         if not math.isfinite(loss_weight) or loss_weight < 0:
             raise ValueError(f"loss_weight must be a finite number >= 0, got {loss_weight!r}")
         if not isinstance(loss_name, str) or not loss_name.startswith("loss_"):
-            raise ValueError("loss_name must be a string starting with 'loss_' (mmengine sums "
-                             f"only such keys into the total loss), got {loss_name!r}")
+            raise ValueError("loss_name must be a string starting with 'loss_' (mmseg's rule "
+                             "for a loss that enters the backward graph), got "
+                             f"{loss_name!r}")
         if loss_file is not None:
             if num_classes is not None:
                 loss_kwargs["num_classes"] = num_classes
