@@ -654,3 +654,52 @@ def test_help_names_module_function():
     assert "MODULE:FUNCTION" in out.stdout and "--num-classes" in out.stdout
     text = textwrap.dedent(out.stdout)
     assert "shipped to every Ray worker" in " ".join(text.split())
+
+
+@pytest.mark.slow
+def test_search_with_plugins_as_a_job_submitted_with_its_working_dir(tmp_path: Path):
+    """`ray job submit --working-dir .` (the Jobs API, on a head of the test's own): the job's
+    copy of the folder is the driver's working folder and the workers'; the search leaves the
+    job's working_dir alone (a second one would be a runtime_env conflict)."""
+    import shutil
+    import tempfile
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from raynode import SUBMIT_JOB, head_ports, kill_head, start_head
+
+    work, log = _user_folder(tmp_path)
+    submit = SUBMIT_JOB.replace(
+        "client.submit_job(entrypoint=entrypoint)",
+        "client.submit_job(entrypoint=entrypoint, runtime_env=json.loads(sys.argv[4]))",
+    ) + 'print(json.dumps({"status": str(status), "logs": client.get_job_logs(job_id)}))\n'
+    temp_dir = tempfile.mkdtemp(prefix="rj", dir="/tmp")
+    ports = head_ports()
+    store = tmp_path / "store"
+    import secrets
+
+    # the Jobs API of Ray 2.60 wants token auth (as in tests/test_fake_cluster.py)
+    env = {**_env(log), "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+    try:
+        start_head(temp_dir, ports, "--num-cpus", "2", "--include-dashboard", "true",
+                   "--dashboard-host", "127.0.0.1", env=env)
+        entrypoint = " ".join([AUTOLOSS, "search", *_TINY, "--experiment", "job", "--store",
+                               str(store)])
+        job = subprocess.run(
+            [sys.executable, "-c", submit, f"http://127.0.0.1:{ports['dashboard-port']}",
+             entrypoint, "240", json.dumps({"working_dir": str(work)})],
+            capture_output=True, text=True, timeout=400, env=env, cwd=tmp_path)
+    finally:
+        left = kill_head(temp_dir, ports["port"])
+        shutil.rmtree(temp_dir, ignore_errors=True)
+    assert not left, f"processes of the head survived: {left}"
+    assert job.returncode == 0, job.stdout[-2000:] + job.stderr[-3000:]
+    submitted = json.loads(job.stdout.strip().splitlines()[-1])
+    assert submitted["status"] == "SUCCEEDED", submitted["logs"][-3000:]
+    from autoloss_ray.store import ExperimentStore
+
+    rows = ExperimentStore(store).trials("job")
+    assert len(rows) == 2 and (rows["status"] == "ok").all(), rows[["status", "error"]]
+    entries = [json.loads(line) for line in log.read_text().splitlines()]
+    # the driver's check and every worker imported the job's copy, never `work` itself
+    assert {e["what"] for e in entries} == {"model", "dataset"}, entries
+    assert all("working_dir_files" in e["file"] for e in entries), entries
