@@ -46,6 +46,9 @@ __all__ = ["search_loss", "SearchLossResult", "UserSearchOptions", "TrialsFailed
            "task_name"]
 
 
+ANSWERS = ("best-trial", "policy-mean")
+
+
 class TrialsFailedError(RuntimeError):
     """Every trial of a search step failed (the trials' rows and errors are in the store)."""
 
@@ -86,6 +89,9 @@ class UserSearchOptions:
     baseline: str = "mean"
     init_preset: str | None = None
     failure_reward: float = 0.0
+    # the search's answer (what the summary, export and report use; see autoloss search
+    # --answer): the best trial, or PPO2's policy mean of its best step
+    answer: str = "best-trial"
     gpus_per_trial: float = 1.0
     cpus_per_trial: float = 1.0
     max_concurrent: int | None = None
@@ -131,6 +137,12 @@ class UserSearchOptions:
         if self.searcher not in SEARCHERS:
             raise OptionsError(f"searcher must be one of {', '.join(SEARCHERS)}, got "
                                f"{self.searcher!r}")
+        if self.answer not in ANSWERS:
+            raise OptionsError(f"answer must be one of {', '.join(ANSWERS)} (a playoff "
+                               f"re-trains the built-in proxy task), got {self.answer!r}")
+        if self.answer == "policy-mean" and self.searcher != "ppo":
+            raise OptionsError(f"answer='policy-mean' is PPO2's policy mean; searcher "
+                               f"{self.searcher!r} has none: use 'best-trial'")
         _int("steps", self.steps, 1)
         _int("samples", self.samples, 2)
         _int("seed", self.seed, 0)
@@ -205,6 +217,24 @@ class SearchLossResult:
         from autoloss_ray.export import experiment_loss
 
         return experiment_loss(self.store, self.experiment, num_classes=self.num_classes)[0]
+
+
+def _as_search_options(opts: UserSearchOptions) -> Any:
+    """``opts`` as the shared search pieces (``build_searcher``, ``build_tuner``,
+    ``summarize``) read a ``SearchOptions``: every field this search does not set has
+    ``SearchOptions``' default (PPO2's switches, ...); ``trial_config`` is this task's."""
+    from types import SimpleNamespace
+
+    from autoloss_app.options import SearchOptions
+
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(SearchOptions):
+        if f.default is not dataclasses.MISSING:
+            values[f.name] = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            values[f.name] = f.default_factory()
+    values.update({f.name: getattr(opts, f.name) for f in dataclasses.fields(opts)})
+    return SimpleNamespace(**values, trial_config=opts.trial_config)
 
 
 def _check_train_fn(train_fn: Any) -> None:
@@ -300,6 +330,7 @@ def search_loss(
     report_dir: str | os.PathLike[str] | None = None,
     tune_dir: str | os.PathLike[str] | None = None,
     address: str | None = None,
+    runtime_env: Mapping[str, Any] | None = None,
     sigma: float = 0.2,
     clip_eps: float = 0.2,
     lr: float = 0.2,
@@ -307,6 +338,7 @@ def search_loss(
     baseline: str = "mean",
     init_preset: str | None = None,
     failure_reward: float = 0.0,
+    answer: str = "best-trial",
     verbose: int = 1,
 ) -> SearchLossResult:
     """Search a ``metric`` surrogate loss for ``train_fn`` on Ray Tune; see the module
@@ -328,12 +360,18 @@ def search_loss(
         ignore_index, boundary_tolerance: of the loss (255: ignored label; BIoU/BF1 band).
         gpus_per_trial, cpus_per_trial, max_concurrent, address: where and how wide it runs
             (as ``autoloss search``; an embedded Ray without a GPU runs trials on CPU).
+        runtime_env: Ray's runtime environment for the Ray that ``search_loss`` starts or
+            joins (e.g. ``{"working_dir": "."}`` to ship the modules ``train_fn`` imports
+            from your folder to a cluster); not used when Ray is already initialised.
         resume: continue the experiment from the store (only the runtime arguments and a
             larger ``steps`` may change); no finished trial runs again.
         export, report_dir: write the searched loss (JSON for ``SurrogateLoss.from_file``)
             and a report (Markdown + PNG) at the end.
         sigma, clip_eps, lr, update_steps, baseline, init_preset, failure_reward: the
             searcher's (as the ``autoloss search`` options of the same names).
+        answer: the search's answer (``best_theta``, the export, the report):
+            ``"best-trial"`` (the highest-reward trial) or ``"policy-mean"`` (PPO2 only: the
+            policy mean of its best step, the paper's).
         verbose: 0 prints nothing; 1 a line per finished trial.
 
     Returns:
@@ -342,6 +380,9 @@ def search_loss(
         every trial of a step failed, ``SearchInterrupted`` on Ctrl-C (resume continues).
     """
     _check_train_fn(train_fn)
+    if runtime_env is not None and not isinstance(runtime_env, Mapping):
+        raise OptionsError(f"runtime_env must be a dict (Ray's runtime environment), got "
+                           f"{type(runtime_env).__name__}")
     opts = UserSearchOptions(
         task=task_name(train_fn), num_classes=num_classes, metric=metric,
         parameterization=parameterization, searcher=searcher, ignore_index=ignore_index,
@@ -349,7 +390,7 @@ def search_loss(
         config=dict(config) if isinstance(config, Mapping) else (config or {}),
         steps=steps, samples=samples, sigma=sigma, clip_eps=clip_eps, lr=lr,
         update_steps=update_steps, baseline=baseline, init_preset=init_preset,
-        failure_reward=failure_reward, gpus_per_trial=gpus_per_trial,
+        failure_reward=failure_reward, answer=answer, gpus_per_trial=gpus_per_trial,
         cpus_per_trial=cpus_per_trial, max_concurrent=max_concurrent, store=os.fspath(store),
         tune_dir=None if tune_dir is None else os.fspath(tune_dir), experiment=experiment,
         seed=seed, address=address, resume=bool(resume),
@@ -371,7 +412,7 @@ def search_loss(
         raise OptionsError(f"resume=True: experiment {opts.experiment!r} has no search in the "
                            f"store {opts.store} to resume; run without resume to start it")
     _check_same_task(opts, store_, manifest, previous)
-    searcher_ = build_searcher(opts, store_)
+    searcher_ = build_searcher(_as_search_options(opts), store_)
     told = 0
     if results:
         policy = store_.policy(opts.experiment)
@@ -380,11 +421,12 @@ def search_loss(
         if not opts.resume and len(previous_results(store_, opts.experiment)[0]):
             raise OptionsError(f"experiment {opts.experiment!r} got trials from another "
                                "search meanwhile; pass resume=True or choose another one")
-        return _run_locked(train_fn, opts, store_, searcher_, told, previous)
+        return _run_locked(train_fn, opts, store_, searcher_, told, previous,
+                           runtime_env=None if runtime_env is None else dict(runtime_env))
 
 
 def _run_locked(train_fn, opts: UserSearchOptions, store, searcher, told: int,
-                previous) -> SearchLossResult:
+                previous, *, runtime_env: dict[str, Any] | None = None) -> SearchLossResult:
     import ray
     from ray import cloudpickle
 
@@ -409,7 +451,7 @@ def _run_locked(train_fn, opts: UserSearchOptions, store, searcher, told: int,
         say(f"experiment {opts.experiment}: all {opts.steps} steps are in the store already; "
             "nothing to run")
     else:
-        url = init_ray(opts.address, verbose=opts.verbose)
+        url = init_ray(opts.address, verbose=opts.verbose, runtime_env=runtime_env)
         say(f"Ray at {ray.get_runtime_context().gcs_address}"
             + (f", dashboard {url}" if url else ""))
         say(f"searching a {opts.metric} surrogate ({opts.parameterization}) with "
@@ -427,7 +469,7 @@ def _run_locked(train_fn, opts: UserSearchOptions, store, searcher, told: int,
         if shipped:
             cloudpickle.register_pickle_by_value(ship)
         try:
-            tuner = build_tuner(opts, store, searcher=searcher,
+            tuner = build_tuner(_as_search_options(opts), store, searcher=searcher,
                                 num_samples=-1 if told else total - told, previous=previous,
                                 trainable=trainable)
             tuner.fit()
@@ -438,7 +480,7 @@ def _run_locked(train_fn, opts: UserSearchOptions, store, searcher, told: int,
         if done < total:
             raise SearchInterrupted(f"experiment {opts.experiment!r} stopped after {done} of "
                                     f"{total} trials")
-    summary = dict(summarize(opts, store))
+    summary = dict(summarize(_as_search_options(opts), store))
     summary["seconds"] = time.monotonic() - start
     if summary.get("failed_step") is not None:
         raise TrialsFailedError(

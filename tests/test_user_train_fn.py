@@ -186,6 +186,9 @@ BAD = [
     ({"cpus_per_trial": 0}, "gpus_per_trial must be >= 0 and cpus_per_trial > 0"),
     ({"sigma": -1.0}, "sigma must be > 0"),
     ({"resume": True}, "resume=True: experiment 'mine' has no search in the store"),
+    ({"answer": "playoff"}, "answer must be one of best-trial, policy-mean (a playoff"),
+    ({"answer": "policy-mean", "searcher": "random"}, "answer='policy-mean' is PPO2's"),
+    ({"runtime_env": "."}, "runtime_env must be a dict (Ray's runtime environment), got str"),
 ]
 
 
