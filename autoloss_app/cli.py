@@ -281,7 +281,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--experiment", required=True)
     p.add_argument("--out", required=True, help="output .json path")
     p.add_argument("--num-classes", type=int, default=None,
-                   help="class count recorded in the file (default: the search's dataset)")
+                   help="class count recorded in the file (default: the one the search's "
+                   "trials recorded; a store that records none needs it)")
     p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("report", help="tables and plots from the store",
