@@ -92,6 +92,17 @@ def add_search_arguments(p: argparse.ArgumentParser) -> None:
                    help="PPO2's advantage baseline: 'mean' (A_i = R_i - mean R, default) or "
                    "'mu' (the official code's: sample 0 of every step is mu itself, trained "
                    "like its siblings, and A_i = R_i - R_0)")
+    g.add_argument("--startup", default="policy", choices=["policy", "uniform"],
+                   help="PPO2's step 0: 'policy' (drawn around the initial mu, the paper's; "
+                   "default) or 'uniform' (drawn uniformly in the box, no update: mu_1 is "
+                   "its best trial)")
+    g.add_argument("--advantages", default="baseline", choices=["baseline", "rank"],
+                   help="PPO2's advantages: 'baseline' (R_i - the --baseline, the paper's; "
+                   "default) or 'rank' (centred ranks of the step's rewards: a failed "
+                   "trial's 0.0 weighs no more than the worst valid reward)")
+    g.add_argument("--mirrored", action=argparse.BooleanOptionalAction, default=False,
+                   help="PPO2 draws each step's samples in mirrored pairs (+z and -z "
+                   "standard-normal noise through the truncation; default: --no-mirrored)")
     g.add_argument("--failure-reward", type=float, default=0.0,
                    help="reward given to a failed or diverged trial (default 0)")
     g = p.add_argument_group("cluster and output")
@@ -115,6 +126,18 @@ def add_search_arguments(p: argparse.ArgumentParser) -> None:
                    help="continue an interrupted search of the same --experiment from the "
                    "store; options not given are the original search's, options given must "
                    "match them (resources, paths and a larger --steps may change)")
+    g.add_argument("--answer", default="best-trial",
+                   choices=["best-trial", "playoff", "policy-mean"],
+                   help="the search's answer (what --export, --report-dir, `autoloss export` "
+                   "and `autoloss report` use; recorded in the manifest): 'best-trial' (the "
+                   "highest-reward trial; default), 'playoff' (the --playoff-k best trials, "
+                   "plus PPO2's last mu, re-trained with --playoff-seeds fresh training seeds "
+                   "after the search; the best mean wins) or 'policy-mean' (PPO2 only: the "
+                   "mean mu of its best step, the paper's)")
+    g.add_argument("--playoff-k", type=int, default=3,
+                   help="--answer playoff: how many of the best trials re-train (default 3)")
+    g.add_argument("--playoff-seeds", type=int, default=2,
+                   help="--answer playoff: fresh training seeds per candidate (default 2)")
     g.add_argument("--export", default=None, help="write the best loss to this JSON file")
     g.add_argument("--report-dir", default=None, help="write a report (Markdown + PNG) here")
     g.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
@@ -181,6 +204,9 @@ def _options_from_args(args: argparse.Namespace) -> SearchOptions:
         lr=args.lr,
         update_steps=args.update_steps,
         baseline=args.baseline,
+        startup=args.startup,
+        advantages=args.advantages,
+        mirrored=args.mirrored,
         init_preset=args.init_preset,
         failure_reward=args.failure_reward,
         gpus_per_trial=args.gpus_per_trial,
@@ -194,6 +220,9 @@ def _options_from_args(args: argparse.Namespace) -> SearchOptions:
         resume=args.resume,
         export=args.export,
         report_dir=args.report_dir,
+        answer=args.answer,
+        playoff_k=args.playoff_k,
+        playoff_seeds=args.playoff_seeds,
         verbose=0 if args.quiet else 1,
     )
 

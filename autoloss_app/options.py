@@ -17,6 +17,7 @@ from typing import Any
 from autoloss_ray.validation import SEARCH_NAME_RE, OptionsError, check_resources
 
 __all__ = ["LEGACY_MANIFEST", "RECIPES", "SEARCHERS", "SearchOptions", "OptionsError", "is_uri",
+           "default_tune_dir",
            "check_finite", "check_resources", "check_max_concurrent",
            "check_output_file", "check_output_dir", "check_folder_options",
            "folder_num_classes"]
@@ -54,7 +55,23 @@ SEARCHERS = ("ppo", "random", "tpe", "cmaes")
 
 # Options a search manifest of an older version lacks, with the value that search ran with
 # (before eval_protocol existed, the hold-out reward was scored at the training size).
-LEGACY_MANIFEST: dict[str, Any] = {"eval_protocol": "train_size"}
+LEGACY_MANIFEST: dict[str, Any] = {"eval_protocol": "train_size",
+                                   # no --answer yet: the searcher's rule then (resolved())
+                                   "answer": None}
+
+
+def default_tune_dir(store: str, tune_dir: str | None) -> str:
+    """Where Ray Tune keeps a search's state: ``tune_dir`` made absolute when given (Ray Tune
+    takes a local storage path only when absolute: a relative one fails after Ray has started,
+    as "URI has empty scheme"); else ``tune`` beside a local store, or ``tune`` under a URI
+    store (``s3://b/x`` -> ``s3://b/x/tune``, its query kept), so that a search on an object
+    store needs no local folder and no extra option."""
+    if tune_dir is not None:
+        return tune_dir if is_uri(tune_dir) else os.path.abspath(tune_dir)
+    if is_uri(store):
+        head, sep, query = store.partition("?")
+        return f"{head.rstrip('/')}/tune{sep}{query}"
+    return str(Path(store).expanduser().resolve().parent / "tune")
 
 
 def is_uri(path: str) -> bool:
@@ -136,6 +153,12 @@ def check_max_concurrent(value: int | None) -> None:
         raise OptionsError(f"--max-concurrent must be >= 1 (or left out), got {value}")
 
 
+def check_seed(value: int, flag: str = "--seed") -> None:
+    """A seed is an integer >= 0 (numpy's generators take no negative seed)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise OptionsError(f"{flag} must be an integer >= 0, got {value!r}")
+
+
 @dataclass(frozen=True, kw_only=True)
 class SearchOptions:
     """Everything a search needs. ``None`` means "take it from the recipe"."""
@@ -166,6 +189,10 @@ class SearchOptions:
     lr: float = 0.2
     update_steps: int = 60
     baseline: str = "mean"
+    # PPO2 options beyond the paper (issue 29.3; autoloss_ray.search.ppo.PPO2)
+    startup: str = "policy"
+    advantages: str = "baseline"
+    mirrored: bool = False
     init_preset: str | None = None
     failure_reward: float = 0.0
     gpus_per_trial: float = 1.0
@@ -179,6 +206,11 @@ class SearchOptions:
     resume: bool = False
     export: str | None = None
     report_dir: str | None = None
+    # the search's answer (autoloss_ray.answer): best-trial | playoff | policy-mean; None:
+    # the rule of a search from before the option (PPO2: policy-mean, others: best-trial)
+    answer: str | None = "best-trial"
+    playoff_k: int = 3
+    playoff_seeds: int = 2
     verbose: int = 1
     extra_config: dict[str, Any] = field(default_factory=dict)
 
@@ -192,12 +224,17 @@ class SearchOptions:
             k: (RECIPES[self.recipe][k] if getattr(self, k) is None else getattr(self, k))
             for k in RECIPES[self.recipe]
         }
-        if self.tune_dir is None and not is_uri(self.store):
-            values["tune_dir"] = str(Path(self.store).resolve().parent / "tune")
-        elif self.tune_dir is not None and not is_uri(self.tune_dir):
-            # Ray Tune takes a storage path only when absolute (a relative one fails after
-            # Ray has started, as "URI has empty scheme")
-            values["tune_dir"] = os.path.abspath(self.tune_dir)
+        values["tune_dir"] = default_tune_dir(self.store, self.tune_dir)
+        try:  # one spelling in the manifest: "MIOU + biou" -> "miou+biou" (resume compares it)
+            from autoloss_ray.vocabulary import parse_metric
+
+            values["metric"] = "+".join(parse_metric(self.metric))
+        except (TypeError, ValueError):
+            pass  # validate() says what is wrong with it
+        if self.answer is None:
+            from autoloss_ray.answer import legacy_answer
+
+            values["answer"] = legacy_answer(self.searcher)
         if (self.dataset == "folder" and self.num_classes is None and self.data_root
                 and not is_uri(self.data_root) and Path(self.data_root).is_dir()):
             values["num_classes"] = folder_num_classes(self.data_root)
@@ -230,6 +267,7 @@ class SearchOptions:
             )
         if not self.sigma > 0:
             raise OptionsError(f"--sigma must be > 0, got {self.sigma}")
+        self._validate_answer_and_ppo_options()
         for name in ("iterations", "batch_size"):
             value = getattr(self, name)
             if value is not None and value < 1:
@@ -247,6 +285,7 @@ class SearchOptions:
             )
         check_resources(self.gpus_per_trial, self.cpus_per_trial)
         check_max_concurrent(self.max_concurrent)
+        check_seed(self.seed)
         if not SEARCH_NAME_RE.match(self.experiment):
             raise OptionsError(
                 f"--experiment must be 1-128 letters, digits, '_', '.', '-', got "
@@ -299,6 +338,33 @@ class SearchOptions:
                 raise OptionsError(
                     f"--init-preset must be one of {sorted(PRESETS)}, got {self.init_preset!r}"
                 )
+
+    def _validate_answer_and_ppo_options(self) -> None:
+        """--answer, --playoff-k/-seeds and PPO2's --startup/--advantages/--mirrored."""
+        from autoloss_ray.answer import check_answer
+        from autoloss_ray.search.ppo import ADVANTAGES, STARTUPS
+
+        try:
+            check_answer(self.answer, self.searcher)
+        except ValueError as exc:
+            raise OptionsError(str(exc)) from None
+        for name in ("playoff_k", "playoff_seeds"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise OptionsError(f"--{name.replace('_', '-')} must be an int >= 1, "
+                                   f"got {value!r}")
+        if self.startup not in STARTUPS:
+            raise OptionsError(f"--startup must be one of {', '.join(STARTUPS)}, "
+                               f"got {self.startup!r}")
+        if self.advantages not in ADVANTAGES:
+            raise OptionsError(f"--advantages must be one of {', '.join(ADVANTAGES)}, "
+                               f"got {self.advantages!r}")
+        changed = [f"--{k}" for k, v in (("startup", self.startup != "policy"),
+                                        ("advantages", self.advantages != "baseline"),
+                                        ("mirrored", self.mirrored)) if v]
+        if changed and self.searcher != "ppo":
+            raise OptionsError(f"{', '.join(changed)}: options of PPO2 (--searcher ppo); "
+                               f"--searcher {self.searcher} has no policy to start or update")
 
     def trial_config(self) -> dict[str, Any]:
         """The constant part of every trial's config (the searcher adds ``theta``)."""

@@ -34,6 +34,8 @@ RUNTIME_OPTIONS = frozenset({
     "gpus_per_trial", "cpus_per_trial", "max_concurrent", "store", "tune_dir", "address",
     "resume", "export", "report_dir", "verbose", "data_root", "backbone_weights", "steps",
     "recipe",
+    # the answer rule: what happens after the search's trials, not what they draw
+    "answer", "playoff_k", "playoff_seeds",
 })
 NOT_FROM_MANIFEST = frozenset({"store", "experiment", "resume", "export", "report_dir",
                                "verbose", "address", "tune_dir"})

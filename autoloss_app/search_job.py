@@ -380,7 +380,10 @@ def summarize(opts: SearchOptions, store: ExperimentStore) -> SearchOutcome:
     if len(trials):
         from autoloss_ray.report import best_theta
 
-        theta = best_theta(everything, policy, answer=opts.answer)  # the --answer rule
+        try:
+            theta = best_theta(everything, policy, answer=opts.answer)  # the --answer rule
+        except ValueError as exc:  # a playoff without a successful re-training
+            theta, out["answer_error"] = None, str(exc)
         if theta is not None:
             out["best_theta"] = [round(float(v), 6) for v in theta]
         out["answer"] = opts.answer

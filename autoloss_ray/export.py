@@ -1,7 +1,9 @@
 """Turn a searched experiment of the store into a loss file any PyTorch project can load.
 
-``export_experiment(store, "demo", "miou-loss.json")`` writes the mu of the PPO step with the
-best mean reward (random search, TPE, CMA-ES: the best trial's theta) as a JSON file for
+``export_experiment(store, "demo", "miou-loss.json")`` writes the search's answer (the rule its
+manifest records, :mod:`autoloss_ray.answer`: the best trial, the playoff's winner or PPO2's
+policy mean; a search from before ``--answer``: PPO2's policy mean, random search, TPE and
+CMA-ES the best trial) as a JSON file for
 ``SurrogateLoss.from_file``, for the class count the search recorded
 (:func:`recorded_num_classes`; a store without one needs ``num_classes``). No ray import.
 """
@@ -43,6 +45,7 @@ def recorded_num_classes(trials) -> int | None:
 
 def experiment_loss(store: Any, experiment: str, *, num_classes: int | None = None):
     """The best searched ``SurrogateLoss`` of ``experiment`` and a dict describing it."""
+    from autoloss_ray.answer import manifest_answer
     from autoloss_ray.losses.surrogate import SurrogateLoss
     from autoloss_ray.report import best_theta
     from autoloss_ray.store import ExperimentStore, ok_mask
@@ -61,7 +64,8 @@ def experiment_loss(store: Any, experiment: str, *, num_classes: int | None = No
             f"{len(trials)} failed; first error: {trials['error'].dropna().head(1).tolist()})"
         )
     policy = store.policy(experiment)
-    theta = best_theta(trials, policy)
+    answer = manifest_answer(store.read_search(experiment), policy)
+    theta = best_theta(trials, policy, answer=answer)
     if theta is None:
         raise ValueError(f"experiment {experiment!r} has no successful trial to export")
     config = _search_config(trials)
@@ -90,6 +94,8 @@ def experiment_loss(store: Any, experiment: str, *, num_classes: int | None = No
         boundary_tolerance=int(config.get("boundary_tolerance", 5)),
     )
     meta: dict[str, Any] = {"experiment": experiment, "store": str(store.root)}
+    if answer is not None:
+        meta["answer"] = answer
     if len(policy):
         best = policy.loc[policy["mean_reward"].astype(float).idxmax()]
         meta.update(step=int(best["step"]), mean_reward=float(best["mean_reward"]))

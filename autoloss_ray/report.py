@@ -193,12 +193,22 @@ def answers_with_best_trial(searcher: object) -> bool:
     return name in BEST_TRIAL_SEARCHERS
 
 
-def best_theta(trials: pd.DataFrame, policy: pd.DataFrame | None = None) -> np.ndarray | None:
-    """The search's answer: the policy mean ``mu`` of the step with the best mean reward
-    (PPO2's rule); for the searchers that answer with their best trial
+def best_theta(trials: pd.DataFrame, policy: pd.DataFrame | None = None, *,
+               answer: str | None = None) -> np.ndarray | None:
+    """The search's answer [D], the one rule of ``autoloss report``, ``autoloss export`` and
+    a search's summary.
+
+    ``answer``: the search's rule (:data:`autoloss_ray.answer.ANSWER_RULES`, what its
+    manifest records: :func:`autoloss_ray.answer.manifest_answer`; see
+    :func:`autoloss_ray.answer.answer_theta`). None (a store without a manifest): the
+    per-searcher rule of searches before ``--answer``: the policy mean ``mu`` of the step
+    with the best mean reward for PPO2; for the searchers that answer with their best trial
     (:func:`answers_with_best_trial`: random, TPE, CMA-ES) or without policy rows, the best
-    trial's theta. The one rule of ``autoloss report``, ``autoloss export`` and a search's
-    summary."""
+    trial's theta."""
+    if answer is not None:
+        from autoloss_ray.answer import answer_theta
+
+        return answer_theta(trials, policy, answer)
     if policy is not None and len(policy):
         searcher = policy["searcher"].dropna() if "searcher" in policy.columns else []
         best_trial = len(searcher) and all(answers_with_best_trial(s) for s in searcher)
@@ -207,6 +217,8 @@ def best_theta(trials: pd.DataFrame, policy: pd.DataFrame | None = None) -> np.n
             if mr.notna().any():
                 return np.asarray(policy.loc[mr.idxmax(), "mu"], dtype=np.float64)
     if trials is not None and len(trials):
+        if "kind" in trials.columns and (trials["kind"] == "search").any():
+            trials = trials[trials["kind"] == "search"]
         ok = trials[ok_mask(trials) & trials["theta"].notna()]
         rw = pd.to_numeric(ok["reward"], errors="coerce")
         if rw.notna().any():
@@ -314,14 +326,29 @@ def _write_search_report(store, experiment: str, out: Path, *, compare: Sequence
             top = ok.assign(trial=ok["trial_id"]).sort_values("reward", ascending=False).head(5)
             md += ["## Best trials (metrics in %)", "",
                    results_table(top, label="trial", only_ok=True), ""]
-        theta = best_theta(search, policy)
+        from autoloss_ray.answer import manifest_answer, playoff_results
+
+        answer = manifest_answer(store.read_search(experiment), policy)
+        playoff = playoff_results(trials)
+        if len(playoff):
+            md += ["## Playoff (the top trials re-trained with fresh seeds)", "",
+                   "| candidate | re-trainings | failed | mean reward |", "|---|---|---|---|"]
+            md += [f"| {r.label} | {r.n} | {r.failed} | {_fmt(r.mean_reward, 4)} |"
+                   for r in playoff.itertuples()]
+            md.append("")
+        try:
+            theta = best_theta(trials, policy, answer=answer)
+        except ValueError as e:
+            theta = None
+            md += [f"(no answer yet: {e})", ""]
         if theta is not None and metric and param:
             try:
                 paths["curves"] = plot_curves(metric, param, theta, out / "curves.png",
                                               title=f"searched curves ({metric}, {param})",
                                               get_parameterization=get_parameterization)
                 md += ["## Searched curves", "",
-                       "theta: `" + ", ".join(f"{v:.4f}" for v in theta) + "`", "",
+                       f"answer: {answer or 'per searcher (no manifest)'}; theta: `"
+                       + ", ".join(f"{v:.4f}" for v in theta) + "`", "",
                        "![searched curves h(x) vs identity](curves.png)", ""]
             except (ImportError, ValueError) as e:
                 md += [f"(curves not plotted: {e})", ""]

@@ -3,7 +3,8 @@
 For every setting (the paper's PPO2, each option alone, all three together; random search as
 a floor) and every objective, runs T steps x M samples over several seeds and prints the mean
 (+- SE) over seeds of the best valid reward seen and of the reward at the final mean mu_T.
-Objectives on [0, 1]^D, maximised: a quadratic bowl (optimum 0 at 0.75), a shifted
+Objectives on [0, 1]^D, maximised: a quadratic bowl (optimum 0 at 0.75; the same at 0.1,
+far from mu0, near a corner), a shifted
 Rosenbrock (optimum 0 at 0.75), and "failures": exp(bowl) in (0, 1] (a reward like mIoU),
 where every sample with theta_0 < 0.3 fails and counts 0.0 (the CLI's default
 --failure-reward): the outliers a mean baseline is sensitive to. PPO2 starts at mu0 = 0.5.
@@ -50,8 +51,13 @@ def failed(f, th: np.ndarray) -> np.ndarray:
     return (th[:, 0] < 0.3) if f is failures else np.zeros(len(th), dtype=bool)
 
 
-OBJECTIVES = {"bowl": bowl, "rosenbrock": rosenbrock, "failures (0.0 below theta_0=0.3)":
-              failures}
+def far_bowl(th: np.ndarray) -> np.ndarray:
+    """A bowl whose optimum (0 at 0.1) is far from mu0 = 0.5, near a corner of the box."""
+    return -((th - 0.1) ** 2).sum(axis=1)
+
+
+OBJECTIVES = {"bowl": bowl, "bowl far from mu0 (optimum at 0.1)": far_bowl,
+              "rosenbrock": rosenbrock, "failures (0.0 below theta_0=0.3)": failures}
 
 
 def run(make, f, steps: int) -> tuple[float, float]:

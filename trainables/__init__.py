@@ -6,6 +6,7 @@ from autoloss_ray._lazy import lazy_getattr
 
 _EXPORTS = {
     "proxy_task": "trainables.proxy",
+    "playoff_task": "trainables.proxy",
     "retrain_task": "trainables.proxy",
     "with_gpu_resources": "trainables.proxy",
     "trial_device": "trainables.proxy",

@@ -22,8 +22,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 __all__ = [
-    "proxy_task", "retrain_task", "with_gpu_resources", "trial_device", "TrialResources",
-    "embedded_ray",
+    "proxy_task", "playoff_task", "retrain_task", "with_gpu_resources", "trial_device",
+    "TrialResources", "embedded_ray",
 ]
 
 
@@ -111,6 +111,13 @@ def _run(config: Mapping[str, Any], defaults: Mapping[str, Any], kind: str) -> N
 def proxy_task(config: dict[str, Any]) -> None:
     """Ray Tune function trainable: one proxy trial (hold-out reward)."""
     _run(config, {}, "search")
+
+
+def playoff_task(config: dict[str, Any]) -> None:
+    """Ray Tune function trainable: a proxy trial of a search's playoff (its answer rule
+    ``playoff``: a candidate theta re-trained with a fresh ``train_seed``); rows of kind
+    ``playoff``."""
+    _run(config, {}, "playoff")
 
 
 def retrain_task(config: dict[str, Any]) -> None:

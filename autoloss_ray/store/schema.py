@@ -44,7 +44,9 @@ STATUSES = ("ok", "failed", "nan")
 # how the row's metrics were scored: labels at their native resolution, or image and label
 # resized to the training size (rows of older stores have null: they are "train_size")
 EVAL_PROTOCOLS = ("native", "train_size")
-KINDS = ("search", "retrain", "evaluate")
+# playoff: a search's top trials re-trained with fresh seeds after it (autoloss_ray.answer;
+# step = the candidate, sample = the seed); readers of search rows select kind "search"
+KINDS = ("search", "retrain", "evaluate", "playoff")
 
 _TS = pa.timestamp("us", tz="UTC")
 _F64_LIST = pa.list_(pa.float64())
@@ -53,7 +55,7 @@ TRIAL_SCHEMA = pa.schema(
     [
         pa.field("experiment", pa.string(), nullable=False),
         pa.field("trial_id", pa.string(), nullable=False),
-        pa.field("kind", pa.string(), nullable=False),  # search | retrain | evaluate
+        pa.field("kind", pa.string(), nullable=False),  # search | retrain | evaluate | playoff
         pa.field("step", pa.int64()),  # search step (None outside a search)
         pa.field("sample", pa.int64()),  # index of the trial within its step
         pa.field("metric", pa.string()),  # target metric spec, e.g. "miou" or "miou+biou"
