@@ -22,6 +22,7 @@ def check_evaluate_options(args: argparse.Namespace) -> None:
         check_finite,
         check_folder_options,
         check_output_dir,
+        check_seed,
     )
     from autoloss_ray.store import check_name
 
@@ -29,6 +30,7 @@ def check_evaluate_options(args: argparse.Namespace) -> None:
         if getattr(args, name) < low:
             raise OptionsError(f"--{name.replace('_', '-')} must be >= {low}, "
                                f"got {getattr(args, name)}")
+    check_seed(args.seed)
     check_finite(gpus_per_worker=args.gpus_per_worker)
     if args.gpus_per_worker < 0:
         raise OptionsError(f"--gpus-per-worker must be >= 0, got {args.gpus_per_worker}")

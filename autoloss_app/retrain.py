@@ -212,11 +212,17 @@ def _cmd_retrain(args: argparse.Namespace) -> int:
                dataset_options=_dataset_options(args))
     store = ExperimentStore(args.store)
     store.check_writable()  # before anything trains: a refused row is a lost retrain
-    if len(store.trials(args.experiment)):
+    earlier = store.trials(args.experiment)
+    if len(earlier) and ok_mask(earlier).any():
         raise OptionsError(
             f"experiment {args.experiment!r} already has rows in {args.store}; choose another "
             "--experiment"
         )
+    if len(earlier):  # only failed or diverged rows: nothing to keep; the name is free again
+        for trial_id in earlier["trial_id"]:
+            store.filesystem.delete_file(store.trial_path(args.experiment, str(trial_id)))
+        print(f"[autoloss] experiment {args.experiment!r}: removed {len(earlier)} row(s) of an "
+              "earlier retrain in which no loss trained without failing", flush=True)
     out_dir = paths.checkpoint_dir
     if args.repeats < 1:
         raise OptionsError(f"--repeats must be >= 1, got {args.repeats}")
@@ -301,7 +307,8 @@ def _cmd_retrain(args: argparse.Namespace) -> int:
     from autoloss_ray.report import results_table
 
     rows = store.trials(args.experiment)
-    print(results_table(rows))
+    if ok_mask(rows).any():
+        print(results_table(rows))
     failed = rows[~ok_mask(rows)]
     for _, row in failed.iterrows():
         print(f"[autoloss] {row['loss']}: {row['status']}: {row['error']}")
@@ -312,7 +319,12 @@ def _cmd_retrain(args: argparse.Namespace) -> int:
         first = " ".join(str(errors.iloc[0]["error"]).split())[:500]
         print(f"autoloss retrain: error: every trial failed; the first one's error: {first}",
               file=sys.stderr, flush=True)
-    return 0 if len(failed) == 0 else 1
+    elif not ok_mask(rows).any():
+        import sys
+
+        print("autoloss retrain: error: no loss trained without failing (see the lines above)",
+              file=sys.stderr, flush=True)
+    return 0 if len(failed) == 0 and len(rows) else 1
 
 
 def _dataset_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -329,6 +341,7 @@ def check_retrain_options(args: argparse.Namespace) -> None:
         check_folder_options,
         check_max_concurrent,
         check_resources,
+        check_seed,
     )
     from autoloss_ray.train import check_trial_config
 
@@ -336,6 +349,7 @@ def check_retrain_options(args: argparse.Namespace) -> None:
     check_folder_options(args.dataset, args.data_root, args.ignore_index)
     check_resources(args.gpus_per_trial, args.cpus_per_trial)
     check_max_concurrent(args.max_concurrent)
+    check_seed(args.seed)
     try:
         check_trial_config({
             "metric": args.metric, "dataset": args.dataset, "model": args.model,

@@ -24,7 +24,8 @@ STORE_NAME_MAX = 200
 
 
 def _name_re(max_len: int) -> re.Pattern[str]:
-    return re.compile(rf"^[A-Za-z0-9][A-Za-z0-9_.-]{{0,{max_len - 1}}}$")
+    # \Z, not $: "$" also matches before a trailing newline ("name\n" made a folder so named)
+    return re.compile(rf"^[A-Za-z0-9][A-Za-z0-9_.-]{{0,{max_len - 1}}}\Z")
 
 
 SEARCH_NAME_RE = _name_re(SEARCH_NAME_MAX)

@@ -656,3 +656,27 @@ def test_a_trial_worker_killed_9_is_recorded_failed_and_the_search_finishes(
     assert sorted(trials["status"]) == ["failed", "ok"], trials[["status", "error"]]
     again = _run(*args, "--resume", timeout=300)
     assert again.returncode == 0 and "nothing to run" in again.stdout, again.stderr[-2000:]
+
+
+def test_seed_metric_spelling_and_a_name_with_a_newline(tmp_path, capsys) -> None:
+    """Issue 32 (low): --seed -1 names --seed on search, retrain and evaluate; --metric MIOU
+    is stored as miou (so --resume --metric miou matches); "name\\n" is not a name."""
+    from autoloss_app.cli import main as cli_main
+    from autoloss_app.options import OptionsError, SearchOptions
+    from autoloss_ray.store import check_name
+
+    with pytest.raises(OptionsError, match="--seed must be an integer >= 0, got -1"):
+        SearchOptions(seed=-1, store=str(tmp_path / "s")).resolved()
+    assert SearchOptions(metric="MIOU + Biou", store=str(tmp_path / "s")).resolved().metric \
+        == "miou+biou"
+    with pytest.raises(OptionsError, match="experiment"):
+        SearchOptions(experiment="nl\n", store=str(tmp_path / "s")).resolved()
+    with pytest.raises(ValueError):
+        check_name("nl\n", "experiment")
+    for argv in (["retrain", "--loss", "ce", "--seed", "-1", "--store", str(tmp_path / "s"),
+                  "--experiment", "r"],
+                 ["evaluate", "--checkpoint", str(tmp_path / "none.pt"), "--seed", "-1"]):
+        assert cli_main(argv) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "--seed must be an integer >= 0" in err, err
+    assert not (tmp_path / "s").exists()

@@ -119,7 +119,7 @@ class TrialConfig:
         self.inference_size = check_inference_size(self.inference_size)
         ints = {
             "iterations": 1, "batch_size": 1, "num_workers": 0,
-            "boundary_tolerance": 0, "train_size": 0, "progress_every": 0,
+            "boundary_tolerance": 0, "train_size": 0, "progress_every": 0, "seed": 0,
         }
         for name, low in ints.items():
             value = getattr(self, name)
