@@ -280,3 +280,48 @@ def test_a_tiny_real_playoff_on_ray_answers_for_export_and_summary(tmp_path) -> 
     assert done["answer"] == "playoff" and done["trials"] == 2
     assert done["best_theta"] == pytest.approx(winner.tolist(), abs=1e-6)
     assert [p["label"] for p in done["playoff"]] == res["label"].tolist()
+
+
+# --------------------------------------------------------------------------- PPO2's options
+def test_ppo2_options_from_the_command_line_reach_the_searcher_and_replay(tmp_path) -> None:
+    """--startup uniform --advantages rank --mirrored: parsed, recorded in the manifest, built
+    into PPO2, the policy table shows the uniform step (box centre, then mu_1 = its best
+    trial), a fresh searcher replays the store's trials to the same draws, and a resume
+    with other PPO2 options is refused."""
+    from autoloss_app.resume import check_resume_options, search_manifest
+    from autoloss_app.search_job import build_searcher
+
+    argv = ["search", "--startup", "uniform", "--advantages", "rank", "--mirrored",
+            "--store", str(tmp_path / "store"), "--experiment", "o", "--steps", "3",
+            "--samples", "4", "--model", "tiny", "--seed", "3"]
+    opts = search_options_from_args(build_parser().parse_args(argv)).resolved()
+    manifest = search_manifest(opts)
+    assert (manifest["startup"], manifest["advantages"], manifest["mirrored"]) == (
+        "uniform", "rank", True)
+    store = ExperimentStore(opts.store)
+    searcher = build_searcher(opts, store)
+    ppo = searcher.optimizer
+    assert (ppo.startup, ppo.advantage_rule, ppo.mirrored) == ("uniform", "rank", True)
+    target = np.linspace(0.2, 0.8, ppo.dim)
+    results = []
+    for k in range(12):
+        c = searcher.suggest(f"t{k}")
+        v = -float(np.sum((np.asarray(c["theta"]) - target) ** 2))
+        searcher.on_trial_complete(f"t{k}", {"reward": v})
+        results.append({"step": c["search_step"], "sample": c["search_sample"],
+                        "config": {"theta": c["theta"]}, "value": v, "trial_id": f"t{k}"})
+    policy = store.policy("o").sort_values("step")
+    box = 0.5 * (ppo.low + ppo.high)
+    np.testing.assert_allclose(policy["mu"].iloc[0], box)
+    step0 = [r for r in results if r["step"] == 0]
+    best0 = max(step0, key=lambda r: r["value"])["config"]["theta"]
+    np.testing.assert_allclose(policy["mu"].iloc[1], best0, atol=1e-7)
+    fresh = build_searcher(opts, ExperimentStore(tmp_path / "other"))
+    assert fresh.replay(results) == 12
+    np.testing.assert_array_equal(fresh.optimizer.mu, searcher.optimizer.mu)
+    for flag, value in (("startup", "policy"), ("advantages", "baseline"), ("mirrored", False)):
+        changed = SearchOptions(**{**{k: getattr(opts, k) for k in (
+            "store", "experiment", "steps", "samples", "model", "seed", "startup",
+            "advantages", "mirrored")}, flag: value}).resolved()
+        with pytest.raises(OptionsError, match=f"--{flag} was"):
+            check_resume_options(changed, manifest)
