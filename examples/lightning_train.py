@@ -105,8 +105,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--val-split", default="val",
                    help="split the metrics are measured on (a folder without splits/ has "
                         "train only)")
-    p.add_argument("--model", default="tiny", choices=sorted(MODELS),
-                   help="network of autoloss_ray.models (random init; nothing downloads)")
+    p.add_argument("--model", default="tiny",
+                   help=f"network: one of {', '.join(sorted(MODELS))} (random init; nothing "
+                        "downloads) or your own MODULE:FUNCTION, called as "
+                        "FUNCTION(num_classes=C), e.g. smp_model:build")
     p.add_argument("--image-size", type=int, default=64, help="training crop side (px)")
     p.add_argument("--train-size", type=int, default=64,
                    help="number of training images (0: all)")
@@ -126,6 +128,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
+    sys.path.insert(0, os.getcwd())  # a --model MODULE of the working folder
     L.seed_everything(args.seed, verbose=False)
     extra = {"length": max(args.train_size, args.val_size, 1)} if args.dataset == "synthetic" \
         else {}

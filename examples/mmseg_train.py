@@ -77,8 +77,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "by autoloss search --export / autoloss export)")
     p.add_argument("--loss-weight", type=float, default=None,
                    help="replace the config's loss_weight")
-    p.add_argument("--model", default="tiny", choices=sorted(NETWORKS),
-                   help="network of autoloss_ray.models (random init; nothing downloads)")
+    p.add_argument("--model", default="tiny",
+                   help=f"network: one of {', '.join(sorted(NETWORKS))} (random init; nothing "
+                        "downloads) or your own MODULE:FUNCTION, called as "
+                        "FUNCTION(num_classes=C), e.g. smp_model:build")
     p.add_argument("--image-size", type=int, default=64, help="training crop side (px)")
     p.add_argument("--train-size", type=int, default=64, help="number of training images")
     p.add_argument("--batch-size", type=int, default=8, help="images per batch")
@@ -113,6 +115,7 @@ def loss_config(cfg: Config, args: argparse.Namespace) -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
+    sys.path.insert(0, os.getcwd())  # a --model MODULE of the working folder
     cfg = Config.fromfile(args.config)  # runs custom_imports: registers AutoSegLoss
     torch.manual_seed(args.seed)
     data = build_dataset("synthetic", split="train", image_size=args.image_size, train=False,

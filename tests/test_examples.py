@@ -64,9 +64,11 @@ def check_training(out: dict, steps: int) -> None:
 
 
 @pytest.mark.slow
-def test_lightning_example_trains_with_the_searched_loss(searched_file: Path) -> None:
+@pytest.mark.parametrize("model", ["tiny", "smp_model:build"])
+def test_lightning_example_trains_with_the_searched_loss(searched_file: Path, model: str) -> None:
     out = result_of(run_example("lightning_train.py", *TINY, "--max-steps", "8",
-                                "--val-size", "4", "--loss", f"file:{searched_file}"))
+                                "--val-size", "4", "--loss", f"file:{searched_file}",
+                                "--model", model))
     check_training(out, 8)
     assert out["loss"] == "miou"
     assert set(out["val"]) == set(METRICS)
