@@ -26,7 +26,7 @@
 #   packed    4 trials at --gpus-per-trial 0.25 on the embedded Ray (one PPO step of 4 samples),
 #             the GPU memory used sampled by nvidia-smi
 #   overhead  bench/overhead.py: the paper-recipe proxy trial against a bare PyTorch loop
-#             (100 iterations, median of 2) with its phase breakdown
+#             (100 iterations, one untimed trial, then the median of 2) with its phases
 # Each stage line reads:  "== STAGE <name> <ok|FAILED rc=N|skipped: why> <seconds> s"; the
 # last line: "== SUMMARY <k> of <n> stages ok; failed: <names>".
 set -u
@@ -256,7 +256,7 @@ stage packed packed_stage
 
 # -- the trial against a bare PyTorch loop (issue 31) ----------------------------------------------
 if [ $DRY -eq 1 ]; then
-  stage overhead "$PY" bench/overhead.py --recipes demo --device cpu --iterations 3
+  stage overhead "$PY" bench/overhead.py --recipes demo --device cpu --iterations 3 --warmup-runs 0
 else
   stage overhead "$PY" bench/overhead.py --recipes paper --device cuda --repeats 2 --also-ce
 fi

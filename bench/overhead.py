@@ -61,6 +61,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="override the recipe's iterations (e.g. 3 for a smoke run)")
     p.add_argument("--repeats", type=int, default=1,
                    help="runs of each measurement; the median is printed (default 1)")
+    p.add_argument("--warmup-runs", type=int, default=1,
+                   help="untimed trials first (Triton's and cuDNN's first-call compilation and "
+                   "autotuning, first-touch allocations; default 1)")
     p.add_argument("--also-ce", action="store_true",
                    help="also run the trial with cross entropy (what the surrogate adds)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
@@ -235,11 +238,14 @@ def main(argv=None) -> int:
     print(f"bench/overhead.py: {platform.machine()}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, device {dev}"
           + (f" ({torch.cuda.get_device_name(dev)})" if dev.type == "cuda" else "")
-          + f", metric {args.metric}, median of {args.repeats}")
+          + f", metric {args.metric}, median of {args.repeats} after {args.warmup_runs} "
+          "untimed trial(s)")
     worst = 0.0
     for name in recipes:
         config = recipe_config(name, args)
         trial, bare, phases, ce = [], [], [], []
+        for _ in range(args.warmup_runs):
+            time_trial(config)
         for _ in range(args.repeats):  # interleaved, so drift hits all alike
             trial.append(time_trial(config))
             bare.append(time_bare(config))

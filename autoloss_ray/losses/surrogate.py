@@ -248,7 +248,10 @@ class SurrogateLoss(nn.Module):
         this once before its first iteration so that none of it happens inside the loop
         (``dtype``: the compute dtype, float32 for float32/bf16/fp16 logits, float64 for
         float64 logits). The tables stay placed until theta changes."""
-        self._tables_on(torch.device(device), dtype)
+        dev = torch.device(device)
+        if dev.type == "cuda" and dev.index is None:  # the key the loss's calls will use
+            dev = torch.device("cuda", torch.cuda.current_device())
+        self._tables_on(dev, dtype)
 
     # -- checks ------------------------------------------------------------------------------
     def _check(self, logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, ...]:
