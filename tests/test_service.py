@@ -125,7 +125,8 @@ def test_main_job_runs_end_to_end_and_the_exported_loss_trains(tmp_path: Path) -
     assert (report / "report.md").is_file() and (report / "curves.png").stat().st_size > 5000
 
     loss_fn = SurrogateLoss.from_file(loss_file)
-    best = policy.loc[policy["mean_reward"].astype(float).idxmax(), "mu"]
+    # the answer: the best trial (--answer best-trial, the default for every searcher)
+    best = trials.loc[trials["reward"].astype(float).idxmax(), "theta"]
     assert loss_fn.theta.tolist() == pytest.approx(list(best))
     torch.manual_seed(0)
     model = torch.nn.Conv2d(3, loss_fn.num_classes, 3, padding=1)
