@@ -108,6 +108,12 @@ def test_search_of_a_user_function_stores_reports_exports_and_resumes(tmp_path, 
         code = section.split("```python\n", 1)[1].split("```", 1)[0]
         (tmp_path / "readme").mkdir()
         monkeypatch.chdir(tmp_path / "readme")
+        import ray.train.constants
+        import ray.tune.experiment.experiment
+
+        # Tune's default folder (~/ray_results) for the block's Tuner: under tmp_path here
+        for module in (ray.train.constants, ray.tune.experiment.experiment):
+            monkeypatch.setattr(module, "DEFAULT_STORAGE_PATH", str(tmp_path / "ray_results"))
         exec(compile(code, "README.md", "exec"), {"__name__": "readme_block"})
     finally:
         ray.shutdown()
@@ -116,6 +122,7 @@ def test_search_of_a_user_function_stores_reports_exports_and_resumes(tmp_path, 
     assert set(readme_store.trials("mine")["status"]) == {"ok"}
     assert SurrogateLoss.from_file(tmp_path / "readme" / "runs" / "mine-loss.json"
                                    ).num_classes == 4
+    assert any((tmp_path / "ray_results").iterdir())
     rows2 = second.trials
     assert len(rows2) == 9 and not rows2.duplicated(["step", "sample"]).any()
     kept = rows2.set_index("trial_id").loc[list(rows["trial_id"]), "finished_at"]
