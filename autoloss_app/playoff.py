@@ -65,18 +65,20 @@ class _Pick:
 
 
 def run_playoff(opts: SearchOptions, store) -> int:
-    """Run the missing playoff re-trainings of ``opts.experiment`` (Ray must be up, or is
-    started by Tune); returns how many ran. Needs the search's trials in the store."""
+    """Run the missing playoff re-trainings of ``opts.experiment`` (joining or starting Ray
+    as the search does); returns how many ran. Needs the search's trials in the store.
+    Raises :class:`autoloss_app.search_job.SearchInterrupted` when some are still missing
+    afterwards (Ctrl-C: ``--resume`` runs them)."""
     from ray import tune
 
-    from autoloss_app.search_job import init_ray
+    from autoloss_app.search_job import SearchInterrupted, _plugin_env, init_ray
     from trainables import StoreCallback, playoff_task, with_gpu_resources
 
     configs = playoff_configs(opts, store.trials(opts.experiment),
                               store.policy(opts.experiment))
     if not configs:
         return 0
-    init_ray(opts.address, verbose=opts.verbose)
+    init_ray(opts.address, verbose=opts.verbose, runtime_env=_plugin_env(opts))
     if opts.verbose:
         n_cands = len({c["search_step"] for c in configs})
         print(f"[autoloss] playoff: {len(configs)} re-trainings ({n_cands} candidates x up to "
@@ -99,6 +101,10 @@ def run_playoff(opts: SearchOptions, store) -> int:
             failure_config=tune.FailureConfig(max_failures=0, fail_fast=False)),
     )
     tuner.fit()
+    left = playoff_configs(opts, store.trials(opts.experiment), store.policy(opts.experiment))
+    if left:  # Tune returns early on Ctrl-C: a failed re-training has its row, a missing not
+        raise SearchInterrupted(f"experiment {opts.experiment!r}: the playoff stopped with "
+                                f"{len(left)} of {len(configs)} re-trainings to run")
     return len(configs)
 
 
