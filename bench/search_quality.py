@@ -9,9 +9,11 @@ split, and (common random numbers, ``--crn``) the training seed every trial of t
 shares. Printed per searcher, mean and spread (std, min..max) over seeds:
 
 * best-so-far reward after k trials (trials in proposal order, step by step);
-* the reward of the recommended theta (what ``autoloss export`` writes: PPO2 the mu of the
-  step with the best mean reward, the others the best trial) re-trained with ``--fresh``
-  training seeds never used by the search, on the same hold-out;
+* the reward of the recommended theta (what ``autoloss export`` writes: the search's
+  ``--answer``, default the best trial for every searcher; ``--answer legacy``: the rule of
+  the README's recorded run, PPO2 the mu of the step with the best mean reward, the others
+  the best trial) re-trained with ``--fresh`` training seeds never used by the search, on
+  the same hold-out;
 
 and the reward noise: the start theta trained with ``--noise-seeds`` training seeds (std).
 Writes ``results.json``, ``table.md`` and ``best_so_far.png`` (one line per searcher, mean
@@ -75,6 +77,7 @@ def _options(args, searcher: str, seed: int) -> SearchOptions:
         store=str(Path(args.out).resolve() / "store"),
         tune_dir=str(Path(args.out).resolve() / "tune"),
         experiment=f"{searcher}-seed{seed}", verbose=0, gpus_per_trial=0,
+        answer=None if args.answer == "legacy" else args.answer,
     )
 
 
@@ -118,6 +121,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--iterations", type=int, default=80)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--no-crn", action="store_true", help="searches with --no-crn")
+    p.add_argument("--answer", default="best-trial",
+                   choices=["best-trial", "playoff", "policy-mean", "legacy"],
+                   help="the searches' answer rule (autoloss search --answer; default "
+                   "best-trial); legacy: PPO2 its policy mean, the others their best trial "
+                   "(the rule of the README's recorded run)")
     p.add_argument("--num-cpus", type=int, default=None, help="Ray CPUs (default: all)")
     p.add_argument("--out", default="runs/search-quality")
     args = p.parse_args(argv)
