@@ -40,13 +40,15 @@ from autoloss_app.options import (
     is_uri,
 )
 from autoloss_app.resume import RUNTIME_OPTIONS, previous_results, search_manifest
+from autoloss_ray.answer import ANSWER_RULES
 from autoloss_ray.validation import SEARCH_NAME_RE, check_resources
 
 __all__ = ["search_loss", "SearchLossResult", "UserSearchOptions", "TrialsFailedError",
            "task_name"]
 
 
-ANSWERS = ("best-trial", "policy-mean")
+# the rules of autoloss_ray.answer but the playoff, which re-trains the built-in proxy task
+ANSWERS = tuple(rule for rule in ANSWER_RULES if rule != "playoff")
 
 
 class TrialsFailedError(RuntimeError):
