@@ -37,6 +37,8 @@ stays importable from here.
 
 from __future__ import annotations
 
+import dataclasses
+import random
 import socket
 import time
 from collections.abc import Callable, Mapping
@@ -84,7 +86,12 @@ def run_trial(
     ``initial_loss`` (mean of the first 10), ``images_per_second`` and the sizes of the
     splits. Bad configuration raises ValueError/TypeError/FileNotFoundError before compute.
     ``progress`` (optional) is called every ``progress_every`` iterations with
-    ``{"iteration", "loss", "lr"}``.
+    ``{"iteration", "loss", "lr"}``, and after each iteration of ``rungs`` (multi-fidelity)
+    with the hold-out reward scored at the training size (``eval_protocol="train_size"``,
+    whatever the final protocol): ``{"iteration", "rung_iteration", "reward",
+    "rung_reward", <six metrics>}``; a rung changes no random state, so the final result
+    is that of the same config without rungs (``rung_seconds`` says what the rungs cost;
+    ``train_seconds`` excludes it).
     """
     from autoloss_ray.metrics import reward
     from autoloss_ray.models import build_model, param_groups
@@ -151,6 +158,12 @@ def run_trial(
     # the loss of every iteration stays on the device; the host reads it every K iterations
     loss_log = torch.full((cfg.iterations,), float("nan"), dtype=torch.float64, device=device)
     K = speed["check_every"]
+    rungs = set(cfg.rungs)
+    rung_eval_set = None
+    if rungs:  # the rungs score the same hold-out images at the training size (cheap)
+        rung_eval_set = eval_set if cfg.eval_protocol == "train_size" else build_data(
+            dataclasses.replace(cfg, eval_protocol="train_size"))[1]
+        result["rung_seconds"] = 0.0
     try:
         # (decoding the dataset onto the device, if asked, is not part of train_seconds)
         batches = _train_batches(cfg, train_set, device, speed, train_seed)
@@ -184,12 +197,20 @@ def run_trial(
                     result["error"] = f"loss became {bad[1]} at iteration {bad[0]}"
                     done = bad[0]
                     break
+            if done in rungs and (K == 1 or done % K == 0 or _first_nonfinite(
+                    loss_log, done - done % K, done) is None):
+                rung_start = time.perf_counter()
+                row = _rung_result(cfg, model, rung_eval_set, num_classes, ignore_index, device,
+                                   done)
+                result["rung_seconds"] += time.perf_counter() - rung_start
+                if progress is not None:
+                    progress(row)
             if progress is not None and cfg.progress_every and done % cfg.progress_every == 0:
                 progress({"iteration": done, "loss": float(loss_log[it]),
                           "lr": optimizer.param_groups[0]["lr"]})
         result["iterations"] = done
         _sync(device)
-        train_seconds = time.perf_counter() - start
+        train_seconds = time.perf_counter() - start - result.get("rung_seconds", 0.0)
         result["train_seconds"] = train_seconds
         if result["iterations"]:
             result["images_per_second"] = result["iterations"] * cfg.batch_size / max(
@@ -231,3 +252,32 @@ def run_trial(
         result["status"] = "failed"
         result["error"] = f"{type(exc).__name__}: {exc}"[:2000]
     return result
+
+
+def _rung_result(cfg: TrialConfig, model: torch.nn.Module, eval_set, num_classes: int,
+                 ignore_index: int, device: torch.device, done: int) -> dict[str, Any]:
+    """The hold-out reward after ``done`` iterations, scored at the training size: the
+    progress row ``{"iteration", "rung_iteration", "reward", "rung_reward", <six metrics>}``.
+
+    Every random state (torch, CUDA, numpy, ``random``) is saved before and restored after,
+    and the model goes back to train mode, so training goes on exactly as without the rung
+    (on CPU the final result is bit-identical)."""
+    from autoloss_ray.metrics import reward
+
+    states = (torch.get_rng_state(), np.random.get_state(), random.getstate(),
+              torch.cuda.get_rng_state_all() if device.type == "cuda" else None)
+    try:
+        metrics = evaluate_model(
+            model, eval_set, num_classes=num_classes, ignore_index=ignore_index,
+            boundary_tolerance=cfg.boundary_tolerance, device=device,
+            batch_size=cfg.eval_batch_size or cfg.batch_size, num_workers=0, amp=cfg.amp,
+        )
+    finally:
+        torch.set_rng_state(states[0])
+        np.random.set_state(states[1])
+        random.setstate(states[2])
+        if states[3] is not None:
+            torch.cuda.set_rng_state_all(states[3])
+    value = float(reward(metrics, cfg.metric))
+    return {"iteration": done, "rung_iteration": done, "reward": value, "rung_reward": value,
+            **{k: float(metrics[k]) for k in METRIC_KEYS}}

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["TrialConfig", "check_trial_config", "trial_train_seed"]
+__all__ = ["TrialConfig", "check_trial_config", "check_rungs", "trial_train_seed"]
 
 # Keys a searcher or Tune may add to a trial's config; accepted and only echoed back.
 _META_PREFIX = "__"
@@ -65,6 +65,9 @@ class TrialConfig:
     amp: bool = True
     deterministic: bool = True
     progress_every: int = 0
+    # multi-fidelity: iterations (each in [1, iterations), increasing) after which the
+    # hold-out reward is scored at the training size and reported (``run_trial``'s progress)
+    rungs: list[int] = field(default_factory=list)
     # GPU speed (None: on for CUDA, off on CPU; each can be switched off; docstring of run_trial)
     amp_cpu: bool = False  # bf16 autocast of the forward on CPU too (off: CPU numbers unchanged)
     channels_last: bool | None = None
@@ -139,6 +142,7 @@ class TrialConfig:
                 or self.check_every < 1):
             raise ValueError(f"trial config 'check_every' must be an int >= 1 or null, got "
                              f"{self.check_every!r}")
+        self.rungs = check_rungs(self.rungs, self.iterations)
         if self.eval_batch_size is not None and self.eval_batch_size < 1:
             raise ValueError(f"eval_batch_size must be >= 1, got {self.eval_batch_size!r}")
         for name in ("lr", "min_lr", "momentum", "weight_decay", "head_lr_mult", "poly_power"):
@@ -153,6 +157,23 @@ class TrialConfig:
             theta = np.asarray(self.theta, dtype=np.float64)
             if theta.ndim != 1:
                 raise ValueError(f"theta must be a flat list of numbers, got shape {theta.shape}")
+
+
+def check_rungs(rungs: Any, iterations: int) -> list[int]:
+    """``rungs`` as a list of ints, strictly increasing, each in [1, ``iterations``) (the
+    final result at ``iterations`` is always reported); a ValueError otherwise."""
+    if rungs is None:
+        return []
+    if isinstance(rungs, (str, bytes)) or not hasattr(rungs, "__iter__"):
+        raise ValueError(f"trial config 'rungs' must be a list of iterations, got {rungs!r}")
+    out = list(rungs)
+    for r in out:
+        if isinstance(r, bool) or not isinstance(r, (int, np.integer)) or not 1 <= r < iterations:
+            raise ValueError(f"trial config 'rungs' must hold ints in [1, {iterations}) (below "
+                             f"'iterations'), got {out!r}")
+    if any(b <= a for a, b in zip(out, out[1:])):
+        raise ValueError(f"trial config 'rungs' must be strictly increasing, got {out!r}")
+    return [int(r) for r in out]
 
 
 def check_trial_config(config: Mapping[str, Any] | TrialConfig) -> TrialConfig:
