@@ -313,11 +313,36 @@ def test_cli_refuses_a_split_the_folder_lacks_and_a_class_id_as_ignore(tmp_path:
     assert "--ignore-index is for --dataset folder" in line, line
 
 
+MYNET_PY = """
+from torch import nn
+
+
+class HalfNet(nn.Module):
+    def __init__(self, num_classes):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.BatchNorm2d(8),
+                                  nn.ReLU(), nn.Conv2d(8, num_classes, 1))
+
+    def forward(self, x):
+        return {"out": self.body(x)}
+
+
+def build(num_classes):
+    return HalfNet(num_classes)
+"""
+
+
 @pytest.mark.slow
 def test_search_retrain_evaluate_on_a_folder_with_the_embedded_ray(tmp_path: Path,
-                                                                   capsys) -> None:
+                                                                   capsys, monkeypatch) -> None:
     """search (1 step, 2 samples) -> export -> retrain --eval-split val -> evaluate --split
-    test, on a 5-class folder of non-square JPEGs, each command starting its own Ray."""
+    test, on a 5-class folder of non-square JPEGs, each command starting its own Ray, with
+    the user's own network (``--model mynet:build``, a module of the working folder that
+    returns torchvision's dict at half resolution) -- issue 28's "done when"."""
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "mynet.py").write_text(MYNET_PY)
+    monkeypatch.chdir(work)
     root = tmp_path / "d"
     sizes = {f"im{i:02d}": (20 + i % 5, 28 - i % 7) for i in range(14)}
     make_folder(root, sizes=sizes, gray=("im03",), palette=("im04",),
@@ -325,8 +350,8 @@ def test_search_retrain_evaluate_on_a_folder_with_the_embedded_ray(tmp_path: Pat
                         "val": ["im08", "im09", "im10"], "test": ["im11", "im12", "im13"]})
     store, loss_file = tmp_path / "store", tmp_path / "loss.json"
     common = ["--dataset", "folder", "--data-root", str(root), "--store", str(store),
-              "--model", "tiny", "--iterations", "3", "--batch-size", "2", "--image-size",
-              "16", "--gpus-per-trial", "0"]
+              "--model", "mynet:build", "--iterations", "3", "--batch-size", "2",
+              "--image-size", "16", "--gpus-per-trial", "0"]
     assert cli_main(["search", *common, "--experiment", "fs", "--steps", "1", "--samples",
                      "2", "--holdout-fraction", "0.25", "--export", str(loss_file), "-q"]) == 0
     rows = ExperimentStore(store).trials("fs")
@@ -334,6 +359,7 @@ def test_search_retrain_evaluate_on_a_folder_with_the_embedded_ray(tmp_path: Pat
     assert rows["reward"].between(0, 1).all()
     config = json.loads(rows["config_json"].iloc[0])
     assert config["dataset"] == "folder" and config["num_classes"] == 5
+    assert config["model"] == "mynet:build"
     exported = json.loads(loss_file.read_text())
     assert exported["num_classes"] == 5, exported
 
