@@ -19,6 +19,7 @@ def check_evaluate_options(args: argparse.Namespace) -> None:
     started or written."""
     from autoloss_app.options import (
         OptionsError,
+        check_data_root,
         check_finite,
         check_folder_options,
         check_output_dir,
@@ -37,9 +38,13 @@ def check_evaluate_options(args: argparse.Namespace) -> None:
     if bool(args.store) != bool(args.experiment):
         raise OptionsError("--store and --experiment go together: give both to write a row "
                            "(kind evaluate) into the store, or neither")
+    if args.train_size and args.workers > 1 and args.dataset != "synthetic":
+        raise OptionsError(f"--train-size with --workers > 1 takes only the synthetic dataset "
+                           f"(its length); to score a subset of {args.dataset}, use --workers 1")
     if args.store:
         check_name(args.experiment, "experiment")
         check_output_dir(args.store, "--store")
+    check_data_root(args.dataset, args.data_root)
     check_folder_options(args.dataset, args.data_root, args.ignore_index)
 
 
@@ -60,7 +65,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     working_folder_on_path()  # the checkpoint of a --model MODULE:FUNCTION imports it
     model, meta = load_checkpoint(args.checkpoint)
-    options = {"length": args.train_size} if args.train_size else {}
+    synthetic = args.dataset == "synthetic"
+    options = {"length": args.train_size} if args.train_size and synthetic else {}
     if args.dataset == "folder":  # the checkpoint's ignore index unless --ignore-index
         options["ignore_index"] = (args.ignore_index if args.ignore_index is not None
                                    else int(meta.get("ignore_index", 255)))
@@ -75,6 +81,10 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
                             image_size=image_size or parse_image_size(meta["image_size"]),
                             train=False, seed=args.seed, eval_protocol=args.eval_protocol,
                             inference_size=inference_size, **options)
+    if args.train_size and not synthetic:  # a seeded subset, as search/retrain take theirs
+        from autoloss_ray.data import subset
+
+        dataset = subset(dataset, args.train_size, seed=args.seed)
     if dataset.num_classes != int(meta["num_classes"]):
         raise ValueError(
             f"checkpoint {args.checkpoint!r} was trained for {meta['num_classes']} classes but "
@@ -201,7 +211,9 @@ def add_command(sub: Any) -> None:
                    help=PROTOCOL_HELP)
     p.add_argument("--inference-size", nargs="+", default=None, metavar="SIZE",
                    help=INFERENCE_HELP)
-    p.add_argument("--train-size", type=int, default=0, help="synthetic: dataset length")
+    p.add_argument("--train-size", type=int, default=0, help="synthetic: the dataset's length; "
+                   "another dataset: score a seeded random subset of N images of --split (by "
+                   "--seed; 0: all)")
     p.add_argument("--boundary-classes", default="all", choices=["all", "foreground"],
                    help="the classes whose boundaries BIoU's band and BF1's class set use: "
                    "'all' (default) or 'foreground' (all but --background-index, as the "

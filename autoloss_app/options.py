@@ -19,8 +19,8 @@ from autoloss_ray.validation import SEARCH_NAME_RE, OptionsError, check_resource
 __all__ = ["LEGACY_MANIFEST", "RECIPES", "SEARCHERS", "SearchOptions", "OptionsError", "is_uri",
            "default_tune_dir",
            "check_finite", "check_resources", "check_max_concurrent",
-           "check_output_file", "check_output_dir", "check_folder_options",
-           "folder_num_classes"]
+           "check_output_file", "check_output_dir", "check_folder_options", "check_data_root",
+           "folder_num_classes", "SCHEDULERS", "asha_rungs"]
 
 # Proxy-task recipes. "demo" finishes on 2 CPU cores in a few minutes (the README's main job);
 # "paper" is the paper's proxy task (DESIGN section 5).
@@ -123,6 +123,47 @@ def folder_num_classes(data_root: str) -> int:
         raise OptionsError(str(exc)) from None
 
 
+SCHEDULERS = ("fifo", "asha")
+# ASHA's default reduction factor here (Ray's own is 4); see the README's Multi-fidelity section
+DEFAULT_REDUCTION_FACTOR = 2.0
+
+
+def asha_rungs(iterations: int, grace_period: int, reduction_factor: float) -> list[int]:
+    """ASHA's milestones below ``iterations`` (Ray's ``ASHAScheduler`` with ``max_t`` =
+    ``iterations``, one bracket): ``ceil(grace_period * reduction_factor**k)`` for k = 0, 1,
+    ... while below ``iterations`` (the final result ends every trial anyway). A ValueError
+    for a grace period outside [1, iterations) or a reduction factor not above 1."""
+    if isinstance(grace_period, bool) or not isinstance(grace_period, int) or not (
+            1 <= grace_period < iterations):
+        raise ValueError(f"--grace-period must be an int in [1, --iterations={iterations}), "
+                         f"got {grace_period!r}")
+    if isinstance(reduction_factor, bool) or not isinstance(reduction_factor, (int, float)) or (
+            not math.isfinite(reduction_factor) or reduction_factor <= 1):
+        raise ValueError(f"--reduction-factor must be a number > 1, got {reduction_factor!r}")
+    rungs, k = [], 0
+    while (r := math.ceil(grace_period * reduction_factor**k - 1e-9)) < iterations:
+        if not rungs or r > rungs[-1]:
+            rungs.append(r)
+        k += 1
+    return rungs
+
+
+def check_data_root(dataset: str, data_root: str | None) -> None:
+    """``--data-root`` of a built-in dataset on files (not synthetic, not a user's
+    MODULE:FUNCTION): given, existing, and a directory (each its own one-line error)."""
+    if dataset == "synthetic" or ":" in dataset:
+        return
+    if not data_root:
+        raise OptionsError(f"--dataset {dataset} needs --data-root pointing at its files")
+    if is_uri(data_root):
+        return
+    if not os.path.exists(data_root):
+        raise OptionsError(f"--data-root {data_root!r} does not exist")
+    if not os.path.isdir(data_root):
+        raise OptionsError(f"--data-root {data_root!r} is a file, not a directory; give the "
+                           f"folder of the {dataset} dataset")
+
+
 def check_folder_options(dataset: str, data_root: str | None, ignore_index: int | None,
                          num_classes: int | None = None) -> None:
     """``--ignore-index`` only with ``--dataset folder``; for a local folder its layout
@@ -193,6 +234,10 @@ class SearchOptions:
     startup: str = "policy"
     advantages: str = "baseline"
     mirrored: bool = False
+    # multi-fidelity (issue 29.4): "asha" = Ray's ASHAScheduler stops poor trials at rungs
+    scheduler: str = "fifo"
+    grace_period: int | None = None  # None: iterations // 4
+    reduction_factor: float | None = None  # None: DEFAULT_REDUCTION_FACTOR
     init_preset: str | None = None
     failure_reward: float = 0.0
     gpus_per_trial: float = 1.0
@@ -283,6 +328,7 @@ class SearchOptions:
             raise OptionsError(
                 f"--eval-protocol must be 'native' or 'train_size', got {self.eval_protocol!r}"
             )
+        self._validate_scheduler()
         check_resources(self.gpus_per_trial, self.cpus_per_trial)
         check_max_concurrent(self.max_concurrent)
         check_seed(self.seed)
@@ -308,6 +354,8 @@ class SearchOptions:
                 raise OptionsError(
                     f"--dataset {self.dataset} needs --data-root pointing at its files"
                 )
+            if not is_uri(self.data_root) and not Path(self.data_root).exists():
+                raise OptionsError(f"--data-root {self.data_root!r} does not exist")
             if not is_uri(self.data_root) and not Path(self.data_root).is_dir():
                 raise OptionsError(f"--data-root {self.data_root!r} is not a directory")
         check_folder_options(self.dataset, self.data_root, self.ignore_index, self.num_classes)
@@ -320,6 +368,9 @@ class SearchOptions:
         check_output_file(self.export, "--export")
         check_output_dir(self.report_dir, "--report-dir")
         check_output_dir(self.tune_dir, "--tune-dir")
+        if self.backbone_weights and os.path.isdir(self.backbone_weights):
+            raise OptionsError(f"--backbone-weights {self.backbone_weights!r} is a directory; "
+                               "give the weights file")
         if self.backbone_weights and not os.path.isfile(self.backbone_weights):
             raise OptionsError(f"--backbone-weights {self.backbone_weights!r} does not exist")
         from autoloss_app.plugins import check_plugins
@@ -366,6 +417,37 @@ class SearchOptions:
             raise OptionsError(f"{', '.join(changed)}: options of PPO2 (--searcher ppo); "
                                f"--searcher {self.searcher} has no policy to start or update")
 
+    def _validate_scheduler(self) -> None:
+        """--scheduler, --grace-period, --reduction-factor."""
+        if self.scheduler not in SCHEDULERS:
+            raise OptionsError(f"--scheduler must be one of {', '.join(SCHEDULERS)}, got "
+                               f"{self.scheduler!r}")
+        if self.scheduler == "fifo" and (self.grace_period is not None
+                                         or self.reduction_factor is not None):
+            raise OptionsError("--grace-period and --reduction-factor are options of "
+                               "--scheduler asha; --scheduler fifo stops no trial early")
+        if self.scheduler == "asha":
+            try:
+                self.rungs()
+            except ValueError as exc:
+                raise OptionsError(str(exc)) from None
+
+    def rungs(self) -> list[int]:
+        """The iterations at which trials report their hold-out reward: ASHA's milestones
+        below ``iterations`` (:func:`asha_rungs`); none with ``--scheduler fifo``."""
+        if self.scheduler != "asha" or self.iterations is None:
+            return []
+        return asha_rungs(self.iterations, *self.asha_settings())
+
+    def asha_settings(self) -> tuple[int, float]:
+        """(grace period, reduction factor) of ``--scheduler asha``, defaults filled in: the
+        grace period is a quarter of the iterations, the factor DEFAULT_REDUCTION_FACTOR."""
+        grace = (max(1, (self.iterations or 4) // 4) if self.grace_period is None
+                 else self.grace_period)
+        factor = (DEFAULT_REDUCTION_FACTOR if self.reduction_factor is None
+                  else self.reduction_factor)
+        return grace, factor
+
     def trial_config(self) -> dict[str, Any]:
         """The constant part of every trial's config (the searcher adds ``theta``)."""
         config: dict[str, Any] = {
@@ -394,5 +476,7 @@ class SearchOptions:
             config["dataset_options"] = {"ignore_index": self.ignore_index}
         if self.backbone_weights:
             config["backbone_weights"] = os.path.abspath(self.backbone_weights)
+        if self.scheduler == "asha":
+            config["rungs"] = self.rungs()
         config.update(self.extra_config)
         return config

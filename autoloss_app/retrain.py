@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shutil
 from dataclasses import dataclass
 from typing import Any
 
@@ -73,6 +74,9 @@ def resolve_loss_spec(spec: str, *, metric: str, store: str, loss_dir: str) -> L
         return LossSpec(spec, path)
     if kind == "file":
         path = os.path.abspath(value)
+        if os.path.isdir(path):
+            raise IsADirectoryError(f"loss file {value!r} (from {spec!r}) is a directory; give "
+                                    "the .json file `autoloss export` wrote")
         if not os.path.isfile(path):
             raise FileNotFoundError(f"loss file {value!r} (from {spec!r}) does not exist")
         _check_file_metric(path, metric, spec)
@@ -97,7 +101,16 @@ def _check_file_metric(path: str, metric: str, spec: str) -> None:
 def _resolve_all(specs: list[str], *, metric: str, store: str, loss_dir: str) -> list[LossSpec]:
     """Resolve every SPEC in a staging folder; only when all are valid do the loss files move
     to ``loss_dir``, so a bad SPEC leaves nothing behind."""
-    import shutil
+    staging, staged = _stage_losses(specs, metric=metric, store=store)
+    try:
+        return _place_losses(staging, staged, loss_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _stage_losses(specs: list[str], *, metric: str, store: str) -> tuple[str, list[LossSpec]]:
+    """Resolve every SPEC into a new temporary staging folder: ``(folder, specs)``; the caller
+    removes the folder. A bad SPEC raises and leaves nothing behind."""
     import tempfile
 
     from autoloss_app.options import OptionsError
@@ -106,19 +119,24 @@ def _resolve_all(specs: list[str], *, metric: str, store: str, loss_dir: str) ->
         raise OptionsError("each --loss may be given once")
     staging = tempfile.mkdtemp(prefix="autoloss-losses-")
     try:
-        resolved = [resolve_loss_spec(s, metric=metric, store=store, loss_dir=staging)
-                    for s in specs]
-        os.makedirs(loss_dir, exist_ok=True)
-        out = []
-        for spec in resolved:
-            if spec.loss.startswith(staging + os.sep):
-                target = os.path.join(loss_dir, os.path.basename(spec.loss))
-                shutil.move(spec.loss, target)
-                spec = LossSpec(spec.label, target)
-            out.append(spec)
-        return out
-    finally:
+        return staging, [resolve_loss_spec(s, metric=metric, store=store, loss_dir=staging)
+                         for s in specs]
+    except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def _place_losses(staging: str, staged: list[LossSpec], loss_dir: str) -> list[LossSpec]:
+    """Move the staged loss files into ``loss_dir``; the specs with their final paths."""
+    os.makedirs(loss_dir, exist_ok=True)
+    out = []
+    for spec in staged:
+        if spec.loss.startswith(staging + os.sep):
+            target = os.path.join(loss_dir, os.path.basename(spec.loss))
+            shutil.move(spec.loss, target)
+            spec = LossSpec(spec.label, target)
+        out.append(spec)
+    return out
 
 
 @dataclass(frozen=True)
@@ -198,9 +216,9 @@ def _cmd_retrain(args: argparse.Namespace) -> int:
     check_retrain_options(args)
     if not args.loss:
         raise OptionsError("give at least one --loss SPEC (e.g. --loss ce --loss preset:miou)")
-    if args.dataset != "synthetic" and ":" not in args.dataset and not (
-            args.data_root and os.path.isdir(args.data_root)):
-        raise OptionsError(f"--dataset {args.dataset} needs --data-root pointing at its files")
+    from autoloss_app.options import check_data_root
+
+    check_data_root(args.dataset, args.data_root)
     if os.path.isfile(args.store):
         raise OptionsError(f"--store {args.store!r} is an existing file; give a directory path")
     paths = retrain_paths(args.store, args.experiment, args.checkpoint_dir)
@@ -210,19 +228,6 @@ def _cmd_retrain(args: argparse.Namespace) -> int:
 
     check_data(args.dataset, root=args.data_root, splits=["train", args.eval_split],
                dataset_options=_dataset_options(args))
-    store = ExperimentStore(args.store)
-    store.check_writable()  # before anything trains: a refused row is a lost retrain
-    earlier = store.trials(args.experiment)
-    if len(earlier) and ok_mask(earlier).any():
-        raise OptionsError(
-            f"experiment {args.experiment!r} already has rows in {args.store}; choose another "
-            "--experiment"
-        )
-    if len(earlier):  # only failed or diverged rows: nothing to keep; the name is free again
-        for trial_id in earlier["trial_id"]:
-            store.filesystem.delete_file(store.trial_path(args.experiment, str(trial_id)))
-        print(f"[autoloss] experiment {args.experiment!r}: removed {len(earlier)} row(s) of an "
-              "earlier retrain in which no loss trained without failing", flush=True)
     out_dir = paths.checkpoint_dir
     if args.repeats < 1:
         raise OptionsError(f"--repeats must be >= 1, got {args.repeats}")
@@ -234,8 +239,25 @@ def _cmd_retrain(args: argparse.Namespace) -> int:
     if args.gpus_per_worker < 0 or args.max_failures < 0 or args.checkpoint_every < 0:
         raise OptionsError("--gpus-per-worker, --max-failures and --checkpoint-every must be "
                            ">= 0")
-    specs = _resolve_all(args.loss, metric=args.metric, store=args.store,
-                         loss_dir=os.path.join(out_dir, "losses"))
+    # every --loss read and checked before the store is touched: a bad one changes nothing
+    staging, staged = _stage_losses(args.loss, metric=args.metric, store=args.store)
+    try:
+        store = ExperimentStore(args.store)
+        store.check_writable()  # before anything trains: a refused row is a lost retrain
+        earlier = store.trials(args.experiment)
+        if len(earlier) and ok_mask(earlier).any():
+            raise OptionsError(
+                f"experiment {args.experiment!r} already has rows in {args.store}; choose "
+                "another --experiment"
+            )
+        if len(earlier):  # only failed or diverged rows: nothing to keep; the name is free
+            for trial_id in earlier["trial_id"]:
+                store.filesystem.delete_file(store.trial_path(args.experiment, str(trial_id)))
+            print(f"[autoloss] experiment {args.experiment!r}: removed {len(earlier)} row(s) "
+                  "of an earlier retrain in which no loss trained without failing", flush=True)
+        specs = _place_losses(staging, staged, os.path.join(out_dir, "losses"))
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
     from ray import tune
 

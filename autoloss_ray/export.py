@@ -43,6 +43,14 @@ def recorded_num_classes(trials) -> int | None:
     return None
 
 
+def _searches(store: Any) -> list[str]:
+    """The experiments of ``store`` with search rows (what experiment:NAME may name)."""
+    trials = store.trials()
+    if not len(trials) or "kind" not in trials:
+        return []
+    return sorted(set(trials.loc[trials["kind"] == "search", "experiment"].astype(str)))
+
+
 def experiment_loss(store: Any, experiment: str, *, num_classes: int | None = None):
     """The best searched ``SurrogateLoss`` of ``experiment`` and a dict describing it."""
     from autoloss_ray.answer import manifest_answer
@@ -57,6 +65,13 @@ def experiment_loss(store: Any, experiment: str, *, num_classes: int | None = No
         raise ValueError(
             f"experiment {experiment!r} has no trials in store {store.root}; "
             f"experiments there: {known}"
+        )
+    kinds = sorted(set(trials["kind"].dropna().astype(str))) if "kind" in trials else []
+    if kinds and "search" not in kinds:
+        raise ValueError(
+            f"experiment {experiment!r} is a {' and '.join(kinds)} experiment, not a search: "
+            f"it holds no searched loss (experiment:NAME and export take a search's name; "
+            f"searches there: {', '.join(_searches(store)) or 'none'})"
         )
     if not ok_mask(trials).any():
         raise ValueError(

@@ -133,6 +133,9 @@ def load_backbone_weights(model: nn.Module, path: str | Path) -> int:
     present with the right shape, else ValueError. Returns the number of tensors loaded.
     """
     path = Path(path).expanduser()
+    if path.is_dir():
+        raise IsADirectoryError(f"backbone weights {path} is a directory; give the weights "
+                                "file (a torch.save'd state dict)")
     if not path.is_file():
         raise FileNotFoundError(f"backbone weights file {path} does not exist")
     try:

@@ -130,7 +130,7 @@ def test_evaluate_refuses_a_file_that_is_not_a_checkpoint(tmp_path: Path, capsys
     bad = tmp_path / "x.pt"
     bad.write_bytes(b"not a checkpoint")
     assert cli_main(["evaluate", "--checkpoint", str(bad)]) == 2
-    assert "not a readable autoloss-ray checkpoint" in capsys.readouterr().err
+    assert "is not an autoloss checkpoint (torch.load: " in capsys.readouterr().err
     assert cli_main(["evaluate", "--checkpoint", str(tmp_path / "missing.pt")]) == 2
 
 

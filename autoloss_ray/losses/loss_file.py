@@ -79,6 +79,26 @@ def loss_arguments(data: dict[str, Any], **overrides: Any) -> tuple[str, dict[st
 
 
 def read_loss_file(path: str | os.PathLike) -> Any:
-    """The parsed JSON of a loss file."""
-    with open(os.fspath(path)) as f:
-        return json.load(f)
+    """The parsed JSON of a loss file. Every error names ``path``: FileNotFoundError,
+    IsADirectoryError, PermissionError, or ValueError (empty, not JSON text)."""
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"loss file {path!r} is a directory; give the .json file "
+                                "`autoloss export` (or SurrogateLoss.to_file) wrote")
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"loss file {path!r} does not exist") from None
+    except OSError as exc:
+        kind = PermissionError if isinstance(exc, PermissionError) else OSError
+        raise kind(f"loss file {path!r} cannot be read: "
+                        f"{exc.strerror or type(exc).__name__}") from None
+    if not raw.strip():
+        raise ValueError(f"loss file {path!r} is empty")
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ValueError(f"loss file {path!r} is not JSON text (not UTF-8)") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"loss file {path!r} is not JSON ({exc})") from None

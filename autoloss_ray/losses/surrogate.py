@@ -424,7 +424,12 @@ class SurrogateLoss(nn.Module):
     @classmethod
     def from_file(cls, path: str | os.PathLike, **overrides: Any) -> SurrogateLoss:
         """Load a loss written by :meth:`to_file`; keyword overrides replace stored values."""
-        return cls.from_dict(read_loss_file(path), **overrides)
+        data = read_loss_file(path)  # its errors name the path
+        try:
+            return cls.from_dict(data, **overrides)
+        except (ValueError, TypeError) as exc:
+            kind = TypeError if isinstance(exc, TypeError) else ValueError
+            raise kind(f"loss file {os.fspath(path)!r}: {exc}") from None
 
     @classmethod
     def from_preset(cls, name: str, *, num_classes: int, **kwargs: Any) -> SurrogateLoss:

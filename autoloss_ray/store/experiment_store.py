@@ -274,7 +274,46 @@ class ExperimentStore:
         tbl = tbl.select(schema.names)
         if tbl.num_rows:
             tbl = tbl.sort_by([(c, "ascending") for c in sort])
-        return tbl.to_pandas(types_mapper=_INT_MAPPER.get)
+        df = tbl.to_pandas(types_mapper=_INT_MAPPER.get)
+        if table == "trials":
+            df = self._without_copies(df, files)
+        return df
+
+    def _without_copies(self, df, files: list[str]):
+        """``df`` with one row per (experiment, trial_id): a trial file copied under another
+        name holds the same trial again, which must not count twice. The row finished last
+        is kept, and a :class:`StoreWarning` names the files that hold the same trial."""
+        dup = df.duplicated(["experiment", "trial_id"], keep=False)
+        if not dup.any():
+            return df
+        wanted = set(zip(df.loc[dup, "experiment"].astype(str),
+                         df.loc[dup, "trial_id"].astype(str)))
+        holders: dict[tuple[str, str], list[str]] = {}
+        for path in files:
+            folder = path.rstrip("/").rsplit("/", 2)[-2]
+            experiment = folder[len(PARTITION) + 1:] if folder.startswith(PARTITION + "=") \
+                else None
+            if not any(e == experiment for e, _ in wanted):
+                continue
+            try:
+                with self._fs.open_input_file(path) as f:
+                    ids = pq.read_table(f, columns=["trial_id"]).column(0).to_pylist()
+            except Exception:  # noqa: BLE001 - it was read a moment ago; name it anyway
+                ids = []
+            for trial_id in ids:
+                if (experiment, str(trial_id)) in wanted:
+                    holders.setdefault((experiment, str(trial_id)), []).append(path)
+        for (experiment, trial_id), paths in sorted(holders.items()):
+            warnings.warn(
+                f"store: trial {trial_id!r} of experiment {experiment!r} is in "
+                f"{len(paths)} files ({', '.join(sorted(paths))}); counted once (the row "
+                "finished last); remove the copies", StoreWarning, stacklevel=4)
+        if not holders:
+            warnings.warn(f"store: trials {sorted(wanted)} appear more than once; each counted "
+                          "once (the row finished last)", StoreWarning, stacklevel=4)
+        order = df.sort_values("finished_at", kind="stable").index
+        keep = ~df.loc[order].duplicated(["experiment", "trial_id"], keep="last")
+        return df.loc[sorted(order[keep.to_numpy()])].reset_index(drop=True)
 
     def _readable_files(self, base: str, file_schema: pa.Schema) -> list[str]:
         """The data files under ``base`` (as pyarrow's dataset discovery finds them: no
