@@ -105,6 +105,18 @@ def add_search_arguments(p: argparse.ArgumentParser) -> None:
                    "standard-normal noise through the truncation; default: --no-mirrored)")
     g.add_argument("--failure-reward", type=float, default=0.0,
                    help="reward given to a failed or diverged trial (default 0)")
+    g = p.add_argument_group("multi-fidelity (Ray's ASHA scheduler)")
+    g.add_argument("--scheduler", default="fifo", choices=["fifo", "asha"],
+                   help="'fifo' (every trial trains to the end; default) or 'asha' (trials "
+                   "report the hold-out reward, scored at the training size, at ASHA's rungs "
+                   "and Ray's ASHAScheduler stops the poor ones; a stopped trial ranks below "
+                   "every finished trial of its step)")
+    g.add_argument("--grace-period", type=int, default=None,
+                   help="--scheduler asha: the first rung, in iterations (default: a quarter "
+                   "of --iterations)")
+    g.add_argument("--reduction-factor", type=float, default=None,
+                   help="--scheduler asha: rungs at grace x factor^k iterations, and the top "
+                   "1/factor of a rung go on (default 2)")
     g = p.add_argument_group("cluster and output")
     g.add_argument("--gpus-per-trial", type=float, default=1.0,
                    help="GPUs per trial; fractions pack trials on one GPU; "
@@ -207,6 +219,9 @@ def _options_from_args(args: argparse.Namespace) -> SearchOptions:
         startup=args.startup,
         advantages=args.advantages,
         mirrored=args.mirrored,
+        scheduler=args.scheduler,
+        grace_period=args.grace_period,
+        reduction_factor=args.reduction_factor,
         init_preset=args.init_preset,
         failure_reward=args.failure_reward,
         gpus_per_trial=args.gpus_per_trial,
@@ -288,12 +303,26 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _version() -> str:
+    """The installed distribution's version (package metadata), e.g. ``"0.1.0"``."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("autoloss-ray")
+    except PackageNotFoundError:  # run from a checkout that was never pip-installed
+        from autoloss_ray import __version__
+
+        return f"{__version__} (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="autoloss",
         description="Search, retrain and evaluate metric surrogate losses for semantic "
         "segmentation (Auto Seg-Loss) on Ray.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}",
+                        help="print the installed autoloss-ray version and exit")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("search", help="search a surrogate loss for a metric with PPO2",
