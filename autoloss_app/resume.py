@@ -82,6 +82,11 @@ def check_resume_options(opts: SearchOptions, manifest: dict[str, Any]) -> None:
         )
 
 
+def _flag(value) -> bool:
+    """A store's nullable bool column value -> bool (null: False)."""
+    return bool(value) if value is not None and value == value else False
+
+
 def previous_results(store: ExperimentStore, experiment: str):
     """The finished search trials of ``experiment`` in the store, one per (step, sample).
 
@@ -109,5 +114,6 @@ def previous_results(store: ExperimentStore, experiment: str):
         results.append({
             "step": int(r.step), "sample": int(r.sample), "config": {"theta": theta},
             "value": float(r.reward) if ok else math.nan, "trial_id": r.trial_id,
+            "stopped_early": _flag(getattr(r, "stopped_early", False)),
         })
     return rows, results

@@ -215,6 +215,7 @@ def build_tuner(
             num_samples=num_samples if num_samples is not None else opts.steps * opts.samples,
             max_concurrent_trials=opts.max_concurrent or opts.samples,
             reuse_actors=True,
+            scheduler=build_scheduler(opts),
         ),
         run_config=tune.RunConfig(
             name=opts.experiment,
@@ -224,6 +225,20 @@ def build_tuner(
             failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
         ),
     )
+
+
+def build_scheduler(opts: SearchOptions) -> Any:
+    """Tune's trial scheduler of a search: None (FIFO) or, with ``--scheduler asha``, Ray's
+    ``ASHAScheduler`` on the rung reports of the proxy trial (``rung_reward`` at
+    ``rung_iteration``, which the final result does not carry, so a trial that trains to the
+    end is never counted as stopped); its milestones are the trials' ``rungs``."""
+    if getattr(opts, "scheduler", "fifo") != "asha":
+        return None
+    from ray.tune.schedulers import ASHAScheduler
+
+    grace, factor = opts.asha_settings()
+    return ASHAScheduler(time_attr="rung_iteration", metric="rung_reward", mode="max",
+                         max_t=opts.iterations, grace_period=grace, reduction_factor=factor)
 
 
 def check_search_data(opts: SearchOptions) -> dict[str, int]:

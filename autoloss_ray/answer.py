@@ -93,6 +93,8 @@ def _ok_search(trials):
     import pandas as pd
 
     rows = rows[ok_mask(rows) & rows["theta"].notna()]
+    if "stopped_early" in rows.columns:  # a stopped trial's reward is a rung's (multi-fidelity)
+        rows = rows[~rows["stopped_early"].eq(True)]
     return rows.assign(reward=pd.to_numeric(rows["reward"], errors="coerce")).dropna(
         subset=["reward"])
 

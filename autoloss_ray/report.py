@@ -220,6 +220,8 @@ def best_theta(trials: pd.DataFrame, policy: pd.DataFrame | None = None, *,
         if "kind" in trials.columns and (trials["kind"] == "search").any():
             trials = trials[trials["kind"] == "search"]
         ok = trials[ok_mask(trials) & trials["theta"].notna()]
+        if "stopped_early" in ok.columns:  # a stopped trial's reward is a rung's
+            ok = ok[~ok["stopped_early"].eq(True)]
         rw = pd.to_numeric(ok["reward"], errors="coerce")
         if rw.notna().any():
             return np.asarray(ok.loc[rw.idxmax(), "theta"], dtype=np.float64)

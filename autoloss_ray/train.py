@@ -88,8 +88,8 @@ def run_trial(
     ``progress`` (optional) is called every ``progress_every`` iterations with
     ``{"iteration", "loss", "lr"}``, and after each iteration of ``rungs`` (multi-fidelity)
     with the hold-out reward scored at the training size (``eval_protocol="train_size"``,
-    whatever the final protocol): ``{"iteration", "rung_iteration", "reward",
-    "rung_reward", <six metrics>}``; a rung changes no random state, so the final result
+    whatever the final protocol): ``{"iteration", "iterations", "rung_iteration", "reward",
+    "rung_reward", "eval_protocol", <six metrics>}``; a rung changes no random state, so the final result
     is that of the same config without rungs (``rung_seconds`` says what the rungs cost;
     ``train_seconds`` excludes it).
     """
@@ -257,7 +257,8 @@ def run_trial(
 def _rung_result(cfg: TrialConfig, model: torch.nn.Module, eval_set, num_classes: int,
                  ignore_index: int, device: torch.device, done: int) -> dict[str, Any]:
     """The hold-out reward after ``done`` iterations, scored at the training size: the
-    progress row ``{"iteration", "rung_iteration", "reward", "rung_reward", <six metrics>}``.
+    progress row ``{"iteration", "iterations", "rung_iteration", "reward", "rung_reward",
+    "eval_protocol": "train_size", <six metrics>}``.
 
     Every random state (torch, CUDA, numpy, ``random``) is saved before and restored after,
     and the model goes back to train mode, so training goes on exactly as without the rung
@@ -279,5 +280,6 @@ def _rung_result(cfg: TrialConfig, model: torch.nn.Module, eval_set, num_classes
         if states[3] is not None:
             torch.cuda.set_rng_state_all(states[3])
     value = float(reward(metrics, cfg.metric))
-    return {"iteration": done, "rung_iteration": done, "reward": value, "rung_reward": value,
+    return {"iteration": done, "iterations": done, "rung_iteration": done, "reward": value,
+            "rung_reward": value, "eval_protocol": "train_size",
             **{k: float(metrics[k]) for k in METRIC_KEYS}}

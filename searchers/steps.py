@@ -224,7 +224,9 @@ class StepSearcher(Searcher):
         * a result with the metric: that value (NaN/inf: failed, reason ``"not finite"``);
           if a scheduler (ASHA, HyperBand) or a stopper ended the trial (Tune then never
           shows its final result to ``on_trial_result``), the value counts and
-          ``stopped_early`` is recorded;
+          ``stopped_early`` is recorded; a trial with rungs (multi-fidelity) says it
+          itself: its last result is a rung report (``rung_iteration``: stopped) or its
+          final result (``rung_reward`` NaN and no ``rung_iteration``: finished);
         * a result without the metric: failed (reason ``"metric missing"``);
         * no result (stopped while pending/paused): the last value the trial reported
           (``stopped_early``), or failed (reason ``"no result"``) if it reported none.
@@ -264,6 +266,10 @@ class StepSearcher(Searcher):
             early = ("done" in result and not bool(result["done"])) or (
                 last is not None and not ended_itself
             )
+            if "rung_iteration" in result:  # the proxy trial's rung report: stopped at a rung
+                early = True
+            elif "rung_reward" in result:  # a trial with rungs reports its end without one
+                early = False
         if reason is None and not math.isfinite(value):
             reason = "not finite"
         self._tell(i, trial_id, value, reason=reason, early=early)

@@ -5,7 +5,10 @@
 with the six metrics, status, timings and where it ran (``device``, ``node``, ``gpu_ids``:
 comma-separated ids, "" without a GPU).
 With ``progress_every > 0`` in the config it also reports progress rows (``status="running"``,
-``reward`` NaN) every so many iterations.
+``reward`` NaN) every so many iterations; with ``rungs`` (multi-fidelity, ``--scheduler asha``)
+it reports the hold-out reward at each rung (``rung_reward`` at ``rung_iteration``, also as
+``reward``), and every other result carries ``rung_reward`` NaN (Tune checks that each result
+holds the scheduler's metric).
 
 The device is chosen from what Ray *assigned* to the trial, not from what the process can
 see: a trial with 0 GPUs may inherit the parent's ``CUDA_VISIBLE_DEVICES`` (Ray 2.60), so it
@@ -88,12 +91,17 @@ def _run(config: Mapping[str, Any], defaults: Mapping[str, Any], kind: str) -> N
     except Exception:  # noqa: BLE001
         pass
 
+    # multi-fidelity: Tune's strict metric check wants ASHA's metric in every result; only
+    # the rung rows carry its time attribute (rung_iteration), so only they count for it
+    rung_nan = {"rung_reward": float("nan")} if cfg.get("rungs") else {}
+
     def progress(row: dict[str, Any]) -> None:
         tune.report(
             {
                 "reward": float("nan"),
                 **{k: float("nan") for k in METRIC_KEYS},
                 "status": "running",
+                **rung_nan,
                 **row,
             }
         )
@@ -103,6 +111,8 @@ def _run(config: Mapping[str, Any], defaults: Mapping[str, Any], kind: str) -> N
     except Exception as exc:  # noqa: BLE001 - a failed trial is recorded, never fatal
         result = _failed_result(cfg, exc, device)
     result.update(extra)
+    for key, value in rung_nan.items():
+        result.setdefault(key, value)
     if result.get("reward") is not None and not math.isfinite(result["reward"]):
         result["reward"] = float("nan")
     tune.report(result)

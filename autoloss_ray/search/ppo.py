@@ -327,17 +327,35 @@ class PPO2(AskTell):
         rc = np.clip(r, 1 - self.clip_eps, 1 + self.clip_eps)
         return float(np.minimum(r * a, rc * a).mean(axis=0).sum())
 
-    def advantages(self, rewards: Any) -> np.ndarray:
-        """The advantages A [M] of rewards [M] (see ``advantages`` and ``baseline``)."""
+    def advantages(self, rewards: Any, *, rank: bool = False) -> np.ndarray:
+        """The advantages A [M] of rewards [M] (see ``advantages`` and ``baseline``);
+        ``rank=True``: by rank whatever the rule (a step with stopped samples)."""
         r = np.asarray(rewards, dtype=np.float64)
-        if self.advantage_rule == "rank":
+        if rank or self.advantage_rule == "rank":
             r = centred_ranks(r)
         base = r[0] if self.baseline == "mu" else r.mean()
         return r - base
 
-    def tell(self, thetas: Any, rewards: Any) -> None:
-        """Feed the rewards of the current step's thetas [M, D] and update mu."""
+    # multi-fidelity: StepProtocol passes the mask of samples a scheduler stopped
+    ranks_stopped = True
+
+    def tell(self, thetas: Any, rewards: Any, *, stopped: Any = None) -> None:
+        """Feed the rewards of the current step's thetas [M, D] and update mu.
+
+        ``stopped`` (optional bool [M]): samples a scheduler stopped early. Their rewards must
+        already rank them below every survivor (``StepProtocol`` places them with
+        :func:`autoloss_ray.search.steps.stopped_below`); a step with any is learnt from by
+        rank (centred ranks, whatever ``advantages``), as rung and final rewards have no
+        common scale. The history entry records the mask as ``stopped``."""
         x, r = self._check_tell(thetas, rewards)
+        stop = (np.zeros(r.shape, dtype=bool) if stopped is None
+                else np.asarray(stopped, dtype=bool))
+        if stop.shape != r.shape:
+            raise ValueError(f"stopped must be a bool mask of shape ({r.size},); got shape "
+                             f"{stop.shape}")
+        if stop.any() and np.max(r[stop]) >= np.min(r[~stop], initial=np.inf):
+            raise ValueError("stopped samples must be told below every survivor of the step "
+                             "(see autoloss_ray.search.steps.stopped_below)")
         mu_old = self.mu
         uniform = self._uniform_step
         if uniform:  # the start-up step: no PPO update, mu_1 = its best sample
@@ -346,7 +364,8 @@ class PPO2(AskTell):
             clip_fraction = approx_kl = None
         else:
             update = ppo_update(
-                thetas=x, advantages=self.advantages(r), z_old=self._z, param=self._param,
+                thetas=x, advantages=self.advantages(r, rank=bool(stop.any())), z_old=self._z,
+                param=self._param,
                 low=self.low, high=self.high, scale=self.scale, clip_eps=self.clip_eps,
                 lr=self.lr, update_steps=self.update_steps,
             )
@@ -364,6 +383,7 @@ class PPO2(AskTell):
                 "clip_fraction": clip_fraction,
                 "approx_kl": approx_kl,
                 **({"startup": True} if uniform else {}),
+                **({"stopped": stop.tolist()} if stop.any() else {}),
             }
         )
         self.step += 1

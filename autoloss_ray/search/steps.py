@@ -13,6 +13,13 @@ optimizer gets ``failure_reward`` for it (in the metric's units; ``None`` = the 
 value seen so far in the search for the mode, the step's own values included, or 0.0 before
 any). Rewards are the values in ``max`` mode and their negatives in ``min`` mode.
 
+Stopped samples (multi-fidelity: a scheduler such as ASHA stopped the trial at a rung, its
+value is that rung's reward, on another scale than a finished trial's): the optimizer is told
+them *below every survivor* of their step (:func:`stopped_below`; survivors: neither stopped
+nor failed), in the order of their rung values; optimizers that say ``ranks_stopped`` (PPO2)
+also get the mask and learn from the step by rank. A stopped value never becomes the
+``worst_value`` of the failure rule, and the record's ``mean_reward`` is the survivors' mean.
+
 Replay (:meth:`StepProtocol.replay`): a fresh protocol fast-forwards through recorded results
 (the store's rows), re-drawing every step with the same seed and checking each recorded config
 against its draw, so a killed search resumes exactly.
@@ -33,7 +40,7 @@ import numpy as np
 from autoloss_ray.search._ask_tell import check_samples_per_step
 from autoloss_ray.search.replay import check_recorded, group_recorded
 
-__all__ = ["StepProtocol", "STEP_KEY", "SAMPLE_KEY", "FAIL_REASONS", "RECORD_KEYS",
+__all__ = ["StepProtocol", "stopped_below", "STEP_KEY", "SAMPLE_KEY", "FAIL_REASONS", "RECORD_KEYS",
            "UNASSIGNED", "IN_FLIGHT", "TOLD"]
 
 logger = logging.getLogger(__name__)
@@ -64,6 +71,43 @@ _STATE_ATTRS = {
     "worst_value": "worst_value", "points": "points", "reasons": "reasons", "early": "early",
     "evaluated": "evaluated",
 }
+
+
+def stopped_below(rewards: np.ndarray, stopped: np.ndarray, failed: np.ndarray | None = None,
+                  *, floor: float | None = None) -> np.ndarray:
+    """Rewards [M] (higher is better) with the ``stopped`` [M] samples moved below every
+    survivor (neither stopped nor ``failed`` [M]), keeping their order among themselves.
+
+    With S stopped samples and survivors' rewards spanning ``[lo, hi]`` (d = hi - lo, or 1.0
+    when they are equal), the j-th worst stopped sample (j = 0..S-1, ties by sample index) gets
+    ``lo - d * (S - j) / S``: the best stopped one sits d / S below the worst survivor.
+    Without survivors, ``floor`` (e.g. the worst finished value seen) takes ``lo``'s place
+    (d = 1.0); without either the rewards are returned unchanged. Failed samples keep their
+    reward. Pure; returns a new array [M].
+    """
+    r = np.asarray(rewards, dtype=np.float64).copy()
+    stop = np.asarray(stopped, dtype=bool)
+    if r.shape != stop.shape or r.ndim != 1:
+        raise ValueError(f"rewards and stopped must be arrays of the same shape (M,); got "
+                         f"{r.shape} and {stop.shape}")
+    bad = np.zeros_like(stop) if failed is None else np.asarray(failed, dtype=bool)
+    stop = stop & ~bad
+    if not stop.any():
+        return r
+    survivors = r[~stop & ~bad]
+    if survivors.size:
+        lo, d = float(survivors.min()), float(survivors.max() - survivors.min())
+    elif floor is not None and math.isfinite(floor):
+        lo, d = float(floor), 0.0
+    else:
+        return r
+    d = d if d > 0 else 1.0
+    idx = np.flatnonzero(stop)
+    order = idx[np.lexsort((idx, r[idx]))]  # worst first; ties by sample index
+    n = idx.size
+    for j, i in enumerate(order):
+        r[i] = lo - d * (n - j) / n
+    return r
 
 
 class StepProtocol:
@@ -223,7 +267,7 @@ class StepProtocol:
         self.early[i] = bool(early)
         self.status[i] = TOLD
         self.trial_ids[i] = trial_id
-        if ok:
+        if ok and not early:  # a stopped sample's rung value is on another scale
             worse = (lambda a, b: a < b) if self.mode == "max" else (lambda a, b: a > b)
             if self.worst_value is None or worse(value, self.worst_value):
                 self.worst_value = value
@@ -241,8 +285,18 @@ class StepProtocol:
         assert self.thetas is not None
         values = np.where(self.failed, self.failure_value(), self.values)
         rewards = values if self.mode == "max" else -values
-        self.optimizer.tell(self.thetas, rewards)
+        stopped = self.early & ~self.failed
+        if stopped.any():
+            worst = self.worst_value
+            floor = None if worst is None else (worst if self.mode == "max" else -worst)
+            rewards = stopped_below(rewards, stopped, self.failed, floor=floor)
+        if stopped.any() and getattr(self.optimizer, "ranks_stopped", False):
+            self.optimizer.tell(self.thetas, rewards, stopped=stopped)
+        else:
+            self.optimizer.tell(self.thetas, rewards)
         record = self._record(values, rewards)
+        if stopped.any() and not stopped.all():
+            record["mean_reward"] = float(np.mean(rewards[~stopped]))
         self.records.append(record)
         self.step += 1
         self.thetas = None
@@ -328,7 +382,8 @@ class StepProtocol:
         Args:
             results: one mapping per finished trial with ``step``, ``sample`` (ints),
                 ``config`` (the trial's config, or at least its searched keys), ``value``
-                (the metric; NaN or None for a failed trial) and optionally ``trial_id``.
+                (the metric; NaN or None for a failed trial) and optionally ``trial_id``
+                and ``stopped_early`` (a scheduler stopped it: told as such again).
                 Each ``(step, sample)`` at most once.
             quiet_steps: steps whose ``step_callback`` already ran; it is not called again
                 for them.
@@ -359,7 +414,8 @@ class StepProtocol:
                     check_recorded(self.space, self.thetas[i], r, step=step, sample=i)
                     value = r.get("value")
                     value = math.nan if value is None else float(value)
-                    self.tell(i, r.get("trial_id"), value)
+                    self.tell(i, r.get("trial_id"), value,
+                              early=bool(r.get("stopped_early") or False))
                     told += 1
         finally:
             self.step_callback = callback
