@@ -11,7 +11,9 @@ same data, split and training seed (common random numbers, as a search does).
 
     .venv/bin/python bench/rung_correlation.py --data-root /work/shared/data/camvid
 
-Default recipe = bench/camvid_experiment.sh's search (CamVid, 96 px, 80 iterations, batch 8).
+Default recipe = bench/camvid_experiment.sh's search (`autoloss search`'s demo recipe: the
+tiny net, 192 CamVid training images of which a quarter are the hold-out; 96 px, 80
+iterations, batch 8), built by ``SearchOptions(...).trial_config()`` as the search builds it.
 """
 
 from __future__ import annotations
@@ -73,10 +75,16 @@ def main(argv: list[str] | None = None) -> int:
     space = search_space(args.metric, "bezier")
     draws = RandomSearch(low=space.low, high=space.high, samples_per_step=args.thetas,
                          seed=args.seed).ask()
-    base = dict(dataset=args.dataset, data_root=args.data_root, metric=args.metric,
-                image_size=args.image_size, iterations=args.iterations,
-                batch_size=args.batch_size, eval_protocol=args.final_protocol,
-                rungs=args.rungs, seed=args.seed, device="cpu")
+    from autoloss_app.options import SearchOptions
+
+    # the trial config `autoloss search` gives its trials (the demo recipe: tiny net, 192
+    # training images, a quarter held out), with the rungs added
+    opts = SearchOptions(dataset=args.dataset, data_root=args.data_root, metric=args.metric,
+                         image_size=args.image_size, iterations=args.iterations,
+                         batch_size=args.batch_size, eval_protocol=args.final_protocol,
+                         seed=args.seed, gpus_per_trial=0).resolved()
+    base = {k: v for k, v in opts.trial_config().items() if k != "crn"}
+    base.update(rungs=args.rungs, device="cpu")
     check_trial_config(base)  # bad options fail here, before any training
     print("command: " + " ".join([os.path.basename(sys.executable), *sys.argv]), flush=True)
     print(f"machine: {platform.node()} {platform.processor() or platform.machine()}, "

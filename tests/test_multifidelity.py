@@ -252,3 +252,19 @@ def test_asha_search_end_to_end_stops_trials_and_ranks_them_last(tmp_path):
     done = json.loads(out.stdout.split("[autoloss] done: ", 1)[1].splitlines()[0])
     best = finished.loc[finished["reward"].astype(float).idxmax()]
     assert done["best_theta"] == pytest.approx(list(best["theta"]), abs=1e-6)
+
+
+def test_store_row_of_a_rung_report_is_stopped_early_and_a_final_one_is_not():
+    from autoloss_ray.store import trial_row
+
+    config = {"metric": "miou", "theta": [0.5], "iterations": 80, "search_step": 0,
+              "search_sample": 1}
+    rung = {"reward": 0.12, "rung_reward": 0.12, "rung_iteration": 20, "iterations": 20,
+            "eval_protocol": "train_size", "status": "running", "done": True}
+    final = {"reward": 0.25, "rung_reward": float("nan"), "iterations": 80, "status": "ok",
+             "eval_protocol": "native", "done": True}
+    stopped = trial_row("e", "t1", config, rung)
+    assert stopped["stopped_early"] and stopped["iterations"] == 20
+    assert stopped["status"] == "ok" and stopped["eval_protocol"] == "train_size"
+    done = trial_row("e", "t2", config, final)
+    assert not done["stopped_early"] and done["iterations"] == 80

@@ -155,6 +155,8 @@ def trial_row(
     # reported ones
     row["stopped_early"] = (not failed) and (
         stopped_early or ("done" in result and not bool(result["done"]))
+        # a proxy trial's last result is a rung report only when a scheduler stopped it there
+        or result.get("rung_iteration") is not None
     )
     if failed:
         row["status"] = "failed"
