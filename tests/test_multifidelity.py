@@ -248,6 +248,9 @@ def test_asha_search_end_to_end_stops_trials_and_ranks_them_last(tmp_path):
             assert rewards[flags].max() < rewards[~flags].min()
             finals = rows["reward"].to_numpy()[~flags]
             assert rewards[~flags].tolist() == pytest.approx(finals.tolist())
+    # the progress lines say which trials were stopped (not failed)
+    assert out.stdout.count("stopped at iteration") == len(stopped)
+    assert "FAILED" not in out.stdout
     # the answer is the best *finished* trial, never a rung's reward
     done = json.loads(out.stdout.split("[autoloss] done: ", 1)[1].splitlines()[0])
     best = finished.loc[finished["reward"].astype(float).idxmax()]

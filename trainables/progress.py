@@ -39,11 +39,14 @@ class ProgressCallback(tune.Callback):
     def count_previous(self, rows) -> None:
         """Start the counts from the store rows of a resumed search (a DataFrame with
         ``step``, ``reward`` and ``status``), so progress reads ``trial 7/12`` after a resume."""
-        for step, reward, status in zip(rows["step"], rows["reward"], rows["status"]):
+        stopped = (rows["stopped_early"].eq(True) if "stopped_early" in rows.columns
+                   else [False] * len(rows))
+        for step, reward, status, stop in zip(rows["step"], rows["reward"], rows["status"],
+                                              stopped):
             self.done += 1
             ok = trial_succeeded(status, reward)
             self.failed += int(not ok)
-            if ok:
+            if ok and not stop:  # a stopped trial's reward is a rung's
                 self.best = max(self.best, float(reward))
                 self.step_rewards.setdefault(int(step), []).append(float(reward))
 
@@ -80,11 +83,13 @@ class ProgressCallback(tune.Callback):
             }
         return self._gauges
 
-    def _record(self, trial, reward: float | None, failed: bool) -> None:
+    def _record(self, trial, reward: float | None, failed: bool,
+                stopped_at: int | None = None) -> None:
         self.done += 1
         self.failed += int(failed)
         step = int(trial.config.get("search_step", 0))
-        if reward is not None and math.isfinite(reward):
+        # a trial a scheduler stopped at a rung: its reward is the rung's (another scale)
+        if stopped_at is None and reward is not None and math.isfinite(reward):
             self.best = max(self.best, reward)
             self.step_rewards.setdefault(step, []).append(reward)
         rewards = self.step_rewards.get(step, [])
@@ -103,7 +108,8 @@ class ProgressCallback(tune.Callback):
         if self.stream is not None:
             total = self.steps * self.samples
             elapsed = time.monotonic() - self._start
-            status = "FAILED" if failed else f"reward {reward:.4f}"
+            status = ("FAILED" if failed else f"reward {reward:.4f}" if stopped_at is None
+                      else f"stopped at iteration {stopped_at} (rung reward {reward:.4f})")
             print(
                 f"[autoloss] step {step + 1}/{self.steps}  trial {self.done}/{total}  "
                 f"{status}  best {self.best:.4f}  step-mean {mean:.4f}  "
@@ -115,6 +121,10 @@ class ProgressCallback(tune.Callback):
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         result = trial.last_result or {}
         reward = result.get("reward")
+        stopped_at = result.get("rung_iteration")  # the last result is a rung report
+        if stopped_at is not None and reward is not None:
+            self._record(trial, float(reward), False, stopped_at=int(stopped_at))
+            return
         failed = not trial_ok(result.get("status", "ok")) or reward is None
         self._record(trial, None if reward is None else float(reward), failed)
 
