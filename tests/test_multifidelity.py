@@ -271,3 +271,19 @@ def test_store_row_of_a_rung_report_is_stopped_early_and_a_final_one_is_not():
     assert stopped["status"] == "ok" and stopped["eval_protocol"] == "train_size"
     done = trial_row("e", "t2", config, final)
     assert not done["stopped_early"] and done["iterations"] == 80
+
+
+def test_random_search_is_told_stopped_samples_below_and_never_answers_with_one():
+    from autoloss_ray.search import RandomSearch, StepProtocol
+
+    p = StepProtocol(steps=1, samples_per_step=6, name="RandomSearcher")
+    p.space, p.mode, p.metric = _Space(), "max", "reward"
+    p.optimizer = RandomSearch(low=[0, 0], high=[1, 1], samples_per_step=6, seed=1)
+    _run(p, VALUES[:1], STOPPED[:1])
+    record = p.records[0]
+    survivors = [0, 2, 3, 5]
+    assert max(record["rewards"][i] for i in (1, 4)) < min(record["rewards"][i]
+                                                           for i in survivors)
+    # its best is the best finished sample (0.40, sample 3), not the 0.9 of a rung
+    assert p.optimizer.best_reward == pytest.approx(0.40)
+    assert np.allclose(p.optimizer.best, record["thetas"][3])
