@@ -385,6 +385,9 @@ def summarize(opts: SearchOptions, store: ExperimentStore) -> SearchOutcome:
         failed=int((~ok_mask(trials)).sum()) if len(trials) else 0,
         steps=int(len(policy)),
     )
+    if getattr(opts, "scheduler", "fifo") != "fifo":  # multi-fidelity: trials stopped at a rung
+        out["stopped"] = (int(trials["stopped_early"].eq(True).sum())
+                          if len(trials) and "stopped_early" in trials.columns else 0)
     if len(policy):
         best = policy.loc[policy["mean_reward"].astype(float).idxmax()]
         out["best_step"] = int(best["step"])

@@ -253,6 +253,7 @@ def test_asha_search_end_to_end_stops_trials_and_ranks_them_last(tmp_path):
     assert "FAILED" not in out.stdout
     # the answer is the best *finished* trial, never a rung's reward
     done = json.loads(out.stdout.split("[autoloss] done: ", 1)[1].splitlines()[0])
+    assert done["stopped"] == len(stopped) and done["failed"] == 0
     best = finished.loc[finished["reward"].astype(float).idxmax()]
     assert done["best_theta"] == pytest.approx(list(best["theta"]), abs=1e-6)
 
