@@ -288,3 +288,19 @@ def test_random_search_is_told_stopped_samples_below_and_never_answers_with_one(
     # its best is the best finished sample (0.40, sample 3), not the 0.9 of a rung
     assert p.optimizer.best_reward == pytest.approx(0.40)
     assert np.allclose(p.optimizer.best, record["thetas"][3])
+
+
+def test_best_trial_answer_and_playoff_skip_stopped_trials():
+    import pandas as pd
+
+    from autoloss_ray.answer import best_trial_theta, playoff_candidates
+    from autoloss_ray.report import best_theta
+
+    trials = pd.DataFrame({
+        "kind": ["search"] * 3, "status": ["ok"] * 3, "trial_id": ["a", "b", "c"],
+        "theta": [[0.1], [0.2], [0.3]], "reward": [0.20, 0.90, 0.25],
+        "stopped_early": [False, True, None],  # b: a rung reward of 0.9
+    })
+    assert best_trial_theta(trials).tolist() == [0.3]
+    assert best_theta(trials, None).tolist() == [0.3]  # a store without a manifest
+    assert [t.tolist() for _, t in playoff_candidates(trials, None, k=3)] == [[0.3], [0.1]]
