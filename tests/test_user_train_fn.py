@@ -102,9 +102,9 @@ def test_search_of_a_user_function_stores_reports_exports_and_resumes(tmp_path, 
         second = search_loss(train_tiny, steps=3, resume=True, export=tmp_path / "loss.json",
                              report_dir=tmp_path / "report", **common)
         resumed_out = capsys.readouterr().out
-        # the README's "own Ray Tune code" block runs as printed, on the same Ray
-        readme = (REPO / "README.md").read_text()
-        section = readme.split("## Use the searcher in your own Ray Tune code", 1)[1]
+        # the docs' "own Ray Tune code" block (docs/own-task.md) runs as printed, on the same Ray
+        page = (REPO / "docs" / "own-task.md").read_text()
+        section = page.split("## Use the searcher in your own Ray Tune code", 1)[1]
         code = section.split("```python\n", 1)[1].split("```", 1)[0]
         (tmp_path / "readme").mkdir()
         monkeypatch.chdir(tmp_path / "readme")
@@ -114,7 +114,7 @@ def test_search_of_a_user_function_stores_reports_exports_and_resumes(tmp_path, 
         # Tune's default folder (~/ray_results) for the block's Tuner: under tmp_path here
         for module in (ray.train.constants, ray.tune.experiment.experiment):
             monkeypatch.setattr(module, "DEFAULT_STORAGE_PATH", str(tmp_path / "ray_results"))
-        exec(compile(code, "README.md", "exec"), {"__name__": "readme_block"})
+        exec(compile(code, "docs/own-task.md", "exec"), {"__name__": "readme_block"})
     finally:
         ray.shutdown()
     readme_store = ExperimentStore(tmp_path / "readme" / "runs" / "store")
