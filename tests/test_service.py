@@ -48,7 +48,7 @@ def _in_process(capsys, *args: str) -> subprocess.CompletedProcess:
     [
         (["--metric", "accuracy"], "unknown metric"),
         (["--samples", "1"], "--samples"),
-        (["--dataset", "camvid", "--data-root", "/no/such/dir"], "not a directory"),
+        (["--dataset", "camvid", "--data-root", "/no/such/dir"], "does not exist"),
         (["--dataset", "camvid"], "--data-root"),
         (["--sigma", "0"], "--sigma"),
         (["--experiment", "bad name!"], "--experiment"),
