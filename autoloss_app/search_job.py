@@ -116,6 +116,14 @@ def check_searcher_installed(searcher: str) -> None:
 
 
 def build_searcher(opts: SearchOptions, store: ExperimentStore):
+    """The Tune searcher for ``opts`` (:func:`_new_searcher`); with ``--scheduler asha`` it
+    ranks the samples a rung stopped below their step's survivors (``rank_stopped``)."""
+    searcher = _new_searcher(opts, store)
+    searcher.rank_stopped = getattr(opts, "scheduler", "fifo") == "asha"
+    return searcher
+
+
+def _new_searcher(opts: SearchOptions, store: ExperimentStore):
     """The Tune searcher for ``opts``: PPO2, random search, or optuna's TPE / CMA-ES.
 
     TPE and CMA-ES (:mod:`searchers.optuna_search`) start at the space's init (or

@@ -95,6 +95,16 @@ class StepSearcher(Searcher):
         return self._protocol.failure_reward
 
     @property
+    def rank_stopped(self) -> bool:
+        """Multi-fidelity: scheduler-stopped samples ranked below their step's survivors
+        (:class:`autoloss_ray.search.steps.StepProtocol`); on for ``--scheduler asha``."""
+        return self._protocol.rank_stopped
+
+    @rank_stopped.setter
+    def rank_stopped(self, value: bool) -> None:
+        self._protocol.rank_stopped = bool(value)
+
+    @property
     def step_callback(self) -> Callable[[dict], Any] | None:
         return self._protocol.step_callback
 

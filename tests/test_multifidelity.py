@@ -82,6 +82,7 @@ def _protocol(advantages="baseline", steps=2, m=6):
     from autoloss_ray.search import PPO2, StepProtocol
 
     p = StepProtocol(steps=steps, samples_per_step=m, name="PPO2Searcher")
+    p.rank_stopped = True  # what build_searcher sets for --scheduler asha
     p.space, p.mode, p.metric = _Space(), "max", "reward"
     p.optimizer = PPO2(low=[0, 0], high=[1, 1], mu0=[0.5, 0.5], samples_per_step=m, seed=7,
                        advantages=advantages)
@@ -278,6 +279,7 @@ def test_random_search_is_told_stopped_samples_below_and_never_answers_with_one(
     from autoloss_ray.search import RandomSearch, StepProtocol
 
     p = StepProtocol(steps=1, samples_per_step=6, name="RandomSearcher")
+    p.rank_stopped = True
     p.space, p.mode, p.metric = _Space(), "max", "reward"
     p.optimizer = RandomSearch(low=[0, 0], high=[1, 1], samples_per_step=6, seed=1)
     _run(p, VALUES[:1], STOPPED[:1])
@@ -304,3 +306,18 @@ def test_best_trial_answer_and_playoff_skip_stopped_trials():
     assert best_trial_theta(trials).tolist() == [0.3]
     assert best_theta(trials, None).tolist() == [0.3]  # a store without a manifest
     assert [t.tolist() for _, t in playoff_candidates(trials, None, k=3)] == [[0.3], [0.1]]
+
+
+def test_without_a_scheduler_an_early_end_changes_no_update():
+    """``rank_stopped`` off (no --scheduler asha; Tune's "ended early" also flags ordinary
+    ends of function trainables): the optimizer is told the values as they are."""
+    from autoloss_ray.search import PPO2
+
+    p = _protocol()
+    p.rank_stopped = False
+    _run(p, VALUES[:1], STOPPED[:1])
+    ref = PPO2(low=[0, 0], high=[1, 1], mu0=[0.5, 0.5], samples_per_step=6, seed=7)
+    thetas = ref.ask()
+    ref.tell(thetas, VALUES[0])
+    assert np.allclose(ref.mu, p.records[0]["mu_next"])
+    assert p.worst_value == pytest.approx(min(VALUES[0]))

@@ -17,8 +17,8 @@ Stopped samples (multi-fidelity: a scheduler such as ASHA stopped the trial at a
 value is that rung's reward, on another scale than a finished trial's): the optimizer is told
 them *below every survivor* of their step (:func:`stopped_below`; survivors: neither stopped
 nor failed), in the order of their rung values; optimizers that say ``ranks_stopped`` (PPO2)
-also get the mask and learn from the step by rank. A stopped value never becomes the
-``worst_value`` of the failure rule, and the record's ``mean_reward`` is the survivors' mean.
+also get the mask and learn from the step by rank. The record's ``mean_reward`` is the
+survivors' mean.
 
 Replay (:meth:`StepProtocol.replay`): a fresh protocol fast-forwards through recorded results
 (the store's rows), re-drawing every step with the same seed and checking each recorded config
@@ -161,6 +161,11 @@ class StepProtocol:
         self.records: list[dict[str, Any]] = []
         self.worst_value: float | None = None
         self.evaluated: list[dict[str, Any]] = []  # points evaluated outside the search
+        # multi-fidelity (a scheduler stops trials at rungs): stopped samples are told below
+        # every survivor of their step, and a ranking optimizer learns the step by rank. Off
+        # by default: without such a scheduler Tune's "ended early" also flags ordinary ends
+        # of function trainables, which must not change an update.
+        self.rank_stopped = False
         self._clear_samples()
 
     def _clear_samples(self) -> None:
@@ -267,7 +272,9 @@ class StepProtocol:
         self.early[i] = bool(early)
         self.status[i] = TOLD
         self.trial_ids[i] = trial_id
-        if ok and not early:  # a stopped sample's rung value is on another scale
+        # the failure rule's worst value: a rung's value is on another scale (multi-fidelity);
+        # without it every valid value counts (Tune's "ended early" is not reliable enough)
+        if ok and not (early and self.rank_stopped):
             worse = (lambda a, b: a < b) if self.mode == "max" else (lambda a, b: a > b)
             if self.worst_value is None or worse(value, self.worst_value):
                 self.worst_value = value
@@ -285,7 +292,8 @@ class StepProtocol:
         assert self.thetas is not None
         values = np.where(self.failed, self.failure_value(), self.values)
         rewards = values if self.mode == "max" else -values
-        stopped = self.early & ~self.failed
+        stopped = (self.early & ~self.failed) if self.rank_stopped else np.zeros_like(
+            self.failed)
         if stopped.any():
             worst = self.worst_value
             floor = None if worst is None else (worst if self.mode == "max" else -worst)
