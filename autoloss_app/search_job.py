@@ -123,6 +123,17 @@ def build_searcher(opts: SearchOptions, store: ExperimentStore):
     return searcher
 
 
+def replayed_searcher(opts: SearchOptions, store: ExperimentStore, results) -> tuple[Any, int]:
+    """(the searcher of ``opts``, how many trials it was told): a resumed search's searcher
+    fast-forwarded through the stored ``results`` (``previous_results``), its policy steps
+    not written again."""
+    searcher = build_searcher(opts, store)
+    if not results:
+        return searcher, 0
+    policy = store.policy(opts.experiment)
+    return searcher, searcher.replay(results, quiet_steps={int(s) for s in policy["step"]})
+
+
 def _new_searcher(opts: SearchOptions, store: ExperimentStore):
     """The Tune searcher for ``opts``: PPO2, random search, or optuna's TPE / CMA-ES.
 
@@ -313,11 +324,7 @@ def run_search(opts: SearchOptions) -> SearchOutcome:
                            "version): only options that change the draws can be checked; "
                            "this run's options are recorded as the search's",
                            opts.experiment)
-    searcher = build_searcher(opts, store)
-    told = 0
-    if results:
-        policy = store.policy(opts.experiment)
-        told = searcher.replay(results, quiet_steps={int(s) for s in policy["step"]})
+    searcher, told = replayed_searcher(opts, store, results)
     with store.search_lock(opts.experiment):
         if not opts.resume and len(previous_results(store, opts.experiment)[0]):
             raise OptionsError(f"experiment {opts.experiment!r} got trials from another "

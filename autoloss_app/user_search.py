@@ -399,7 +399,7 @@ def search_loss(
         export=None if export is None else os.fspath(export),
         report_dir=None if report_dir is None else os.fspath(report_dir), verbose=verbose,
     ).resolved()
-    from autoloss_app.search_job import build_searcher, check_searcher_installed
+    from autoloss_app.search_job import check_searcher_installed, replayed_searcher
     from autoloss_ray.store import ExperimentStore
 
     check_searcher_installed(opts.searcher)
@@ -414,11 +414,7 @@ def search_loss(
         raise OptionsError(f"resume=True: experiment {opts.experiment!r} has no search in the "
                            f"store {opts.store} to resume; run without resume to start it")
     _check_same_task(opts, store_, manifest, previous)
-    searcher_ = build_searcher(_as_search_options(opts), store_)
-    told = 0
-    if results:
-        policy = store_.policy(opts.experiment)
-        told = searcher_.replay(results, quiet_steps={int(s) for s in policy["step"]})
+    searcher_, told = replayed_searcher(_as_search_options(opts), store_, results)
     with store_.search_lock(opts.experiment):
         if not opts.resume and len(previous_results(store_, opts.experiment)[0]):
             raise OptionsError(f"experiment {opts.experiment!r} got trials from another "
