@@ -230,6 +230,15 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     recipes = args.recipes or (["demo"] + (["camvid"] if Path(args.camvid).is_dir() else []))
+    if args.repeats < 1 or args.warmup_runs < 0 or (args.iterations is not None
+                                                    and args.iterations < 1):
+        print("overhead.py: error: --repeats and --iterations must be >= 1, --warmup-runs "
+              ">= 0", file=sys.stderr)
+        return 2
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        print(f"overhead.py: error: --device {args.device}: CUDA is not available here",
+              file=sys.stderr)
+        return 2
     if "camvid" in recipes and not Path(args.camvid).is_dir():
         print(f"overhead.py: error: --camvid {args.camvid} is not a folder", file=sys.stderr)
         return 2

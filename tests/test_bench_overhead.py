@@ -33,3 +33,18 @@ def test_overhead_bench_refuses_a_missing_camvid_folder(tmp_path):
                           str(tmp_path / "nope")], capture_output=True, text=True, timeout=120)
     assert out.returncode == 2
     assert out.stderr.count("\n") == 1 and "is not a folder" in out.stderr
+
+
+@pytest.mark.parametrize("args, text", [
+    (["--repeats", "0"], "--repeats and --iterations must be >= 1"),
+    (["--iterations", "0"], "--repeats and --iterations must be >= 1"),
+    (["--device", "cuda"], "CUDA is not available here"),
+])
+def test_overhead_bench_refuses_bad_options_in_one_line(args, text):
+    import torch
+
+    if args[0] == "--device" and torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    out = subprocess.run([sys.executable, str(SCRIPT), "--recipes", "demo", *args],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and out.stderr.count("\n") == 1 and text in out.stderr
