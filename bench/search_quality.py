@@ -1,28 +1,44 @@
-"""Does the search pay? PPO2 against random, TPE and CMA-ES on the CamVid proxy (not a test).
+"""Does the search pay? The pre-registered, paired, val-scored searcher comparison (not a test).
 
-Every searcher gets the same budget (``--steps`` x ``--samples`` trials), the same box, the
-same start (the space's init: PPO2's mu0, TPE's / CMA-ES's first trial) and the same proxy
-task (the README's CamVid proxy by default: tiny network, 96x96, 80 iterations, reward =
-hold-out mIoU on 25 % of a 192-image subset of CamVid train), once per seed. The seed of a
-replicate is the search's ``--seed``: the searcher's sampling seed, the data subset / hold-out
-split, and (common random numbers, ``--crn``) the training seed every trial of the search
-shares. Printed per searcher, mean and spread (std, min..max) over seeds:
+The plan (docs/benchmarks.md, "Which searcher?", written before the run): on the CamVid
+proxy (tiny network, 96x96, 80 iterations, batch 8, reward = hold-out mIoU on 25 % of a
+192-image subset of CamVid train), for each seed, every arm searches with the same
+seed (= the same data subset, hold-out split and common training seed, ``--crn``):
 
-* best-so-far reward after k trials (trials in proposal order, step by step);
-* the reward of the recommended theta (what ``autoloss export`` writes: the search's
-  ``--answer``, default the best trial for every searcher; ``--answer legacy``: the rule of
-  the README's recorded run, PPO2 the mu of the step with the best mean reward, the others
-  the best trial) re-trained with ``--fresh`` training seeds never used by the search, on
-  the same hold-out;
+====================  ===========================================================  =========
+arm                   search                                                       answer
+====================  ===========================================================  =========
+``random``            random search, T x M trials                                  best trial
+``tpe``               TPE (optuna), T x M trials                                   best trial
+``ppo-paper``         PPO2 as the paper, T x M trials                              policy mean
+``ppo``               the same PPO2 search (the shipped default)                   best trial
+``ppo-asha``          PPO2 + ASHA (grace = iterations/4, factor 2), 2T x M drawn,  best trial
+                      cut at the others' compute: the trials, in proposal order,
+                      whose training iterations sum to <= T x M x iterations
+====================  ===========================================================  =========
 
-and the reward noise: the start theta trained with ``--noise-seeds`` training seeds (std).
-Writes ``results.json``, ``table.md`` and ``best_so_far.png`` (one line per searcher, mean
-over seeds, band = min..max) under ``--out``; searches land in ``<out>/store`` and a rerun
-of the same command resumes / skips what is already there.
+``ppo-paper`` and ``ppo`` are one search answered by two rules. Every arm's answer is then
+re-trained on *all* of CamVid train (367 images, the proxy's recipe but 300 iterations, as
+``bench/camvid_experiment.sh`` retrains) with ``--fresh`` training
+seeds never used by a search, and scored on **CamVid val** (101 images, native resolution),
+which no search sees. An arm's score for a seed is the mean over its fresh seeds.
 
-Full run (the coordinator's): ``bash bench/search_quality.sh``. A smoke run:
-``python bench/search_quality.py --searchers ppo,tpe --seeds 2 --steps 2 --samples 2
---iterations 10 --fresh 1 --noise-seeds 2 --out runs/sq-smoke``.
+Statistics (:mod:`paired_stats`): per-seed paired differences against the reference arm
+``ppo`` (the shipped default), their mean +- SE, a two-sided paired t-test, Holm-corrected over
+the four comparisons at 0.05, wins out of seeds, and the smallest difference the run could
+detect (power 0.8). The decision rule (:func:`paired_stats.decide`): the defaults change to
+the arm significantly better than ``ppo`` with the largest mean difference; with none, they
+stay, and the docs say which arm had the best mean and what the run could not resolve.
+
+It runs seed by seed (all arms of a seed, then the seed's re-trainings), so a cut leaves
+complete pairs; the searches live in ``<out>/store`` (a rerun resumes them), every
+re-training's result in ``<out>/retrains.jsonl``, a finished seed in ``<out>/seeds/``.
+``--report-only`` rebuilds ``table.md``, ``results.json``, ``paired.png`` and
+``best_so_far.png`` from ``<out>/seeds`` without training.
+
+Full run: ``bash bench/search_quality.sh``. A smoke run: ``python bench/search_quality.py
+--seeds 0 --steps 1 --samples 2 --iterations 8 --retrain-iterations 8 --fresh 1 --out
+runs/sq-smoke``.
 """
 
 from __future__ import annotations
@@ -39,10 +55,29 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from autoloss_app.options import SEARCHERS, SearchOptions  # noqa: E402
+from paired_stats import ALPHA, decide  # noqa: E402
 
-FRESH_SEED0 = 10_000  # fresh training seeds: 10000, 10001, ... (the searches use 0..seeds-1)
+FRESH_SEED0 = 10_000  # fresh training seeds of the re-trainings: 10000, 10001, ...
+PLAN_SEEDS = "100,101,102,103,104"  # new seeds: 0-2 ran the earlier, unpaired comparison
+REFERENCE = "ppo"
+
+# search name -> (searcher, scheduler, steps multiplier)
+SEARCHES: dict[str, tuple[str, str, int]] = {
+    "ppo": ("ppo", "fifo", 1),
+    "random": ("random", "fifo", 1),
+    "tpe": ("tpe", "fifo", 1),
+    "ppo-asha": ("ppo", "asha", 2),
+}
+# arm -> (search, answer rule); the order of the tables
+ARMS: dict[str, tuple[str, str]] = {
+    "ppo": ("ppo", "best-trial"),
+    "ppo-paper": ("ppo", "policy-mean"),
+    "random": ("random", "best-trial"),
+    "tpe": ("tpe", "best-trial"),
+    "ppo-asha": ("ppo-asha", "best-trial"),
+}
 
 
 def best_so_far(rewards: list[float]) -> np.ndarray:
@@ -55,37 +90,69 @@ def best_so_far(rewards: list[float]) -> np.ndarray:
     return out
 
 
-def summary(values: list[float]) -> dict[str, float]:
-    v = np.asarray([x for x in values if x is not None and math.isfinite(x)], dtype=float)
-    if not v.size:
-        return {"mean": math.nan, "std": math.nan, "min": math.nan, "max": math.nan, "n": 0}
-    return {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if v.size > 1 else 0.0,
-            "min": float(v.min()), "max": float(v.max()), "n": int(v.size)}
+def trial_compute(rows) -> list[int]:
+    """Training iterations each search trial [N] cost, in the rows' order: a trial a rung
+    stopped cost its rung (``rung_iteration``); any other one its ``iterations``."""
+    out = []
+    for r in rows.itertuples(index=False):
+        n = int(r.iterations) if r.iterations is not None and not _isnan(r.iterations) else 0
+        if bool(r.stopped_early) and isinstance(r.extra_json, str):
+            rung = json.loads(r.extra_json).get("rung_iteration")
+            if rung is not None:
+                n = int(rung)
+        out.append(n)
+    return out
 
 
-def _fmt(s: dict[str, float]) -> str:
-    if not s["n"]:
-        return "-"
-    return f"{s['mean']:.4f} ± {s['std']:.4f}"
+def _isnan(x: Any) -> bool:
+    try:
+        return math.isnan(float(x))
+    except (TypeError, ValueError):
+        return False
 
 
-def _options(args, searcher: str, seed: int) -> SearchOptions:
+def budget_cut(compute: list[int], budget: int) -> int:
+    """How many trials, in proposal order, fit in ``budget`` training iterations."""
+    total = 0
+    for i, c in enumerate(compute):
+        if total + c > budget:
+            return i
+        total += c
+    return len(compute)
+
+
+def _options(args, search: str, seed: int):
+    from autoloss_app.options import SearchOptions
+
+    searcher, scheduler, factor = SEARCHES[search]
     return SearchOptions(
         metric=args.metric, searcher=searcher, dataset=args.dataset, data_root=args.data_root,
         image_size=args.image_size, iterations=args.iterations, batch_size=args.batch_size,
-        steps=args.steps, samples=args.samples, seed=seed, crn=not args.no_crn,
-        store=str(Path(args.out).resolve() / "store"),
+        steps=args.steps * factor, samples=args.samples, seed=seed, crn=True,
+        scheduler=scheduler, store=str(Path(args.out).resolve() / "store"),
         tune_dir=str(Path(args.out).resolve() / "tune"),
-        experiment=f"{searcher}-seed{seed}", verbose=0, gpus_per_trial=0,
-        answer=None if args.answer == "legacy" else args.answer,
+        experiment=f"{search}-seed{seed}", verbose=0, gpus_per_trial=0, answer="best-trial",
     )
 
 
-def _run_trials(configs: list[dict[str, Any]]) -> list[float]:
-    """Rewards of trial configs, run as Ray tasks (one CPU each, in parallel)."""
+def _retrain_config(args, search: str, seed: int, theta: list[float], j: int) -> dict:
+    cfg = _options(args, search, seed).resolved().trial_config()
+    cfg.pop("rungs", None)
+    cfg.pop("holdout_fraction", None)
+    return {**cfg, "theta": [float(v) for v in theta], "train_size": 0, "eval_split": "val",
+            "eval_protocol": "native", "iterations": args.retrain_iterations,
+            "train_seed": FRESH_SEED0 + j, "device": "cpu"}
+
+
+def _retrain_key(seed: int, j: int, theta: list[float], iterations: int) -> str:
+    return json.dumps([seed, j, iterations, [round(float(v), 9) for v in theta]])
+
+
+def _run_retrains(configs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Results of re-training configs, as Ray tasks (one CPU each, in parallel)."""
     import ray
 
-    from autoloss_ray.train import run_trial
+    from autoloss_ray.train import METRIC_KEYS, run_trial
 
     @ray.remote(num_cpus=1)
     def one(cfg):
@@ -94,180 +161,281 @@ def _run_trials(configs: list[dict[str, Any]]) -> list[float]:
         torch.set_num_threads(1)  # as a Tune trial with one CPU runs
         try:
             r = run_trial(cfg)
-            return float(r["reward"]) if r.get("status") == "ok" else math.nan
-        except Exception:  # noqa: BLE001 - a failed re-evaluation counts as NaN
-            return math.nan
+        except Exception as exc:  # noqa: BLE001 - a failed re-training is recorded as NaN
+            return {"reward": math.nan, "status": "failed", "error": repr(exc)[:500]}
+        return {"reward": float(r["reward"]) if r.get("status") == "ok" else math.nan,
+                "status": r.get("status"), "error": r.get("error"),
+                "train_seconds": r.get("train_seconds"), "eval_seconds": r.get("eval_seconds"),
+                **{k: float(r[k]) for k in METRIC_KEYS if k in r}}
 
     return ray.get([one.remote(c) for c in configs])
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--searchers", default=",".join(SEARCHERS),
-                   help=f"comma-separated, of {', '.join(SEARCHERS)} (default: all)")
-    p.add_argument("--seeds", type=int, default=3, help="replicates: seeds 0..N-1 (3)")
-    p.add_argument("--steps", type=int, default=6, help="T (6)")
-    p.add_argument("--samples", type=int, default=8, help="M (8): budget T*M trials")
-    p.add_argument("--checkpoints", default="8,16,32,48",
-                   help="trial counts at which best-so-far is tabled (those <= T*M)")
-    p.add_argument("--fresh", type=int, default=2, help="fresh training seeds per "
-                   "recommended theta (2)")
-    p.add_argument("--noise-seeds", type=int, default=3,
-                   help="training seeds of the start theta for the reward noise (3)")
-    p.add_argument("--metric", default="miou")
-    p.add_argument("--dataset", default="camvid")
-    p.add_argument("--data-root", default="../shared/data/camvid")
-    p.add_argument("--image-size", type=int, default=96)
-    p.add_argument("--iterations", type=int, default=80)
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--no-crn", action="store_true", help="searches with --no-crn")
-    p.add_argument("--answer", default="best-trial",
-                   choices=["best-trial", "playoff", "policy-mean", "legacy"],
-                   help="the searches' answer rule (autoloss search --answer; default "
-                   "best-trial); legacy: PPO2 its policy mean, the others their best trial "
-                   "(the rule of the README's recorded run)")
-    p.add_argument("--num-cpus", type=int, default=None, help="Ray CPUs (default: all)")
-    p.add_argument("--out", default="runs/search-quality")
-    args = p.parse_args(argv)
-    searchers = [s.strip() for s in args.searchers.split(",") if s.strip()]
-    bad = [s for s in searchers if s not in SEARCHERS]
-    if bad or not searchers:
-        p.error(f"--searchers must name some of {', '.join(SEARCHERS)}; got {args.searchers!r}")
-    budget = args.steps * args.samples
-    checkpoints = [k for k in (int(c) for c in args.checkpoints.split(",")) if 0 < k <= budget]
-    if budget not in checkpoints:
-        checkpoints.append(budget)
-
-    import ray
-
+def run_seed(args, seed: int, store, cache_path: Path) -> dict[str, Any]:
+    """All searches of one seed (resumed where the store has them), every arm's answer and
+    its re-trainings on all of train scored on val."""
     from autoloss_app.search_job import run_search
-    from autoloss_ray.store import ExperimentStore
+    from autoloss_ray.report import best_theta
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    ray.init(address="local", num_cpus=args.num_cpus, log_to_driver=False,
-             include_dashboard=False)
-    t_all = time.monotonic()
-    store = ExperimentStore(out / "store")
-    runs: dict[str, list[dict[str, Any]]] = {}
-    for searcher in searchers:
-        for seed in range(args.seeds):
-            opts = _options(args, searcher, seed)
-            exists = opts.experiment in store.experiments()
-            t0 = time.monotonic()
-            outcome = run_search(dataclasses.replace(opts, resume=exists))
-            seconds = time.monotonic() - t0
-            trials = store.trials(opts.experiment)
-            trials = trials[trials["kind"] == "search"].sort_values(["step", "sample"])
-            rewards = [float(r) if s == "ok" else math.nan
-                       for r, s in zip(trials["reward"], trials["status"])]
-            runs.setdefault(searcher, []).append({
-                "seed": seed, "seconds": seconds, "rewards": rewards,
-                "best_theta": outcome.get("best_theta"),
-                "best_trial_reward": outcome.get("best_trial_reward"),
-            })
-            print(f"[bench] {searcher} seed {seed}: {len(rewards)} trials, best "
-                  f"{np.nanmax(rewards) if rewards else math.nan:.4f}, {seconds:.0f}s",
-                  flush=True)
+    budget = args.steps * args.samples * args.iterations
+    searches: dict[str, Any] = {}
+    for search in SEARCHES:
+        opts = _options(args, search, seed)
+        t0 = time.monotonic()
+        run_search(dataclasses.replace(opts, resume=opts.experiment in store.experiments()))
+        rows = store.trials(opts.experiment)
+        rows = rows[rows["kind"] == "search"].sort_values(["step", "sample"])
+        searches[search] = {
+            "rows": rows, "policy": store.policy(opts.experiment),
+            "rewards": [float(r) if s == "ok" and not bool(st) else math.nan
+                        for r, s, st in zip(rows["reward"], rows["status"],
+                                            rows["stopped_early"])],
+            "compute": trial_compute(rows), "seconds": time.monotonic() - t0,
+        }
+        print(f"[bench] seed {seed} {search}: {len(rows)} trials, "
+              f"{sum(searches[search]['compute'])} iterations, "
+              f"{searches[search]['seconds']:.0f} s", flush=True)
 
-    # re-evaluate every recommendation with fresh training seeds (same data, same hold-out),
-    # and the start theta with --noise-seeds seeds (the reward noise), all in parallel
-    from autoloss_ray.losses.space import search_space
+    arms: dict[str, Any] = {}
+    for arm, (search, rule) in ARMS.items():
+        s = searches[search]
+        n = budget_cut(s["compute"], budget) if SEARCHES[search][1] == "asha" else len(s["rows"])
+        rows = s["rows"].iloc[:n]
+        theta = best_theta(rows, s["policy"], answer=rule)
+        if theta is None:
+            raise RuntimeError(f"seed {seed}: arm {arm} has no answer (no successful trial)")
+        ok = [r for r in s["rewards"][:n] if math.isfinite(r)]
+        arms[arm] = {"search": search, "answer": rule, "trials": n,
+                     "compute": int(sum(s["compute"][:n])),
+                     "best_search_reward": max(ok) if ok else math.nan,
+                     "theta": [float(v) for v in theta]}
 
-    init = search_space(args.metric, "bezier").init.tolist()
-    jobs, where = [], []
-    for searcher, reps in runs.items():
-        for rep in reps:
-            if rep["best_theta"] is None:
-                continue
-            base = _options(args, searcher, rep["seed"]).resolved().trial_config()
-            for j in range(args.fresh):
-                jobs.append({**base, "theta": rep["best_theta"], "device": "cpu",
-                             "train_seed": FRESH_SEED0 + j})
-                where.append((searcher, rep["seed"]))
-    noise_base = _options(args, searchers[0], 0).resolved().trial_config()
-    for j in range(args.noise_seeds):
-        jobs.append({**noise_base, "theta": init, "device": "cpu",
-                     "train_seed": FRESH_SEED0 + j})
-        where.append(("noise", 0))
-    t0 = time.monotonic()
-    rewards = _run_trials(jobs)
-    reeval_seconds = time.monotonic() - t0
-    for (searcher, seed), r in zip(where, rewards):
-        if searcher == "noise":
-            continue
-        rep = next(x for x in runs[searcher] if x["seed"] == seed)
-        rep.setdefault("fresh_rewards", []).append(r)
-    noise = [r for (s, _), r in zip(where, rewards) if s == "noise"]
-    wall = time.monotonic() - t_all
+    cache = _read_cache(cache_path)
+    todo, keys = [], []
+    for a in arms.values():
+        for j in range(args.fresh):
+            key = _retrain_key(seed, j, a["theta"], args.retrain_iterations)
+            if key not in cache and key not in keys:
+                todo.append(_retrain_config(args, a["search"], seed, a["theta"], j))
+                keys.append(key)
+    if todo:
+        print(f"[bench] seed {seed}: {len(todo)} re-training(s) on all of train, scored on "
+              "val", flush=True)
+        t0 = time.monotonic()
+        for key, res in zip(keys, _run_retrains(todo)):
+            cache[key] = res
+            with cache_path.open("a") as f:
+                f.write(json.dumps({"key": key, **res}) + "\n")
+        print(f"[bench] seed {seed}: re-trainings took {time.monotonic() - t0:.0f} s",
+              flush=True)
+    for a in arms.values():
+        res = [cache[_retrain_key(seed, j, a["theta"], args.retrain_iterations)]
+               for j in range(args.fresh)]
+        a["val_rewards"] = [r["reward"] for r in res]
+        a["val_score"] = float(np.mean(a["val_rewards"]))
+    return {"seed": seed, "budget_iterations": budget,
+            "searches": {k: {"rewards": v["rewards"], "compute": v["compute"],
+                             "seconds": v["seconds"]} for k, v in searches.items()},
+            "arms": arms}
 
-    # the table
-    header = (["searcher"] + [f"best after {k}" for k in checkpoints]
-              + [f"recommended, {args.fresh} fresh seed(s)"])
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    table: dict[str, Any] = {}
-    for searcher, reps in runs.items():
-        curves = [best_so_far(r["rewards"]) for r in reps]
-        row = {f"best@{k}": summary([c[k - 1] if len(c) >= k else math.nan for c in curves])
-               for k in checkpoints}
-        row["recommended"] = summary([float(np.nanmean(r.get("fresh_rewards") or [math.nan]))
-                                      for r in reps])
-        table[searcher] = row
-        lines.append("| " + " | ".join([searcher] + [_fmt(row[f"best@{k}"])
-                                                       for k in checkpoints]
-                                        + [_fmt(row["recommended"])]) + " |")
-    noise_s = summary(noise)
-    md = "\n".join(lines) + (
-        f"\n\nmean ± std over {args.seeds} seed(s); reward = hold-out {args.metric}. "
-        f"Reward noise (the start theta, {noise_s['n']} training seeds): mean "
-        f"{noise_s['mean']:.4f}, std {noise_s['std']:.4f}, range {noise_s['min']:.4f}.."
-        f"{noise_s['max']:.4f}. Wall time {wall:.0f} s ({reeval_seconds:.0f} s of it "
-        "re-evaluations and noise).\n")
+
+def _read_cache(path: Path) -> dict[str, dict[str, Any]]:
+    cache: dict[str, dict[str, Any]] = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            if line.strip():
+                row = json.loads(line)
+                cache[row.pop("key")] = row
+    return cache
+
+
+def report(out: Path, *, metric: str = "miou") -> dict[str, Any] | None:
+    """table.md, results.json, paired.png and best_so_far.png from ``out/seeds/*.json``."""
+    files = sorted((out / "seeds").glob("seed-*.json"))
+    if not files:
+        print(f"[bench] no finished seed in {out / 'seeds'}", flush=True)
+        return None
+    seeds = [json.loads(f.read_text()) for f in files]
+    seeds = [s for s in seeds if all(math.isfinite(s["arms"][a]["val_score"]) for a in ARMS)]
+    scores = {arm: [s["arms"][arm]["val_score"] for s in seeds] for arm in ARMS}
+    decision = decide(scores, reference=REFERENCE)
+    n = len(seeds)
+    lines = [f"**Per seed**: CamVid val {metric} of each arm's answer, re-trained on all of "
+             "CamVid train (mean of the fresh training seeds)", "",
+             "| seed | " + " | ".join(ARMS) + " |", "|---" * (len(ARMS) + 1) + "|"]
+    for s in seeds:
+        lines.append(f"| {s['seed']} | " + " | ".join(
+            f"{s['arms'][a]['val_score']:.4f}" for a in ARMS) + " |")
+    lines.append("| mean | " + " | ".join(f"{np.mean(scores[a]):.4f}" for a in ARMS) + " |")
+    lines += ["", f"**Paired against `{REFERENCE}`** ({n} seed(s); difference = arm - "
+              f"{REFERENCE}; Holm over {len(ARMS) - 1} comparisons at {ALPHA})", "",
+              "| arm | mean diff | SE | t | p | p (Holm) | wins | detectable (80 % power) |",
+              "|---|---|---|---|---|---|---|---|"]
+    for arm, c in decision["comparisons"].items():
+        lines.append(f"| {arm} | {c['mean']:+.4f} | {c['se']:.4f} | {c['t']:.2f} | "
+                     f"{c['p']:.3f} | {c['p_adj']:.3f} | {c['wins']}/{c['n']} | "
+                     f"{c['detectable']:.4f} |")
+    compute = {a: np.mean([s["arms"][a]["compute"] for s in seeds]) for a in ARMS}
+    trials = {a: np.mean([s["arms"][a]["trials"] for s in seeds]) for a in ARMS}
+    lines += ["", "Compute per search (training iterations, mean over seeds): " + ", ".join(
+        f"{a} {compute[a]:.0f} ({trials[a]:.1f} trials)" for a in ARMS) + "."]
+    if decision["winner"]:
+        verdict = (f"`{decision['winner']}` is significantly better than `{REFERENCE}`: "
+                   "by the pre-registered rule it becomes the default.")
+    else:
+        best = max(ARMS, key=lambda a: np.mean(scores[a]))
+        verdict = (f"No arm is significantly better than `{REFERENCE}` after Holm's "
+                   f"correction: by the pre-registered rule the defaults stay. Best mean: "
+                   f"`{best}`.")
+    if decision["worse"]:
+        verdict += (" Significantly worse than the reference: "
+                    + ", ".join(f"`{a}`" for a in decision["worse"]) + ".")
+    lines += ["", f"**Decision** ({n} seed(s)): {verdict}"]
+    md = "\n".join(lines) + "\n"
     print(md, flush=True)
     (out / "table.md").write_text(md)
-    result = {"args": vars(args), "checkpoints": checkpoints, "runs": runs, "table": table,
-              "noise": {"rewards": noise, **noise_s}, "wall_seconds": wall,
-              "reeval_seconds": reeval_seconds}
-    (out / "results.json").write_text(json.dumps(result, indent=1, default=float))
-    plot(runs, out / "best_so_far.png", metric=args.metric, budget=budget)
-    print(f"[bench] wrote {out / 'table.md'}, {out / 'results.json'}, "
-          f"{out / 'best_so_far.png'}", flush=True)
-    ray.shutdown()
-    return 0
+    (out / "results.json").write_text(json.dumps(
+        {"seeds": seeds, "scores": scores, "decision": decision}, indent=1, default=float))
+    plot_paired(decision, out / "paired.png", metric=metric)
+    plot_best_so_far(seeds, out / "best_so_far.png", metric=metric)
+    return decision
 
 
-def plot(runs: dict[str, list[dict[str, Any]]], path: Path, *, metric: str,
-         budget: int) -> None:
-    """Best-so-far reward vs trials: mean over seeds per searcher, band = min..max."""
+def plot_paired(decision: dict[str, Any], path: Path, *, metric: str) -> None:
+    """Per-seed paired differences (dots) with mean +- SE, one row per arm."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
-    for searcher, reps in runs.items():
-        curves = np.full((len(reps), budget), np.nan)
-        for i, r in enumerate(reps):
-            c = best_so_far(r["rewards"])[:budget]
-            curves[i, : len(c)] = c
-        x = np.arange(1, budget + 1)
-        with np.errstate(all="ignore"):
-            import warnings
-
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)
-                mean = np.nanmean(curves, axis=0)
-                lo, hi = np.nanmin(curves, axis=0), np.nanmax(curves, axis=0)
-        (line,) = ax.plot(x, mean, lw=2, label=f"{searcher} ({len(reps)} seeds)")
-        ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.15)
-    ax.set_xlabel("trials")
-    ax.set_ylabel(f"best hold-out {metric} so far")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    ax.set_title("search quality: best-so-far reward (band: min..max over seeds)")
+    comps = decision["comparisons"]
+    fig, ax = plt.subplots(figsize=(6.4, 0.7 * len(comps) + 1.4), dpi=120)
+    results = json.loads((path.parent / "results.json").read_text())
+    ref = np.asarray(results["scores"][decision["reference"]])
+    for i, (arm, c) in enumerate(comps.items()):
+        d = np.asarray(results["scores"][arm]) - ref
+        ax.scatter(d, np.full(d.size, i), color="0.4", s=18, zorder=3)
+        ax.errorbar(c["mean"], i, xerr=c["se"] if math.isfinite(c["se"]) else None, fmt="D",
+                    color="C3" if c["reject"] else "C0", capsize=4, zorder=4)
+    ax.axvline(0, color="k", lw=1)
+    ax.set_yticks(range(len(comps)), list(comps))
+    ax.set_xlabel(f"val {metric}: arm - {decision['reference']} (per seed; mean ± SE)")
+    ax.grid(alpha=0.3, axis="x")
+    ax.set_title("paired differences against the shipped default")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+def plot_best_so_far(seeds: list[dict[str, Any]], path: Path, *, metric: str) -> None:
+    """Best-so-far hold-out reward against training iterations spent, per search (mean over
+    seeds, on a common grid)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    budget = seeds[0]["budget_iterations"]
+    grid = np.linspace(0, budget, 97)[1:]
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
+    for search in SEARCHES:
+        curves = []
+        for s in seeds:
+            r = s["searches"][search]
+            cum = np.cumsum(r["compute"])
+            bsf = best_so_far(r["rewards"])
+            idx = np.searchsorted(cum, grid, side="right") - 1
+            curves.append(np.where(idx >= 0, bsf[np.clip(idx, 0, None)], np.nan))
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            ax.plot(grid, np.nanmean(np.asarray(curves), axis=0), lw=2, label=search)
+    ax.set_xlabel("training iterations spent by the search")
+    ax.set_ylabel(f"best hold-out {metric} so far")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    ax.set_title(f"search progress (mean over {len(seeds)} seed(s))")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _seed_list(text: str) -> list[int]:
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        seeds = []
+    if not seeds or any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(
+            f"--seeds takes distinct non-negative integers separated by commas, got {text!r}")
+    return seeds
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--seeds", type=_seed_list, default=_seed_list(PLAN_SEEDS),
+                   help=f"the seeds, run one after another (default: the plan's {PLAN_SEEDS})")
+    p.add_argument("--steps", type=int, default=3, help="T of the FIFO searches (3); "
+                   "ppo-asha draws 2T steps, cut at the same training iterations")
+    p.add_argument("--samples", type=int, default=8, help="M (8)")
+    p.add_argument("--fresh", type=int, default=2,
+                   help="fresh training seeds per answer re-trained on all of train (2)")
+    p.add_argument("--metric", default="miou")
+    p.add_argument("--dataset", default="camvid", help="a dataset with a val split (camvid)")
+    p.add_argument("--data-root", default="../shared/data/camvid")
+    p.add_argument("--image-size", type=int, default=96)
+    p.add_argument("--iterations", type=int, default=80)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--retrain-iterations", type=int, default=300,
+                   help="iterations of each re-training on all of train (300: the retrain "
+                   "recipe of bench/camvid_experiment.sh)")
+    p.add_argument("--num-cpus", type=int, default=None, help="Ray CPUs (default: all)")
+    p.add_argument("--out", default="runs/search-quality")
+    p.add_argument("--report-only", action="store_true",
+                   help="rebuild the report from <out>/seeds; train nothing")
+    args = p.parse_args(argv)
+    for name in ("steps", "samples", "fresh", "iterations", "retrain_iterations"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name} must be >= 1, got {getattr(args, name)}")
+    out = Path(args.out)
+    if args.report_only:
+        return 0 if report(out, metric=args.metric) is not None else 1
+    if args.dataset == "camvid" and not (Path(args.data_root) / "val").is_dir():
+        p.error(f"--data-root {args.data_root!r} has no val/ folder: the comparison scores on "
+                "CamVid val (give the CamVid folder)")
+    (out / "seeds").mkdir(parents=True, exist_ok=True)
+
+    import ray
+
+    from autoloss_app.search_job import check_searcher_installed
+    from autoloss_ray.store import ExperimentStore
+
+    for searcher, _, _ in SEARCHES.values():
+        check_searcher_installed(searcher)
+    ray.init(address="local", num_cpus=args.num_cpus, log_to_driver=False,
+             include_dashboard=False)
+    store = ExperimentStore(out / "store")
+    try:
+        for seed in args.seeds:
+            done = out / "seeds" / f"seed-{seed}.json"
+            if done.exists():
+                print(f"[bench] seed {seed}: done earlier ({done})", flush=True)
+                continue
+            t0 = time.monotonic()
+            result = run_seed(args, seed, store, out / "retrains.jsonl")
+            result["seconds"] = time.monotonic() - t0
+            result["args"] = {k: v for k, v in vars(args).items() if k != "report_only"}
+            tmp = done.with_suffix(".tmp")
+            tmp.write_text(json.dumps(result, indent=1, default=float))
+            tmp.replace(done)
+            print(f"[bench] seed {seed} done in {result['seconds']:.0f} s: " + ", ".join(
+                f"{a} {v['val_score']:.4f}" for a, v in result["arms"].items()), flush=True)
+            report(out, metric=args.metric)
+    finally:
+        ray.shutdown()
+    return 0
 
 
 if __name__ == "__main__":
