@@ -1,15 +1,21 @@
-"""Cost of the two ways a proxy trial scores its hold-out reward (no Ray).
+"""Cost of the two ways a proxy trial scores its hold-out reward (no Ray), side by side.
 
 For each proxy (the demo recipe on synthetic data; the README's CamVid search at 96x96),
-runs one trial per protocol with the same seed and prints the evaluation seconds
-(``eval_seconds``: the hold-out forward passes plus the metrics) and the reward:
+trains one model (the proxy trial's own training, cross entropy) and scores it with
+``evaluate_model`` under both protocols, the repeats interleaved (native, train_size,
+native, ...) so that drift and background load hit both alike:
 
     native      every hold-out label map at its own resolution (CamVid: 360x480), the argmax
                 of the logits upsampled bilinearly to it (the model sees the image at the
                 training scale, aspect kept: 96x128)
     train_size  image and label resized to the training size (96x96; labels by nearest)
 
-Training is identical for both (same seed), so the rewards differ only by the protocol.
+It prints the evaluation seconds of each run, the median, the metrics, then where the time
+goes: one more pass per protocol with the evaluator's own pieces timed one at a time (data:
+decoding, label check, resize, normalise, collate; forward; upsample of the logits; argmax;
+metrics: ``MetricAccumulator.update``, the confusion and boundary counts). Last, per proxy,
+``native/train_size: X.XXx`` (median over median) and the goal line of issue 31 (<= 1.5x on
+the CamVid hold-out).
 
     .venv/bin/python bench/eval_protocol.py [--camvid ../shared/data/camvid] [--repeats 3]
 """
@@ -18,12 +24,19 @@ from __future__ import annotations
 
 import argparse
 import os
+import platform
 import statistics
+import sys
 import time
 
-import torch
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from autoloss_ray.train import TrialConfig, build_data, evaluate_model
+import torch  # noqa: E402
+
+from autoloss_ray.train import TrialConfig, build_data, evaluate_model  # noqa: E402
+
+GOAL = 1.5
+PROTOCOLS = ("native", "train_size")
 
 
 def proxies(camvid: str | None) -> dict[str, dict]:
@@ -41,30 +54,112 @@ def proxies(camvid: str | None) -> dict[str, dict]:
     return out
 
 
-def main() -> None:
+def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--camvid", default="../shared/data/camvid")
     parser.add_argument("--repeats", type=int, default=3)
-    args = parser.parse_args()
-    torch.set_num_threads(1)  # as in a Ray trial with 1 CPU
-    print(f"torch threads 1, {args.repeats} repeats, median seconds")
-    print("| proxy | hold-out images | protocol | eval seconds | mIoU | BF1 |")
-    print("|---|---|---|---|---|---|")
+    parser.add_argument("--iterations", type=int, default=None,
+                        help="override the proxies' training iterations (smoke runs)")
+    parser.add_argument("--only", choices=["synthetic", "camvid"], default=None,
+                        help="run one proxy")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (default 1, as in a Ray trial with 1 CPU)")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.repeats < 1:
+        print("eval_protocol.py: error: --repeats must be >= 1", file=sys.stderr)
+        return 2
+    torch.set_num_threads(args.threads)
+    print(f"bench/eval_protocol.py: {platform.machine()}, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} thread(s), {args.repeats} interleaved repeats, "
+          "median seconds")
+    ratios = {}
     for name, config in proxies(args.camvid).items():
+        if args.only and not name.lower().startswith(args.only):
+            continue
+        if args.iterations:
+            config = {**config, "iterations": args.iterations}
         # one model, trained as the proxy trial trains it (cross entropy), scored both ways
         cfg = TrialConfig.from_mapping({**config, "loss": "ce", "eval_protocol": "native"})
         trained = _train(cfg)
-        for protocol in ("native", "train_size"):
-            pcfg = TrialConfig.from_mapping({**config, "loss": "ce", "eval_protocol": protocol})
-            _, eval_set = build_data(pcfg)
-            times, metrics = [], None
-            for _ in range(args.repeats):
+        sets = {p: build_data(TrialConfig.from_mapping(
+            {**config, "loss": "ce", "eval_protocol": p}))[1] for p in PROTOCOLS}
+        times = {p: [] for p in PROTOCOLS}
+        metrics = {}
+        for _ in range(args.repeats):
+            for p in PROTOCOLS:
                 start = time.perf_counter()
-                metrics = evaluate_model(trained, eval_set, num_classes=eval_set.num_classes,
-                                         ignore_index=eval_set.ignore_index, batch_size=8)
-                times.append(time.perf_counter() - start)
-            print(f"| {name} | {len(eval_set)} | {protocol} | {statistics.median(times):.2f} | "
-                  f"{100 * metrics['miou']:.2f} | {100 * metrics['bf1']:.2f} |", flush=True)
+                metrics[p] = evaluate_model(trained, sets[p], num_classes=sets[p].num_classes,
+                                            ignore_index=sets[p].ignore_index, batch_size=8)
+                times[p].append(time.perf_counter() - start)
+        print(f"\n[{name}] {len(sets['native'])} hold-out images")
+        print("| protocol | eval seconds (median) | runs | mIoU | BF1 |")
+        print("|---|---|---|---|---|")
+        for p in PROTOCOLS:
+            print(f"| {p} | {statistics.median(times[p]):.2f} | "
+                  f"{', '.join(f'{t:.2f}' for t in times[p])} | "
+                  f"{100 * metrics[p]['miou']:.2f} | {100 * metrics[p]['bf1']:.2f} |")
+        for p in PROTOCOLS:
+            ph = phases(trained, sets[p])
+            total = sum(ph.values())
+            print(f"  phases ({p}): " + ", ".join(
+                f"{k} {v:.2f} s ({100 * v / total:.0f}%)" for k, v in ph.items())
+                + f"; sum {total:.2f} s")
+        ratio = statistics.median(times["native"]) / statistics.median(times["train_size"])
+        ratios[name] = ratio
+        print(f"  native/train_size: {ratio:.2f}x")
+    camvid = [r for n, r in ratios.items() if n.startswith("CamVid")]
+    if camvid:
+        r = camvid[0]
+        print(f"\nnative/train_size: {r:.2f}x on the CamVid hold-out "
+              f"(goal <= {GOAL}x: {'met' if r <= GOAL else 'MISSED'})")
+    else:
+        print(f"\n(no CamVid folder: the goal, <= {GOAL}x on the CamVid hold-out, not measured)")
+    return 0
+
+
+def phases(model: torch.nn.Module, dataset, batch_size: int = 8) -> dict[str, float]:
+    """One evaluation of ``model`` on ``dataset`` with the evaluator's pieces (its loader and
+    collate, the forward, the upsample, the argmax, the metric accumulator) timed one at a
+    time, in seconds. CPU only (no device waits)."""
+    from autoloss_ray.metrics import MetricAccumulator
+    from autoloss_ray.trial.evaluation import _argmax_classes, _collate_by_size
+
+    t = dict.fromkeys(("data", "forward", "upsample", "argmax", "metrics"), 0.0)
+    acc = MetricAccumulator(dataset.num_classes, ignore_index=dataset.ignore_index,
+                            boundary_tolerance=5, device="cpu")
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False,
+                                         collate_fn=_collate_by_size)
+    model.eval()
+    with torch.no_grad():
+        it = iter(loader)
+        while True:
+            t0 = time.perf_counter()
+            try:
+                groups = next(it)
+            except StopIteration:
+                break
+            t["data"] += time.perf_counter() - t0
+            for images, labels in groups:
+                t0 = time.perf_counter()
+                logits = model(images)
+                t1 = time.perf_counter()
+                if logits.shape[-2:] != labels.shape[-2:]:
+                    logits = torch.nn.functional.interpolate(
+                        logits.float(), size=labels.shape[-2:], mode="bilinear",
+                        align_corners=False)
+                t2 = time.perf_counter()
+                pred = _argmax_classes(logits)
+                t3 = time.perf_counter()
+                acc.update(pred, labels)
+                t4 = time.perf_counter()
+                for k, a, b in (("forward", t0, t1), ("upsample", t1, t2), ("argmax", t2, t3),
+                                ("metrics", t3, t4)):
+                    t[k] += b - a
+    return t
 
 
 def _train(cfg: TrialConfig) -> torch.nn.Module:
@@ -89,4 +184,4 @@ def _asdict(cfg: TrialConfig) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

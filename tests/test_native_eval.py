@@ -10,6 +10,7 @@ label's own size and scores with the brute-force metrics of ``test_metrics``.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -343,3 +344,44 @@ def test_bad_data_exits_2_with_one_line_and_the_store_unchanged(tmp_path, case, 
     assert proc.stdout == ""
     assert _tree(tmp_path / "store") == before
     assert not (tmp_path / "tune").exists() and not (tmp_path / "retrain").exists()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_the_evaluators_argmax_equals_torch_argmax_on_ties_nan_and_inf(dtype) -> None:
+    """evaluation._argmax_classes (max(dim=1).indices on CPU, issue 31) is argmax(dim=1):
+    the first maximal index, NaN counted as the maximum, in any layout."""
+    from autoloss_ray.trial.evaluation import _argmax_classes
+
+    for seed in range(8):
+        g = torch.Generator().manual_seed(seed)
+        x = torch.randint(0, 3, (3, 11, 17, 23), generator=g).to(dtype)  # many ties
+        u = torch.rand(x.shape, generator=g)
+        x[u < 0.05] = float("nan")
+        x[u > 0.97] = float("inf")
+        x[(u > 0.5) & (u < 0.52)] = float("-inf")
+        for v in (x, x.contiguous(memory_format=torch.channels_last), x[:, :, 2:9, 3:17]):
+            assert torch.equal(_argmax_classes(v), v.argmax(dim=1))
+
+
+def test_label_check_fast_path_flags_exactly_what_unique_values_flag() -> None:
+    """check_label_values finds bad pixels in one elementwise pass (issue 31); it raises for
+    exactly the maps whose unique values hold a bad one, with the same message."""
+    from autoloss_ray.data.transforms import check_label_values
+
+    rng = np.random.default_rng(0)
+    for dtype in (np.uint8, np.int16, np.int64, np.float32):
+        for bad in (None, 11, 200, -1, 254, 256):
+            lab = rng.integers(0, 11, (9, 13)).astype(np.int64)
+            lab[0, :3] = 255
+            if bad is not None:
+                lab[4, 5] = bad
+            lab = lab.astype(dtype)  # uint8 wraps -1 and 256 (to 255 and 0), as before
+            values = np.unique(lab)
+            flagged = values[((values < 0) | (values >= 11)) & (values != 255)]
+            if flagged.size:
+                expect = re.escape(f"label values {flagged[:10].tolist()} are outside")
+                with pytest.raises(ValueError, match=expect):
+                    check_label_values(lab, 11, 255, "m")
+            else:
+                check_label_values(lab, 11, 255, "m")
+    check_label_values(np.array([[0.5, np.nan, 3.0]]), 11, 255, "floats")  # as np.unique: ok

@@ -153,7 +153,17 @@ def _resize_label(label: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 def check_label_values(
     label: np.ndarray, num_classes: int, ignore_index: int, where: str
 ) -> None:
-    """Raise ValueError if ``label`` holds a value outside ``[0, C) U {ignore_index}``."""
+    """Raise ValueError if ``label`` holds a value outside ``[0, C) U {ignore_index}``.
+
+    One elementwise pass finds whether any pixel is bad (the same test as on the unique
+    values below); only then are the unique values computed, for the message."""
+    label = np.asarray(label)
+    outside = label >= num_classes
+    if label.dtype.kind != "u":
+        outside |= label < 0
+    outside &= label != ignore_index
+    if not outside.any():
+        return
     values = np.unique(label)
     bad = values[((values < 0) | (values >= num_classes)) & (values != ignore_index)]
     if bad.size:

@@ -61,9 +61,21 @@ def evaluate_model(
                         logits.float(), size=labels.shape[-2:], mode="bilinear",
                         align_corners=False,
                     )
-                accumulator.update(logits.argmax(dim=1), labels)
+                accumulator.update(_argmax_classes(logits), labels)
     model.train(was_training)
     return {k: float(v) for k, v in accumulator.compute().items()}
+
+
+def _argmax_classes(logits: torch.Tensor) -> torch.Tensor:
+    """``logits.argmax(dim=1)``, computed as ``logits.max(dim=1).indices``: the same int64
+    map (both return the first maximal index; NaN counts as the maximum in both; tested on
+    ties, NaN and infinities in ``tests/test_native_eval.py``), several times faster on CPU,
+    where ``argmax`` over the channel dimension of an NCHW tensor reduces across strided
+    memory (0.18 s vs 0.03 s for [8, 11, 360, 480] float32 on one thread). Other devices
+    keep ``argmax`` (not measured there)."""
+    if logits.device.type == "cpu":
+        return logits.max(dim=1).indices
+    return logits.argmax(dim=1)
 
 
 def _collate_by_size(
