@@ -126,7 +126,7 @@ def _options(args, search: str, seed: int):
 
     searcher, scheduler, factor = SEARCHES[search]
     return SearchOptions(
-        metric=args.metric, searcher=searcher, dataset=args.dataset, data_root=args.data_root,
+        metric=args.metric, searcher=searcher, dataset=args.dataset, data_root=args.data_root or None,
         image_size=args.image_size, iterations=args.iterations, batch_size=args.batch_size,
         steps=args.steps * factor, samples=args.samples, seed=seed, crn=True,
         scheduler=scheduler, store=str(Path(args.out).resolve() / "store"),

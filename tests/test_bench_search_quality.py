@@ -20,8 +20,6 @@ sys.path.insert(0, str(BENCH))
 import paired_stats as ps  # noqa: E402
 import search_quality as sq  # noqa: E402
 
-CAMVID = Path(__file__).resolve().parents[2] / "shared" / "data" / "camvid"
-
 
 @pytest.mark.parametrize("seed", range(5))
 def test_paired_summary_matches_scipy_ttest_rel(seed):
@@ -121,11 +119,12 @@ def test_seed_option_refuses_bad_lists():
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not (CAMVID / "val").is_dir(), reason="needs ../shared/data/camvid")
 def test_smoke_run_writes_a_seed_and_resumes_without_training(tmp_path):
-    args = ["--seeds", "0", "--steps", "1", "--samples", "2", "--iterations", "4", "--retrain-iterations", "4",
-            "--image-size", "32", "--fresh", "1", "--num-cpus", "2",
-            "--data-root", str(CAMVID), "--out", str(tmp_path)]
+    """The whole flow on the synthetic dataset (its val split stands in for CamVid val)."""
+    args = ["--seeds", "0", "--steps", "1", "--samples", "2", "--iterations", "4",
+            "--retrain-iterations", "4", "--image-size", "32", "--fresh", "1",
+            "--num-cpus", "2", "--dataset", "synthetic", "--data-root", "",
+            "--out", str(tmp_path)]
     assert sq.main(args) == 0
     seed = json.loads((tmp_path / "seeds" / "seed-0.json").read_text())
     assert set(seed["arms"]) == set(sq.ARMS)
