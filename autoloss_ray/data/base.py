@@ -4,6 +4,13 @@ Every dataset item is addressed either by an index ``i`` or by a pair ``(i, draw
 form gives the augmentation its own seed (``numpy`` generator seeded by
 ``(dataset seed, i, draw)``), so a training run is reproducible whatever the number of
 DataLoader workers. Plain ``dataset[i]`` uses ``draw = 0``.
+
+:meth:`SegmentationDataset.cache_decoded` keeps the decoded, checked ``(image, label)`` of
+items after their first load, up to a byte budget, so that an item drawn again is neither
+decoded nor checked again (the proxy trial turns it on for its training images on the
+DataLoader path: ``data_cache_mb``). The cache holds what ``load_raw`` returned at full
+resolution (the augmentation still scales and crops it each draw, with the same random
+draws), so items are the same with or without it.
 """
 
 from __future__ import annotations
@@ -23,7 +30,8 @@ from autoloss_ray.data.transforms import (
     check_label_values,
 )
 
-__all__ = ["SegmentationDataset", "SegmentationSubset", "read_rgb", "read_label"]
+__all__ = ["SegmentationDataset", "SegmentationSubset", "DecodedCache", "read_rgb",
+           "read_label"]
 
 
 def read_rgb(path: Path) -> np.ndarray:
@@ -53,6 +61,52 @@ def read_label(path: Path) -> np.ndarray:
         raise ValueError(f"cannot read label file {path}: {exc}") from None
 
 
+class DecodedCache:
+    """Decoded, checked ``(image, label)`` pairs by item index, filled on first load while
+    their bytes fit in ``max_bytes`` (items that do not fit are loaded from their files every
+    time); ``indices``: the only items kept (None: any).
+
+    Arrays are stored read-only, so no caller can change a cached item. An integer label
+    whose values fit in ``uint8`` is stored as ``uint8`` (CamVid's int64 maps take an eighth)
+    and handed back in its own dtype (the same values), so a hit equals a fresh load.
+    Per process: with DataLoader workers, each worker fills its own copy."""
+
+    def __init__(self, max_bytes: int, indices=None) -> None:
+        self.max_bytes = max(0, int(max_bytes))
+        self.indices = None if indices is None else frozenset(int(i) for i in indices)
+        self.nbytes = 0
+        self.loads = 0  # items loaded from their files through this cache (hits do not count)
+        self._items: dict[int, tuple[np.ndarray, np.ndarray, np.dtype]] = {}
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def get(self, index: int) -> tuple[np.ndarray, np.ndarray] | None:
+        hit = self._items.get(index)
+        if hit is None:
+            return None
+        image, label, dtype = hit
+        return image, (label if label.dtype == dtype else label.astype(dtype))
+
+    def put(self, index: int, image: np.ndarray, label: np.ndarray) -> None:
+        self.loads += 1
+        if index in self._items or (self.indices is not None and index not in self.indices):
+            return
+        stored = label
+        if (label.dtype.kind in "iu" and label.dtype != np.uint8 and label.size
+                and int(label.min()) >= 0 and int(label.max()) <= 255):
+            stored = label.astype(np.uint8)
+        size = image.nbytes + stored.nbytes
+        if self.nbytes + size > self.max_bytes:
+            return
+        image = image.view()  # flags of a view: the caller's own arrays stay as they were
+        image.flags.writeable = False
+        stored = stored.view() if stored is label else stored
+        stored.flags.writeable = False
+        self._items[index] = (image, stored, label.dtype)
+        self.nbytes += size
+
+
 class SegmentationDataset(torch.utils.data.Dataset):
     """Base class: subclasses set ``num_classes``, ``class_names``, ``ignore_index`` and
     implement ``__len__`` and ``load_raw(i) -> (uint8 image [H, W, 3], int label [H, W])``
@@ -70,6 +124,7 @@ class SegmentationDataset(torch.utils.data.Dataset):
     num_classes: int
     class_names: tuple[str, ...]
     ignore_index: int = 255
+    decoded_cache: DecodedCache | None = None  # see cache_decoded
 
     def __init__(
         self,
@@ -107,6 +162,27 @@ class SegmentationDataset(torch.utils.data.Dataset):
         return f"{self.name} item {index}"
 
     # -- common -------------------------------------------------------------------------
+    def cache_decoded(self, max_bytes: int, indices=None) -> DecodedCache:
+        """Keep items' decoded, checked ``(image, label)`` after their first load, up to
+        ``max_bytes`` in all (``indices``: only these items; None: any); returns the
+        :class:`DecodedCache` (``max_bytes`` 0: nothing is kept). Items are unchanged."""
+        self.decoded_cache = DecodedCache(max_bytes, indices)
+        return self.decoded_cache
+
+    def load_checked(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """``load_raw(index)`` with its label values checked, through the decoded cache when
+        there is one."""
+        cache = self.decoded_cache
+        if cache is not None:
+            hit = cache.get(index)
+            if hit is not None:
+                return hit
+        image, label = self.load_raw(index)
+        check_label_values(label, self.num_classes, self.ignore_index, self.describe(index))
+        if cache is not None:
+            cache.put(index, image, label)
+        return image, label
+
     def transform(self, augment: bool) -> JointTransform:
         return JointTransform(
             size=self.image_size,
@@ -127,8 +203,7 @@ class SegmentationDataset(torch.utils.data.Dataset):
             raise IndexError(f"index {index} out of range for {self.name} of length {n}")
         index = index % n
         augment = self.train if augment is None else augment
-        image, label = self.load_raw(index)
-        check_label_values(label, self.num_classes, self.ignore_index, self.describe(index))
+        image, label = self.load_checked(index)
         rng = np.random.default_rng([self.seed, index, int(draw)]) if augment else None
         return self.transform(augment)(image, label, rng)
 

@@ -41,6 +41,10 @@ class TrialConfig:
     eval_protocol: str = "native"  # "native" (labels at their own size) | "train_size"
     inference_size: str | tuple[int, int] | list[int] | None = None  # native: None, "native", (h, w)
     num_workers: int = 0
+    # DataLoader path (CPU default): each training image is decoded and checked once and kept,
+    # at full resolution, in a cache of at most this many MiB per process (0: off); items
+    # beyond the budget are read from their files each draw. Batches are the same either way.
+    data_cache_mb: float = 1024.0
     # model and optimisation (the paper's proxy recipe)
     model: str = "lraspp_mobilenet_v3_large"  # a name of models.MODELS or "module:function"
     backbone_weights: str | None = None
@@ -145,7 +149,8 @@ class TrialConfig:
         self.rungs = check_rungs(self.rungs, self.iterations)
         if self.eval_batch_size is not None and self.eval_batch_size < 1:
             raise ValueError(f"eval_batch_size must be >= 1, got {self.eval_batch_size!r}")
-        for name in ("lr", "min_lr", "momentum", "weight_decay", "head_lr_mult", "poly_power"):
+        for name in ("lr", "min_lr", "momentum", "weight_decay", "head_lr_mult", "poly_power",
+                     "data_cache_mb"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
                 raise ValueError(f"trial config {name!r} must be a finite number >= 0, got {value!r}")

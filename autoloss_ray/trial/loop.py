@@ -69,6 +69,7 @@ def _train_batches(cfg: TrialConfig, train_set, device: torch.device, speed: dic
 
         return DeviceBatches(train_set, batch_size=cfg.batch_size, iterations=cfg.iterations,
                              seed=seed, device=device, channels_last=speed["channels_last"])
+    _cache_decoded(train_set, cfg.data_cache_mb)
     pin = device.type == "cuda"
     loader = torch.utils.data.DataLoader(
         train_set,
@@ -83,6 +84,24 @@ def _train_batches(cfg: TrialConfig, train_set, device: torch.device, speed: dic
     fmt = torch.channels_last if speed["channels_last"] else torch.contiguous_format
     return ((images.to(device, non_blocking=pin).contiguous(memory_format=fmt),
              labels.to(device, non_blocking=pin)) for images, labels in loader)
+
+
+def _cache_decoded(train_set, cache_mb: float) -> None:
+    """Turn on the decoded cache (:meth:`SegmentationDataset.cache_decoded`) of the training
+    items for the DataLoader path, ``cache_mb`` MiB at most (0: off). The cache keeps what
+    ``load_raw`` returns and every draw is augmented from it as from the file, so the batches
+    (and the reward) are the same as without it; each image is decoded and checked once per
+    process instead of once per draw. A user's MODULE:FUNCTION dataset makes its own items
+    and is not cached."""
+    from autoloss_ray.data import _unwrap
+    from autoloss_ray.data.base import SegmentationDataset
+    from autoloss_ray.data.plugin import PluginDataset
+
+    if cache_mb <= 0:
+        return
+    base, indices = _unwrap(train_set)
+    if isinstance(base, SegmentationDataset) and not isinstance(base, PluginDataset):
+        base.cache_decoded(int(cache_mb * 2**20), indices=indices)
 
 
 def _first_nonfinite(loss_log: torch.Tensor, lo: int, hi: int) -> tuple[int, float] | None:
