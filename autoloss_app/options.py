@@ -296,7 +296,7 @@ class SearchOptions:
         check_finite(**{f.name: getattr(self, f.name) for f in dataclasses.fields(self)})
 
         parse_metric(self.metric)  # raises ValueError naming the allowed metrics
-        from autoloss_ray.surrogates import search_space
+        from autoloss_ray.losses import search_space
 
         search_space(self.metric, self.parameterization)
         if self.searcher not in SEARCHERS:
@@ -383,7 +383,7 @@ class SearchOptions:
                       dataset_options=extra.get("dataset_options"),
                       backbone_weights=self.backbone_weights)
         if self.init_preset is not None:
-            from autoloss_ray.presets import PRESETS
+            from autoloss_ray.losses.presets import PRESETS
 
             if self.init_preset not in PRESETS:
                 raise OptionsError(

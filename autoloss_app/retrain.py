@@ -46,7 +46,7 @@ class LossSpec:
 
 def resolve_loss_spec(spec: str, *, metric: str, store: str, loss_dir: str) -> LossSpec:
     """Turn a SPEC into a baseline name or a loss file (written under ``loss_dir``)."""
-    from autoloss_ray.baselines import BASELINES
+    from autoloss_ray.losses.baselines import BASELINES
 
     spec = spec.strip()
     if spec in BASELINES:
@@ -57,8 +57,8 @@ def resolve_loss_spec(spec: str, *, metric: str, store: str, loss_dir: str) -> L
     safe = _SAFE.sub("_", spec)
     os.makedirs(loss_dir, exist_ok=True)
     if kind == "preset":
-        from autoloss_ray.presets import PRESETS
-        from autoloss_ray.surrogates import SurrogateLoss
+        from autoloss_ray.losses import SurrogateLoss
+        from autoloss_ray.losses.presets import PRESETS
 
         if value not in PRESETS:
             raise ValueError(f"unknown preset {value!r} in {spec!r}; presets: {sorted(PRESETS)}")
@@ -88,7 +88,7 @@ def resolve_loss_spec(spec: str, *, metric: str, store: str, loss_dir: str) -> L
 
 
 def _check_file_metric(path: str, metric: str, spec: str) -> None:
-    from autoloss_ray.surrogates import SurrogateLoss
+    from autoloss_ray.losses import SurrogateLoss
 
     loss = SurrogateLoss.from_file(path, num_classes=1)  # validates the whole file
     if loss.metric != metric:

@@ -100,7 +100,7 @@ def start_loopback_ray(**kwargs: Any):
 
 
 def _space(opts: SearchOptions):
-    from autoloss_ray.surrogates import search_space
+    from autoloss_ray.losses import search_space
 
     return search_space(opts.metric, opts.parameterization)
 
@@ -155,7 +155,7 @@ def _new_searcher(opts: SearchOptions, store: ExperimentStore):
         return RandomSearcher(_space(opts), **common)
     points = None
     if opts.init_preset is not None:
-        from autoloss_ray.presets import preset_theta
+        from autoloss_ray.losses.presets import preset_theta
 
         parameterization, theta = preset_theta(opts.init_preset)
         if parameterization != opts.parameterization:

@@ -116,7 +116,7 @@ class UserSearchOptions:
     def validate(self) -> None:
         """Every check that needs no compute; messages name the keyword arguments."""
         from autoloss_ray.checks import check_ignore_index, check_tolerance
-        from autoloss_ray.surrogates import search_space
+        from autoloss_ray.losses import search_space
         from autoloss_ray.vocabulary import parse_metric
         from trainables.user_task import CONTEXT_KEYS
 
@@ -178,7 +178,7 @@ class UserSearchOptions:
         check_output_dir(self.report_dir, "report_dir")
         check_output_dir(self.tune_dir, "tune_dir")
         if self.init_preset is not None:
-            from autoloss_ray.presets import PRESETS
+            from autoloss_ray.losses.presets import PRESETS
 
             if self.init_preset not in PRESETS:
                 raise OptionsError(f"init_preset must be one of {sorted(PRESETS)}, got "

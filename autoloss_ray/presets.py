@@ -1,9 +1,12 @@
-"""Compatibility module: the paper's searched losses live in :mod:`autoloss_ray.losses.presets`.
+"""Deprecated: the paper's searched losses live in :mod:`autoloss_ray.losses.presets`.
 
-Kept so that users' code importing ``autoloss_ray.presets`` keeps working; it only re-exports.
+Importing this module warns (``DeprecationWarning``); it goes away in the next release. Import
+from :mod:`autoloss_ray.losses.presets` instead. This module only re-exports its names.
 """
 
 from __future__ import annotations
+
+import warnings
 
 from autoloss_ray.losses.presets import (
     PRESET_PARAMETERIZATION,
@@ -13,3 +16,6 @@ from autoloss_ray.losses.presets import (
 )
 
 __all__ = ["PRESETS", "PRESET_PARAMETERIZATION", "preset_theta", "control_points_to_theta"]
+
+warnings.warn("autoloss_ray.presets is deprecated and will be removed in the next release; "
+              "import from autoloss_ray.losses.presets instead", DeprecationWarning, stacklevel=2)

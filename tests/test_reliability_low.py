@@ -168,7 +168,7 @@ def test_evaluate_train_size_on_camvid_scores_a_seeded_subset(tmp_path, capsys) 
 
 # ------------------------------------------------- d: loss-file errors name the file
 def _loss_files(tmp_path: Path) -> dict[str, tuple[Path, str]]:
-    from autoloss_ray.surrogates import SurrogateLoss
+    from autoloss_ray.losses import SurrogateLoss
 
     tmp_path.mkdir()
     good = tmp_path / "good.json"
@@ -197,7 +197,7 @@ def _loss_files(tmp_path: Path) -> dict[str, tuple[Path, str]]:
 
 
 def test_every_loss_file_error_names_the_file(tmp_path, capsys) -> None:
-    from autoloss_ray.surrogates import SurrogateLoss
+    from autoloss_ray.losses import SurrogateLoss
 
     cases = _loss_files(tmp_path / "losses")
     SurrogateLoss.from_file(tmp_path / "losses" / "good.json")  # the control loads

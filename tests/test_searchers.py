@@ -34,7 +34,7 @@ T, M, D = 3, 4, 3
 
 
 class Box:
-    """Stand-in for autoloss_ray.surrogates.SearchSpace (duck-typed: low, high, init, dim)."""
+    """Stand-in for autoloss_ray.losses.SearchSpace (duck-typed: low, high, init, dim)."""
 
     def __init__(self, d: int = D) -> None:
         self.dim = d

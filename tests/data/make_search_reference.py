@@ -58,7 +58,7 @@ def _hex(values) -> list[str]:
 
 
 def ppo_reference() -> dict:
-    from autoloss_ray.ppo import PPO2
+    from autoloss_ray.search import PPO2
 
     out = {}
     for name, kwargs in PPO_CASES.items():
