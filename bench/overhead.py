@@ -16,7 +16,9 @@ For each recipe, three measurements on the same device, model, data and optimize
 
 It prints ``overhead: X.XXx`` = trial per-iteration time / bare per-iteration time (the goal
 of issue 31: <= 1.3x with the surrogate in the trial), the same with cross entropy in the
-trial (``--also-ce``: what the surrogate adds on its own), and the breakdown of the trial's
+trial (``--also-ce``: what the surrogate adds on its own), the trial with its decoded-image
+cache off (``--also-nocache``: ``data_cache_mb=0``, every draw decoded from its file, the data
+path before issue 31's cache), and the breakdown of the trial's
 wall time: set-up (datasets, model, loss; the rest of ``run_trial`` outside the training
 and evaluation), training (split by the phases' shares) and evaluation. Reporting to Tune
 and the store's Parquet write happen outside ``run_trial`` (one ``tune.report`` and one file
@@ -66,6 +68,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    "autotuning, first-touch allocations; default 1)")
     p.add_argument("--also-ce", action="store_true",
                    help="also run the trial with cross entropy (what the surrogate adds)")
+    p.add_argument("--also-nocache", action="store_true",
+                   help="also run the trial with data_cache_mb=0 (the DataLoader decoding "
+                   "every draw from its file, as before the decoded cache)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     return p.parse_args(argv)
 
@@ -252,7 +257,7 @@ def main(argv=None) -> int:
     worst = 0.0
     for name in recipes:
         config = recipe_config(name, args)
-        trial, bare, phases, ce = [], [], [], []
+        trial, bare, phases, ce, nocache = [], [], [], [], []
         for _ in range(args.warmup_runs):
             time_trial(config)
         for _ in range(args.repeats):  # interleaved, so drift hits all alike
@@ -261,6 +266,8 @@ def main(argv=None) -> int:
             phases.append(time_phases(config))
             if args.also_ce:
                 ce.append(time_trial({**config, "loss": "ce"}))
+            if args.also_nocache:
+                nocache.append(time_trial({**config, "data_cache_mb": 0}))
         tr, ba, ph = _median(trial), _median(bare), _median(phases)
         ratio = tr["per_iter"] / ba["per_iter"]
         worst = max(worst, ratio)
@@ -272,6 +279,10 @@ def main(argv=None) -> int:
             c = _median(ce)
             print(f"  trial (cross entropy)     {1000 * c['per_iter']:8.2f} ms/it   "
                   f"{c['per_iter'] / ba['per_iter']:.2f}x bare")
+        if nocache:
+            c = _median(nocache)
+            print(f"  trial, no decoded cache    {1000 * c['per_iter']:8.2f} ms/it   "
+                  f"{c['per_iter'] / ba['per_iter']:.2f}x bare   (runs: {_runs(nocache)})")
         print(f"  bare loop (cross entropy)   {1000 * ba['per_iter']:8.2f} ms/it   "
               f"(runs: {_runs(bare)})")
         total = sum(ph.values())
