@@ -9,6 +9,7 @@ import torch
 
 from autoloss_ray.checks import check_tolerance
 from autoloss_ray.metrics._boundary import (
+    _bits_dtype,
     _BoundaryStats,
     _label_boundaries,
     _or_dilate,
@@ -36,6 +37,42 @@ def _all_stats(
     codes = _stack_codes(
         [(pred, _pred_nonclass(C, ignore_index, pred_all_classes)), (target, ignore_index)], C
     )
+    dtype, per_word = _bits_dtype(C)
+    if C > per_word:  # more classes than one bit word holds: the general path
+        return _all_stats_words(codes, C, tolerance, background)
+    # One word per map: bit c of dil[:, k] is D_r(B_c) of map k (pred 0, target 1).
+    boundary = _label_boundaries(codes, C)
+    cw = codes.to(dtype)
+    dil = _or_dilate(torch.bitwise_left_shift(boundary.to(dtype), cw), tolerance)
+    if background is None:
+        band = dil[:, 1] != 0
+    else:
+        fg = boundary[:, 1] & (codes[:, 1] != background)
+        band = _or_dilate(fg.to(torch.uint8), tolerance) != 0
+    # A boundary pixel's state: 1 (its class is not in the other map's dilated boundary of the
+    # same class) or 2 (it is); 0 elsewhere. hit = bit (own class) of the other map's word.
+    K = C + 1
+    idx_dtype = torch.int16 if 2 * K * K * 9 < 2**15 else torch.int64
+    state = torch.bitwise_right_shift(dil.flip(1), cw).bitwise_and_(1).to(idx_dtype)
+    state.add_(1).mul_(boundary)
+    # One bincount for everything: bins (band, target code, pred code, pred state, target
+    # state); target code C is a dustbin row for ignored pixels (never counted).
+    idx = band.to(idx_dtype).mul_(K).add_(codes[:, 1]).mul_(K).add_(codes[:, 0])
+    idx.mul_(3).add_(state[:, 0]).mul_(3).add_(state[:, 1])
+    hist = torch.bincount(idx.reshape(-1), minlength=2 * K * K * 9).view(2, K, K, 3, 3)
+    hist = hist[:, :C]  # valid pixels only
+    both = hist.sum((3, 4))[:, :, :C]
+    n_p = hist[:, :, :C, 1:].sum((0, 1, 3, 4))
+    m_p = hist[:, :, :C, 2].sum((0, 1, 3))
+    n_g = hist[:, :, :, :, 1:].sum((0, 2, 3, 4))
+    m_g = hist[:, :, :, :, 2].sum((0, 2, 3))
+    return both[0] + both[1], both[1].contiguous(), torch.stack([n_p, n_g, m_p, m_g])
+
+
+def _all_stats_words(
+    codes: torch.Tensor, C: int, tolerance: int, background: int | None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`_all_stats` on several bit words per map (C above one word's classes)."""
     valid = codes[:, 1] < C  # target != ignore_index
     stats = _BoundaryStats(codes, C, tolerance)
     if background is None:
