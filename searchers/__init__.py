@@ -3,9 +3,9 @@
 ``PPO2Searcher`` and ``RandomSearcher`` subclass ``ray.tune.search.Searcher`` and work with
 ``tune.Tuner`` and ``tune.run`` for any trainable and any box-shaped space (see
 ``searchers.ppo2`` for failures and restore; the step protocol itself is the library's
-``autoloss_ray.search.steps``, ``searchers.steps`` translates it for Tune). ``TPESearcher`` and
-``CMAESSearcher`` (``searchers.optuna_search``) run optuna's samplers through Ray Tune's
-``OptunaSearch`` in the same steps.
+``autoloss_ray.search.step_protocol``, ``searchers.step_searcher`` translates it for Tune).
+``TPESearcher`` and ``CMAESSearcher`` (``searchers.optuna_search``) run optuna's samplers
+through Ray Tune's ``OptunaSearch`` in the same steps.
 """
 
 from searchers.optuna_search import CMAESSearcher, TPESearcher

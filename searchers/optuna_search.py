@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from searchers.space import BoxSpace
-from searchers.steps import StepSearcher
+from searchers.step_searcher import StepSearcher
 
 __all__ = ["TPESearcher", "CMAESSearcher", "require_optuna", "OPTUNA_SEARCHERS"]
 

@@ -1,10 +1,11 @@
 """Ray Tune ``Searcher`` adapters over :mod:`autoloss_ray.search` (PPO2 and random search).
 
 Both searchers work step by step (the protocol is the library's
-:class:`autoloss_ray.search.steps.StepProtocol`, the Tune translation
-:class:`searchers.steps.StepSearcher`): a step's ``M`` configs are handed out by ``suggest``
-(each with ``"search_step"`` and ``"search_sample"`` keys), ``suggest`` returns ``None`` while
-the step waits for its results, the optimizer is told once all ``M`` results are in, and
+:class:`autoloss_ray.search.step_protocol.StepProtocol`, the Tune translation
+:class:`searchers.step_searcher.StepSearcher`): a step's ``M`` configs are handed out by
+``suggest`` (each with ``"search_step"`` and ``"search_sample"`` keys), ``suggest`` returns
+``None`` while the step waits for its results, the optimizer is told once all ``M`` results
+are in, and
 ``Searcher.FINISHED`` is returned after ``steps`` steps. Use them with ``num_samples=-1`` (or
 at least ``steps * samples_per_step``)::
 
@@ -53,9 +54,9 @@ import numpy as np
 
 from autoloss_ray.search.ppo import PPO2
 from autoloss_ray.search.random_search import RandomSearch
-from autoloss_ray.search.steps import SAMPLE_KEY, STEP_KEY
+from autoloss_ray.search.step_protocol import SAMPLE_KEY, STEP_KEY
 from searchers.space import BoxSpace
-from searchers.steps import _STATE_VERSION, StepSearcher  # noqa: F401  (state format 1)
+from searchers.step_searcher import _STATE_VERSION, StepSearcher  # noqa: F401  (state format 1)
 
 __all__ = ["PPO2Searcher", "RandomSearcher", "STEP_KEY", "SAMPLE_KEY"]
 

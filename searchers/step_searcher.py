@@ -1,7 +1,7 @@
 """The Ray Tune ``Searcher`` over the library's step protocol (what every step searcher shares).
 
-:class:`autoloss_ray.search.steps.StepProtocol` holds the search (steps of M samples, failure
-values, step records, replay, warm start). This adapter only translates: trial ids <->
+:class:`autoloss_ray.search.step_protocol.StepProtocol` holds the search (steps of M samples,
+failure values, step records, replay, warm start). This adapter only translates: trial ids <->
 ``(step, sample)`` (a trial Tune restarted under a new id maps through the step/sample keys of
 its config; a trial id is told at most once), Tune's results -> a value or a fail reason (see
 ``on_trial_complete``), Tune's Searcher API (``set_search_properties``, ``set_max_concurrency``
@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from ray.tune.search import Searcher
 
-from autoloss_ray.search.steps import SAMPLE_KEY, STEP_KEY, StepProtocol
+from autoloss_ray.search.step_protocol import SAMPLE_KEY, STEP_KEY, StepProtocol
 from searchers.space import BoxSpace, has_domains
 
 __all__ = ["StepSearcher"]
@@ -97,7 +97,7 @@ class StepSearcher(Searcher):
     @property
     def rank_stopped(self) -> bool:
         """Multi-fidelity: scheduler-stopped samples ranked below their step's survivors
-        (:class:`autoloss_ray.search.steps.StepProtocol`); on for ``--scheduler asha``."""
+        (:class:`autoloss_ray.search.step_protocol.StepProtocol`); on for ``--scheduler asha``."""
         return self._protocol.rank_stopped
 
     @rank_stopped.setter
@@ -379,7 +379,7 @@ class StepSearcher(Searcher):
         self, results: Iterable[Mapping[str, Any]], *, quiet_steps: Collection[int] = ()
     ) -> int:
         """Fast-forward a fresh searcher through results recorded by an earlier run of it
-        (see :meth:`autoloss_ray.search.steps.StepProtocol.replay`; the Parquet store's rows
+        (see :meth:`autoloss_ray.search.step_protocol.StepProtocol.replay`; the Parquet store's rows
         are the source of truth, Tune's experiment checkpoint can lag after a hard kill).
 
         Returns the number of results told; raises ``ValueError`` as the protocol does."""

@@ -47,7 +47,7 @@ def test_bad_rungs_are_one_line_errors(rungs, match):
 def test_stopped_below_ranks_stopped_under_every_survivor():
     from scipy.stats import rankdata
 
-    from autoloss_ray.search.steps import stopped_below
+    from autoloss_ray.search.step_protocol import stopped_below
 
     rewards = np.array([0.30, 0.50, 0.20, 0.60, 0.40, -1.0])
     stopped = np.array([False, False, True, True, False, False])

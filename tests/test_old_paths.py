@@ -1,9 +1,11 @@
-"""One name, one path (issue 30): the old top-level modules only warn and re-export.
+"""One name, one path (issue 30): the old module paths only warn and re-export.
 
 ``autoloss_ray.surrogates``, ``.presets``, ``.baselines`` and ``.ppo`` were the library's first
-layout; their names live in :mod:`autoloss_ray.losses` and :mod:`autoloss_ray.search` now. For
-one release the old modules still import, with a ``DeprecationWarning`` naming the new path, and
-nothing of the project itself imports them.
+layout; their names live in :mod:`autoloss_ray.losses` and :mod:`autoloss_ray.search` now. The
+two ``steps.py`` are :mod:`autoloss_ray.search.step_protocol` (the pure step protocol) and
+:mod:`searchers.step_searcher` (its Ray Tune adapter). For one release the old modules still
+import, with a ``DeprecationWarning`` naming the new path, and nothing of the project itself
+imports them.
 """
 
 from __future__ import annotations
@@ -48,6 +50,19 @@ OLD_PATHS = {
         "RandomSearch": "autoloss_ray.search",
         "TruncatedNormal": "autoloss_ray.search",
         "check_samples_per_step": "autoloss_ray.search",
+    }),
+    # the two steps.py, renamed for what they are: the pure protocol and its Tune adapter
+    "autoloss_ray.search.steps": ("autoloss_ray.search.step_protocol", {
+        "StepProtocol": "autoloss_ray.search.step_protocol",
+        "stopped_below": "autoloss_ray.search.step_protocol",
+        "STEP_KEY": "autoloss_ray.search.step_protocol",
+        "SAMPLE_KEY": "autoloss_ray.search.step_protocol",
+        "RECORD_KEYS": "autoloss_ray.search.step_protocol",
+        "FAIL_REASONS": "autoloss_ray.search.step_protocol",
+    }),
+    "searchers.steps": ("searchers.step_searcher", {
+        "StepSearcher": "searchers.step_searcher",
+        "_STATE_VERSION": "searchers.step_searcher",
     }),
 }
 
@@ -110,7 +125,8 @@ def test_no_project_module_imports_an_old_path() -> None:
     assert bad == {}, f"use autoloss_ray.losses / autoloss_ray.search instead: {bad}"
 
 
-_OLD_IN_TEXT = re.compile(r"\bautoloss_ray[./](surrogates|presets|baselines|ppo)\b")
+_OLD_IN_TEXT = re.compile(r"\b(autoloss_ray[./](surrogates|presets|baselines|ppo|search[./]steps)"
+                          r"|searchers[./]steps)\b")
 
 
 def test_docs_and_scripts_teach_only_the_new_paths() -> None:
@@ -159,6 +175,9 @@ def test_the_new_paths_do_not_warn() -> None:
                "from autoloss_ray.losses.presets import PRESETS, preset_theta\n"
                "from autoloss_ray.losses.baselines import BASELINES, make_loss\n"
                "from autoloss_ray.search import PPO2, RandomSearch, TruncatedNormal\n"
-               "import autoloss_ray, autoloss_ray.losses, autoloss_ray.search\n")
+               "from autoloss_ray.search.step_protocol import StepProtocol\n"
+               "import autoloss_ray, autoloss_ray.losses, autoloss_ray.search\n"
+               "from searchers.step_searcher import StepSearcher\n"
+               "from searchers import PPO2Searcher\n")
     assert out.returncode == 0, out.stderr
     assert "DeprecationWarning" not in out.stderr

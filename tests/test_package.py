@@ -19,7 +19,7 @@ PURE_MODULES = [
     "autoloss_ray.losses.loss_file",
     "autoloss_ray.losses.baselines",
     "autoloss_ray.search",
-    "autoloss_ray.search.steps",
+    "autoloss_ray.search.step_protocol",
     "autoloss_ray.data",
     "autoloss_ray.models",
     "autoloss_ray.train",

@@ -117,7 +117,7 @@ def test_every_ending_completes_the_step(local_ray, tmp_path, cls, api, mode, ca
     monkeypatch.setenv("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
     m = len(ENDINGS)  # one step holds every ending
     s = cls(metric="loss", mode=mode, steps=1, samples_per_step=m, seed=0)
-    with caplog.at_level("WARNING", logger="searchers.steps"):
+    with caplog.at_level("WARNING", logger="searchers.step_searcher"):
         res = _run(api, ending_trainable, s, tmp_path)
     assert len(res) == m and s.is_finished and s.step == 1
     assert sum("without the metric" in r.message for r in caplog.records) == 1  # once

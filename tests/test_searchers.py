@@ -137,7 +137,7 @@ def test_missing_metric_is_a_failed_sample_with_one_warning(caplog) -> None:
     s = PPO2Searcher(Box(), metric="reward", mode="max", steps=1, samples_per_step=3)
     for i in range(3):
         s.suggest(f"t{i}")
-    with caplog.at_level("WARNING", logger="searchers.steps"):
+    with caplog.at_level("WARNING", logger="searchers.step_searcher"):
         s.on_trial_complete("t0", {"loss": 1.0, "done": True})
         s.on_trial_complete("t1", {"loss": 2.0, "done": True})
     assert sum("without the metric 'reward'" in r.message for r in caplog.records) == 1

@@ -1,4 +1,4 @@
-"""autoloss_ray.search.steps.StepProtocol on its own: no ray, no Tune (a dict space stand-in)."""
+"""autoloss_ray.search.step_protocol.StepProtocol on its own: no ray, no Tune (a dict space stand-in)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from autoloss_ray.search import PPO2, StepProtocol
-from autoloss_ray.search.steps import RECORD_KEYS, SAMPLE_KEY, STEP_KEY
+from autoloss_ray.search.step_protocol import RECORD_KEYS, SAMPLE_KEY, STEP_KEY
 
 
 class Space:
@@ -48,7 +48,7 @@ def run(p: StepProtocol, values) -> list[dict]:
 
 
 def test_protocol_runs_without_ray_and_records_what_it_promises() -> None:
-    code = "import sys, autoloss_ray.search.steps; print('ray' in sys.modules)"
+    code = "import sys, autoloss_ray.search.step_protocol; print('ray' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=120)
     assert out.stdout.strip() == "False", out.stderr

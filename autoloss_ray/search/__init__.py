@@ -5,8 +5,8 @@
 - :mod:`.ppo`: :class:`PPO2` (ask/tell) and :func:`ppo_update` (the paper's update, with
   CleanRL's diagnostics);
 - :mod:`.random_search`: :class:`RandomSearch` (the paper's Fig. 3 baseline);
-- :mod:`.steps`: :class:`StepProtocol`, steps of M samples handed out, collected and told,
-  failure rewards, replay-based resume and the step (policy) record;
+- :mod:`.step_protocol`: :class:`StepProtocol`, steps of M samples handed out, collected and
+  told, failure rewards, replay-based resume and the step (policy) record;
 - private: :mod:`._ask_tell` (what PPO2 and random search share, the state format),
   :mod:`._mean_param` (mu <-> unconstrained parameters); :mod:`.replay` checks recorded
   results before a replay.
@@ -24,9 +24,9 @@ _EXPORTS = {
     "PPOUpdate": "autoloss_ray.search.ppo",
     "ppo_update": "autoloss_ray.search.ppo",
     "RandomSearch": "autoloss_ray.search.random_search",
-    "StepProtocol": "autoloss_ray.search.steps",
-    "STEP_KEY": "autoloss_ray.search.steps",
-    "SAMPLE_KEY": "autoloss_ray.search.steps",
+    "StepProtocol": "autoloss_ray.search.step_protocol",
+    "STEP_KEY": "autoloss_ray.search.step_protocol",
+    "SAMPLE_KEY": "autoloss_ray.search.step_protocol",
     "check_samples_per_step": "autoloss_ray.search._ask_tell",
 }
 

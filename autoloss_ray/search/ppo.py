@@ -344,9 +344,9 @@ class PPO2(AskTell):
 
         ``stopped`` (optional bool [M]): samples a scheduler stopped early. Their rewards must
         already rank them below every survivor (``StepProtocol`` places them with
-        :func:`autoloss_ray.search.steps.stopped_below`); a step with any is learnt from by
-        rank (centred ranks, whatever ``advantages``), as rung and final rewards have no
-        common scale. The history entry records the mask as ``stopped``."""
+        :func:`autoloss_ray.search.step_protocol.stopped_below`); a step with any is learnt
+        from by rank (centred ranks, whatever ``advantages``), as rung and final rewards have
+        no common scale. The history entry records the mask as ``stopped``."""
         x, r = self._check_tell(thetas, rewards)
         stop = (np.zeros(r.shape, dtype=bool) if stopped is None
                 else np.asarray(stopped, dtype=bool))
@@ -355,7 +355,7 @@ class PPO2(AskTell):
                              f"{stop.shape}")
         if stop.any() and np.max(r[stop]) >= np.min(r[~stop], initial=np.inf):
             raise ValueError("stopped samples must be told below every survivor of the step "
-                             "(see autoloss_ray.search.steps.stopped_below)")
+                             "(see autoloss_ray.search.step_protocol.stopped_below)")
         mu_old = self.mu
         uniform = self._uniform_step
         if uniform:  # the start-up step: no PPO update, mu_1 = its best sample

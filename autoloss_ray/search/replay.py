@@ -2,7 +2,7 @@
 
 A recorded result is a mapping with ``step``, ``sample`` (ints), ``config`` (the trial's
 config, or at least its searched keys), ``value`` (the metric; NaN or None when the trial
-failed) and optionally ``trial_id``. :meth:`autoloss_ray.search.steps.StepProtocol.replay`
+failed) and optionally ``trial_id``. :meth:`autoloss_ray.search.step_protocol.StepProtocol.replay`
 groups them by step (:func:`group_recorded`) and checks each against what it draws
 (:func:`check_recorded`). Pure.
 """
