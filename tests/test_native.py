@@ -139,11 +139,28 @@ def test_native_generic_curve_shape_equals_eager():
     outs = []
     for fn in (S._RegionStatsNative, S._RegionStats):
         x = z.clone().requires_grad_(True)
-        I, O, npred = fn.apply(x, tgt, w, table, table)
+        I, O, npred = fn.apply(x, tgt, w, table, table)[:3]
         (gr,) = torch.autograd.grad((I * torch.arange(1., 5.)).sum() + (O ** 2).sum(), x)
         outs.append((I.detach(), O.detach(), npred, gr))
     for a, b in zip(*outs):
         torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-10)
+    # the native pass also sums the target pixels per class (the eager path's index_add)
+    n = S._RegionStatsNative.apply(z, tgt, w, table, table)[3]
+    assert torch.equal(n, torch.zeros(4, dtype=w.dtype).index_add_(0, tgt.view(-1), w.view(-1)))
+
+
+def test_native_bf1_counts_predicted_boundaries_as_label_sites():
+    """The BF1 kernel's count of predicted boundary pixels per class equals the label-site
+    kernel's on argmax(z), ignored pixels and ties included."""
+    for seed, (n, c, h, w) in enumerate(((2, 4, 9, 11), (1, 3, 1, 7), (3, 5, 6, 1))):
+        z, t = _inputs(seed, n, c, h, w, torch.float32, ties=True)
+        loss = SurrogateLoss.from_preset("bf1", num_classes=c)
+        valid = t != 255
+        counts = loss._bf1_counts_native(z, t, valid, loss._tables_on(z.device, z.dtype),
+                                         torch.float32)
+        site = S._label_sites(S._argmax1(z), valid)
+        expect = torch.bincount(site[site >= 0].long(), minlength=c)
+        assert torch.equal(counts[4].long(), expect)
 
 
 def test_native_large_tolerance_and_tiny_images(monkeypatch):

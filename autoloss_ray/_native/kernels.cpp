@@ -216,7 +216,8 @@ inline int64_t tile_count(int64_t g, int64_t g1, int64_t HW) {
 }
 
 // Region statistics, forward, for pixels [g0, g1). and_/or_ null: that curve is not used.
-// acc [3C] (double, added to): I, O, npred (sum of w over the pixels whose argmax is c).
+// acc [4C] (double, added to): I, O, npred (sum of w over the pixels whose argmax is c),
+// ntgt (sum of w over the pixels whose target is c).
 // g_and [N*HW]: w h_and'(p_t). g_or [N, C, HW]: w (1 - y_c) h_or'(p_c).
 template <typename F>
 void region_forward(const F* z, const int64_t* tgt, const F* w, int64_t C, int64_t HW,
@@ -236,6 +237,7 @@ void region_forward(const F* z, const int64_t* tgt, const F* w, int64_t C, int64
   double* I = acc;
   double* O = acc + C;
   double* npred = acc + 2 * C;
+  double* ntgt = acc + 3 * C;
   for (int64_t g = g0; g < g1;) {
     const int64_t cnt = tile_count(g, g1, HW);
     const int64_t n = g / HW, j0 = g % HW;
@@ -243,7 +245,10 @@ void region_forward(const F* z, const int64_t* tgt, const F* w, int64_t C, int64
     const F* wt = w + g;
     for (int64_t j = 0; j < cnt; ++j) ti[j] = static_cast<int32_t>(tgt[g + j]);
     tile_softmax(zt0, C, HW, cnt, p, m, s, zt, pi.data());
-    for (int64_t j = 0; j < cnt; ++j) npred[pi[j]] += static_cast<double>(wt[j]);
+    for (int64_t j = 0; j < cnt; ++j) {
+      npred[pi[j]] += static_cast<double>(wt[j]);
+      ntgt[ti[j]] += static_cast<double>(wt[j]);
+    }
     if (f_or) {
       for (int64_t c = 0; c < C; ++c) {
         f_or(*or_, p + c * TILE, h, d, cnt);
@@ -412,9 +417,10 @@ void dilate_class(const int32_t* st, int32_t c, int64_t H, int64_t W, int64_t r,
 
 // BF1 forward for images [n0, n1), fused: softmax (and argmax into pred [N*HW]), erosion,
 // soft boundary b = max(h3(p) + h4(e) - h3(p) h4(e) - h1(p) h2(e), 0) one class plane at a
-// time (b itself is never stored), and the soft counts, added to acc [4C] (double):
+// time (b itself is never stored), and the soft counts, added to acc [5C] (double):
 //   n_p = sum v b_c,  m_p = sum v b_c dil_c,  m_g = sum over class-c sites of the max of b_c
-//   over the (2r+1)^2 window,  n_g = number of class-c sites,
+//   over the (2r+1)^2 window,  n_g = number of class-c sites,  and (no gradient) the valid
+//   pixels of pred == c with another pred label in their in-image 3x3 window,
 // with v [N*HW] valid (0/1), site [N*HW] int32 (target class of each target-boundary pixel,
 // -1 elsewhere) and dil_c = dilate(site == c, r). Saves for backward: ga = db/dp, gb = db/de
 // ([N, C, HW], 0 where the clamp is active), dil [N, C, HW] uint8 and arg [N*HW] int32 (per
@@ -436,8 +442,25 @@ void bf1_forward(const F* z, const F* v, const int32_t* site, int64_t C, int64_t
   double* m_p = acc + C;
   double* m_g = acc + 2 * C;
   double* n_g = acc + 3 * C;
+  double* n_ph = acc + 4 * C;
   for (int64_t n = n0; n < n1; ++n) {
     image_softmax(z + n * C * HW, C, HW, p.data(), pred + n * HW);
+    {  // predicted boundary pixels per class (valid pixels with another in-image 3x3 label)
+      const int64_t* L = pred + n * HW;
+      const F* __restrict vv = v + n * HW;
+      for (int64_t i = 0; i < H; ++i) {
+        const int64_t a0 = i > 0 ? i - 1 : 0, a1 = i < H - 1 ? i + 1 : H - 1;
+        for (int64_t j = 0; j < W; ++j) {
+          if (vv[i * W + j] == F(0)) continue;
+          const int64_t c = L[i * W + j];
+          const int64_t b0 = j > 0 ? j - 1 : 0, b1 = j < W - 1 ? j + 1 : W - 1;
+          bool edge = false;
+          for (int64_t a = a0; a <= a1; ++a)
+            for (int64_t b = b0; b <= b1; ++b) edge |= L[a * W + b] != c;
+          if (edge) n_ph[c] += 1.0;
+        }
+      }
+    }
     const int32_t* st = site + n * HW;
     const F* __restrict vn = v + n * HW;
     int32_t* an = arg + n * HW;

@@ -31,8 +31,9 @@ def _native_dtype(cd: torch.dtype) -> int:
 class _RegionStatsNative(torch.autograd.Function):
     """:class:`_RegionStats` by the fused CPU kernels (:mod:`autoloss_ray.native`).
 
-    Same inputs and outputs; z must be a contiguous CPU tensor in the compute dtype (float32
-    or float64). Saves z, w h_and'(p_t) [N, H, W] and w (1 - y) h_or'(p) [N, C, H, W]; the
+    Same inputs and outputs, plus (no gradient) n [C] = sum of w over target == c, summed
+    in the same pass; z must be a contiguous CPU tensor in the compute dtype (float32 or
+    float64). Saves z, w h_and'(p_t) [N, H, W] and w (1 - y) h_or'(p) [N, C, H, W]; the
     backward kernel recomputes the softmax per tile.
     """
 
@@ -45,7 +46,7 @@ class _RegionStatsNative(torch.autograd.Function):
         g_and = torch.empty((N, H, W), dtype=cd) if and_table is not None else None
         g_or = torch.empty((N, C, H, W), dtype=cd) if or_table is not None else None
         ranges = native.parallel_ranges(N * HW)
-        acc = torch.zeros((len(ranges), 3, C), dtype=torch.float64)
+        acc = torch.zeros((len(ranges), 4, C), dtype=torch.float64)
         nb_a, b_a, c_a, keep_a = _native_curve(and_table)
         nb_o, b_o, c_o, keep_o = _native_curve(or_table)
         dt = _native_dtype(cd)
@@ -58,14 +59,14 @@ class _RegionStatsNative(torch.autograd.Function):
 
         native.run_ranges(work, ranges)
         del keep_a, keep_o
-        I, O, npred = acc.sum(0).to(cd).unbind(0)
+        I, O, npred, n = acc.sum(0).to(cd).unbind(0)
         ctx.save_for_backward(z, tgt, g_and, g_or)
-        ctx.mark_non_differentiable(npred)
+        ctx.mark_non_differentiable(npred, n)
         ctx.lib = lib
-        return I, O, npred
+        return I, O, npred, n
 
     @staticmethod
-    def backward(ctx, gI, gO, _gnpred):
+    def backward(ctx, gI, gO, _gnpred, _gn):
         _first_order_only()
         lib = ctx.lib
         z, tgt, g_and, g_or = ctx.saved_tensors
@@ -95,9 +96,11 @@ class _BF1Native(torch.autograd.Function):
     z [N, C, H, W] contiguous CPU logits in the compute dtype; pred: int64 [N, H, W] output
     buffer, filled with argmax_c z (first maximum); v [N, H, W] valid (0/1, compute dtype);
     site [N, H, W] int32 (target class of each target-boundary pixel, -1 elsewhere); r the
-    tolerance; t1..t4 the curves h1..h4. Returns n_p, m_p, m_g (differentiable) and n_g (not),
-    each [C], with b = clamp(XOR(p, erode3x3(p)), 0): n_p = sum v b_c, m_p = sum v b_c
-    dilate(bg_c, r), m_g = sum of dilate(b_c, r) over the class-c sites, n_g = class-c sites.
+    tolerance; t1..t4 the curves h1..h4. Returns n_p, m_p, m_g (differentiable) and n_g,
+    n_ph (not), each [C], with b = clamp(XOR(p, erode3x3(p)), 0): n_p = sum v b_c, m_p = sum
+    v b_c dilate(bg_c, r), m_g = sum of dilate(b_c, r) over the class-c sites, n_g = class-c
+    sites, n_ph = valid boundary pixels of the predicted class c (as :func:`_label_sites` of
+    pred counts them).
 
     b is made one class plane at a time and never stored; backward keeps z, db/dp, db/de
     ([N, C, H, W]), dilate(bg, r) as bytes and each site's window-maximum position, and
@@ -112,7 +115,7 @@ class _BF1Native(torch.autograd.Function):
         dil = torch.empty((N, C, H, W), dtype=torch.uint8)
         arg = torch.empty((N, H, W), dtype=torch.int32)
         ranges = native.parallel_ranges(N, align=1)
-        acc = torch.zeros((len(ranges), 4, C), dtype=torch.float64)
+        acc = torch.zeros((len(ranges), 5, C), dtype=torch.float64)
         curves = [_native_curve(t) for t in (t1, t2, t3, t4)]
         nbs = (ctypes.c_int * 4)(*(c[0] for c in curves))
         bounds = (ctypes.c_void_p * 4)(*(c[1] for c in curves))
@@ -127,14 +130,14 @@ class _BF1Native(torch.autograd.Function):
 
         native.run_ranges(work, ranges)
         del curves
-        n_p, m_p, m_g, n_g = acc.sum(0).to(z.dtype).unbind(0)
+        n_p, m_p, m_g, n_g, n_ph = acc.sum(0).to(z.dtype).unbind(0)
         ctx.save_for_backward(z, ga, gb, v, site, dil, arg)
-        ctx.mark_non_differentiable(n_g)
+        ctx.mark_non_differentiable(n_g, n_ph)
         ctx.lib = lib
-        return n_p, m_p, m_g, n_g
+        return n_p, m_p, m_g, n_g, n_ph
 
     @staticmethod
-    def backward(ctx, gnp, gmp, gmg, _gng):
+    def backward(ctx, gnp, gmp, gmg, _gng, _gnph):
         _first_order_only()
         lib = ctx.lib
         z, ga, gb, v, site, dil, arg = ctx.saved_tensors
@@ -160,7 +163,8 @@ def _label_sites(lab: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     lib = native.library()
     N, H, W = lab.shape
     lab = lab.to(torch.int64).contiguous()
-    valid = valid.to(torch.uint8).contiguous()
+    valid = (valid.view(torch.uint8) if valid.dtype == torch.bool else valid.to(torch.uint8)
+             ).contiguous()
     out = torch.empty((N, H, W), dtype=torch.int32)
 
     def work(_i, n0, n1):

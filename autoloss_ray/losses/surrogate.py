@@ -314,22 +314,24 @@ class SurrogateLoss(nn.Module):
         else:
             mask = valid
         w = mask.to(cd)
-        with torch.no_grad():  # target pixels per class
-            n = torch.zeros(C, dtype=cd, device=w.device).index_add_(0, tgt.reshape(-1),
-                                                                     w.reshape(-1))
         and_table = tables[(term, "and")]
         or_table = tables[(term, "or")] if "or" in CURVES[term] else None
         if fused:
-            # the kernels take the compute dtype; other dtypes (bf16 under autocast) convert
+            # the kernels take the compute dtype; other dtypes (bf16 under autocast) convert;
+            # n (target pixels per class) comes from the same pass
             z = logits.to(cd).contiguous()
-            I, O, npred = _RegionStatsNative.apply(z, tgt.contiguous(), w.contiguous(),
-                                                   and_table, or_table)
-        elif _triton.usable(logits, cd):  # CUDA: fused Triton kernels (autoloss_ray.losses._triton)
-            I, O, npred = _triton.RegionStats.apply(logits.contiguous(), tgt.contiguous(),
-                                                    w.contiguous(), and_table, or_table)
+            I, O, npred, n = _RegionStatsNative.apply(z, tgt.contiguous(), w.contiguous(),
+                                                      and_table, or_table)
         else:
-            z = logits if logits.is_contiguous() else logits.contiguous()
-            I, O, npred = _RegionStats.apply(z, tgt.contiguous(), w, and_table, or_table)
+            with torch.no_grad():  # target pixels per class
+                n = torch.zeros(C, dtype=cd, device=w.device).index_add_(0, tgt.reshape(-1),
+                                                                         w.reshape(-1))
+            if _triton.usable(logits, cd):  # CUDA: the Triton kernels of ._triton
+                I, O, npred = _triton.RegionStats.apply(logits.contiguous(), tgt.contiguous(),
+                                                        w.contiguous(), and_table, or_table)
+            else:
+                z = logits if logits.is_contiguous() else logits.contiguous()
+                I, O, npred = _RegionStats.apply(z, tgt.contiguous(), w, and_table, or_table)
         I, O, n, npred = self._synced(cd, I, O, n, npred)
         if term == "gacc":
             return _ratio_or_zero(I.sum(), n.sum())
@@ -396,16 +398,17 @@ class SurrogateLoss(nn.Module):
         z = logits.to(cd).contiguous()
         N, _, H, W = z.shape
         with torch.no_grad():
-            tmap = torch.where(valid, target, -1) if self.ignore_index is not None else target
+            # the ignore value is no class: a neighbour holding it differs from every class
+            # already, unless it lies in [0, C), where -1 stands in for it
+            ign = self.ignore_index
+            tmap = torch.where(valid, target, -1) if ign is not None and 0 <= ign < C else target
             site = _label_sites(tmap, valid)
             v = valid.to(cd).contiguous()
         pred = torch.empty((N, H, W), dtype=torch.int64)
-        n_p, m_p, m_g, n_g = _BF1Native.apply(
+        # n_p_hard: the predicted boundary pixels per class, counted by the forward kernel
+        n_p, m_p, m_g, n_g, n_p_hard = _BF1Native.apply(
             z, pred, v, site, self.boundary_tolerance,
             *(tables[("bf1", k)] for k in CURVES["bf1"]))
-        with torch.no_grad():
-            psite = _label_sites(pred, valid)
-            n_p_hard = torch.bincount(psite[psite >= 0].long(), minlength=C)
         return n_p, m_p, m_g, n_g, n_p_hard
 
     # -- persistence (the format: autoloss_ray.losses.loss_file) ---------------------------
