@@ -14,14 +14,47 @@ from collections.abc import Sequence
 from typing import Any
 
 from autoloss_app.evaluate import DATASET_HELP, IGNORE_HELP
-from autoloss_app.options import LEGACY_MANIFEST, RECIPES, SEARCHERS, OptionsError, SearchOptions
+from autoloss_app.options import (
+    DEFAULT_FAILURE_REWARD,
+    LEGACY_MANIFEST,
+    RECIPES,
+    SEARCHERS,
+    OptionsError,
+    SearchOptions,
+)
 from autoloss_app.resume import NOT_FROM_MANIFEST, check_not_user_task
+from autoloss_ray.search.config import PPO2Config
+from autoloss_ray.vocabulary import EVAL_PROTOCOLS
 
 __all__ = ["main", "build_parser", "add_search_arguments", "search_options_from_args"]
 
 _METRIC_HELP = (
     "target metric: miou, fwiou, biou, bf1, macc, gacc, or a sum such as miou+biou"
 )
+
+
+# PPO2's settings that are options of a search: the PPO2Config fields SearchOptions has (the
+# rest, include_mean and the sigma schedule, follow from them or keep PPO2's defaults)
+PPO2_OPTIONS = tuple(f.name for f in dataclasses.fields(PPO2Config)
+                     if f.name in {o.name for o in dataclasses.fields(SearchOptions)})
+
+
+def _add_ppo2_arguments(g: Any) -> None:
+    """--sigma, --clip-eps, ... from :class:`PPO2Config`'s fields: default, type, choices and
+    help (the fields' metadata) in one place."""
+    for f in dataclasses.fields(PPO2Config):
+        if f.name not in PPO2_OPTIONS:
+            continue
+        kw: dict[str, Any] = {"default": f.default}
+        if isinstance(f.default, bool):
+            kw["action"] = argparse.BooleanOptionalAction
+        elif "choices" in f.metadata:
+            kw["choices"] = list(f.metadata["choices"])
+        else:
+            kw["type"] = type(f.default)
+        if f.metadata.get("help"):
+            kw["help"] = f.metadata["help"]
+        g.add_argument("--" + f.name.replace("_", "-"), **kw)
 
 
 def add_search_arguments(p: argparse.ArgumentParser) -> None:
@@ -71,7 +104,7 @@ def add_search_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--batch-size", type=int, default=None)
     g.add_argument("--image-size", nargs="+", default=None, metavar="SIZE",
                    help="training crop size: S (square), HxW or H W")
-    g.add_argument("--eval-protocol", default=None, choices=["native", "train_size"],
+    g.add_argument("--eval-protocol", default=None, choices=list(EVAL_PROTOCOLS),
                    help="how the hold-out reward is scored: 'native' (labels at their own "
                    "resolution, logits upsampled to them) or 'train_size' (image and label "
                    "resized to --image-size; cheaper); default: the recipe's")
@@ -84,27 +117,10 @@ def add_search_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("search (PPO2)")
     g.add_argument("--steps", type=int, default=None, help="T, PPO steps")
     g.add_argument("--samples", type=int, default=None, help="M, trials per step (>= 2)")
-    g.add_argument("--sigma", type=float, default=0.2, help="sampling std (default 0.2)")
-    g.add_argument("--clip-eps", type=float, default=0.2)
-    g.add_argument("--lr", type=float, default=0.2, help="Adam learning rate on mu")
-    g.add_argument("--update-steps", type=int, default=60)
-    g.add_argument("--baseline", default="mean", choices=["mean", "mu"],
-                   help="PPO2's advantage baseline: 'mean' (A_i = R_i - mean R, default) or "
-                   "'mu' (the official code's: sample 0 of every step is mu itself, trained "
-                   "like its siblings, and A_i = R_i - R_0)")
-    g.add_argument("--startup", default="policy", choices=["policy", "uniform"],
-                   help="PPO2's step 0: 'policy' (drawn around the initial mu, the paper's; "
-                   "default) or 'uniform' (drawn uniformly in the box, no update: mu_1 is "
-                   "its best trial)")
-    g.add_argument("--advantages", default="baseline", choices=["baseline", "rank"],
-                   help="PPO2's advantages: 'baseline' (R_i - the --baseline, the paper's; "
-                   "default) or 'rank' (centred ranks of the step's rewards: a failed "
-                   "trial's 0.0 weighs no more than the worst valid reward)")
-    g.add_argument("--mirrored", action=argparse.BooleanOptionalAction, default=False,
-                   help="PPO2 draws each step's samples in mirrored pairs (+z and -z "
-                   "standard-normal noise through the truncation; default: --no-mirrored)")
-    g.add_argument("--failure-reward", type=float, default=0.0,
-                   help="reward given to a failed or diverged trial (default 0)")
+    _add_ppo2_arguments(g)
+    g.add_argument("--failure-reward", type=float, default=DEFAULT_FAILURE_REWARD,
+                   help="reward given to a failed or diverged trial (default "
+                   f"{DEFAULT_FAILURE_REWARD:g})")
     g = p.add_argument_group("multi-fidelity (Ray's ASHA scheduler)")
     g.add_argument("--scheduler", default="fifo", choices=["fifo", "asha"],
                    help="'fifo' (every trial trains to the end; default) or 'asha' (trials "
@@ -211,14 +227,7 @@ def _options_from_args(args: argparse.Namespace) -> SearchOptions:
         holdout_fraction=args.holdout_fraction,
         steps=args.steps,
         samples=args.samples,
-        sigma=args.sigma,
-        clip_eps=args.clip_eps,
-        lr=args.lr,
-        update_steps=args.update_steps,
-        baseline=args.baseline,
-        startup=args.startup,
-        advantages=args.advantages,
-        mirrored=args.mirrored,
+        **{name: getattr(args, name) for name in PPO2_OPTIONS},
         scheduler=args.scheduler,
         grace_period=args.grace_period,
         reduction_factor=args.reduction_factor,

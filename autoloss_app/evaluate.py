@@ -10,6 +10,8 @@ import os
 import tempfile
 from typing import Any
 
+from autoloss_ray.vocabulary import EVAL_PROTOCOLS, IGNORE_INDEX
+
 __all__ = ["add_command", "size_option", "inference_option", "PROTOCOL_HELP",
            "INFERENCE_HELP", "DATASET_HELP", "IGNORE_HELP"]
 
@@ -69,7 +71,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     options = {"length": args.train_size} if args.train_size and synthetic else {}
     if args.dataset == "folder":  # the checkpoint's ignore index unless --ignore-index
         options["ignore_index"] = (args.ignore_index if args.ignore_index is not None
-                                   else int(meta.get("ignore_index", 255)))
+                                   else int(meta.get("ignore_index", IGNORE_INDEX)))
     if ":" in args.dataset:  # a user's MODULE:FUNCTION dataset, of the checkpoint's classes
         options = {"num_classes": int(meta["num_classes"])}
         check_plugins(model=None, dataset=args.dataset, data_root=args.data_root,
@@ -181,7 +183,8 @@ DATASET_HELP = (
     "image_size=(h, w), root=) with the keywords it names, returning a torch Dataset of "
     "(image [3, H, W] float, label [H, W] long) with num_classes)"
 )
-IGNORE_HELP = "--dataset folder: the mask value that marks unlabelled pixels (default 255)"
+IGNORE_HELP = (f"--dataset folder: the mask value that marks unlabelled pixels "
+               f"(default {IGNORE_INDEX})")
 PROTOCOL_HELP = (
     "'native' (default): every label map at its own resolution, the argmax of the logits "
     "upsampled bilinearly to it; 'train_size': image and label resized to the training size"
@@ -202,12 +205,13 @@ def add_command(sub: Any) -> None:
     p.add_argument("--dataset", default="synthetic", help=DATASET_HELP)
     p.add_argument("--data-root", default=None, help="dataset directory (not for synthetic)")
     p.add_argument("--ignore-index", type=int, default=None,
-                   help=IGNORE_HELP.replace("(default 255)", "(default: the checkpoint's)"))
+                   help=IGNORE_HELP.replace(f"(default {IGNORE_INDEX})",
+                                            "(default: the checkpoint's)"))
     p.add_argument("--split", default="val", help="the split to score (default val; the "
                    "folder dataset: train, or a splits/<name>.txt such as val or test)")
     p.add_argument("--image-size", nargs="+", default=None, metavar="SIZE",
                    help="the training size: S, HxW or H W (default: the checkpoint's)")
-    p.add_argument("--eval-protocol", default="native", choices=["native", "train_size"],
+    p.add_argument("--eval-protocol", default="native", choices=list(EVAL_PROTOCOLS),
                    help=PROTOCOL_HELP)
     p.add_argument("--inference-size", nargs="+", default=None, metavar="SIZE",
                    help=INFERENCE_HELP)

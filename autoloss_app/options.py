@@ -14,10 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from autoloss_ray.search.config import ADVANTAGES, STARTUPS, PPO2Config
 from autoloss_ray.validation import SEARCH_NAME_RE, OptionsError, check_resources
+from autoloss_ray.vocabulary import EVAL_PROTOCOLS, IGNORE_INDEX
 
 __all__ = ["LEGACY_MANIFEST", "RECIPES", "SEARCHERS", "SearchOptions", "OptionsError", "is_uri",
-           "default_tune_dir",
+           "default_tune_dir", "DEFAULT_FAILURE_REWARD", "PPO2_DEFAULTS", "ppo2_config",
            "check_finite", "check_resources", "check_max_concurrent",
            "check_output_file", "check_output_dir", "check_folder_options", "check_data_root",
            "folder_num_classes", "SCHEDULERS", "asha_rungs"]
@@ -48,6 +50,12 @@ RECIPES: dict[str, dict[str, Any]] = {
         "holdout_fraction": 0.1,
     },
 }
+
+# the reward a failed or diverged trial gets in a search of the application (autoloss search,
+# search_loss; the searchers' own default, None, is the worst valid value seen so far)
+DEFAULT_FAILURE_REWARD = 0.0
+# PPO2's settings' defaults (the options below that are PPO2Config fields take theirs from it)
+PPO2_DEFAULTS = PPO2Config()
 
 # ppo: PPO2 (the paper); random: uniform random search; tpe / cmaes: optuna's samplers through
 # Ray Tune's OptunaSearch (the optional extra autoloss-ray[optuna]).
@@ -181,7 +189,7 @@ def check_folder_options(dataset: str, data_root: str | None, ignore_index: int 
 
     try:
         layout = scan_folder(data_root)
-        check_ignore(255 if ignore_index is None else ignore_index, layout.num_classes)
+        check_ignore(IGNORE_INDEX if ignore_index is None else ignore_index, layout.num_classes)
     except (ValueError, TypeError, FileNotFoundError) as exc:
         raise OptionsError(str(exc)) from None
     if num_classes is not None and num_classes != layout.num_classes:
@@ -220,26 +228,28 @@ class SearchOptions:
     iterations: int | None = None
     batch_size: int | None = None
     image_size: int | tuple[int, int] | None = None  # training crops: S or (H, W)
-    eval_protocol: str | None = None  # hold-out reward: "native" | "train_size"
+    eval_protocol: str | None = None  # hold-out reward: one of EVAL_PROTOCOLS
     train_size: int | None = None
     holdout_fraction: float | None = None
     steps: int | None = None
     samples: int | None = None
-    sigma: float = 0.2
-    clip_eps: float = 0.2
-    lr: float = 0.2
-    update_steps: int = 60
-    baseline: str = "mean"
-    # PPO2 options beyond the paper (issue 29.3; autoloss_ray.search.ppo.PPO2)
-    startup: str = "policy"
-    advantages: str = "baseline"
-    mirrored: bool = False
+    # PPO2's settings (autoloss_ray.search.PPO2Config; ppo2_config(options) builds it);
+    # sigma is also random search's and CMA-ES's scale
+    sigma: float = PPO2_DEFAULTS.sigma
+    clip_eps: float = PPO2_DEFAULTS.clip_eps
+    lr: float = PPO2_DEFAULTS.lr
+    update_steps: int = PPO2_DEFAULTS.update_steps
+    baseline: str = PPO2_DEFAULTS.baseline
+    # PPO2 options beyond the paper (issue 29.3)
+    startup: str = PPO2_DEFAULTS.startup
+    advantages: str = PPO2_DEFAULTS.advantages
+    mirrored: bool = PPO2_DEFAULTS.mirrored
     # multi-fidelity (issue 29.4): "asha" = Ray's ASHAScheduler stops poor trials at rungs
     scheduler: str = "fifo"
     grace_period: int | None = None  # None: iterations // 4
     reduction_factor: float | None = None  # None: DEFAULT_REDUCTION_FACTOR
     init_preset: str | None = None
-    failure_reward: float = 0.0
+    failure_reward: float = DEFAULT_FAILURE_REWARD
     gpus_per_trial: float = 1.0
     cpus_per_trial: float = 1.0
     max_concurrent: int | None = None
@@ -324,9 +334,10 @@ class SearchOptions:
                 parse_image_size(self.image_size)
             except ValueError as exc:
                 raise OptionsError(f"--image-size: {exc}") from None
-        if self.eval_protocol not in (None, "native", "train_size"):
+        if self.eval_protocol is not None and self.eval_protocol not in EVAL_PROTOCOLS:
             raise OptionsError(
-                f"--eval-protocol must be 'native' or 'train_size', got {self.eval_protocol!r}"
+                f"--eval-protocol must be {' or '.join(repr(p) for p in EVAL_PROTOCOLS)}, "
+                f"got {self.eval_protocol!r}"
             )
         self._validate_scheduler()
         check_resources(self.gpus_per_trial, self.cpus_per_trial)
@@ -393,7 +404,6 @@ class SearchOptions:
     def _validate_answer_and_ppo_options(self) -> None:
         """--answer, --playoff-k/-seeds and PPO2's --startup/--advantages/--mirrored."""
         from autoloss_ray.answer import check_answer
-        from autoloss_ray.search.ppo import ADVANTAGES, STARTUPS
 
         try:
             check_answer(self.answer, self.searcher)
@@ -410,9 +420,8 @@ class SearchOptions:
         if self.advantages not in ADVANTAGES:
             raise OptionsError(f"--advantages must be one of {', '.join(ADVANTAGES)}, "
                                f"got {self.advantages!r}")
-        changed = [f"--{k}" for k, v in (("startup", self.startup != "policy"),
-                                        ("advantages", self.advantages != "baseline"),
-                                        ("mirrored", self.mirrored)) if v]
+        changed = [f"--{k}" for k in ("startup", "advantages", "mirrored")
+                   if getattr(self, k) != getattr(PPO2_DEFAULTS, k)]
         if changed and self.searcher != "ppo":
             raise OptionsError(f"{', '.join(changed)}: options of PPO2 (--searcher ppo); "
                                f"--searcher {self.searcher} has no policy to start or update")
@@ -480,3 +489,13 @@ class SearchOptions:
             config["rungs"] = self.rungs()
         config.update(self.extra_config)
         return config
+
+
+def ppo2_config(opts: Any) -> PPO2Config:
+    """PPO2's settings of a search: the :class:`PPO2Config` fields ``opts`` has (a
+    :class:`SearchOptions`, or what a user task's search reads as one), with the official
+    setting of baseline ``"mu"``: sample 0 of every step is mu itself (``include_mean``)."""
+    values = {f.name: getattr(opts, f.name) for f in dataclasses.fields(PPO2Config)
+              if hasattr(opts, f.name)}
+    values["include_mean"] = opts.baseline == "mu"
+    return PPO2Config(**values)

@@ -25,6 +25,7 @@ from autoloss_app.evaluate import (
     inference_option,
     size_option,
 )
+from autoloss_ray.vocabulary import EVAL_PROTOCOLS
 
 MODEL_HELP = (
     "tiny, lraspp_mobilenet_v3_large, deeplabv3_resnet50, deeplabv3_resnet101, fcn_resnet50, "
@@ -414,7 +415,7 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--image-size", nargs="+", default=["64"], metavar="SIZE",
                    help="training crop size: S (square), HxW or H W (default 64)")
-    p.add_argument("--eval-protocol", default="native", choices=["native", "train_size"],
+    p.add_argument("--eval-protocol", default="native", choices=list(EVAL_PROTOCOLS),
                    help=PROTOCOL_HELP)
     p.add_argument("--inference-size", nargs="+", default=None, metavar="SIZE",
                    help=INFERENCE_HELP)

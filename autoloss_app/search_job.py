@@ -21,7 +21,7 @@ from typing import Any
 import ray
 from ray import tune
 
-from autoloss_app.options import OptionsError, SearchOptions, is_uri
+from autoloss_app.options import OptionsError, SearchOptions, is_uri, ppo2_config
 from autoloss_app.resume import (
     check_not_user_task,
     check_resume_options,
@@ -173,16 +173,7 @@ def _new_searcher(opts: SearchOptions, store: ExperimentStore):
                    points_to_evaluate=points, **common)
     return PPO2Searcher(
         _space(opts),
-        sigma=opts.sigma,
-        clip_eps=opts.clip_eps,
-        lr=opts.lr,
-        update_steps=opts.update_steps,
-        baseline=opts.baseline,
-        # the official setting: with baseline "mu", sample 0 of every step is mu itself
-        include_mean=opts.baseline == "mu",
-        startup=opts.startup,
-        advantages=opts.advantages,
-        mirrored=opts.mirrored,
+        config=ppo2_config(opts),  # with baseline "mu", sample 0 of every step is mu itself
         failure_reward=opts.failure_reward,
         points_to_evaluate=points,
         **common,

@@ -31,6 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from autoloss_app.options import (
+    DEFAULT_FAILURE_REWARD,
+    PPO2_DEFAULTS,
     SEARCHERS,
     OptionsError,
     check_max_concurrent,
@@ -42,6 +44,7 @@ from autoloss_app.options import (
 from autoloss_app.resume import RUNTIME_OPTIONS, previous_results, search_manifest
 from autoloss_ray.answer import ANSWER_RULES
 from autoloss_ray.validation import SEARCH_NAME_RE, check_resources
+from autoloss_ray.vocabulary import IGNORE_INDEX
 
 __all__ = ["search_loss", "SearchLossResult", "UserSearchOptions", "TrialsFailedError",
            "task_name"]
@@ -79,18 +82,18 @@ class UserSearchOptions:
     metric: str = "miou"
     parameterization: str = "bezier"
     searcher: str = "ppo"
-    ignore_index: int | None = 255
+    ignore_index: int | None = IGNORE_INDEX
     boundary_tolerance: int = 5
     config: dict[str, Any] = field(default_factory=dict)
     steps: int = 4
     samples: int = 8
-    sigma: float = 0.2
-    clip_eps: float = 0.2
-    lr: float = 0.2
-    update_steps: int = 60
-    baseline: str = "mean"
+    sigma: float = PPO2_DEFAULTS.sigma
+    clip_eps: float = PPO2_DEFAULTS.clip_eps
+    lr: float = PPO2_DEFAULTS.lr
+    update_steps: int = PPO2_DEFAULTS.update_steps
+    baseline: str = PPO2_DEFAULTS.baseline
     init_preset: str | None = None
-    failure_reward: float = 0.0
+    failure_reward: float = DEFAULT_FAILURE_REWARD
     # the search's answer (what the summary, export and report use; see autoloss search
     # --answer): the best trial, or PPO2's policy mean of its best step
     answer: str = "best-trial"
@@ -322,7 +325,7 @@ def search_loss(
     parameterization: str = "bezier",
     seed: int = 0,
     config: Mapping[str, Any] | None = None,
-    ignore_index: int | None = 255,
+    ignore_index: int | None = IGNORE_INDEX,
     boundary_tolerance: int = 5,
     gpus_per_trial: float = 1.0,
     cpus_per_trial: float = 1.0,
@@ -333,13 +336,13 @@ def search_loss(
     tune_dir: str | os.PathLike[str] | None = None,
     address: str | None = None,
     runtime_env: Mapping[str, Any] | None = None,
-    sigma: float = 0.2,
-    clip_eps: float = 0.2,
-    lr: float = 0.2,
-    update_steps: int = 60,
-    baseline: str = "mean",
+    sigma: float = PPO2_DEFAULTS.sigma,
+    clip_eps: float = PPO2_DEFAULTS.clip_eps,
+    lr: float = PPO2_DEFAULTS.lr,
+    update_steps: int = PPO2_DEFAULTS.update_steps,
+    baseline: str = PPO2_DEFAULTS.baseline,
     init_preset: str | None = None,
-    failure_reward: float = 0.0,
+    failure_reward: float = DEFAULT_FAILURE_REWARD,
     answer: str = "best-trial",
     verbose: int = 1,
 ) -> SearchLossResult:

@@ -12,6 +12,8 @@ from typing import Any
 
 import torch
 
+from autoloss_ray.vocabulary import IGNORE_INDEX
+
 __all__ = ["save_checkpoint", "load_checkpoint", "CHECKPOINT_FORMAT"]
 
 CHECKPOINT_FORMAT = "autoloss-ray/checkpoint"
@@ -25,7 +27,7 @@ def save_checkpoint(
     num_classes: int,
     dataset: str,
     image_size: int | tuple[int, int] | list[int],
-    ignore_index: int = 255,
+    ignore_index: int = IGNORE_INDEX,
     boundary_tolerance: int = 5,
 ) -> str:
     """Write ``model``'s weights and metadata to ``path``; returns the absolute path."""

@@ -1,15 +1,23 @@
 """The metric vocabulary (one definition for the whole project): the six metric names
 (:data:`METRICS`), the boundary class sets (:data:`BOUNDARY_CLASSES`), metric specs such as
-``"miou+biou"`` (:func:`parse_metric`) and the reward of a spec (:func:`reward`)."""
+``"miou+biou"`` (:func:`parse_metric`) and the reward of a spec (:func:`reward`); the label
+value that is ignored by default (:data:`IGNORE_INDEX`) and the hold-out scoring protocols
+(:data:`EVAL_PROTOCOLS`)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-__all__ = ["METRICS", "BOUNDARY_CLASSES", "parse_metric", "reward"]
+__all__ = ["METRICS", "BOUNDARY_CLASSES", "IGNORE_INDEX", "EVAL_PROTOCOLS", "parse_metric",
+           "reward"]
 
 METRICS: tuple[str, ...] = ("miou", "fwiou", "biou", "bf1", "macc", "gacc")
 BOUNDARY_CLASSES: tuple[str, ...] = ("all", "foreground")
+# the label value the losses, metrics and datasets ignore by default (VOC's and Cityscapes')
+IGNORE_INDEX = 255
+# how a hold-out reward is scored: labels at their native resolution (logits upsampled to
+# them), or image and label resized to the training size
+EVAL_PROTOCOLS: tuple[str, ...] = ("native", "train_size")
 
 
 def parse_metric(spec: str) -> tuple[str, ...]:

@@ -52,6 +52,7 @@ from typing import Any
 
 import numpy as np
 
+from autoloss_ray.search.config import PPO2Config
 from autoloss_ray.search.ppo import PPO2
 from autoloss_ray.search.random_search import RandomSearch
 from autoloss_ray.search.step_protocol import SAMPLE_KEY, STEP_KEY
@@ -72,15 +73,14 @@ class PPO2Searcher(StepSearcher):
             or None to take the box-shaped entries of Tune's param_space.
         metric, mode: the result key to optimise and "max"/"min".
         steps: T, PPO steps (12). samples_per_step: M, trials per step (32).
-        sigma, clip_eps, lr, update_steps, baseline, include_mean: see
+        config: PPO2's settings, an ``autoloss_ray.search.PPO2Config`` (default: the
+            paper's): sigma, clip_eps, lr, update_steps, baseline, include_mean, the sigma
+            schedule sigma_decay/sigma_min, startup, advantages, mirrored; see
             ``autoloss_ray.search.ppo.PPO2``.
+        **settings: any of those settings as a keyword (``PPO2Searcher(space, sigma=0.3)``),
+            replacing the config's value.
         failure_reward: metric value given to failed / NaN trials (None, the default: the
             worst valid value seen so far for the mode).
-        sigma_decay, sigma_min: optional sigma schedule ``max(sigma * sigma_decay**t,
-            sigma_min)`` for step t (default 1.0: fixed sigma, the paper's).
-        startup ("policy" | "uniform"), advantages ("baseline" | "rank"), mirrored (bool):
-            the start-up step, the advantages and antithetic draws of
-            ``autoloss_ray.search.ppo.PPO2`` (defaults: the paper's).
         points_to_evaluate: configs (or vectors) evaluated first, in step 0; the first one is
             the initial mu (e.g. a paper preset).
         seed: sampling seed. step_callback: picklable callable(record) after each update.
@@ -94,38 +94,17 @@ class PPO2Searcher(StepSearcher):
         mode: str | None = None,
         steps: int = 12,
         samples_per_step: int = 32,
-        sigma: float = 0.2,
-        clip_eps: float = 0.2,
-        lr: float = 0.2,
-        update_steps: int = 60,
-        baseline: str = "mean",
-        include_mean: bool = False,
-        sigma_decay: float = 1.0,
-        sigma_min: float = 0.0,
-        startup: str = "policy",
-        advantages: str = "baseline",
-        mirrored: bool = False,
+        config: PPO2Config | None = None,
         failure_reward: float | None = None,
         points_to_evaluate: Sequence[Any] | None = None,
         seed: Any = None,
         step_callback: Callable[[dict], Any] | None = None,
         key: str = "theta",
+        **settings: Any,
     ) -> None:
-        self._ppo_kwargs = dict(
-            sigma=sigma,
-            clip_eps=clip_eps,
-            lr=lr,
-            update_steps=update_steps,
-            baseline=baseline,
-            include_mean=include_mean,
-            sigma_decay=sigma_decay,
-            sigma_min=sigma_min,
-            startup=startup,
-            advantages=advantages,
-            mirrored=mirrored,
-        )
-        # validate the optimizer arguments now, even when the space comes later
-        PPO2(low=[0.0], high=[1.0], mu0=[0.5], samples_per_step=2, **self._ppo_kwargs)
+        # checks every setting now, even when the space comes later; the settings are kept as
+        # keyword arguments (the attribute searchers pickled by earlier versions have)
+        self._ppo_kwargs = PPO2Config.of(config, **settings).as_dict()
         super().__init__(
             space,
             metric=metric,
@@ -151,6 +130,11 @@ class PPO2Searcher(StepSearcher):
 
     def _optimizer_from_state(self, state: dict) -> PPO2:
         return PPO2.from_state_dict(state)
+
+    @property
+    def config(self) -> PPO2Config:
+        """PPO2's settings of this search."""
+        return PPO2Config(**self._ppo_kwargs)
 
     @property
     def mu(self) -> np.ndarray:

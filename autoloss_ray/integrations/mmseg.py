@@ -36,6 +36,7 @@ import torch.nn as nn
 from mmengine.registry import MODELS
 
 from autoloss_ray.losses.surrogate import SurrogateLoss
+from autoloss_ray.vocabulary import IGNORE_INDEX
 
 __all__ = ["AutoSegLoss"]
 
@@ -132,7 +133,7 @@ class AutoSegLoss(nn.Module):
         cls_score: torch.Tensor,
         label: torch.Tensor,
         weight: torch.Tensor | None = None,
-        ignore_index: int | None = 255,
+        ignore_index: int | None = IGNORE_INDEX,
         **kwargs: Any,
     ) -> torch.Tensor:
         """``loss_weight`` x the surrogate loss of ``cls_score`` [N, C, h, w] (logits; resized

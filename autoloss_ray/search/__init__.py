@@ -4,6 +4,8 @@
   helpers;
 - :mod:`.ppo`: :class:`PPO2` (ask/tell) and :func:`ppo_update` (the paper's update, with
   CleanRL's diagnostics);
+- :mod:`.config`: :class:`PPO2Config`, PPO2's settings (what ``PPO2``, the Tune searcher,
+  the application's options and the CLI share);
 - :mod:`.random_search`: :class:`RandomSearch` (the paper's Fig. 3 baseline);
 - :mod:`.step_protocol`: :class:`StepProtocol`, steps of M samples handed out, collected and
   told, failure rewards, replay-based resume and the step (policy) record;
@@ -21,6 +23,7 @@ from autoloss_ray._lazy import lazy_getattr
 _EXPORTS = {
     "TruncatedNormal": "autoloss_ray.search.truncnorm",
     "PPO2": "autoloss_ray.search.ppo",
+    "PPO2Config": "autoloss_ray.search.config",
     "PPOUpdate": "autoloss_ray.search.ppo",
     "ppo_update": "autoloss_ray.search.ppo",
     "RandomSearch": "autoloss_ray.search.random_search",

@@ -37,14 +37,11 @@ import numpy as np
 
 from autoloss_ray.search._ask_tell import AskTell
 from autoloss_ray.search._mean_param import MeanParameterization
+from autoloss_ray.search.config import ADVANTAGES, STARTUPS, PPO2Config
 from autoloss_ray.search.truncnorm import TruncatedNormal, log_prob_and_grad
 
-__all__ = ["PPO2", "PPOUpdate", "ppo_update", "adam_step", "centred_ranks", "STARTUPS",
-           "ADVANTAGES"]
-
-# PPO2's options beyond the paper's defaults (the first of each is the default)
-STARTUPS = ("policy", "uniform")
-ADVANTAGES = ("baseline", "rank")
+__all__ = ["PPO2", "PPO2Config", "PPOUpdate", "ppo_update", "adam_step", "centred_ranks",
+           "STARTUPS", "ADVANTAGES"]
 
 # Adam's constants (Kingma & Ba): beta1, beta2, epsilon
 _ADAM_B1, _ADAM_B2, _ADAM_EPS = 0.9, 0.999, 1e-8
@@ -159,6 +156,11 @@ class PPO2(AskTell):
         low, high: box bounds [D] (infinite bounds allowed).
         mu0: initial mean [D], inside the box (boundary values are nudged inside).
         samples_per_step: M >= 2 samples per step (paper: 32).
+        seed: seed of the sampling RNG (int, None, or anything numpy accepts).
+        config: the settings below (sigma ... mirrored) as one
+            :class:`~autoloss_ray.search.config.PPO2Config` (default: the paper's); each
+            may also be given as a keyword, which replaces the config's value
+            (``PPO2(..., sigma=0.3)``).
         sigma: policy scale > 0 (relative to the box width for bounded dimensions).
         sigma_decay: optional schedule: the scale of step t is
             ``max(sigma * sigma_decay**t, sigma_min)`` (default 1.0: a fixed scale, the paper's).
@@ -167,7 +169,6 @@ class PPO2(AskTell):
         update_steps: Adam steps per update (60).
         baseline: "mean" (A_i = R_i - mean R) or "mu" (A_i = R_i - R_0; needs include_mean).
         include_mean: make sample 0 of every step mu itself.
-        seed: seed of the sampling RNG (int, None, or anything numpy accepts).
         startup: "policy" (default, the paper's: step 0 is drawn from the policy at mu0) or
             "uniform": step 0 is drawn uniformly in the box (dimensions with an infinite
             bound from the policy) and is not a PPO update: mu_1 is its best sample. Its
@@ -197,60 +198,39 @@ class PPO2(AskTell):
         high: Any,
         mu0: Any,
         samples_per_step: int = 32,
-        sigma: float = 0.2,
-        clip_eps: float = 0.2,
-        lr: float = 0.2,
-        update_steps: int = 60,
-        baseline: str = "mean",
-        include_mean: bool = False,
         seed: Any = None,
-        sigma_decay: float = 1.0,
-        sigma_min: float = 0.0,
-        startup: str = "policy",
-        advantages: str = "baseline",
-        mirrored: bool = False,
+        config: PPO2Config | None = None,
+        **settings: Any,
     ) -> None:
         self._init_common(low, high, samples_per_step, seed)
-        if startup not in STARTUPS:
-            raise ValueError(f"startup must be one of {STARTUPS}; got {startup!r}")
-        if advantages not in ADVANTAGES:
-            raise ValueError(f"advantages must be one of {ADVANTAGES}; got {advantages!r}")
-        if not isinstance(mirrored, (bool, np.bool_)):
-            raise ValueError(f"mirrored must be True or False; got {mirrored!r}")
-        self.startup = startup
-        self.advantage_rule = advantages
-        self.mirrored = bool(mirrored)
-        if not (isinstance(sigma_decay, (int, float, np.floating)) and 0 < sigma_decay <= 1):
-            raise ValueError(f"sigma_decay must be a number in (0, 1]; got {sigma_decay!r}")
-        if not (isinstance(sigma_min, (int, float, np.floating)) and 0 <= sigma_min < math.inf):
-            raise ValueError(f"sigma_min must be a finite number >= 0; got {sigma_min!r}")
-        self.sigma_decay = float(sigma_decay)
-        self.sigma_min = float(sigma_min)
-        if not (isinstance(sigma, (int, float, np.floating)) and math.isfinite(sigma)) or (
-            sigma <= 0
-        ):
-            raise ValueError(f"sigma must be a finite number > 0; got {sigma!r}")
-        if not (0 < float(clip_eps) < 1):
-            raise ValueError(f"clip_eps must be in (0, 1); got {clip_eps!r}")
-        if not (math.isfinite(float(lr)) and lr > 0):
-            raise ValueError(f"lr must be > 0; got {lr!r}")
-        if isinstance(update_steps, bool) or not isinstance(update_steps, (int, np.integer)) or (
-            update_steps < 1
-        ):
-            raise ValueError(f"update_steps must be an int >= 1; got {update_steps!r}")
-        if baseline not in ("mean", "mu"):
-            raise ValueError(f"baseline must be 'mean' or 'mu'; got {baseline!r}")
-        if baseline == "mu" and not include_mean:
-            raise ValueError("baseline='mu' needs include_mean=True (sample 0 is mu itself)")
-        self.sigma = float(sigma)
-        self.clip_eps = float(clip_eps)
-        self.lr = float(lr)
-        self.update_steps = int(update_steps)
-        self.baseline = baseline
-        self.include_mean = bool(include_mean)
+        self._set_config(PPO2Config.of(config, **settings))  # checks every setting
         self._setup_geometry()
         self._z = self._to_z(self._check_mu0(mu0))
         self.mu0 = self.mu.copy()
+
+    def _set_config(self, cfg: PPO2Config) -> None:
+        self.startup = cfg.startup
+        self.advantage_rule = cfg.advantages
+        self.mirrored = bool(cfg.mirrored)
+        self.sigma_decay = float(cfg.sigma_decay)
+        self.sigma_min = float(cfg.sigma_min)
+        self.sigma = float(cfg.sigma)
+        self.clip_eps = float(cfg.clip_eps)
+        self.lr = float(cfg.lr)
+        self.update_steps = int(cfg.update_steps)
+        self.baseline = cfg.baseline
+        self.include_mean = bool(cfg.include_mean)
+
+    @property
+    def config(self) -> PPO2Config:
+        """The settings this optimizer runs with."""
+        return PPO2Config(
+            sigma=self.sigma, clip_eps=self.clip_eps, lr=self.lr,
+            update_steps=self.update_steps, baseline=self.baseline,
+            include_mean=self.include_mean, sigma_decay=self.sigma_decay,
+            sigma_min=self.sigma_min, startup=self.startup, advantages=self.advantage_rule,
+            mirrored=self.mirrored,
+        )
 
     # ---- geometry
     def _setup_geometry(self) -> None:
@@ -408,21 +388,7 @@ class PPO2(AskTell):
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue identically (plain Python types + numpy RNG state)."""
         state = self._common_state()
-        state.update(
-            sigma=self.sigma,
-            clip_eps=self.clip_eps,
-            lr=self.lr,
-            update_steps=self.update_steps,
-            baseline=self.baseline,
-            include_mean=self.include_mean,
-            sigma_decay=self.sigma_decay,
-            sigma_min=self.sigma_min,
-            startup=self.startup,
-            advantages=self.advantage_rule,
-            mirrored=self.mirrored,
-            z=self._z.tolist(),
-            mu0=self.mu0.tolist(),
-        )
+        state.update(self.config.as_dict(), z=self._z.tolist(), mu0=self.mu0.tolist())
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:

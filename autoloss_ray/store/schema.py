@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 
 from autoloss_ray.validation import STORE_NAME_RE
-from autoloss_ray.vocabulary import METRICS
+from autoloss_ray.vocabulary import EVAL_PROTOCOLS, METRICS
 
 __all__ = [
     "EVAL_PROTOCOLS",
@@ -41,9 +41,8 @@ METRIC_COLUMNS = METRICS  # the metric vocabulary (autoloss_ray.vocabulary, torc
 # ok: the trial finished and was scored; failed: it raised (its error is in ``error``);
 # nan: it finished but diverged (non-finite parameters or reward)
 STATUSES = ("ok", "failed", "nan")
-# how the row's metrics were scored: labels at their native resolution, or image and label
-# resized to the training size (rows of older stores have null: they are "train_size")
-EVAL_PROTOCOLS = ("native", "train_size")
+# how the row's metrics were scored: EVAL_PROTOCOLS (autoloss_ray.vocabulary; rows of older
+# stores have null: they are "train_size")
 # playoff: a search's top trials re-trained with fresh seeds after it (autoloss_ray.answer;
 # step = the candidate, sample = the seed); readers of search rows select kind "search"
 KINDS = ("search", "retrain", "evaluate", "playoff")
