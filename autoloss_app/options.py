@@ -24,8 +24,8 @@ __all__ = ["LEGACY_MANIFEST", "RECIPES", "SEARCHERS", "SearchOptions", "OptionsE
            "check_output_file", "check_output_dir", "check_folder_options", "check_data_root",
            "folder_num_classes", "SCHEDULERS", "asha_rungs"]
 
-# Proxy-task recipes. "demo" finishes on 2 CPU cores in a few minutes (the README's main job);
-# "paper" is the paper's proxy task (DESIGN section 5).
+# Proxy-task recipes. "demo" finishes on 2 CPU cores in a few minutes (the main job of
+# docs/getting-started.md); "paper" is the paper's proxy task (docs/paper.md).
 RECIPES: dict[str, dict[str, Any]] = {
     "demo": {
         "model": "tiny",
@@ -132,7 +132,7 @@ def folder_num_classes(data_root: str) -> int:
 
 
 SCHEDULERS = ("fifo", "asha")
-# ASHA's default reduction factor here (Ray's own is 4); see the README's Multi-fidelity section
+# ASHA's default reduction factor here (Ray's own is 4); see docs/search.md, Multi-fidelity
 DEFAULT_REDUCTION_FACTOR = 2.0
 
 

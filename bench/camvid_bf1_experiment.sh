@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The README's reduced-scale CamVid BF1 experiment (CPU, ~5 min on 2 cores): search a BF1
-# surrogate on a hold-out of CamVid train, retrain with it, with the paper's BF1 preset and
-# with cross entropy, evaluate on CamVid val.
+# The reduced-scale CamVid BF1 experiment of docs/benchmarks.md ("The paper's comparison on
+# CamVid, at CPU scale"; CPU, ~5 min on 2 cores): search a BF1 surrogate on a hold-out of
+# CamVid train, retrain with it, with the paper's BF1 preset and with cross entropy, evaluate
+# on CamVid val.
 # Usage: bash bench/camvid_bf1_experiment.sh [CAMVID_DIR] [OUT_DIR]
 set -euxo pipefail
 cd "$(dirname "$0")/.."

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The README's reduced-scale CamVid experiment (CPU, ~6 min on 2 cores): search an mIoU
-# surrogate on a hold-out of CamVid train, retrain with it and with hand-designed losses,
-# evaluate on CamVid val. Usage: bash bench/camvid_experiment.sh [CAMVID_DIR] [OUT_DIR]
+# The reduced-scale CamVid experiment of docs/benchmarks.md ("The paper's comparison on CamVid,
+# at CPU scale"; CPU, ~6 min on 2 cores): search an mIoU surrogate on a hold-out of CamVid
+# train, retrain with it and with hand-designed losses, evaluate on CamVid val.
+# Usage: bash bench/camvid_experiment.sh [CAMVID_DIR] [OUT_DIR]
 set -euxo pipefail
 cd "$(dirname "$0")/.."
 A=${AUTOLOSS:-.venv/bin/autoloss}

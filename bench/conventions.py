@@ -1,8 +1,8 @@
 """Measure the effect of each convention where we differ from the official Auto Seg-Loss code.
 
-The README's deviations section quotes this script's output. Every number is computed here, in
-float64, on fixed seeds; "official" means the official release's arithmetic as DESIGN sections
-3 and 7 describe it, re-implemented below from that description (not copied):
+docs/paper.md ("Where we deviate, and why") quotes this script's output. Every number is
+computed here, in float64, on fixed seeds; "official" means the official release's arithmetic
+as docs/paper.md describes it, re-implemented below from that description (not copied):
 
 1. region means over the metric's own class set (official: all C classes);
 2. BF1 class set: classes with a target or a predicted boundary (official: target boundary);
@@ -69,7 +69,7 @@ def curve(name: str, key: str, points=None):
 
 
 def region_stats(z, t, name):
-    """I_c, U_c [C] (valid pixels), the soft region statistics of DESIGN section 3."""
+    """I_c, U_c [C] (valid pixels), the soft region statistics of docs/paper.md."""
     p = torch.softmax(z, 1)
     v = (t != IGNORE).unsqueeze(1).to(z.dtype)
     y = F.one_hot(torch.where(t == IGNORE, 0, t), C).permute(0, 3, 1, 2).to(z.dtype) * v

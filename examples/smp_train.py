@@ -53,7 +53,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="the loss: preset:NAME (the paper's curves), file:PATH or PATH.json "
                         "(a loss written by autoloss search --export / autoloss export)")
     p.add_argument("--dataset", default="synthetic", choices=sorted(DATASETS),
-                   help="a dataset of autoloss_ray.data (folder: your own, see the README)")
+                   help="a dataset of autoloss_ray.data (folder: your own, see "
+                        "docs/own-task.md)")
     p.add_argument("--data-root", default=None, help="the dataset's folder (not for synthetic)")
     p.add_argument("--val-split", default="val",
                    help="split the metrics are measured on (a folder without splits/ has "

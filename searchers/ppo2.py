@@ -65,7 +65,7 @@ _StepSearcher = StepSearcher  # its name before the protocol moved into autoloss
 
 
 class PPO2Searcher(StepSearcher):
-    """Ray Tune searcher running PPO2 over truncated normals (Auto Seg-Loss, DESIGN 4).
+    """Ray Tune searcher running PPO2 over truncated normals (Auto Seg-Loss; docs/paper.md).
 
     Args:
         space: a SearchSpace-like object (config key "theta": list of floats), or a dict of

@@ -1,4 +1,4 @@
-"""bench/overhead.py at smoke size, so it cannot rot (its numbers live in the README)."""
+"""bench/overhead.py at smoke size, so it cannot rot (its numbers live in docs/benchmarks.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Reliability and security guarantees (README "Reliability"): bad options refused before
+"""Reliability and security guarantees (docs/reliability.md): bad options refused before
 Ray, output paths, unreadable store files, one search per experiment, a loopback-only
 embedded Ray. CLI cases run the real entry points in a child process and check status 2, one
 line on stderr, no Ray started and a store unchanged byte for byte."""

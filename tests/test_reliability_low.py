@@ -1,4 +1,4 @@
-"""Issue 32, the remaining low items (README "Reliability"): a checkpoint whose metadata does
+"""Issue 32, the remaining low items (docs/reliability.md): a checkpoint whose metadata does
 not match its weights, a file that is no checkpoint or is empty, ``evaluate --train-size`` on
 a real dataset, loss-file errors that name the file, a copied trial file counted once, a
 directory (or a file) named for what it is, and ``experiment:NAME`` of a retrain experiment.

@@ -437,9 +437,10 @@ def _plateau_run(searcher, dim, budget=100):
 
 
 def test_convergence_measured_fixed_sigma_vs_schedule():
-    """Seeded facts behind the README (bench/searcher_convergence.py has the full table):
-    on the 1-D quadratic, sigma_decay makes every seed plateau near the optimum, sooner on
-    average than the fixed sigma; in 4-D the stopper's std=0.001 is not reached in 100."""
+    """Seeded facts behind docs/own-task.md ("When PPO2 plateaus";
+    bench/searcher_convergence.py has the full table): on the 1-D quadratic, sigma_decay makes
+    every seed plateau near the optimum, sooner on average than the fixed sigma; in 4-D the
+    stopper's std=0.001 is not reached in 100."""
     space1 = {"x0": tune.uniform(-2, 2)}
     fixed = [_plateau_run(PPO2Searcher(space1, metric="loss", mode="min", steps=12,
                                        samples_per_step=8, seed=s), 1) for s in range(5)]

@@ -1,6 +1,6 @@
 """PPO2 over truncated normals, as a pure ask/tell optimizer (numpy/scipy; no ray).
 
-The search algorithm of Auto Seg-Loss (Li et al., ICLR 2021; DESIGN section 4). The policy is an
+The search algorithm of Auto Seg-Loss (Li et al., ICLR 2021; docs/paper.md). The policy is an
 independent truncated normal per dimension on a box ``[low, high]`` with mean ``mu`` and a fixed
 scale. Each step the caller asks for ``M`` samples, evaluates them, and tells the rewards back;
 ``mu`` then moves by maximising the clipped PPO objective
