@@ -12,8 +12,9 @@ native, ...) so that drift and background load hit both alike:
 
 It prints the evaluation seconds of each run, the median, the metrics, then where the time
 goes: one more pass per protocol with the evaluator's own pieces timed one at a time (data:
-decoding, label check, resize, normalise, collate; forward; upsample of the logits; argmax;
-metrics: ``MetricAccumulator.update``, the confusion and boundary counts). Last, per proxy,
+decoding, label check, resize, normalise, collate; forward; upsample: the class map of the
+logits upsampled to the label, ``_upsampled_classes``, its candidate channels only; argmax:
+the class map when no upsample is needed (train_size); metrics: ``MetricAccumulator.update``, the confusion and boundary counts). Last, per proxy,
 ``native/train_size: X.XXx`` (median over median) and the goal line of issue 31 (<= 1.5x on
 the CamVid hold-out).
 
@@ -126,7 +127,7 @@ def phases(model: torch.nn.Module, dataset, batch_size: int = 8) -> dict[str, fl
     collate, the forward, the upsample, the argmax, the metric accumulator) timed one at a
     time, in seconds. CPU only (no device waits)."""
     from autoloss_ray.metrics import MetricAccumulator
-    from autoloss_ray.trial.evaluation import _argmax_classes, _collate_by_size
+    from autoloss_ray.trial.evaluation import _collate_by_size, _upsampled_classes
 
     t = dict.fromkeys(("data", "forward", "upsample", "argmax", "metrics"), 0.0)
     acc = MetricAccumulator(dataset.num_classes, ignore_index=dataset.ignore_index,
@@ -147,17 +148,12 @@ def phases(model: torch.nn.Module, dataset, batch_size: int = 8) -> dict[str, fl
                 t0 = time.perf_counter()
                 logits = model(images)
                 t1 = time.perf_counter()
-                if logits.shape[-2:] != labels.shape[-2:]:
-                    logits = torch.nn.functional.interpolate(
-                        logits.float(), size=labels.shape[-2:], mode="bilinear",
-                        align_corners=False)
+                pred = _upsampled_classes(logits, labels.shape[-2:])
                 t2 = time.perf_counter()
-                pred = _argmax_classes(logits)
-                t3 = time.perf_counter()
                 acc.update(pred, labels)
-                t4 = time.perf_counter()
-                for k, a, b in (("forward", t0, t1), ("upsample", t1, t2), ("argmax", t2, t3),
-                                ("metrics", t3, t4)):
+                t3 = time.perf_counter()
+                step = "upsample" if logits.shape[-2:] != labels.shape[-2:] else "argmax"
+                for k, a, b in (("forward", t0, t1), (step, t1, t2), ("metrics", t2, t3)):
                     t[k] += b - a
     return t
 

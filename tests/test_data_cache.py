@@ -48,9 +48,11 @@ def test_cached_batches_equal_uncached_and_each_image_is_decoded_once(camvid_roo
     # 24 draws of 12 images: every image decoded once, repeats come from the cache
     assert len(calls) == len(set(calls)) == len(train_set)
     assert set(calls) == set(train_set.indices)
-    # CamVid's int64 labels are kept as uint8 (values 0..10 and 255) and handed back as int64
+    # CamVid's 8-bit label files stay uint8 (values 0..10 and 255) from load_raw on; the
+    # items' labels are int64
     image, label = base.decoded_cache.get(calls[0])
-    assert label.dtype == np.int64 and image.dtype == np.uint8
+    assert label.dtype == np.uint8 and image.dtype == np.uint8
+    assert cached[0][1].dtype == torch.int64
     assert not image.flags.writeable
     assert base.decoded_cache.nbytes == len(train_set) * 360 * 480 * 4
 
@@ -93,3 +95,4 @@ def test_the_synthetic_trial_is_unchanged_by_the_cache() -> None:
                holdout_fraction=0.25, seed=1, device="cpu")
     off, on = run_trial({**cfg, "data_cache_mb": 0}), run_trial(cfg)
     assert on["reward"] == off["reward"] and on["final_loss"] == off["final_loss"]
+

@@ -363,6 +363,58 @@ def test_the_evaluators_argmax_equals_torch_argmax_on_ties_nan_and_inf(dtype) ->
             assert torch.equal(_argmax_classes(v), v.argmax(dim=1))
 
 
+def _reference_classes(logits: torch.Tensor, size) -> torch.Tensor:
+    up = F.interpolate(logits.float(), size=size, mode="bilinear", align_corners=False)
+    return up.argmax(dim=1)
+
+
+@pytest.mark.parametrize("kind", ["noise", "smooth", "ties", "dominant", "special"])
+def test_candidate_channel_upsample_equals_the_full_upsample(kind) -> None:
+    """evaluation._upsampled_classes (issue 31) upsamples only the channels that can win
+    somewhere; its class map equals the argmax of the full bilinear upsample: random,
+    smooth, tied, one-class-dominated and non-finite logits, 1 to 12 classes (3 candidate
+    planes included), up- and downsampling, odd sizes, bf16 input."""
+    from autoloss_ray.trial.evaluation import _upsampled_classes
+
+    g = torch.Generator().manual_seed(31)
+    for case in range(60):
+        n, c = (int(v) for v in torch.randint(1, 5, (1,), generator=g).tolist()
+                + torch.randint(1, 13, (1,), generator=g).tolist())
+        h, w, H, W = (int(v) for v in torch.randint(1, 24, (4,), generator=g))
+        H, W = H * (1 + case % 3), W * (1 + case % 3)
+        x = torch.randn(n, c, h, w, generator=g)
+        if kind == "smooth":
+            x = F.interpolate(torch.randn(n, c, 2, 2, generator=g) * 3, size=(h, w),
+                              mode="bilinear", align_corners=False)
+        elif kind == "ties":
+            x = torch.randint(-2, 3, (n, c, h, w), generator=g).float()
+        elif kind == "dominant":
+            x[:, case % c] += 2 + case % 5
+            if c > 3:
+                x[:, :3] += 1.5  # three channels near the top: three candidate planes
+        elif kind == "special":
+            u = torch.rand(x.shape, generator=g)
+            x[u < 0.02] = float("nan") if case % 2 else float("inf")
+        if case % 7 == 0:
+            x = x.to(torch.bfloat16)
+        got = _upsampled_classes(x, (H, W))
+        assert got.dtype == torch.int64 and got.shape == (n, H, W)
+        assert torch.equal(got, _reference_classes(x, (H, W))), (kind, case)
+
+
+def test_candidate_channel_upsample_equals_the_full_upsample_on_a_trained_net() -> None:
+    """The same on a model's logits at the CamVid hold-out's shapes (96x128 -> 360x480),
+    where it skips channels (the case the saving comes from)."""
+    from autoloss_ray.trial.evaluation import _upsampled_classes
+
+    g = torch.Generator().manual_seed(7)
+    base = torch.randn(4, 11, 6, 8, generator=g) * 4
+    x = F.interpolate(base, size=(96, 128), mode="bilinear", align_corners=False)
+    x = x + 0.05 * torch.randn(x.shape, generator=g)
+    x[:, 5] -= 30  # a class no pixel is near: never a candidate
+    assert torch.equal(_upsampled_classes(x, (360, 480)), _reference_classes(x, (360, 480)))
+
+
 def test_label_check_fast_path_flags_exactly_what_unique_values_flag() -> None:
     """check_label_values finds bad pixels in one elementwise pass (issue 31); it raises for
     exactly the maps whose unique values hold a bad one, with the same message."""

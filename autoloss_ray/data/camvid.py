@@ -69,6 +69,11 @@ class CamVid(FileDataset):
 
     def load_raw(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         image, label = self.read_pair(index)
+        if label.dtype == np.uint8 and 0 <= self.ignore_index <= 255:
+            # 8-bit maps stay 8-bit (the item's label becomes int64 once, in the transform):
+            # an eighth of the bytes to remap, check, cache and resize
+            return image, np.where(label == self.unlabelled, np.uint8(self.ignore_index),
+                                   label)
         label = label.astype(np.int64)
         label[label == self.unlabelled] = self.ignore_index
         return image, label

@@ -212,7 +212,7 @@ class JointTransform:
             img, lab = resize_pair(image, label, self.size)
         else:
             img, lab = self._augment(image, label, rng)
-        return normalize(img), torch.from_numpy(np.ascontiguousarray(lab).astype(np.int64))
+        return normalize(img), torch.from_numpy(lab.astype(np.int64, order="C"))
 
     def _augment(
         self, image: np.ndarray, label: np.ndarray, rng: np.random.Generator
