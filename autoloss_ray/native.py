@@ -25,6 +25,7 @@ import platform
 import shutil
 import stat
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -45,7 +46,7 @@ SOURCE = Path(__file__).with_name("_native") / "kernels.cpp"
 # links crtfastmath.o, whose constructor turns on flush-to-zero for the whole process.
 FLAGS = ("-O3", "-march=native", "-ffast-math", "-mno-recip", "-fPIC", "-std=c++17")
 LINK_FLAGS = ("-shared",)
-ABI_VERSION = 6
+ABI_VERSION = 8
 _STALE_S = 3600  # temporary build files older than this are debris of a killed build
 
 _lock = threading.Lock()
@@ -187,6 +188,9 @@ def _build() -> ctypes.CDLL:
     lib.autoloss_exp.restype = i32
     lib.autoloss_label_sites.argtypes = [ptr, ptr, i64, i64, i64, i64, ptr]
     lib.autoloss_label_sites.restype = i32
+    lib.autoloss_target_prep.argtypes = [i32, ptr, i64, i32, i64, i64, i64, i64, i64, i64,
+                                         i64, ptr, ptr, ptr, ptr]
+    lib.autoloss_target_prep.restype = i32
     return lib
 
 
@@ -261,6 +265,46 @@ def run_ranges(fn: Callable[[int, int, int], int], ranges: Sequence[tuple[int, i
         codes = [f.result() for f in futures]
     if any(codes):
         raise RuntimeError(f"native kernel failed with codes {codes}")
+
+
+_MADV_HUGEPAGE = 14  # linux/mman.h
+_HUGE_MIN = 8 << 20  # buffers from this size on ask for transparent huge pages
+_libc_madvise = None
+
+
+def _madvise():
+    global _libc_madvise
+    if _libc_madvise is None:
+        fn = False
+        if sys.platform.startswith("linux") and os.environ.get("AUTOLOSS_RAY_HUGEPAGES",
+                                                               "1") != "0":
+            try:
+                fn = ctypes.CDLL(None, use_errno=True).madvise
+                fn.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+                fn.restype = ctypes.c_int
+            except (OSError, AttributeError):
+                fn = False
+        _libc_madvise = fn
+    return _libc_madvise
+
+
+def empty(shape: Sequence[int], dtype: torch.dtype) -> torch.Tensor:
+    """``torch.empty(shape, dtype=dtype)`` on CPU for a kernel's output; a large one (8 MiB
+    or more) is marked MADV_HUGEPAGE before anything touches it, so that its first write
+    faults in 2 MiB pages rather than 4 KiB ones. (Such buffers are fresh memory from the OS
+    on every call: the allocator returns large blocks when they are freed, and with the
+    kernel's ``transparent_hugepage`` in its default ``madvise`` mode, page faults were a
+    fifth of a surrogate's time.) Only advice: where it is refused, nothing changes;
+    ``AUTOLOSS_RAY_HUGEPAGES=0`` turns it off."""
+    t = torch.empty(shape, dtype=dtype)
+    nbytes = t.numel() * t.element_size()
+    if nbytes >= _HUGE_MIN:
+        fn = _madvise()
+        if fn:
+            start = (t.data_ptr() + 4095) & ~4095
+            length = (t.data_ptr() + nbytes - start) & ~4095
+            fn(start, length, _MADV_HUGEPAGE)
+    return t
 
 
 def ptr(t: torch.Tensor | None) -> int | None:

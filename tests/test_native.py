@@ -195,7 +195,6 @@ def test_non_finite_logits_give_what_the_eager_path_gives(metric, bad, monkeypat
     -ffast-math promises nothing for infinities)."""
     z, t = _inputs(11, 2, 4, 9, 10, torch.float32)
     z[1, 2, 4, 5] = bad
-    assert not S._use_native(z)
     loss = SurrogateLoss.from_preset(metric, num_classes=4, boundary_tolerance=2)
     (v1, g1), (v2, g2) = _both(loss, z, t, monkeypatch)
     torch.testing.assert_close(v1, v2, equal_nan=True)
@@ -442,3 +441,82 @@ def test_untrusted_cache_dir_is_refused_in_a_child(tmp_path):
     assert out.returncode == 0, out.stderr
     assert "AVAILABLE True" in out.stdout and "not a directory of yours" in out.stderr
     assert list(cache.iterdir()) == []
+
+
+@pytest.mark.parametrize("ignore", [255, 2, None, -100])
+def test_target_prep_equals_the_torch_weights_and_band(ignore):
+    """The native target pass (region kernels' target, weights, BIoU's band, bad-label count)
+    against the torch ops it replaces: where(valid, target, 0), valid, valid & the metrics'
+    checked_boundary_band; every radius including 0 and windows larger than the image,
+    1-pixel rows and columns, both backgrounds."""
+    from autoloss_ray.metrics.counts import checked_boundary_band
+
+    g = torch.Generator().manual_seed(3)
+    for (n, h, w) in ((3, 17, 13), (2, 1, 9), (2, 7, 1), (1, 2, 2)):
+        t = torch.randint(0, 4, (n, h, w), generator=g)
+        if ignore is not None:
+            t[torch.rand(t.shape, generator=g) < 0.2] = ignore
+        valid = torch.ones_like(t, dtype=torch.bool) if ignore is None else t != ignore
+        for cd in (torch.float32, torch.float64):
+            for r in (0, 1, 3, 40):
+                for bg in (None, 0):
+                    tgt, wt, wb, bad = S._target_prep(t, 4, ignore, cd, band_radius=r,
+                                                      background=bg)
+                    band = checked_boundary_band(t, 4, ignore_index=ignore, tolerance=r,
+                                                 background=bg)
+                    assert bad == 0 and wt.dtype == cd
+                    assert torch.equal(tgt, torch.where(valid, t, 0))
+                    assert torch.equal(wt, valid.to(cd))
+                    assert torch.equal(wb, (valid & band).to(cd))
+            assert S._target_prep(t, 4, ignore, cd)[2] is None
+    t = torch.zeros(2, 5, 5, dtype=torch.long)
+    t[1, 2, 3], t[0, 0, 0] = 7, -3
+    tgt, wt, _, bad = S._target_prep(t, 4, 255, torch.float32)
+    assert bad == 2 and wt[1, 2, 3] == 0 and tgt[1, 2, 3] == 0  # no index outside [0, C)
+
+
+@pytest.mark.parametrize("metric", ["miou", "biou", "bf1"])
+def test_native_label_check_raises_the_same_error(metric):
+    loss = SurrogateLoss.from_preset(metric, num_classes=3)
+    t = torch.zeros(2, 5, 5, dtype=torch.long)
+    t[1, 2, 3] = 7
+    with pytest.raises(ValueError, match=r"outside 0..2, i.e. outside \[0, 3\), that are not "
+                                         r"ignore_index=255: \[7\]"):
+        loss(torch.randn(2, 3, 5, 5), t)
+    loss = SurrogateLoss.from_preset(metric, num_classes=3, check_labels=False)
+    assert torch.isfinite(loss(torch.randn(2, 3, 5, 5), t))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_kernels_report_non_finite_logits(bad, dtype):
+    """The forward kernels count non-finite logits themselves (no separate pass): anywhere,
+    a partial last tile included, the region and BF1 forwards raise _NonFiniteLogits (score
+    then takes the eager path); finite extremes pass."""
+    from autoloss_ray.losses._native import _NonFiniteLogits
+
+    g = torch.Generator().manual_seed(5)
+    loss = SurrogateLoss.from_preset("bf1", num_classes=3)
+    tables = loss._tables_on(torch.device("cpu"), dtype)
+    for pos in ((0, 0, 0, 0), (1, 2, 6, 8), (1, 1, 3, 4)):
+        z = torch.randn(2, 3, 7, 9, generator=g, dtype=dtype)
+        t = torch.randint(0, 3, (2, 7, 9), generator=g)
+        w = torch.ones(2, 7, 9, dtype=dtype)
+        z[pos] = torch.finfo(dtype).max
+        S._RegionStatsNative.apply(z, t, w, tables[("bf1", "h1")], None)
+        z[pos] = bad
+        with pytest.raises(_NonFiniteLogits):
+            S._RegionStatsNative.apply(z, t, w, tables[("bf1", "h1")], None)
+        with pytest.raises(_NonFiniteLogits):
+            loss._bf1_counts_native(z, t, t >= 0, tables, dtype)
+
+
+def test_kernel_buffers_are_plain_tensors():
+    """native.empty (the kernels' large outputs, advised to use huge pages) gives an ordinary
+    contiguous CPU tensor of the asked shape and dtype, small or large."""
+    for shape, dtype in (((3, 5), torch.float32), ((2, 21, 256, 256), torch.float32),
+                         ((9, 1 << 20), torch.uint8)):
+        t = native.empty(shape, dtype)
+        assert t.shape == shape and t.dtype == dtype and t.is_contiguous()
+        t.fill_(1)
+        assert int(t.sum()) == t.numel()

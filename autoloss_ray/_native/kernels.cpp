@@ -122,6 +122,26 @@ inline T bits_as(U u) {  // std::bit_cast without C++20
   return t;
 }
 
+// Number of non-finite values (NaN, +-inf) in x [n], from the exponent bits (integer
+// operations, which -ffast-math leaves alone).
+inline int64_t count_nonfinite(const float* __restrict x, int64_t n) {
+  int64_t k = 0;
+  for (int64_t j = 0; j < n; ++j) {
+    const uint32_t b = bits_as<uint32_t>(x[j]);
+    k += (b & 0x7f800000u) == 0x7f800000u;
+  }
+  return k;
+}
+
+inline int64_t count_nonfinite(const double* __restrict x, int64_t n) {
+  int64_t k = 0;
+  for (int64_t j = 0; j < n; ++j) {
+    const uint64_t b = bits_as<uint64_t>(x[j]);
+    k += (b & 0x7ff0000000000000ull) == 0x7ff0000000000000ull;
+  }
+  return k;
+}
+
 // exp(x) for x <= 0 (softmax arguments z - max z) from plain IEEE operations, so vectorized
 // loop bodies and their scalar tails give bit-identical results (libm's vector and scalar exp
 // differ in the last bit, which would make equal logits give unequal probabilities depending
@@ -216,8 +236,9 @@ inline int64_t tile_count(int64_t g, int64_t g1, int64_t HW) {
 }
 
 // Region statistics, forward, for pixels [g0, g1). and_/or_ null: that curve is not used.
-// acc [4C] (double, added to): I, O, npred (sum of w over the pixels whose argmax is c),
-// ntgt (sum of w over the pixels whose target is c).
+// acc [4C + 1] (double, added to): I, O, npred (sum of w over the pixels whose argmax is c),
+// ntgt (sum of w over the pixels whose target is c), and the number of non-finite logits
+// (the caller then discards the results: -ffast-math promises nothing for them).
 // g_and [N*HW]: w h_and'(p_t). g_or [N, C, HW]: w (1 - y_c) h_or'(p_c).
 template <typename F>
 void region_forward(const F* z, const int64_t* tgt, const F* w, int64_t C, int64_t HW,
@@ -238,6 +259,7 @@ void region_forward(const F* z, const int64_t* tgt, const F* w, int64_t C, int64
   double* O = acc + C;
   double* npred = acc + 2 * C;
   double* ntgt = acc + 3 * C;
+  int64_t nonfinite = 0;
   for (int64_t g = g0; g < g1;) {
     const int64_t cnt = tile_count(g, g1, HW);
     const int64_t n = g / HW, j0 = g % HW;
@@ -245,6 +267,7 @@ void region_forward(const F* z, const int64_t* tgt, const F* w, int64_t C, int64
     const F* wt = w + g;
     for (int64_t j = 0; j < cnt; ++j) ti[j] = static_cast<int32_t>(tgt[g + j]);
     tile_softmax(zt0, C, HW, cnt, p, m, s, zt, pi.data());
+    nonfinite += count_nonfinite(zt, C * TILE);  // the tile's logits (padded with zeros)
     for (int64_t j = 0; j < cnt; ++j) {
       npred[pi[j]] += static_cast<double>(wt[j]);
       ntgt[ti[j]] += static_cast<double>(wt[j]);
@@ -272,6 +295,7 @@ void region_forward(const F* z, const int64_t* tgt, const F* w, int64_t C, int64
     }
     g += cnt;
   }
+  acc[4 * C] += static_cast<double>(nonfinite);
 }
 
 // Region statistics, backward: grad = p (a - sum_c p_c a_c) with
@@ -420,7 +444,8 @@ void dilate_class(const int32_t* st, int32_t c, int64_t H, int64_t W, int64_t r,
 // time (b itself is never stored), and the soft counts, added to acc [5C] (double):
 //   n_p = sum v b_c,  m_p = sum v b_c dil_c,  m_g = sum over class-c sites of the max of b_c
 //   over the (2r+1)^2 window,  n_g = number of class-c sites,  and (no gradient) the valid
-//   pixels of pred == c with another pred label in their in-image 3x3 window,
+//   pixels of pred == c with another pred label in their in-image 3x3 window (acc [5C + 1]:
+//   acc[5C] is the number of non-finite logits; the caller then discards the results),
 // with v [N*HW] valid (0/1), site [N*HW] int32 (target class of each target-boundary pixel,
 // -1 elsewhere) and dil_c = dilate(site == c, r). Saves for backward: ga = db/dp, gb = db/de
 // ([N, C, HW], 0 where the clamp is active), dil [N, C, HW] uint8 and arg [N*HW] int32 (per
@@ -443,7 +468,9 @@ void bf1_forward(const F* z, const F* v, const int32_t* site, int64_t C, int64_t
   double* m_g = acc + 2 * C;
   double* n_g = acc + 3 * C;
   double* n_ph = acc + 4 * C;
+  int64_t nonfinite = 0;
   for (int64_t n = n0; n < n1; ++n) {
+    nonfinite += count_nonfinite(z + n * C * HW, C * HW);
     image_softmax(z + n * C * HW, C, HW, p.data(), pred + n * HW);
     {  // predicted boundary pixels per class (valid pixels with another in-image 3x3 label)
       const int64_t* L = pred + n * HW;
@@ -529,6 +556,7 @@ void bf1_forward(const F* z, const F* v, const int32_t* site, int64_t C, int64_t
       n_g[c] += static_cast<double>(start[c + 1] - start[c]);
     }
   }
+  acc[5 * C] += static_cast<double>(nonfinite);
 }
 
 // BF1 backward: with gB = v (gnp_c + gmp_c dil_c) + gmg_c at each class-c site's arg (the
@@ -639,6 +667,58 @@ void label_sites(const int64_t* lab, const uint8_t* valid, int64_t H, int64_t W,
   }
 }
 
+// Per-pixel inputs of the region kernels from a label map t [N, H, W] (int64), for images
+// [n0, n1): a label is a class in [0, C) or, when has_ign, the value ign (ignored, weight 0);
+// any other value is counted in *bad and also gets weight 0 (the caller raises on it, or,
+// without the label check, gets wrong numbers but no access outside [0, C)).
+//   tgt [N*HW]: the class, 0 where not a valid class;  w [N*HW]: 1 at valid pixels, else 0;
+//   wb [N*HW] (only when r >= 0): w times BIoU's band, dilate(B, r) ((2r+1)^2 square, outside
+//   0) of B = the valid pixels (of a class other than bg, when bg >= 0) with some in-image
+//   3x3 neighbour holding another code (code = the class, C for anything else), i.e.
+//   metrics.counts.checked_boundary_band. rowc [HW], colc [W], code [HW], bnd [HW]: scratch.
+template <typename F>
+void target_prep(const int64_t* t, int64_t C, int has_ign, int64_t ign, int64_t H, int64_t W,
+                 int64_t r, int64_t bg, int64_t n0, int64_t n1, int64_t* tgt, F* w, F* wb,
+                 int64_t* bad) {
+  const int64_t HW = H * W;
+  std::vector<int32_t> code(r >= 0 ? HW : 0), bnd(r >= 0 ? HW : 0), rowc(r >= 0 ? HW : 0),
+      colc(r >= 0 ? W : 0);
+  std::vector<uint8_t> band(r >= 0 ? HW : 0);
+  int64_t nbad = 0;
+  for (int64_t n = n0; n < n1; ++n) {
+    const int64_t* tn = t + n * HW;
+    int64_t* gn = tgt + n * HW;
+    F* wn = w + n * HW;
+    for (int64_t x = 0; x < HW; ++x) {
+      const int64_t v = tn[x];
+      const bool is_ign = has_ign && v == ign;
+      const bool cls = v >= 0 && v < C && !is_ign;
+      nbad += !(cls || is_ign);
+      gn[x] = cls ? v : 0;
+      wn[x] = cls ? F(1) : F(0);
+      if (r >= 0) code[x] = cls ? static_cast<int32_t>(v) : static_cast<int32_t>(C);
+    }
+    if (r < 0) continue;
+    for (int64_t i = 0; i < H; ++i) {
+      const int64_t a0 = i > 0 ? i - 1 : 0, a1 = i < H - 1 ? i + 1 : H - 1;
+      for (int64_t j = 0; j < W; ++j) {
+        const int32_t c = code[i * W + j];
+        bool edge = false;
+        if (c < C && c != bg) {
+          const int64_t b0 = j > 0 ? j - 1 : 0, b1 = j < W - 1 ? j + 1 : W - 1;
+          for (int64_t a = a0; a <= a1; ++a)
+            for (int64_t b = b0; b <= b1; ++b) edge |= code[a * W + b] != c;
+        }
+        bnd[i * W + j] = edge ? 1 : 0;
+      }
+    }
+    dilate_class(bnd.data(), 1, H, W, r, rowc.data(), colc.data(), band.data());
+    F* bn = wb + n * HW;
+    for (int64_t x = 0; x < HW; ++x) bn[x] = band[x] ? wn[x] : F(0);
+  }
+  *bad += nbad;
+}
+
 template <typename F>
 Curve<F> curve(int nb, const void* bounds, const void* coef) {
   return Curve<F>{nb, static_cast<const F*>(bounds), static_cast<const F*>(coef)};
@@ -648,7 +728,7 @@ Curve<F> curve(int nb, const void* bounds, const void* coef) {
 
 extern "C" {
 
-int autoloss_abi_version() { return 6; }
+int autoloss_abi_version() { return 8; }
 
 #define AUTOLOSS_DISPATCH(dtype, ...)        \
   if ((dtype) == 0) {                        \
@@ -725,6 +805,14 @@ int autoloss_label_sites(const int64_t* lab, const uint8_t* valid, int64_t H, in
                          int64_t n0, int64_t n1, int32_t* out) {
   label_sites(lab, valid, H, W, n0, n1, out);
   return 0;
+}
+
+// target_prep for images [n0, n1) (r < 0: no band, wb unused; bg < 0: every class).
+int autoloss_target_prep(int dtype, const int64_t* t, int64_t C, int has_ign, int64_t ign,
+                         int64_t H, int64_t W, int64_t r, int64_t bg, int64_t n0, int64_t n1,
+                         int64_t* tgt, void* w, void* wb, int64_t* bad) {
+  AUTOLOSS_DISPATCH(dtype, target_prep<F>(t, C, has_ign, ign, H, W, r, bg, n0, n1, tgt,
+                                          static_cast<F*>(w), static_cast<F*>(wb), bad))
 }
 
 }  // extern "C"

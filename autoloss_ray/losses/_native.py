@@ -28,6 +28,12 @@ def _native_dtype(cd: torch.dtype) -> int:
     return 0 if cd == torch.float32 else 1
 
 
+class _NonFiniteLogits(Exception):
+    """A kernel's forward found NaN or infinite logits: its results are void (the kernels
+    are built with -ffast-math, which promises nothing for them); the caller recomputes on
+    the eager path, where they propagate to the loss as autograd would."""
+
+
 class _RegionStatsNative(torch.autograd.Function):
     """:class:`_RegionStats` by the fused CPU kernels (:mod:`autoloss_ray.native`).
 
@@ -44,9 +50,9 @@ class _RegionStatsNative(torch.autograd.Function):
         cd = z.dtype
         HW = H * W
         g_and = torch.empty((N, H, W), dtype=cd) if and_table is not None else None
-        g_or = torch.empty((N, C, H, W), dtype=cd) if or_table is not None else None
+        g_or = native.empty((N, C, H, W), cd) if or_table is not None else None
         ranges = native.parallel_ranges(N * HW)
-        acc = torch.zeros((len(ranges), 4, C), dtype=torch.float64)
+        acc = torch.zeros((len(ranges), 4 * C + 1), dtype=torch.float64)
         nb_a, b_a, c_a, keep_a = _native_curve(and_table)
         nb_o, b_o, c_o, keep_o = _native_curve(or_table)
         dt = _native_dtype(cd)
@@ -59,7 +65,10 @@ class _RegionStatsNative(torch.autograd.Function):
 
         native.run_ranges(work, ranges)
         del keep_a, keep_o
-        I, O, npred, n = acc.sum(0).to(cd).unbind(0)
+        tot = acc.sum(0)
+        if tot[4 * C].item():
+            raise _NonFiniteLogits
+        I, O, npred, n = tot[:4 * C].view(4, C).to(cd).unbind(0)
         ctx.save_for_backward(z, tgt, g_and, g_or)
         ctx.mark_non_differentiable(npred, n)
         ctx.lib = lib
@@ -77,7 +86,7 @@ class _RegionStatsNative(torch.autograd.Function):
         use_or = g_or is not None and gO is not None
         gI = gI.to(cd).contiguous() if use_and else None
         gO = gO.to(cd).contiguous() if use_or else None
-        grad = torch.empty(z.shape, dtype=cd)
+        grad = native.empty(z.shape, cd)
         dt = _native_dtype(cd)
         args = (native.ptr(gI), native.ptr(g_and) if use_and else None, native.ptr(gO),
                 native.ptr(g_or) if use_or else None, grad.data_ptr())
@@ -111,11 +120,11 @@ class _BF1Native(torch.autograd.Function):
     def forward(ctx, z, pred, v, site, r, t1, t2, t3, t4):  # noqa: D401
         lib = native.library()
         N, C, H, W = z.shape
-        ga, gb = torch.empty_like(z), torch.empty_like(z)
-        dil = torch.empty((N, C, H, W), dtype=torch.uint8)
+        ga, gb = native.empty(z.shape, z.dtype), native.empty(z.shape, z.dtype)
+        dil = native.empty((N, C, H, W), torch.uint8)
         arg = torch.empty((N, H, W), dtype=torch.int32)
         ranges = native.parallel_ranges(N, align=1)
-        acc = torch.zeros((len(ranges), 5, C), dtype=torch.float64)
+        acc = torch.zeros((len(ranges), 5 * C + 1), dtype=torch.float64)
         curves = [_native_curve(t) for t in (t1, t2, t3, t4)]
         nbs = (ctypes.c_int * 4)(*(c[0] for c in curves))
         bounds = (ctypes.c_void_p * 4)(*(c[1] for c in curves))
@@ -130,7 +139,10 @@ class _BF1Native(torch.autograd.Function):
 
         native.run_ranges(work, ranges)
         del curves
-        n_p, m_p, m_g, n_g, n_ph = acc.sum(0).to(z.dtype).unbind(0)
+        tot = acc.sum(0)
+        if tot[5 * C].item():
+            raise _NonFiniteLogits
+        n_p, m_p, m_g, n_g, n_ph = tot[:5 * C].view(5, C).to(z.dtype).unbind(0)
         ctx.save_for_backward(z, ga, gb, v, site, dil, arg)
         ctx.mark_non_differentiable(n_g, n_ph)
         ctx.lib = lib
@@ -143,7 +155,7 @@ class _BF1Native(torch.autograd.Function):
         z, ga, gb, v, site, dil, arg = ctx.saved_tensors
         N, C, H, W = z.shape
         gs = [None if x is None else x.to(z.dtype).contiguous() for x in (gnp, gmp, gmg)]
-        grad = torch.empty_like(z)
+        grad = native.empty(z.shape, z.dtype)
         dt = _native_dtype(z.dtype)
         ptrs = [x.data_ptr() for x in (z, ga, gb, v, site, dil, arg)]
 
@@ -175,17 +187,51 @@ def _label_sites(lab: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def _target_prep(target: torch.Tensor, num_classes: int, ignore_index: int | None,
+                 cd: torch.dtype, *, band_radius: int = -1, background: int | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, int]:
+    """The region kernels' per-pixel inputs from a label map target int64 [N, H, W] in one
+    pass (CPU kernel): ``(tgt, w, wb, bad)`` with tgt int64 the class (0 where the pixel is
+    no valid class), w [N, H, W] in ``cd`` 1 at valid pixels (a class; not ``ignore_index``)
+    and 0 elsewhere, wb (``band_radius >= 0``, else None) w times BIoU's band (exactly
+    :func:`autoloss_ray.metrics.counts.checked_boundary_band` with that tolerance and
+    ``background``), and bad the number of labels that are neither a class nor
+    ``ignore_index`` (given weight 0 here; the caller raises on them)."""
+    lib = native.library()
+    N, H, W = target.shape
+    t = target.contiguous()
+    tgt = torch.empty((N, H, W), dtype=torch.int64)
+    w = torch.empty((N, H, W), dtype=cd)
+    wb = torch.empty((N, H, W), dtype=cd) if band_radius >= 0 else None
+    ranges = native.parallel_ranges(N, align=1)
+    bad = torch.zeros(len(ranges), dtype=torch.int64)
+    # a value outside int64 is no label the target can hold
+    has_ign = ignore_index is not None and -2**63 <= ignore_index < 2**63
+    ign = int(ignore_index) if has_ign else 0
+    bg = -1 if background is None else int(background)
+    dt = _native_dtype(cd)
+
+    def work(i, n0, n1):
+        return lib.autoloss_target_prep(dt, t.data_ptr(), num_classes, int(has_ign), ign, H, W,
+                                        band_radius, bg, n0, n1, tgt.data_ptr(), w.data_ptr(),
+                                        native.ptr(wb), bad[i:].data_ptr())
+
+    native.run_ranges(work, ranges)
+    return tgt, w, wb, int(bad.sum())
+
+
+def _native_capable(z) -> bool:
+    """True when z is a CPU tensor and the kernels are available (what the label pass of
+    :func:`_target_prep` needs; :func:`_use_native` decides the rest)."""
+    return (isinstance(z, torch.Tensor) and z.device.type == "cpu"
+            and native.library() is not None)
+
+
 def _use_native(z: torch.Tensor) -> bool:
-    """CPU logits go to the fused kernels when they are available, every logit is finite and
-    an image has fewer than 2^31 pixels.
-    NaN/inf logits take the eager path, where they propagate to the loss as autograd would
-    (the kernels are built with -ffast-math, which does not promise that); the check is one
-    sum in at least float32 (~1 ms for 11M logits), not a pass per element."""
+    """CPU logits go to the fused kernels when they are available and an image has fewer
+    than 2^31 pixels. Non-finite logits are found by the kernels' forward passes themselves
+    (:class:`_NonFiniteLogits`; no separate pass over the logits): the caller then takes the
+    eager path, where NaN/inf propagate to the loss as autograd would."""
     if z.device.type != "cpu" or native.library() is None:
         return False
-    if z.shape[2:].numel() >= 2**31:  # the kernels keep in-image offsets in int32
-        return False
-    with torch.no_grad():
-        total = z.sum(dtype=torch.float64 if z.dtype == torch.float64 else torch.float32)
-        return bool(torch.isfinite(total))
-
+    return z.shape[2:].numel() < 2**31  # the kernels keep in-image offsets in int32

@@ -70,7 +70,10 @@ from autoloss_ray.losses._eager import _compute_dtype, _RegionStats, _SoftBounda
 from autoloss_ray.losses._native import (
     _BF1Native,
     _label_sites,
+    _native_capable,
+    _NonFiniteLogits,
     _RegionStatsNative,
+    _target_prep,
     _use_native,
 )
 from autoloss_ray.losses.loss_file import (
@@ -254,14 +257,24 @@ class SurrogateLoss(nn.Module):
         self._tables_on(dev, dtype)
 
     # -- checks ------------------------------------------------------------------------------
-    def _check(self, logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def _check(self, logits: torch.Tensor, target: torch.Tensor, *, check_values: bool = True
+               ) -> tuple[torch.Tensor, ...]:
         """The shared loss-input rules (:func:`autoloss_ray.checks.check_logits_target`: the
-        target follows the logits' device), then the surrogate's own: no empty batch, and
-        with ``nonfinite="raise"`` no NaN/+inf logit. Returns (logits resized to the labels,
-        target int64)."""
+        target follows the logits' device; the label values only when ``check_values`` and
+        ``check_labels``), then the surrogate's own: no empty batch, and with
+        ``nonfinite="raise"`` no NaN/+inf logit. Returns (logits resized to the labels,
+        target int64).
+
+        With ``check_values=False`` the caller checks the label values itself, before
+        anything else here: :meth:`score` on the fused CPU path, whose target pass counts the
+        bad labels and then calls :meth:`_raise_bad_labels`."""
         logits, target = check_logits_target(logits, target, num_classes=self.num_classes,
                                              ignore_index=self.ignore_index,
-                                             check_values=self.check_labels)
+                                             check_values=self.check_labels and check_values)
+        return logits, target
+
+    def _check_rest(self, logits: torch.Tensor, target: torch.Tensor
+                    ) -> tuple[torch.Tensor, ...]:
         if target.numel() == 0 or logits.numel() == 0:
             raise ValueError(f"empty input: logits {tuple(logits.shape)}, target "
                              f"{tuple(target.shape)}")
@@ -274,46 +287,83 @@ class SurrogateLoss(nn.Module):
                 )
         return resize_to_labels(logits, target), target
 
+    def _raise_bad_labels(self, logits: torch.Tensor, target: torch.Tensor) -> None:
+        """Raise the label check's ValueError (the fused target pass found bad labels)."""
+        check_logits_target(logits, target, num_classes=self.num_classes,
+                            ignore_index=self.ignore_index, check_values=True)
+        raise AssertionError("the native target pass and the label check disagree")
+
     # -- scores ------------------------------------------------------------------------------
     def score(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Sum of the soft scores of the metric terms (each in [0, 1]); a scalar tensor."""
-        logits, target = self._check(logits, target)
+        on_cpu = _native_capable(logits)
+        logits, target = self._check(logits, target, check_values=not on_cpu)
+        prep = None
         C = self.num_classes
+        if on_cpu:
+            # one native pass over the labels: their check, the region kernels' target and
+            # weights, BIoU's band (before the other checks, where the label check was)
+            cd = _compute_dtype(logits)
+            r = self.boundary_tolerance if "biou" in self.terms else -1
+            prep = _target_prep(target, C, self.ignore_index, cd, band_radius=r,
+                                background=self._background)
+            if self.check_labels and prep[3]:
+                self._raise_bad_labels(logits, target)
+        logits, target = self._check_rest(logits, target)
         with torch.autocast(device_type=logits.device.type, enabled=False):
-            if self.ignore_index is None:
-                valid = torch.ones_like(target, dtype=torch.bool)
-            else:
-                valid = target != self.ignore_index
-            tgt = torch.where(valid, target, 0)
             cd = _compute_dtype(logits)
             tables = self._tables_on(logits.device, cd)
             classes = torch.ones(C, dtype=torch.bool, device=logits.device)
             if self.ignore_index is not None and 0 <= self.ignore_index < C:
                 classes[self.ignore_index] = False
-            total = None
             fused = _use_native(logits)
-            for term in self.terms:
-                if term == "bf1":
-                    s = self._bf1(logits, target, valid, classes, tables, cd, fused)
-                else:
-                    s = self._region(term, logits, target, tgt, valid, classes, tables, cd,
-                                     fused)
-                total = s if total is None else total + s
+            if fused:
+                try:
+                    return self._terms(logits, target, classes, tables, cd, True, prep)
+                except _NonFiniteLogits:  # NaN/inf logits: the eager path, as autograd does
+                    pass
+            return self._terms(logits, target, classes, tables, cd, False, None)
+
+    def _terms(self, logits, target, classes, tables, cd, fused, prep):
+        """The sum of the term scores (:meth:`score` after its checks); ``prep``: the fused
+        path's :func:`._native._target_prep` of the target (None: not fused)."""
+        if fused and "bf1" not in self.terms:
+            valid = tgt = None  # the region kernels take prep's target and weights
+        elif fused and prep[3]:
+            # unchecked labels that are no class (check_labels=False): not valid, as prep
+            # has them, and -1 in BF1's label map (no index outside [0, C))
+            valid = prep[1] != 0
+            target = tgt = torch.where(valid, target, -1)
+        else:
+            if self.ignore_index is None:
+                valid = torch.ones_like(target, dtype=torch.bool)
+            else:
+                valid = target != self.ignore_index
+            tgt = torch.where(valid, target, 0)
+        total = None
+        for term in self.terms:
+            if term == "bf1":
+                s = self._bf1(logits, target, valid, classes, tables, cd, fused)
+            else:
+                s = self._region(term, logits, target, tgt, valid, classes, tables, cd,
+                                 fused, prep if fused else None)
+            total = s if total is None else total + s
         return total
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return len(self.terms) - self.score(logits, target)
 
-    def _region(self, term, logits, target, tgt, valid, classes, tables, cd, fused):
+    def _region(self, term, logits, target, tgt, valid, classes, tables, cd, fused, prep=None):
         C = self.num_classes
-        if term == "biou":
+        if prep is not None:  # the fused CPU path: target and weights from _target_prep
+            tgt, w = prep[0], (prep[2] if term == "biou" else prep[1])
+        elif term == "biou":
             band = checked_boundary_band(target, C, ignore_index=self.ignore_index,
                                          tolerance=self.boundary_tolerance,
                                          background=self._background)
-            mask = valid & band
+            w = (valid & band).to(cd)
         else:
-            mask = valid
-        w = mask.to(cd)
+            w = valid.to(cd)
         and_table = tables[(term, "and")]
         or_table = tables[(term, "or")] if "or" in CURVES[term] else None
         if fused:
