@@ -166,7 +166,8 @@ def run_trial(
         result["rung_seconds"] = 0.0
     try:
         # (decoding the dataset onto the device, if asked, is not part of train_seconds)
-        batches = _train_batches(cfg, train_set, device, speed, train_seed)
+        batches = _train_batches(cfg, train_set, device, speed, train_seed,
+                                 eval_sets=(eval_set, rung_eval_set))
         _sync(device)
         start = time.perf_counter()
         model.train()

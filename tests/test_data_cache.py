@@ -96,3 +96,24 @@ def test_the_synthetic_trial_is_unchanged_by_the_cache() -> None:
     off, on = run_trial({**cfg, "data_cache_mb": 0}), run_trial(cfg)
     assert on["reward"] == off["reward"] and on["final_loss"] == off["final_loss"]
 
+
+def test_the_hold_out_is_decoded_once_for_all_rungs_and_the_final_evaluation(
+        camvid_root: Path, monkeypatch) -> None:
+    """Issue 31: the hold-out items share the training images' decoded cache, also through
+    the rungs' copy of the hold-out at the training size, so a native trial with rungs loads
+    each image once; its result is the one without the cache."""
+    from autoloss_ray.data.camvid import CamVid
+
+    cfg = {**SMALL, "data_root": str(camvid_root), "eval_protocol": "native",
+           "rungs": [2, 4]}
+    off = run_trial({**cfg, "data_cache_mb": 0})
+    calls: list[int] = []
+    load_raw = CamVid.load_raw
+    monkeypatch.setattr(CamVid, "load_raw",
+                        lambda self, i: (calls.append(i), load_raw(self, i))[1])
+    on = run_trial(cfg)
+    assert on["status"] == off["status"] == "ok"
+    timing = {"train_seconds", "eval_seconds", "images_per_second", "rung_seconds"}
+    assert {k: v for k, v in on.items() if k not in timing} == \
+        {k: v for k, v in off.items() if k not in timing}
+    assert len(calls) == len(set(calls)) == SMALL["train_size"]
