@@ -148,8 +148,9 @@ def _retrain_key(seed: int, j: int, theta: list[float], iterations: int) -> str:
     return json.dumps([seed, j, iterations, [round(float(v), 9) for v in theta]])
 
 
-def _run_retrains(configs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Results of re-training configs, as Ray tasks (one CPU each, in parallel)."""
+def _run_retrains(configs: list[dict[str, Any]]):
+    """Re-train configs as Ray tasks (one CPU each, in parallel); yields ``(index, result)``
+    as each finishes, so the caller saves every result the moment it exists."""
     import ray
 
     from autoloss_ray.train import METRIC_KEYS, run_trial
@@ -168,7 +169,11 @@ def _run_retrains(configs: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "train_seconds": r.get("train_seconds"), "eval_seconds": r.get("eval_seconds"),
                 **{k: float(r[k]) for k in METRIC_KEYS if k in r}}
 
-    return ray.get([one.remote(c) for c in configs])
+    refs = {one.remote(c): i for i, c in enumerate(configs)}
+    while refs:
+        done, _ = ray.wait(list(refs), num_returns=1)
+        for ref in done:
+            yield refs.pop(ref), ray.get(ref)
 
 
 def run_seed(args, seed: int, store, cache_path: Path) -> dict[str, Any]:
@@ -222,7 +227,8 @@ def run_seed(args, seed: int, store, cache_path: Path) -> dict[str, Any]:
         print(f"[bench] seed {seed}: {len(todo)} re-training(s) on all of train, scored on "
               "val", flush=True)
         t0 = time.monotonic()
-        for key, res in zip(keys, _run_retrains(todo)):
+        for i, res in _run_retrains(todo):
+            key = keys[i]
             cache[key] = res
             with cache_path.open("a") as f:
                 f.write(json.dumps({"key": key, **res}) + "\n")
