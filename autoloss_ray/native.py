@@ -14,6 +14,8 @@ runs on the eager path (same math; a one-line warning says why). Environment:
 - ``AUTOLOSS_RAY_CACHE``: where the compiled library is kept (default
   ``~/.cache/autoloss-ray``; a temporary directory if that is not writable).
 - ``CXX``: the compiler (default ``c++``, then ``g++``, then ``clang++``).
+- ``AUTOLOSS_RAY_HUGEPAGES``: ``0`` stops advising the kernels' large output buffers to use
+  transparent huge pages (:func:`empty`; default: advised, on Linux).
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["available", "enabled", "library", "parallel_ranges", "run_ranges",
+__all__ = ["available", "empty", "enabled", "library", "parallel_ranges", "run_ranges",
            "unavailable_reason", "FLAGS", "LINK_FLAGS"]
 
 SOURCE = Path(__file__).with_name("_native") / "kernels.cpp"
