@@ -296,7 +296,12 @@ def report(out: Path, *, metric: str = "miou") -> dict[str, Any] | None:
     if decision["worse"]:
         verdict += (" Significantly worse than the reference: "
                     + ", ".join(f"`{a}`" for a in decision["worse"]) + ".")
-    lines += ["", f"**Decision** ({n} seed(s)): {verdict}"]
+    planned = len(_seed_list(PLAN_SEEDS))
+    if n < planned:
+        lines += ["", f"**Interim** ({n} of the plan's {planned} seeds): no decision before "
+                  f"all {planned} (the rule applied now would read: {verdict})"]
+    else:
+        lines += ["", f"**Decision** ({n} seeds): {verdict}"]
     md = "\n".join(lines) + "\n"
     print(md, flush=True)
     (out / "table.md").write_text(md)
