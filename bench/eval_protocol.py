@@ -127,13 +127,12 @@ def phases(model: torch.nn.Module, dataset, batch_size: int = 8) -> dict[str, fl
     collate, the forward, the upsample, the argmax, the metric accumulator) timed one at a
     time, in seconds. CPU only (no device waits)."""
     from autoloss_ray.metrics import MetricAccumulator
-    from autoloss_ray.trial.evaluation import _collate_by_size, _upsampled_classes
+    from autoloss_ray.trial.evaluation import _eval_loader, _upsampled_classes
 
     t = dict.fromkeys(("data", "forward", "upsample", "argmax", "metrics"), 0.0)
     acc = MetricAccumulator(dataset.num_classes, ignore_index=dataset.ignore_index,
                             boundary_tolerance=5, device="cpu")
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False,
-                                         collate_fn=_collate_by_size)
+    loader = _eval_loader(dataset, batch_size)
     model.eval()
     with torch.no_grad():
         it = iter(loader)
@@ -145,6 +144,10 @@ def phases(model: torch.nn.Module, dataset, batch_size: int = 8) -> dict[str, fl
                 break
             t["data"] += time.perf_counter() - t0
             for images, labels in groups:
+                t0 = time.perf_counter()
+                if labels.dtype == torch.uint8:
+                    labels = labels.long()
+                t["data"] += time.perf_counter() - t0
                 t0 = time.perf_counter()
                 logits = model(images)
                 t1 = time.perf_counter()

@@ -437,3 +437,32 @@ def test_label_check_fast_path_flags_exactly_what_unique_values_flag() -> None:
             else:
                 check_label_values(lab, 11, 255, "m")
     check_label_values(np.array([[0.5, np.nan, 3.0]]), 11, 255, "floats")  # as np.unique: ok
+
+
+def test_the_evaluators_loader_hands_8bit_labels_over_as_uint8_with_the_same_values(
+        camvid_root) -> None:
+    """evaluation._eval_loader (issue 31): CamVid's label maps come as uint8 batches (the
+    evaluator widens each batch once), equal to the int64 items of the plain loader; a
+    dataset whose ``get`` does not take ``uint8_labels`` is loaded as it is."""
+    from autoloss_ray.data import build_dataset, holdout_split, subset
+    from autoloss_ray.trial.evaluation import _collate_by_size, _eval_loader
+
+    for protocol in ("native", "train_size"):
+        full = build_dataset("camvid", root=camvid_root, split="train", image_size=32,
+                             train=True, seed=3, eval_protocol=protocol)
+        hold = holdout_split(subset(full, 12, seed=3), 0.25, seed=3)[1]
+        plain = torch.utils.data.DataLoader(hold, batch_size=2, collate_fn=_collate_by_size)
+        for got, want in zip(_eval_loader(hold, 2), plain, strict=True):
+            for (x, y), (x0, y0) in zip(got, want, strict=True):
+                assert y.dtype == torch.uint8 and y0.dtype == torch.int64
+                assert torch.equal(x, x0) and torch.equal(y.long(), y0)
+
+    class Plain(torch.utils.data.Dataset):
+        def __len__(self):
+            return 2
+
+        def __getitem__(self, i):
+            return torch.zeros(3, 4, 4), torch.zeros(4, 4, dtype=torch.int32)
+
+    (x, y), = next(iter(_eval_loader(Plain(), 2)))
+    assert y.dtype == torch.int32 and x.shape == (2, 3, 4, 4)

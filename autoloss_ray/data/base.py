@@ -195,9 +195,11 @@ class SegmentationDataset(torch.utils.data.Dataset):
         )
 
     def get(
-        self, index: int, *, augment: bool | None = None, draw: int = 0
+        self, index: int, *, augment: bool | None = None, draw: int = 0,
+        uint8_labels: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Item ``index``; ``augment`` overrides the dataset's ``train`` flag."""
+        """Item ``index``; ``augment`` overrides the dataset's ``train`` flag;
+        ``uint8_labels``: a label map loaded as ``uint8`` comes back ``uint8`` (else int64)."""
         n = len(self)
         if not -n <= index < n:
             raise IndexError(f"index {index} out of range for {self.name} of length {n}")
@@ -205,7 +207,7 @@ class SegmentationDataset(torch.utils.data.Dataset):
         augment = self.train if augment is None else augment
         image, label = self.load_checked(index)
         rng = np.random.default_rng([self.seed, index, int(draw)]) if augment else None
-        return self.transform(augment)(image, label, rng)
+        return self.transform(augment)(image, label, rng, uint8_labels=uint8_labels)
 
     def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
         if isinstance(key, tuple):
@@ -273,10 +275,13 @@ class SegmentationSubset(torch.utils.data.Dataset):
         return len(self.indices)
 
     def get(
-        self, index: int, *, augment: bool | None = None, draw: int = 0
+        self, index: int, *, augment: bool | None = None, draw: int = 0,
+        uint8_labels: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        extra = {"uint8_labels": True} if uint8_labels else {}
         return self.dataset.get(
-            self.indices[index], augment=self.augment if augment is None else augment, draw=draw
+            self.indices[index], augment=self.augment if augment is None else augment,
+            draw=draw, **extra,
         )
 
     def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:

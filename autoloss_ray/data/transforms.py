@@ -197,8 +197,11 @@ class JointTransform:
     inference_size: str | tuple[int, int] | None = None
 
     def __call__(
-        self, image: np.ndarray, label: np.ndarray, rng: np.random.Generator | None
+        self, image: np.ndarray, label: np.ndarray, rng: np.random.Generator | None, *,
+        uint8_labels: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``uint8_labels``: a ``uint8`` label stays ``uint8`` (the same values; the
+        evaluator stacks a batch in it and widens it once)."""
         if image.ndim != 3 or image.shape[2] != 3 or label.shape != image.shape[:2]:
             raise ValueError(
                 f"expected an RGB image [H, W, 3] and a label [H, W] of the same size, got "
@@ -212,6 +215,8 @@ class JointTransform:
             img, lab = resize_pair(image, label, self.size)
         else:
             img, lab = self._augment(image, label, rng)
+        if uint8_labels and lab.dtype == np.uint8:
+            return normalize(img), torch.from_numpy(lab.copy(order="C"))
         return normalize(img), torch.from_numpy(lab.astype(np.int64, order="C"))
 
     def _augment(

@@ -43,10 +43,7 @@ def evaluate_model(
         num_classes, ignore_index=ignore_index, boundary_tolerance=boundary_tolerance,
         device=device, boundary_classes=boundary_classes, background_index=background_index,
     )
-    loader = torch.utils.data.DataLoader(
-        dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, pin_memory=pin,
-        collate_fn=_collate_by_size,
-    )
+    loader = _eval_loader(dataset, batch_size, num_workers, pin)
     was_training = model.training
     model.eval()
     with torch.no_grad():
@@ -54,11 +51,53 @@ def evaluate_model(
             for images, labels in groups:
                 images = images.to(device, non_blocking=pin)
                 labels = labels.to(device, non_blocking=pin)
+                if labels.dtype == torch.uint8:  # see _eval_loader
+                    labels = labels.long()
                 with _autocast(device, amp):
                     logits = model(images)
                 accumulator.update(_upsampled_classes(logits, labels.shape[-2:]), labels)
     model.train(was_training)
     return {k: float(v) for k, v in accumulator.compute().items()}
+
+
+def _eval_loader(dataset, batch_size: int, num_workers: int = 0, pin: bool = False):
+    """The evaluator's DataLoader: batches of :func:`_collate_by_size` groups. A project
+    dataset (or subset) whose ``get`` takes ``uint8_labels`` hands its 8-bit label maps
+    over as ``uint8`` (the caller widens each stacked batch with ``.long()``: one int64
+    copy per batch instead of one per item plus the stack's; issue 31); others as they
+    are."""
+    source = _Uint8Labels(dataset) if _takes_uint8_labels(dataset) else dataset
+    return torch.utils.data.DataLoader(
+        source, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+        pin_memory=pin, collate_fn=_collate_by_size,
+    )
+
+
+def _takes_uint8_labels(dataset) -> bool:
+    import inspect
+
+    from autoloss_ray.data.base import SegmentationDataset, SegmentationSubset
+
+    base = dataset.dataset if isinstance(dataset, SegmentationSubset) else dataset
+    if not isinstance(base, SegmentationDataset):
+        return False
+    try:
+        return "uint8_labels" in inspect.signature(base.get).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+class _Uint8Labels(torch.utils.data.Dataset):
+    """``dataset`` with ``dataset.get(i, uint8_labels=True)`` as its items."""
+
+    def __init__(self, dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        return self.dataset.get(int(index), uint8_labels=True)
 
 
 def _argmax_classes(logits: torch.Tensor) -> torch.Tensor:
