@@ -125,6 +125,9 @@ def test_smoke_run_writes_a_seed_and_resumes_without_training(tmp_path):
             "--retrain-iterations", "4", "--image-size", "32", "--fresh", "1",
             "--num-cpus", "2", "--dataset", "synthetic", "--data-root", "",
             "--out", str(tmp_path)]
+    import ray
+
+    ray.shutdown()  # the bench starts its own local Ray (an earlier test's may be up)
     assert sq.main(args) == 0
     seed = json.loads((tmp_path / "seeds" / "seed-0.json").read_text())
     assert set(seed["arms"]) == set(sq.ARMS)

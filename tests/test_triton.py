@@ -337,7 +337,10 @@ def test_the_cuda_loss_path_waits_for_the_device_only_at_bf1_boundary_sites(monk
     from autoloss_ray.losses import SurrogateLoss, search_space
     from autoloss_ray.losses import surrogate as surrogates
 
+    # as on a GPU: neither the CPU kernels nor their CPU label pass (a CUDA tensor is not
+    # _native_capable); the tensors here are CPU ones, so both are turned off
     monkeypatch.setattr(surrogates, "_use_native", lambda z: False)
+    monkeypatch.setattr(surrogates, "_native_capable", lambda z: False)
     if path == "triton":
         specs = _record_launches(monkeypatch)
     rng = np.random.default_rng(1)
