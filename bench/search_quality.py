@@ -53,6 +53,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -95,20 +96,13 @@ def trial_compute(rows) -> list[int]:
     stopped cost its rung (``rung_iteration``); any other one its ``iterations``."""
     out = []
     for r in rows.itertuples(index=False):
-        n = int(r.iterations) if r.iterations is not None and not _isnan(r.iterations) else 0
+        n = 0 if pd.isna(r.iterations) else int(r.iterations)
         if bool(r.stopped_early) and isinstance(r.extra_json, str):
             rung = json.loads(r.extra_json).get("rung_iteration")
             if rung is not None:
                 n = int(rung)
         out.append(n)
     return out
-
-
-def _isnan(x: Any) -> bool:
-    try:
-        return math.isnan(float(x))
-    except (TypeError, ValueError):
-        return False
 
 
 def budget_cut(compute: list[int], budget: int) -> int:
@@ -307,12 +301,13 @@ def report(out: Path, *, metric: str = "miou") -> dict[str, Any] | None:
     (out / "table.md").write_text(md)
     (out / "results.json").write_text(json.dumps(
         {"seeds": seeds, "scores": scores, "decision": decision}, indent=1, default=float))
-    plot_paired(decision, out / "paired.png", metric=metric)
+    plot_paired(decision, scores, out / "paired.png", metric=metric)
     plot_best_so_far(seeds, out / "best_so_far.png", metric=metric)
     return decision
 
 
-def plot_paired(decision: dict[str, Any], path: Path, *, metric: str) -> None:
+def plot_paired(decision: dict[str, Any], scores: dict[str, list[float]], path: Path, *,
+                metric: str) -> None:
     """Per-seed paired differences (dots) with mean +- SE, one row per arm."""
     import matplotlib
 
@@ -321,10 +316,9 @@ def plot_paired(decision: dict[str, Any], path: Path, *, metric: str) -> None:
 
     comps = decision["comparisons"]
     fig, ax = plt.subplots(figsize=(6.4, 0.7 * len(comps) + 1.4), dpi=120)
-    results = json.loads((path.parent / "results.json").read_text())
-    ref = np.asarray(results["scores"][decision["reference"]])
+    ref = np.asarray(scores[decision["reference"]])
     for i, (arm, c) in enumerate(comps.items()):
-        d = np.asarray(results["scores"][arm]) - ref
+        d = np.asarray(scores[arm]) - ref
         ax.scatter(d, np.full(d.size, i), color="0.4", s=18, zorder=3)
         ax.errorbar(c["mean"], i, xerr=c["se"] if math.isfinite(c["se"]) else None, fmt="D",
                     color="C3" if c["reject"] else "C0", capsize=4, zorder=4)
