@@ -107,13 +107,13 @@ def plot_curves(
 ) -> str:
     """Plot each searched curve h(x) of ``theta`` (one panel per curve) with the identity.
 
-    Uses ``autoloss_ray.parameterizations.get_parameterization(parameterization)`` (its
+    Uses ``autoloss_ray.losses.parameterizations.get_parameterization(parameterization)`` (its
     ``dim_per_curve`` and ``curve(theta_curve, x)``). Returns ``path``.
     """
     import torch
 
     if get_parameterization is None:
-        from autoloss_ray.parameterizations import get_parameterization
+        from autoloss_ray.losses.parameterizations import get_parameterization
     par = get_parameterization(parameterization)
     theta = np.array(theta, dtype=np.float64).ravel()  # a writable copy for torch
     d = int(par.dim_per_curve)

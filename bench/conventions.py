@@ -30,9 +30,9 @@ import torch
 import torch.nn.functional as F
 
 from autoloss_ray import SurrogateLoss, evaluate, native
+from autoloss_ray.losses.parameterizations import evaluate_table, get_parameterization
 from autoloss_ray.losses.presets import PRESETS, control_points_to_theta, preset_theta
 from autoloss_ray.metrics import bf1_counts, boundary_band
-from autoloss_ray.parameterizations import evaluate_table, get_parameterization
 
 REPO = Path(__file__).resolve().parents[1]
 CAMVID = REPO.parent / "shared" / "data" / "camvid"

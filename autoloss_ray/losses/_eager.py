@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 
 from autoloss_ray.losses._boundary import _argmax1, _erode3x3
-from autoloss_ray.parameterizations import Workspace, evaluate_table_into
+from autoloss_ray.losses.parameterizations import Workspace, evaluate_table_into
 
 _CPU_BLOCK = 1 << 16  # elements per block on CPU (scratch buffers stay in L2)
 _GPU_BLOCK = 1 << 21

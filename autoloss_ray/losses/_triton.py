@@ -23,7 +23,7 @@ import os
 
 import torch
 
-from autoloss_ray.parameterizations import _SFLOOR, CurveTable
+from autoloss_ray.losses.parameterizations import SFLOOR, CurveTable
 
 try:  # pragma: no cover - depends on the installation
     import triton
@@ -193,7 +193,7 @@ class RegionStats(torch.autograd.Function):
             ob if ob is not None else dummy, oc if oc is not None else dummy,
             C, HW, npb,
             AND_NB=anb, AND_S2=as2, AND_ID=aid, USE_OR=use_or, OR_NB=onb, OR_S2=os2,
-            OR_ID=oid or not use_or, SFLOOR=float(_SFLOOR), BLOCK=BLOCK,
+            OR_ID=oid or not use_or, SFLOOR=float(SFLOOR), BLOCK=BLOCK,
         )
         sums = part.sum(dim=0)
         I, O, npred = sums[0], sums[1], sums[2]

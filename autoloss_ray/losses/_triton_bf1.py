@@ -28,7 +28,7 @@ from __future__ import annotations
 import torch
 
 from autoloss_ray.losses._triton import HAVE_TRITON, _curve_args
-from autoloss_ray.parameterizations import _SFLOOR
+from autoloss_ray.losses.parameterizations import SFLOOR
 
 __all__ = ["BF1Counts"]
 
@@ -202,7 +202,7 @@ class BF1Counts(torch.autograd.Function):
             curves += [bb if bb is not None else v, cc if cc is not None else v]
             consts.update({f"NB{i}": nb, f"S2{i}": s2, f"ID{i}": ident})
         _fwd[(npb, C, N)](z, mx, inv, v, dbg, b, ga, gb, idx, part, *curves, C, H, W, npb,
-                          SFLOOR=float(_SFLOOR), BLOCK=BLOCK, **consts)
+                          SFLOOR=float(SFLOOR), BLOCK=BLOCK, **consts)
         sums = part.sum(dim=0)
         ctx.save_for_backward(z, mx, inv, v, dbg, ga, gb, idx)
         ctx.mark_non_differentiable(pred)

@@ -3,16 +3,16 @@
 :data:`PRESETS` holds the released *control points* per curve ((0, 0) and (1, 1) implied),
 laid out ``(x1, y1, x2, y2, x3, y3)`` for the 2-segment Bezier curves and ``(x1, y1)`` for the
 1-segment curves of BF1. The search parameters theta are *increments* (see
-:mod:`autoloss_ray.parameterizations`); :func:`preset_theta` converts the control points back
-to theta (the inverse of the increment map), so a preset can seed a search or build a loss.
+:mod:`autoloss_ray.losses.parameterizations`); :func:`preset_theta` converts the control points
+back to theta (the inverse of the increment map), so a preset can seed a search or build a loss.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from autoloss_ray.losses.parameterizations import get_parameterization
 from autoloss_ray.losses.space import CURVES
-from autoloss_ray.parameterizations import get_parameterization
 
 __all__ = ["PRESETS", "PRESET_PARAMETERIZATION", "preset_theta", "control_points_to_theta"]
 

@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from autoloss_ray.losses.parameterizations import get_parameterization
 from autoloss_ray.metrics import METRICS, parse_metric
-from autoloss_ray.parameterizations import get_parameterization
 
 __all__ = ["CURVES", "metric_curves", "SearchSpace", "search_space"]
 

@@ -84,12 +84,12 @@ from autoloss_ray.losses.loss_file import (
     read_loss_file,
     write_loss_file,
 )
+from autoloss_ray.losses.parameterizations import IDENTITY_TABLE, CurveTable, get_parameterization
 from autoloss_ray.losses.presets import preset_theta
 from autoloss_ray.losses.space import CURVES, SearchSpace, search_space
 from autoloss_ray.metrics import check_boundary_classes, parse_metric
 from autoloss_ray.metrics.counts import checked_boundary_band
 from autoloss_ray.morphology import boundaries, dilate
-from autoloss_ray.parameterizations import IDENTITY_TABLE, CurveTable, get_parameterization
 
 __all__ = ["CURVES", "SearchSpace", "search_space", "SurrogateLoss", "FILE_FORMAT",
            "FILE_VERSION"]
