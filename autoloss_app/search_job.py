@@ -78,7 +78,7 @@ _LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 
 def start_loopback_ray(**kwargs: Any):
     """``ray.init`` of an embedded single-machine Ray whose every listening socket is on
-    127.0.0.1 (tests/test_reliability.py reads them from /proc). Ray's processes start with
+    127.0.0.1 (tests/app/test_reliability.py reads them from /proc). Ray's processes start with
     the switch in their environment; the driver's own copy is restored afterwards so that a
     later ``ray.init(address=...)`` in this process behaves as usual."""
     from ray._private import ray_constants

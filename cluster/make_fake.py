@@ -10,7 +10,7 @@ machine: the autoscaler starts them for pending trials exactly as on AWS. The GP
     RAY_FAKE_CLUSTER=1 RAY_AUTH_MODE=token ray start --head --num-cpus 0 --port 6379 \
         --autoscaling-config cluster/fake.yaml
 
-``python cluster/make_fake.py`` rewrites fake.yaml; ``tests/test_fake_cluster.py`` fails when
+``python cluster/make_fake.py`` rewrites fake.yaml; ``tests/cluster/test_fake_cluster.py`` fails when
 the committed file and this derivation differ, so the two cannot drift.
 """
 

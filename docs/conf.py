@@ -1,6 +1,6 @@
 """Sphinx configuration of the autoloss-ray documentation site.
 
-Build (warnings are errors, as CI's tests/test_docs.py runs it):
+Build (warnings are errors, as CI's tests/app/test_docs.py runs it):
     python -m sphinx -W --keep-going -b html docs docs/_build/html
 Packages: pip install -e '.[docs]' (sphinx, furo, myst-parser, sphinx-argparse).
 """

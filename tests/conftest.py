@@ -22,16 +22,23 @@ def camvid_root() -> Path:
 # (`--dist loadfile`: a worker takes the next whole module when it is free) a long module that
 # started last ran alone at the end; starting them first lets the short ones fill the gaps.
 # Only the order changes; a module missing from this list runs after these, as collected.
-LONGEST_FIRST = ("test_examples.py",  # ~225 s under load: subprocesses importing frameworks
-                 "test_service.py", "test_retrain_ddp.py", "test_reliability.py",
-                 "test_searcher_contract.py", "test_gpu_check.py", "test_s3_store.py",
-                 "test_fake_cluster.py", "test_jobs.py", "test_searchers.py")
+LONGEST_FIRST = ("app/test_examples.py",  # ~225 s under load: subprocesses importing frameworks
+                 "app/test_service.py", "trainables/test_retrain_ddp.py",
+                 "app/test_reliability.py", "searchers/test_searcher_contract.py",
+                 "bench/test_gpu_check.py", "store/test_s3_store.py",
+                 "cluster/test_fake_cluster.py", "cluster/test_jobs.py",
+                 "searchers/test_searchers.py")
+TESTS = Path(__file__).resolve().parent
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
 
     def key(item: pytest.Item) -> int:
-        return rank.get(item.path.name, len(LONGEST_FIRST))
+        try:
+            name = item.path.resolve().relative_to(TESTS).as_posix()
+        except ValueError:  # a test file outside tests/ (given on the command line)
+            return len(LONGEST_FIRST)
+        return rank.get(name, len(LONGEST_FIRST))
 
     items.sort(key=key)  # stable: each module's tests stay together, in their order

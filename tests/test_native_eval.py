@@ -20,7 +20,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from test_metrics import ref_metrics, ref_stats
 
 from autoloss_app.cli import main as cli_main
 from autoloss_ray.checkpoint import load_checkpoint, save_checkpoint
@@ -28,6 +27,7 @@ from autoloss_ray.data import build_dataset, check_data
 from autoloss_ray.data.transforms import inference_shape, parse_image_size
 from autoloss_ray.models import build_model
 from autoloss_ray.store import ExperimentStore, StoreError
+from tests.metrics.test_metrics import ref_metrics, ref_stats
 
 REPO = Path(__file__).resolve().parents[1]
 MEAN = np.array([0.485, 0.456, 0.406])

@@ -1,0 +1,1 @@
+"""Tests of the benchmarks under bench/ at smoke size."""

@@ -1,0 +1,1 @@
+"""Tests of Ray clusters, jobs, placement and the multi-process (Gloo) paths."""

@@ -1,0 +1,1 @@
+"""Tests of autoloss_ray.data: the datasets, the decoded cache, the folder dataset."""

@@ -1,0 +1,1 @@
+"""Tests of autoloss_ray.losses: surrogates, presets, baselines, parameterizations, kernels."""

@@ -1,0 +1,1 @@
+"""Tests of autoloss_ray.metrics: the exact metrics."""

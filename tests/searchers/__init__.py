@@ -1,0 +1,1 @@
+"""Tests of searchers/: the Ray Tune searcher adapters and the CLI's searchers."""
