@@ -16,7 +16,7 @@ from typing import Any
 
 from autoloss_ray.search.config import ADVANTAGES, STARTUPS, PPO2Config
 from autoloss_ray.validation import SEARCH_NAME_RE, OptionsError, check_resources
-from autoloss_ray.vocabulary import EVAL_PROTOCOLS, IGNORE_INDEX
+from autoloss_ray.vocabulary import DEFAULT_PARAMETERIZATION, EVAL_PROTOCOLS, IGNORE_INDEX
 
 __all__ = ["LEGACY_MANIFEST", "RECIPES", "SEARCHERS", "SearchOptions", "OptionsError", "is_uri",
            "default_tune_dir", "DEFAULT_FAILURE_REWARD", "PPO2_DEFAULTS", "ppo2_config",
@@ -213,7 +213,7 @@ class SearchOptions:
     """Everything a search needs. ``None`` means "take it from the recipe"."""
 
     metric: str = "miou"
-    parameterization: str = "bezier"
+    parameterization: str = DEFAULT_PARAMETERIZATION
     searcher: str = "ppo"
     # common random numbers: every search trial trains with --seed (same init, data order);
     # False: trial (step, sample) trains with a seed of its own (same data and hold-out)

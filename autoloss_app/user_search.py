@@ -44,7 +44,11 @@ from autoloss_app.options import (
 from autoloss_app.resume import RUNTIME_OPTIONS, previous_results, search_manifest
 from autoloss_ray.answer import ANSWER_RULES
 from autoloss_ray.validation import SEARCH_NAME_RE, check_resources
-from autoloss_ray.vocabulary import IGNORE_INDEX
+from autoloss_ray.vocabulary import (
+    DEFAULT_BOUNDARY_TOLERANCE,
+    DEFAULT_PARAMETERIZATION,
+    IGNORE_INDEX,
+)
 
 __all__ = ["search_loss", "SearchLossResult", "UserSearchOptions", "TrialsFailedError",
            "task_name"]
@@ -80,10 +84,10 @@ class UserSearchOptions:
     task: str
     num_classes: int
     metric: str = "miou"
-    parameterization: str = "bezier"
+    parameterization: str = DEFAULT_PARAMETERIZATION
     searcher: str = "ppo"
     ignore_index: int | None = IGNORE_INDEX
-    boundary_tolerance: int = 5
+    boundary_tolerance: int = DEFAULT_BOUNDARY_TOLERANCE
     config: dict[str, Any] = field(default_factory=dict)
     steps: int = 4
     samples: int = 8
@@ -322,11 +326,11 @@ def search_loss(
     metric: str = "miou",
     store: str | os.PathLike[str] = "runs/store",
     searcher: str = "ppo",
-    parameterization: str = "bezier",
+    parameterization: str = DEFAULT_PARAMETERIZATION,
     seed: int = 0,
     config: Mapping[str, Any] | None = None,
     ignore_index: int | None = IGNORE_INDEX,
-    boundary_tolerance: int = 5,
+    boundary_tolerance: int = DEFAULT_BOUNDARY_TOLERANCE,
     gpus_per_trial: float = 1.0,
     cpus_per_trial: float = 1.0,
     max_concurrent: int | None = None,

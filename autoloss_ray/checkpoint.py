@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from autoloss_ray.vocabulary import IGNORE_INDEX
+from autoloss_ray.vocabulary import DEFAULT_BOUNDARY_TOLERANCE, IGNORE_INDEX
 
 __all__ = ["save_checkpoint", "load_checkpoint", "CHECKPOINT_FORMAT"]
 
@@ -28,7 +28,7 @@ def save_checkpoint(
     dataset: str,
     image_size: int | tuple[int, int] | list[int],
     ignore_index: int = IGNORE_INDEX,
-    boundary_tolerance: int = 5,
+    boundary_tolerance: int = DEFAULT_BOUNDARY_TOLERANCE,
 ) -> str:
     """Write ``model``'s weights and metadata to ``path``; returns the absolute path."""
     path = os.path.abspath(os.fspath(path))

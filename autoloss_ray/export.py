@@ -14,6 +14,8 @@ import json
 import os
 from typing import Any
 
+from autoloss_ray.vocabulary import DEFAULT_BOUNDARY_TOLERANCE, DEFAULT_PARAMETERIZATION
+
 __all__ = ["export_experiment", "experiment_loss", "recorded_num_classes"]
 
 
@@ -93,7 +95,7 @@ def experiment_loss(store: Any, experiment: str, *, num_classes: int | None = No
     # a trainable of one's own may leave it out: search_space's default, as the searcher used
     parameterization = config.get("parameterization") or (
         str(recorded["parameterization"].iloc[0]) if len(recorded["parameterization"])
-        else "bezier")
+        else DEFAULT_PARAMETERIZATION)
     if num_classes is None:
         num_classes = recorded_num_classes(trials)
     if num_classes is None:
@@ -106,7 +108,7 @@ def experiment_loss(store: Any, experiment: str, *, num_classes: int | None = No
         num_classes=int(num_classes),
         parameterization=parameterization,
         theta=theta,
-        boundary_tolerance=int(config.get("boundary_tolerance", 5)),
+        boundary_tolerance=int(config.get("boundary_tolerance", DEFAULT_BOUNDARY_TOLERANCE)),
     )
     meta: dict[str, Any] = {"experiment": experiment, "store": str(store.root)}
     if answer is not None:

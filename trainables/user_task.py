@@ -32,7 +32,7 @@ import traceback
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from autoloss_ray.vocabulary import METRICS, parse_metric
+from autoloss_ray.vocabulary import DEFAULT_PARAMETERIZATION, METRICS, parse_metric
 
 __all__ = ["user_trainable", "user_result", "report", "TrialContext", "RESERVED_RESULT_KEYS",
            "CONTEXT_KEYS"]
@@ -202,7 +202,7 @@ def run_user_trial(train_fn: Callable[..., Any], config: Mapping[str, Any], *,
         "step": config.get("search_step"), "sample": config.get("search_sample"),
         "num_classes": int(config["num_classes"]), "ignore_index": config.get("ignore_index"),
         "theta": None if theta is None else tuple(float(v) for v in theta),
-        "metric": metric, "parameterization": config.get("parameterization", "bezier"),
+        "metric": metric, "parameterization": config.get("parameterization", DEFAULT_PARAMETERIZATION),
         "device": device,
         **dict(config.get("user_config") or {}),
     }

@@ -23,12 +23,12 @@ import torch
 from PIL import Image
 
 from autoloss_ray.data.transforms import (
-    EVAL_PROTOCOLS,
     JointTransform,
     as_size,
     check_inference_size,
     check_label_values,
 )
+from autoloss_ray.vocabulary import EVAL_PROTOCOLS, IGNORE_INDEX
 
 __all__ = ["SegmentationDataset", "SegmentationSubset", "DecodedCache", "read_rgb",
            "read_label"]
@@ -123,7 +123,7 @@ class SegmentationDataset(torch.utils.data.Dataset):
     name: str = "base"
     num_classes: int
     class_names: tuple[str, ...]
-    ignore_index: int = 255
+    ignore_index: int = IGNORE_INDEX
     decoded_cache: DecodedCache | None = None  # see cache_decoded
 
     def __init__(

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from autoloss_ray.data.transforms import check_label_values
+from autoloss_ray.vocabulary import IGNORE_INDEX
 
 __all__ = ["check_data", "DEFAULT_SAMPLE"]
 
@@ -54,7 +55,7 @@ def check_data(
         if root is None or str(root) == "":
             raise ValueError("dataset 'folder' needs root= (data_root) pointing at its files")
         return check_folder(root, splits=[s for s in splits if s is not None],
-                            ignore_index=options.get("ignore_index", 255))
+                            ignore_index=options.get("ignore_index", IGNORE_INDEX))
     sizes: dict[str, int] = {}
     for split in dict.fromkeys(s for s in splits if s is not None):
         dataset = build_dataset(name, root=root, split=split, train=False, **options)

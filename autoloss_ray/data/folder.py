@@ -25,6 +25,7 @@ import numpy as np
 from PIL import Image
 
 from autoloss_ray.data.base import FileDataset
+from autoloss_ray.vocabulary import IGNORE_INDEX
 
 __all__ = ["FolderDataset", "FolderLayout", "check_folder", "check_ignore", "mask_values",
            "read_classes", "read_mask", "scan_folder", "IMAGE_EXTS", "MASK_EXT"]
@@ -237,7 +238,7 @@ def _image_size(path: Path) -> tuple[int, int]:
 
 def check_folder(
     root: str | Path, *, splits: tuple[str, ...] | list[str] = ("train",),
-    ignore_index: int = 255,
+    ignore_index: int = IGNORE_INDEX,
 ) -> dict[str, int]:
     """Check the whole folder before anything trains; returns ``{split: number of pairs}``.
 
@@ -305,7 +306,7 @@ class FolderDataset(FileDataset):
     title = "folder dataset"
 
     def __init__(
-        self, root: str | Path, *, split: str = "train", ignore_index: int = 255, **kwargs
+        self, root: str | Path, *, split: str = "train", ignore_index: int = IGNORE_INDEX, **kwargs
     ) -> None:
         super().__init__(**kwargs)
         layout = scan_folder(root)

@@ -41,6 +41,7 @@ import torch
 from autoloss_ray.data.base import SegmentationDataset
 from autoloss_ray.data.transforms import check_label_values
 from autoloss_ray.plugins import call_plugin, load_callable
+from autoloss_ray.vocabulary import IGNORE_INDEX
 
 __all__ = ["PluginDataset", "seeded"]
 
@@ -113,7 +114,7 @@ class PluginDataset(SegmentationDataset):
             raise ValueError(f"--dataset {spec!r}: its dataset has no num_classes attribute; "
                              "give it one or pass --num-classes")
         self.num_classes = int(num_classes if given is None else given)
-        self.ignore_index = int(getattr(first, "ignore_index", 255))
+        self.ignore_index = int(getattr(first, "ignore_index", IGNORE_INDEX))
         names = getattr(first, "class_names", None)
         self.class_names = (tuple(str(n) for n in names) if names is not None
                             and len(names) == self.num_classes

@@ -15,8 +15,10 @@ import numpy as np
 import torch
 from PIL import Image
 
+from autoloss_ray.vocabulary import EVAL_PROTOCOLS, IGNORE_INDEX
+
 __all__ = [
-    "EVAL_PROTOCOLS",
+    "EVAL_PROTOCOLS",  # re-exported: defined in autoloss_ray.vocabulary
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "JointTransform",
@@ -29,12 +31,6 @@ __all__ = [
     "resize_image",
     "resize_pair",
 ]
-
-# How an evaluation scores: "native" keeps every label map at its own resolution (the model
-# sees the image at the inference size; its logits are upsampled to the label), the field's
-# protocol; "train_size" resizes image and label to the training size (labels by nearest
-# neighbour, aspect squashed), cheaper, kept for the proxy reward.
-EVAL_PROTOCOLS = ("native", "train_size")
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
@@ -190,7 +186,7 @@ class JointTransform:
 
     size: tuple[int, int]
     train: bool
-    ignore_index: int = 255
+    ignore_index: int = IGNORE_INDEX
     scale_range: tuple[float, float] = (0.5, 2.0)
     flip_prob: float = 0.5
     protocol: str = "train_size"

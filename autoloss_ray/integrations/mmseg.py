@@ -36,7 +36,7 @@ import torch.nn as nn
 from mmengine.registry import MODELS
 
 from autoloss_ray.losses.surrogate import SurrogateLoss
-from autoloss_ray.vocabulary import IGNORE_INDEX
+from autoloss_ray.vocabulary import DEFAULT_PARAMETERIZATION, IGNORE_INDEX
 
 __all__ = ["AutoSegLoss"]
 
@@ -68,7 +68,7 @@ class AutoSegLoss(nn.Module):
         loss_file: str | os.PathLike | None = None,
         preset: str | None = None,
         theta: Any = None,
-        parameterization: str = "bezier",
+        parameterization: str = DEFAULT_PARAMETERIZATION,
         loss_weight: float = 1.0,
         loss_name: str = "loss_autoseg",
         **loss_kwargs: Any,

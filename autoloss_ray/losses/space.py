@@ -11,6 +11,7 @@ import torch
 
 from autoloss_ray.losses.parameterizations import get_parameterization
 from autoloss_ray.metrics import METRICS, parse_metric
+from autoloss_ray.vocabulary import DEFAULT_PARAMETERIZATION
 
 __all__ = ["CURVES", "metric_curves", "SearchSpace", "search_space"]
 
@@ -83,7 +84,7 @@ class SearchSpace:
         return th
 
 
-def search_space(metric: str, parameterization: str = "bezier") -> SearchSpace:
+def search_space(metric: str, parameterization: str = DEFAULT_PARAMETERIZATION) -> SearchSpace:
     """The search space of the surrogate of ``metric`` (e.g. "miou" or "miou+biou")."""
     terms = parse_metric(metric)
     par = get_parameterization(parameterization)

@@ -90,6 +90,11 @@ from autoloss_ray.losses.space import CURVES, SearchSpace, search_space
 from autoloss_ray.metrics import check_boundary_classes, parse_metric
 from autoloss_ray.metrics.counts import checked_boundary_band
 from autoloss_ray.morphology import boundaries, dilate
+from autoloss_ray.vocabulary import (
+    DEFAULT_BOUNDARY_TOLERANCE,
+    DEFAULT_PARAMETERIZATION,
+    IGNORE_INDEX,
+)
 
 __all__ = ["CURVES", "SearchSpace", "search_space", "SurrogateLoss", "FILE_FORMAT",
            "FILE_VERSION"]
@@ -156,10 +161,10 @@ class SurrogateLoss(nn.Module):
         metric: str,
         *,
         num_classes: int,
-        parameterization: str = "bezier",
+        parameterization: str = DEFAULT_PARAMETERIZATION,
         theta: Any = None,
-        ignore_index: int = 255,
-        boundary_tolerance: int = 5,
+        ignore_index: int = IGNORE_INDEX,
+        boundary_tolerance: int = DEFAULT_BOUNDARY_TOLERANCE,
         sync: str = "none",
         boundary_classes: str = "all",
         background_index: int = 0,

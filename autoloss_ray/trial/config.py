@@ -11,6 +11,12 @@ from typing import Any
 
 import numpy as np
 
+from autoloss_ray.vocabulary import (
+    DEFAULT_BOUNDARY_TOLERANCE,
+    DEFAULT_PARAMETERIZATION,
+    EVAL_PROTOCOLS,
+)
+
 __all__ = ["TrialConfig", "check_trial_config", "check_rungs", "trial_train_seed"]
 
 # Keys a searcher or Tune may add to a trial's config; accepted and only echoed back.
@@ -23,11 +29,11 @@ class TrialConfig:
 
     # what to search / train with
     metric: str = "miou"
-    parameterization: str = "bezier"
+    parameterization: str = DEFAULT_PARAMETERIZATION
     theta: list[float] | None = None
     loss: str | None = None  # None: SurrogateLoss(metric, ...); a baseline name; a JSON path
     loss_options: dict[str, Any] = field(default_factory=dict)
-    boundary_tolerance: int = 5
+    boundary_tolerance: int = DEFAULT_BOUNDARY_TOLERANCE
     # data
     dataset: str = "synthetic"  # a name of data.DATASETS or a user's "module:function"
     data_root: str | None = None
@@ -111,11 +117,7 @@ class TrialConfig:
 
     def validate(self) -> None:
         """Cheap checks of types and ranges (the dataset/model/loss builders check the rest)."""
-        from autoloss_ray.data.transforms import (
-            EVAL_PROTOCOLS,
-            check_inference_size,
-            parse_image_size,
-        )
+        from autoloss_ray.data.transforms import check_inference_size, parse_image_size
 
         self.image_size = parse_image_size(self.image_size)
         if self.eval_protocol not in EVAL_PROTOCOLS:

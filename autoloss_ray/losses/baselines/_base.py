@@ -17,6 +17,7 @@ from autoloss_ray.checks import (
     check_num_classes,
     resize_to_labels,
 )
+from autoloss_ray.vocabulary import IGNORE_INDEX
 
 
 def _no_autocast(device: torch.device):
@@ -44,7 +45,7 @@ def _prepare(
 class _Baseline(nn.Module):
     """Shared front end: validation, resize, float32 without autocast, ignore mask."""
 
-    def __init__(self, *, num_classes: int | None = None, ignore_index: int = 255) -> None:
+    def __init__(self, *, num_classes: int | None = None, ignore_index: int = IGNORE_INDEX) -> None:
         super().__init__()
         self.num_classes = check_num_classes(num_classes, allow_none=True)
         self.ignore_index = check_ignore_index(ignore_index, allow_none=False)

@@ -11,6 +11,7 @@ import torch
 
 from autoloss_ray.checks import check_ignore_index, check_num_classes
 from autoloss_ray.losses.baselines._base import _Baseline, _nll
+from autoloss_ray.vocabulary import IGNORE_INDEX
 
 __all__ = ["cross_entropy", "CrossEntropyLoss", "WeightedCrossEntropyLoss",
            "class_frequency_weights", "WEIGHT_METHODS"]
@@ -22,7 +23,7 @@ def cross_entropy(
     logits: torch.Tensor,
     target: torch.Tensor,
     *,
-    ignore_index: int = 255,
+    ignore_index: int = IGNORE_INDEX,
     weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """(Weighted) cross entropy over valid pixels; 0 on an all-ignored batch.
@@ -67,7 +68,7 @@ class WeightedCrossEntropyLoss(_Baseline):
     """
 
     def __init__(
-        self, weight: Any = None, *, num_classes: int | None = None, ignore_index: int = 255
+        self, weight: Any = None, *, num_classes: int | None = None, ignore_index: int = IGNORE_INDEX
     ) -> None:
         super().__init__(num_classes=num_classes, ignore_index=ignore_index)
         if weight is None:
@@ -103,7 +104,7 @@ def _label_array(labels: Any) -> np.ndarray:
 def class_frequency_weights(
     labels: Iterable[Any],
     num_classes: int,
-    ignore_index: int = 255,
+    ignore_index: int = IGNORE_INDEX,
     *,
     method: str = "inverse_log",
     c: float = 1.02,

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from autoloss_ray.losses.baselines._base import _Baseline
+from autoloss_ray.vocabulary import IGNORE_INDEX
 
 __all__ = ["DiceLoss"]
 
@@ -21,7 +22,7 @@ class DiceLoss(_Baseline):
     """
 
     def __init__(
-        self, *, num_classes: int | None = None, ignore_index: int = 255, eps: float = 1.0
+        self, *, num_classes: int | None = None, ignore_index: int = IGNORE_INDEX, eps: float = 1.0
     ) -> None:
         super().__init__(num_classes=num_classes, ignore_index=ignore_index)
         if not (isinstance(eps, numbers.Real) and eps > 0):

@@ -10,13 +10,14 @@ import torch
 
 from autoloss_ray.losses.baselines._base import _Baseline, _nll
 from autoloss_ray.morphology import boundaries, one_hot_masks
+from autoloss_ray.vocabulary import IGNORE_INDEX
 
 __all__ = ["boundary_distance", "dpce_weights", "DPCELoss"]
 
 
 @torch.no_grad()
 def boundary_distance(
-    target: torch.Tensor, num_classes: int, *, ignore_index: int = 255
+    target: torch.Tensor, num_classes: int, *, ignore_index: int = IGNORE_INDEX
 ) -> torch.Tensor:
     """Euclidean distance of every pixel to the nearest target boundary pixel.
 
@@ -44,7 +45,7 @@ def dpce_weights(
     target: torch.Tensor,
     num_classes: int,
     *,
-    ignore_index: int = 255,
+    ignore_index: int = IGNORE_INDEX,
     alpha: float = 1.0,
     sigma: float = 5.0,
 ) -> torch.Tensor:
@@ -66,7 +67,7 @@ class DPCELoss(_Baseline):
         self,
         *,
         num_classes: int | None = None,
-        ignore_index: int = 255,
+        ignore_index: int = IGNORE_INDEX,
         alpha: float = 1.0,
         sigma: float = 5.0,
     ) -> None:

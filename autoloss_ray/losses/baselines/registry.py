@@ -12,6 +12,7 @@ from autoloss_ray.losses.baselines.dice import DiceLoss
 from autoloss_ray.losses.baselines.dpce import DPCELoss
 from autoloss_ray.losses.baselines.lovasz import LovaszSoftmaxLoss
 from autoloss_ray.losses.baselines.ssim import SSIMLoss
+from autoloss_ray.vocabulary import IGNORE_INDEX
 
 __all__ = ["BASELINES", "make_loss"]
 
@@ -25,7 +26,7 @@ BASELINES: dict[str, type[_Baseline]] = {
 }
 
 
-def make_loss(name: str, *, num_classes: int, ignore_index: int = 255, **kw: Any) -> nn.Module:
+def make_loss(name: str, *, num_classes: int, ignore_index: int = IGNORE_INDEX, **kw: Any) -> nn.Module:
     """Build the baseline loss ``name`` (one of :data:`BASELINES`).
 
     ``kw`` goes to the class (e.g. ``weight=`` for ``"wce"``, ``alpha=``/``sigma=`` for

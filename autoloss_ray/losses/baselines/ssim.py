@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from autoloss_ray.losses.baselines._base import _Baseline
+from autoloss_ray.vocabulary import IGNORE_INDEX
 
 __all__ = ["SSIMLoss"]
 
@@ -32,7 +33,7 @@ class SSIMLoss(_Baseline):
         self,
         *,
         num_classes: int | None = None,
-        ignore_index: int = 255,
+        ignore_index: int = IGNORE_INDEX,
         window_size: int = 11,
         sigma: float = 1.5,
         c1: float = 0.01**2,
