@@ -7,10 +7,11 @@ public names.
 
 from __future__ import annotations
 
+import warnings
+
 from autoloss_ray.losses.parameterizations import *  # noqa: F401,F403
 from autoloss_ray.losses.parameterizations import __all__  # noqa: F401
 
-# TODO(issue 30): warn once the tests import the new path (the suite makes this warning an error)
-# warnings.warn("autoloss_ray.parameterizations is deprecated and will be removed in the next "
-#               "release; import from autoloss_ray.losses.parameterizations instead",
-#               DeprecationWarning, stacklevel=2)
+warnings.warn("autoloss_ray.parameterizations is deprecated and will be removed in the next "
+              "release; import from autoloss_ray.losses.parameterizations instead",
+              DeprecationWarning, stacklevel=2)

@@ -26,8 +26,8 @@ import torch
 from autoloss_ray import native
 from autoloss_ray.losses import SurrogateLoss, search_space
 from autoloss_ray.losses import surrogate as S
+from autoloss_ray.losses.parameterizations import curve_table
 from autoloss_ray.metrics import METRICS
-from autoloss_ray.parameterizations import curve_table
 
 HAS_CXX = any(shutil.which(c) for c in (os.environ.get("CXX") or "c++", "g++", "clang++"))
 pytestmark = pytest.mark.skipif(not HAS_CXX, reason="no C++ compiler on this machine")

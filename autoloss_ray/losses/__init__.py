@@ -1,5 +1,7 @@
 """The metric surrogate losses (DESIGN section 3) and the baseline losses.
 
+- :mod:`.parameterizations`: the monotone curves h (Bezier, linear, identity) and their
+  evaluation;
 - :mod:`.space`: :data:`CURVES` per metric, :class:`SearchSpace`, :func:`search_space`;
 - :mod:`.surrogate`: :class:`SurrogateLoss` (the loss module);
 - :mod:`.loss_file`: the loss file format (``FILE_FORMAT``);

@@ -1,11 +1,11 @@
 """One name, one path (issue 30): the old module paths only warn and re-export.
 
-``autoloss_ray.surrogates``, ``.presets``, ``.baselines`` and ``.ppo`` were the library's first
-layout; their names live in :mod:`autoloss_ray.losses` and :mod:`autoloss_ray.search` now. The
-two ``steps.py`` are :mod:`autoloss_ray.search.step_protocol` (the pure step protocol) and
-:mod:`searchers.step_searcher` (its Ray Tune adapter). For one release the old modules still
-import, with a ``DeprecationWarning`` naming the new path, and nothing of the project itself
-imports them.
+``autoloss_ray.surrogates``, ``.presets``, ``.baselines``, ``.parameterizations`` and ``.ppo``
+were the library's first layout; their names live in :mod:`autoloss_ray.losses` and
+:mod:`autoloss_ray.search` now. The two ``steps.py`` are :mod:`autoloss_ray.search.step_protocol`
+(the pure step protocol) and :mod:`searchers.step_searcher` (its Ray Tune adapter). For one
+release the old modules still import, with a ``DeprecationWarning`` naming the new path, and
+nothing of the project itself imports them.
 """
 
 from __future__ import annotations
@@ -44,6 +44,20 @@ OLD_PATHS = {
         "BASELINES": "autoloss_ray.losses.baselines",
         "make_loss": "autoloss_ray.losses.baselines",
         "class_frequency_weights": "autoloss_ray.losses.baselines",
+    }),
+    "autoloss_ray.parameterizations": ("autoloss_ray.losses.parameterizations", {
+        "Parameterization": "autoloss_ray.losses.parameterizations",
+        "PARAMETERIZATIONS": "autoloss_ray.losses.parameterizations",
+        "get_parameterization": "autoloss_ray.losses.parameterizations",
+        "CurveTable": "autoloss_ray.losses.parameterizations",
+        "curve_table": "autoloss_ray.losses.parameterizations",
+        "evaluate_table": "autoloss_ray.losses.parameterizations",
+        "evaluate_table_into": "autoloss_ray.losses.parameterizations",
+        "Workspace": "autoloss_ray.losses.parameterizations",
+        "EPS_C": "autoloss_ray.losses.parameterizations",
+        "EPS_W": "autoloss_ray.losses.parameterizations",
+        "SFLOOR": "autoloss_ray.losses.parameterizations",
+        "IDENTITY_TABLE": "autoloss_ray.losses.parameterizations",
     }),
     "autoloss_ray.ppo": ("autoloss_ray.search", {
         "PPO2": "autoloss_ray.search",
@@ -127,8 +141,8 @@ def test_no_project_module_imports_an_old_path() -> None:
     assert bad == {}, f"use autoloss_ray.losses / autoloss_ray.search instead: {bad}"
 
 
-_OLD_IN_TEXT = re.compile(r"\b(autoloss_ray[./](surrogates|presets|baselines|ppo|search[./]steps)"
-                          r"|searchers[./]steps)\b")
+_OLD_IN_TEXT = re.compile(r"\b(autoloss_ray[./](surrogates|presets|baselines|parameterizations|ppo"
+                          r"|search[./]steps)|searchers[./]steps)\b")
 
 
 def test_docs_and_scripts_teach_only_the_new_paths() -> None:
@@ -176,6 +190,7 @@ def test_the_new_paths_do_not_warn() -> None:
                "from autoloss_ray.losses import SurrogateLoss, search_space, CURVES\n"
                "from autoloss_ray.losses.presets import PRESETS, preset_theta\n"
                "from autoloss_ray.losses.baselines import BASELINES, make_loss\n"
+               "from autoloss_ray.losses.parameterizations import get_parameterization\n"
                "from autoloss_ray.search import PPO2, RandomSearch, TruncatedNormal\n"
                "from autoloss_ray.search.step_protocol import StepProtocol\n"
                "import autoloss_ray, autoloss_ray.losses, autoloss_ray.search\n"

@@ -11,7 +11,7 @@ PURE_MODULES = [
     "autoloss_ray",
     "autoloss_ray.morphology",
     "autoloss_ray.metrics",
-    "autoloss_ray.parameterizations",
+    "autoloss_ray.losses.parameterizations",
     "autoloss_ray.losses",
     "autoloss_ray.losses.space",
     "autoloss_ray.losses.presets",

@@ -156,7 +156,7 @@ def test_curve_plot_with_stand_in_parameterization(tmp_path):
 
 
 def test_curve_plot_with_real_parameterizations(tmp_path):
-    par = pytest.importorskip("autoloss_ray.parameterizations")
+    par = pytest.importorskip("autoloss_ray.losses.parameterizations")
     p = par.get_parameterization("bezier")
     theta = np.concatenate([np.asarray(p.identity_theta, float)] * 2)
     theta[1] = 0.8

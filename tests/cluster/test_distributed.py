@@ -32,8 +32,8 @@ import torch.nn.functional as F
 from autoloss_ray import native
 from autoloss_ray.distributed import all_reduce_sum, world_size
 from autoloss_ray.losses import SurrogateLoss, search_space
+from autoloss_ray.losses.parameterizations import PARAMETERIZATIONS
 from autoloss_ray.metrics import METRICS, MetricAccumulator, evaluate
-from autoloss_ray.parameterizations import PARAMETERIZATIONS
 
 C = 5
 WORLD = 2

@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from autoloss_ray.losses.presets import PRESETS, control_points_to_theta, preset_theta
-from autoloss_ray.parameterizations import (
+from autoloss_ray.losses.parameterizations import (
     PARAMETERIZATIONS,
     Workspace,
     evaluate_table,
     evaluate_table_into,
     get_parameterization,
 )
+from autoloss_ray.losses.presets import PRESETS, control_points_to_theta, preset_theta
 
 NAMES = list(PARAMETERIZATIONS)
 

@@ -13,9 +13,9 @@ import pytest
 import torch
 
 from autoloss_ray import SurrogateLoss
+from autoloss_ray.losses.parameterizations import evaluate_table, get_parameterization
 from autoloss_ray.losses.presets import PRESETS, control_points_to_theta, preset_theta
 from autoloss_ray.losses.space import CURVES
-from autoloss_ray.parameterizations import evaluate_table, get_parameterization
 from tests import REPO
 
 # DESIGN section 7, copied verbatim (the preset lines only).

@@ -13,8 +13,8 @@ import torch.nn.functional as F
 
 from autoloss_ray import native
 from autoloss_ray.losses import CURVES, SurrogateLoss, metric_curves, search_space
+from autoloss_ray.losses.parameterizations import PARAMETERIZATIONS
 from autoloss_ray.metrics import METRICS, evaluate
-from autoloss_ray.parameterizations import PARAMETERIZATIONS
 
 C = 5
 
@@ -172,7 +172,7 @@ def test_bf16_autocast_cpu(metric):
 
 def test_blocked_gradient_equals_plain_autograd():
     """The fused blocked function against a straightforward autograd implementation."""
-    from autoloss_ray.parameterizations import get_parameterization
+    from autoloss_ray.losses.parameterizations import get_parameterization
 
     pred, target = _labels(5, n=2, h=40, w=36)
     th = np.random.default_rng(1).uniform(0.05, 0.95, 12)
@@ -297,7 +297,7 @@ def test_from_preset_and_theta_is_a_copy():
 @pytest.mark.parametrize("parameterization", ["bezier", "linear", "bezier1"])
 def test_fused_bf1_equals_plain_autograd(parameterization):
     """The fused soft boundary (BF1) against a straightforward autograd implementation."""
-    from autoloss_ray.parameterizations import get_parameterization
+    from autoloss_ray.losses.parameterizations import get_parameterization
 
     pred, target = _labels(7, n=2, h=30, w=28)
     space = search_space("bf1", parameterization)

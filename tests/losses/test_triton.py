@@ -24,7 +24,7 @@ SCRIPT = textwrap.dedent(r"""
     import torch
     from autoloss_ray.losses import _triton
     from autoloss_ray.losses import surrogate as surrogates
-    from autoloss_ray.parameterizations import PARAMETERIZATIONS
+    from autoloss_ray.losses.parameterizations import PARAMETERIZATIONS
     from autoloss_ray.losses import SurrogateLoss, search_space
 
     def random_theta(space, rng):
@@ -69,7 +69,7 @@ SCRIPT = textwrap.dedent(r"""
     z = torch.randn(1, 3, 4, 4, requires_grad=True)
     tgt = torch.zeros(1, 4, 4, dtype=torch.int64)
     w = torch.zeros(1, 4, 4)
-    from autoloss_ray.parameterizations import IDENTITY_TABLE
+    from autoloss_ray.losses.parameterizations import IDENTITY_TABLE
     I, O, npred = _triton.RegionStats.apply(z, tgt, w, IDENTITY_TABLE, IDENTITY_TABLE)
     (I.sum() + O.sum()).backward()
     rows.append(dict(empty=[float(I.abs().sum()), float(O.abs().sum()), float(npred.sum()),
@@ -115,7 +115,7 @@ BF1_SCRIPT = textwrap.dedent(r"""
     from autoloss_ray.losses import surrogate as surrogates
     from autoloss_ray.losses import SurrogateLoss, search_space
     from autoloss_ray.losses._eager import _SoftBoundary
-    from autoloss_ray.parameterizations import IDENTITY_TABLE, PARAMETERIZATIONS
+    from autoloss_ray.losses.parameterizations import IDENTITY_TABLE, PARAMETERIZATIONS
 
     surrogates._use_native = lambda z: False  # the reference: the eager torch path
     usable = _triton.usable
