@@ -74,8 +74,8 @@ class WeightedCrossEntropyLoss(_Baseline):
         if weight is None:
             raise ValueError(
                 "weighted cross entropy needs class weights: compute them from the training "
-                "labels with autoloss_ray.baselines.class_frequency_weights(labels, num_classes, "
-                "ignore_index=...) and pass weight=<those weights>"
+                "labels with autoloss_ray.losses.baselines.class_frequency_weights(labels, "
+                "num_classes, ignore_index=...) and pass weight=<those weights>"
             )
         w = _weight_tensor(weight, self.num_classes)
         if self.num_classes is None:
