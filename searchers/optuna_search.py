@@ -31,13 +31,14 @@ from __future__ import annotations
 import math
 import pickle
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from searchers.space import BoxSpace
 from searchers.step_searcher import StepSearcher
+from searchers.step_settings import StepSettings, with_step_keywords
 
 __all__ = ["TPESearcher", "CMAESSearcher", "require_optuna", "OPTUNA_SEARCHERS"]
 
@@ -170,21 +171,10 @@ class _OptunaAskTell:
 class _OptunaStepSearcher(StepSearcher):
     _kind = ""
 
-    def __init__(
-        self,
-        space: Any = None,
-        *,
-        metric: str | None = None,
-        mode: str | None = None,
-        steps: int = 12,
-        samples_per_step: int = 32,
-        sigma: float = 0.2,
-        failure_reward: float | None = None,
-        points_to_evaluate: Sequence[Any] | None = None,
-        seed: int | None = None,
-        step_callback: Callable[[dict], Any] | None = None,
-        key: str = "theta",
-    ) -> None:
+    @with_step_keywords(seed="int | None")
+    def __init__(self, space: Any = None, *, sigma: float = 0.2, **keywords: Any) -> None:
+        s = StepSettings.of(type(self).__name__, keywords)
+        points_to_evaluate, seed = s.points_to_evaluate, s.seed
         require_optuna(self._kind)
         if not (isinstance(sigma, (int, float)) and math.isfinite(sigma) and sigma > 0):
             raise ValueError(f"sigma must be a finite number > 0; got {sigma!r}")
@@ -198,11 +188,7 @@ class _OptunaStepSearcher(StepSearcher):
         self._sigma = float(sigma)
         self._start = list(points_to_evaluate) if points_to_evaluate else []
         # the start point goes to optuna (an enqueued trial), not to the step machinery
-        super().__init__(
-            space, metric=metric, mode=mode, steps=steps, samples_per_step=samples_per_step,
-            failure_reward=failure_reward, points_to_evaluate=None, seed=seed,
-            step_callback=step_callback, key=key,
-        )
+        super().__init__(space, **{**keywords, "points_to_evaluate": None})
 
     def _make_optimizer(self, space: BoxSpace, mu0: np.ndarray) -> _OptunaAskTell:
         if self._start:

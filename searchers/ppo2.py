@@ -47,7 +47,6 @@ so it is exact even when Tune's experiment checkpoint lags the store after a har
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -58,6 +57,7 @@ from autoloss_ray.search.random_search import RandomSearch
 from autoloss_ray.search.step_protocol import SAMPLE_KEY, STEP_KEY
 from searchers.space import BoxSpace
 from searchers.step_searcher import _STATE_VERSION, StepSearcher  # noqa: F401  (state format 1)
+from searchers.step_settings import STEP_SETTINGS, StepSettings, with_step_keywords
 
 __all__ = ["PPO2Searcher", "RandomSearcher", "STEP_KEY", "SAMPLE_KEY"]
 
@@ -86,37 +86,15 @@ class PPO2Searcher(StepSearcher):
         seed: sampling seed. step_callback: picklable callable(record) after each update.
     """
 
-    def __init__(
-        self,
-        space: Any = None,
-        *,
-        metric: str | None = None,
-        mode: str | None = None,
-        steps: int = 12,
-        samples_per_step: int = 32,
-        config: PPO2Config | None = None,
-        failure_reward: float | None = None,
-        points_to_evaluate: Sequence[Any] | None = None,
-        seed: Any = None,
-        step_callback: Callable[[dict], Any] | None = None,
-        key: str = "theta",
-        **settings: Any,
-    ) -> None:
-        # checks every setting now, even when the space comes later; the settings are kept as
-        # keyword arguments (the attribute searchers pickled by earlier versions have)
+    @with_step_keywords(extra_keywords=True)
+    def __init__(self, space: Any = None, *, config: PPO2Config | None = None,
+                 **settings: Any) -> None:
+        # the step settings go to StepSearcher, the others are PPO2's; checks every PPO2
+        # setting now, even when the space comes later; they are kept as keyword arguments
+        # (the attribute searchers pickled by earlier versions have)
+        step = {k: settings.pop(k) for k in STEP_SETTINGS if k in settings}
         self._ppo_kwargs = PPO2Config.of(config, **settings).as_dict()
-        super().__init__(
-            space,
-            metric=metric,
-            mode=mode,
-            steps=steps,
-            samples_per_step=samples_per_step,
-            failure_reward=failure_reward,
-            points_to_evaluate=points_to_evaluate,
-            seed=seed,
-            step_callback=step_callback,
-            key=key,
-        )
+        super().__init__(space, **step)
 
     def _make_optimizer(self, space: BoxSpace, mu0: np.ndarray) -> PPO2:
         return PPO2(
@@ -149,36 +127,13 @@ class RandomSearcher(StepSearcher):
     space's init (or the first point) with ``sigma``.
     """
 
-    def __init__(
-        self,
-        space: Any = None,
-        *,
-        metric: str | None = None,
-        mode: str | None = None,
-        steps: int = 12,
-        samples_per_step: int = 32,
-        sigma: float = 0.2,
-        failure_reward: float | None = None,
-        points_to_evaluate: Sequence[Any] | None = None,
-        seed: Any = None,
-        step_callback: Callable[[dict], Any] | None = None,
-        key: str = "theta",
-    ) -> None:
+    @with_step_keywords()
+    def __init__(self, space: Any = None, *, sigma: float = 0.2, **keywords: Any) -> None:
+        StepSettings.of(type(self).__name__, keywords)  # an unknown keyword first, as before
         if not (isinstance(sigma, (int, float)) and math.isfinite(sigma) and sigma > 0):
             raise ValueError(f"sigma must be a finite number > 0; got {sigma!r}")
         self._sigma = float(sigma)
-        super().__init__(
-            space,
-            metric=metric,
-            mode=mode,
-            steps=steps,
-            samples_per_step=samples_per_step,
-            failure_reward=failure_reward,
-            points_to_evaluate=points_to_evaluate,
-            seed=seed,
-            step_callback=step_callback,
-            key=key,
-        )
+        super().__init__(space, **keywords)
 
     def _make_optimizer(self, space: BoxSpace, mu0: np.ndarray) -> RandomSearch:
         return RandomSearch(

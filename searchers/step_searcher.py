@@ -24,6 +24,7 @@ from ray.tune.search import Searcher
 
 from autoloss_ray.search.step_protocol import SAMPLE_KEY, STEP_KEY, StepProtocol
 from searchers.space import BoxSpace, has_domains
+from searchers.step_settings import StepSettings, with_step_keywords
 
 __all__ = ["StepSearcher"]
 
@@ -43,35 +44,27 @@ class StepSearcher(Searcher):
     """Base of the step searchers: a :class:`StepProtocol` behind Ray Tune's Searcher API.
 
     Subclasses implement ``_make_optimizer(space, mu0)`` and ``_optimizer_from_state(state)``.
+    Its keywords (``metric``, ``mode``, ``steps``, ...) are the fields of
+    :class:`~searchers.step_settings.StepSettings`; a subclass's ``__init__`` takes its own
+    keywords and passes the rest on.
     """
 
-    def __init__(
-        self,
-        space: Any = None,
-        *,
-        metric: str | None = None,
-        mode: str | None = None,
-        steps: int = 12,
-        samples_per_step: int = 32,
-        failure_reward: float | None = None,
-        points_to_evaluate: Sequence[Any] | None = None,
-        seed: Any = None,
-        step_callback: Callable[[dict], Any] | None = None,
-        key: str = "theta",
-    ) -> None:
-        if mode is not None and mode not in ("min", "max"):
-            raise ValueError(f"mode must be 'min' or 'max'; got {mode!r}")
-        if metric is not None and not isinstance(metric, str):
-            raise TypeError(f"metric must be a str (one metric); got {metric!r}")
+    @with_step_keywords()
+    def __init__(self, space: Any = None, **keywords: Any) -> None:
+        s = StepSettings.of(type(self).__name__, keywords)
+        if s.mode is not None and s.mode not in ("min", "max"):
+            raise ValueError(f"mode must be 'min' or 'max'; got {s.mode!r}")
+        if s.metric is not None and not isinstance(s.metric, str):
+            raise TypeError(f"metric must be a str (one metric); got {s.metric!r}")
         self._protocol = StepProtocol(
-            steps=steps, samples_per_step=samples_per_step, failure_reward=failure_reward,
-            step_callback=step_callback, name=type(self).__name__,
+            steps=s.steps, samples_per_step=s.samples_per_step, failure_reward=s.failure_reward,
+            step_callback=s.step_callback, name=type(self).__name__,
         )
-        super().__init__(metric=metric, mode=mode)
+        super().__init__(metric=s.metric, mode=s.mode)
         self._protocol.metric, self._protocol.mode = self._metric, self._mode
-        self.seed = seed
-        self._key = key
-        self._raw_points = list(points_to_evaluate) if points_to_evaluate else []
+        self.seed = s.seed
+        self._key = s.key
+        self._raw_points = list(s.points_to_evaluate) if s.points_to_evaluate else []
         self._max_concurrent = 0  # 0 = no limit of our own
         self._warned: set[str] = set()
         self._trial_sample: dict[str, tuple[int, int]] = {}  # in-flight trial id -> (step, i)
@@ -79,7 +72,7 @@ class StepSearcher(Searcher):
         self._last_value: dict[str, float] = {}  # trial id -> last reported metric value
         self._finished_trials: set[str] = set()  # trial ids whose done=True result we saw
         if space is not None:
-            self._set_space(BoxSpace(space, key=key))
+            self._set_space(BoxSpace(space, key=s.key))
 
     # ------------------------------------------------------------------ setup
     @property
