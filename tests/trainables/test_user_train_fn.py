@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -230,7 +231,8 @@ def test_existing_searches_are_refused_unless_they_are_this_tasks_resume(tmp_pat
     _manifest(store, "lr", config={"lr": 0.1})
     with pytest.raises(OptionsError, match=r"config was \{'lr': 0.1\}, now \{'lr': 0.2\}"):
         search_loss(_two_args, experiment="lr", resume=True, config={"lr": 0.2}, **kwargs)
-    with pytest.raises(OptionsError, match="task was 'test_user_train_fn:_two_args', now "):
+    # the task's name is its module's import name (tests.trainables.test_user_train_fn here)
+    with pytest.raises(OptionsError, match=f"task was '{re.escape(__name__)}:_two_args', now "):
         search_loss(train_tiny, experiment="mine", resume=True, **kwargs)
     ExperimentStore(store).write_search("cli", {"metric": "miou", "steps": 1, "samples": 2})
     with pytest.raises(OptionsError, match="is an `autoloss search` of a built-in task"):
@@ -239,7 +241,7 @@ def test_existing_searches_are_refused_unless_they_are_this_tasks_resume(tmp_pat
     assert cli_main(["search", "--store", str(store), "--experiment", "mine", "--resume",
                      "--gpus-per-trial", "0"]) == 2
     err = capsys.readouterr().err
-    assert "is a search of the Python function test_user_train_fn:_two_args; resume it with " \
+    assert f"is a search of the Python function {__name__}:_two_args; resume it with " \
            "search_loss(..., resume=True)" in err
     assert not ray.is_initialized() and ExperimentStore(store).trials("mine").empty
 
