@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import json
 import os
+import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -520,3 +522,37 @@ def test_kernel_buffers_are_plain_tensors():
         assert t.shape == shape and t.dtype == dtype and t.is_contiguous()
         t.fill_(1)
         assert int(t.sum()) == t.numel()
+
+
+_MALLOC_CHILD = textwrap.dedent("""
+    import resource, torch
+    from autoloss_ray import native
+    kept = native.keep_freed_memory()
+    assert native.keep_freed_memory() == kept  # once per process, the same answer
+    faults = []
+    for _ in range(16):  # 48 MiB, allocated and freed, as an evaluation's batches do
+        f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        x = torch.empty(12 << 20, dtype=torch.float32).fill_(1.0)
+        del x
+        faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)
+    print("KEPT", kept, "FAULTS", max(faults[12:]))
+""")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc",
+                    reason="glibc's mallopt")
+def test_keep_freed_memory_reuses_a_large_block_and_can_be_switched_off():
+    """keep_freed_memory (a CPU evaluation calls it): a 48 MiB block freed and allocated
+    again reuses its pages after a few rounds (without it glibc unmaps it: ~12,000 page
+    faults each time);
+    AUTOLOSS_RAY_MALLOC=0 leaves glibc alone."""
+    out = {}
+    for flag in ("1", "0"):
+        env = dict(os.environ, AUTOLOSS_RAY_MALLOC=flag)
+        res = subprocess.run([sys.executable, "-c", _MALLOC_CHILD], env=env,
+                             capture_output=True, text=True, timeout=120)
+        assert res.returncode == 0, res.stderr
+        kept, faults = re.search(r"KEPT (\w+) FAULTS (\d+)", res.stdout).groups()
+        out[flag] = (kept, int(faults))
+    assert out["1"][0] == "True" and out["1"][1] < 1000, out
+    assert out["0"][0] == "False" and out["0"][1] > 10000, out

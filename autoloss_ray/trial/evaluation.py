@@ -39,6 +39,10 @@ def evaluate_model(
 
     device = torch.device(device)
     pin = device.type == "cuda"
+    if device.type == "cpu":
+        from autoloss_ray.native import keep_freed_memory
+
+        keep_freed_memory()  # reuse freed pages across batches (issue 31; see there)
     accumulator = MetricAccumulator(
         num_classes, ignore_index=ignore_index, boundary_tolerance=boundary_tolerance,
         device=device, boundary_classes=boundary_classes, background_index=background_index,
