@@ -1,7 +1,9 @@
-"""Shared pytest fixtures. Ray-starting fixtures live in the integration test modules."""
+"""Shared pytest fixtures: the CamVid copy, one local Ray per module, the module order."""
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -15,6 +17,36 @@ def camvid_root() -> Path:
     if not (CAMVID_ROOT / "trainannot").is_dir():
         pytest.skip(f"CamVid not found at {CAMVID_ROOT}")
     return CAMVID_ROOT
+
+
+# What every module's Ray gets unless the module's RAY_OPTIONS says otherwise: no dashboard, the
+# workers' output and Ray's own logging kept out of the test output.
+RAY_DEFAULTS = {"num_cpus": 2, "include_dashboard": False, "log_to_driver": False,
+                "configure_logging": False}
+
+
+@pytest.fixture(scope="module")
+def local_ray(request: pytest.FixtureRequest):
+    """A Ray of the module's own, started once for all its tests that ask for it and shut down
+    after the module; yields its GCS address (for a driver in a subprocess to join).
+
+    ``address="local"``: a new cluster even when a ``ray start`` one runs on this machine. The
+    module's ``RAY_OPTIONS`` (e.g. ``{"num_cpus": 4}``, ``{"num_gpus": 2}`` for fake GPUs) go
+    over :data:`RAY_DEFAULTS`. The module's own functions and classes are pickled by value, so
+    the workers need not import the test module. Its session files go to a short temp dir of
+    its own (the sockets' paths must stay short), removed afterwards."""
+    import ray
+
+    options = {**RAY_DEFAULTS, **getattr(request.module, "RAY_OPTIONS", {})}
+    ray.cloudpickle.register_pickle_by_value(request.module)
+    temp_dir = tempfile.mkdtemp(prefix="rt", dir="/tmp")
+    ray.init(address="local", _temp_dir=temp_dir, **options)
+    try:
+        yield ray.get_runtime_context().gcs_address
+    finally:
+        ray.shutdown()
+        ray.cloudpickle.unregister_pickle_by_value(request.module)
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 # The modules that take longest in one process (sums of `pytest --durations=60` on the 2-core

@@ -25,8 +25,9 @@ import pytest
 from autoloss_ray.store import ExperimentStore, StoreError, StoreWarning
 from tests import REPO
 from tests.store.test_store import full_row
+from tests.tiny import tiny_args
 
-SMALL = ["--iterations", "2", "--image-size", "32", "--train-size", "16", "--batch-size", "4"]
+SMALL = tiny_args(iterations=2, train_size=16)
 
 
 def _run(*args: str, script: str | None = None, timeout: float = 240, **kw):

@@ -18,10 +18,9 @@ import pytest
 from autoloss_app.cli import main as cli_main
 from autoloss_ray.store import ExperimentStore
 from tests import REPO
+from tests.tiny import tiny_args
 
-SMALL = [
-    "--iterations", "8", "--image-size", "32", "--train-size", "32", "--batch-size", "4",
-]
+SMALL = tiny_args(iterations=8, train_size=32)
 
 
 def _autoloss(*args: str, env: dict | None = None, **kw) -> subprocess.CompletedProcess:

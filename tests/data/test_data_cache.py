@@ -13,9 +13,10 @@ from autoloss_ray.data import build_dataset, holdout_split, subset
 from autoloss_ray.data.base import DecodedCache
 from autoloss_ray.train import TrialConfig, run_trial
 from autoloss_ray.trial.loop import _speed_options, _train_batches
+from tests.tiny import tiny_trial
 
-SMALL = dict(dataset="camvid", model="tiny", image_size=32, iterations=6, batch_size=4,
-             train_size=16, holdout_fraction=0.25, seed=3, device="cpu")
+SMALL = tiny_trial(dataset="camvid", iterations=6, train_size=16, holdout_fraction=0.25, seed=3,
+                   device="cpu")
 
 
 def _batches(cfg: dict, train_set):
@@ -91,8 +92,7 @@ def test_data_cache_mb_must_be_a_number_at_least_zero(value) -> None:
 
 
 def test_the_synthetic_trial_is_unchanged_by_the_cache() -> None:
-    cfg = dict(model="tiny", image_size=32, iterations=5, batch_size=4, train_size=24,
-               holdout_fraction=0.25, seed=1, device="cpu")
+    cfg = tiny_trial(iterations=5, train_size=24, holdout_fraction=0.25, seed=1, device="cpu")
     off, on = run_trial({**cfg, "data_cache_mb": 0}), run_trial(cfg)
     assert on["reward"] == off["reward"] and on["final_loss"] == off["final_loss"]
 

@@ -18,6 +18,7 @@ from autoloss_app.options import OptionsError, SearchOptions
 from autoloss_ray.data import build_dataset, check_data, holdout_split
 from autoloss_ray.data.folder import FolderDataset, check_folder, read_classes, scan_folder
 from autoloss_ray.store import ExperimentStore
+from tests.tiny import tiny_trial
 
 CLASSES = ("background", "road", "car", "person", "tree")
 # (height, width) per stem: non-square, all different
@@ -415,8 +416,8 @@ def test_camvid_as_a_folder_gives_camvid_items_and_the_same_trial(camvid_root: P
         (xf, yf), (xc, yc) = folder[i], camvid[i]
         assert torch.equal(xf, xc)
         assert torch.equal(torch.where(yf == 11, 255, yf), yc)
-    trial = {"model": "tiny", "image_size": 32, "iterations": 3, "batch_size": 2,
-             "train_size": 12, "holdout_fraction": 0.25, "loss": "ce", "seed": 1}
+    trial = tiny_trial(iterations=3, batch_size=2, train_size=12, holdout_fraction=0.25,
+                       loss="ce", seed=1)
     a = run_trial({**trial, "dataset": "folder", "data_root": str(root),
                    "dataset_options": {"ignore_index": 11}})
     b = run_trial({**trial, "dataset": "camvid", "data_root": str(camvid_root)})

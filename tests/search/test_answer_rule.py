@@ -31,6 +31,7 @@ from autoloss_ray.losses import search_space
 from autoloss_ray.report import write_search_report
 from autoloss_ray.store import ExperimentStore, trial_row
 from autoloss_ray.trial.config import trial_train_seed
+from tests.tiny import tiny_args
 
 D = int(search_space("miou", "bezier").init.size)
 # the rewards of the hand-written search: 3 steps x 3 samples (step 1 has the best mean,
@@ -242,8 +243,7 @@ def test_playoff_configs_use_fresh_paired_seeds_and_run_only_what_is_missing(tmp
         playoff_configs(other, store.trials("s"), store.policy("s"))
 
 
-SMALL = ["--iterations", "4", "--image-size", "32", "--train-size", "16", "--batch-size", "4",
-         "--model", "tiny"]
+SMALL = tiny_args(iterations=4, train_size=16, model="tiny")
 
 
 @pytest.mark.slow

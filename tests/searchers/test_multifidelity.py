@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from autoloss_ray.train import run_trial
+from tests.tiny import tiny_trial
 
-TINY = dict(dataset="synthetic", model="tiny", train_size=24, image_size=32, iterations=12,
-            batch_size=4, seed=3, device="cpu")
+TINY = tiny_trial(train_size=24, iterations=12, seed=3, device="cpu")
 
 
 def test_rungs_report_and_leave_the_final_result_unchanged():

@@ -13,10 +13,9 @@ import pytest
 
 from autoloss_app.cli import main as cli_main
 from autoloss_ray.store import ExperimentStore
+from tests.tiny import tiny_args, tiny_trial
 
-SMALL = [
-    "--iterations", "6", "--image-size", "32", "--train-size", "24", "--batch-size", "4",
-]
+SMALL = tiny_args(iterations=6, train_size=24)
 
 
 def _autoloss(*args: str, **kw) -> subprocess.CompletedProcess:
@@ -113,8 +112,7 @@ def test_train_seed_without_crn_is_per_trial_and_keeps_the_data() -> None:
 def test_train_seed_changes_training_not_the_hold_out() -> None:
     from autoloss_ray.train import run_trial
 
-    base = dict(dataset="synthetic", model="tiny", iterations=4, batch_size=4,
-                image_size=32, train_size=24, holdout_fraction=0.25, seed=5, device="cpu")
+    base = tiny_trial(iterations=4, train_size=24, holdout_fraction=0.25, seed=5, device="cpu")
     a = run_trial(base)
     b = run_trial({**base, "train_seed": 5})
     c = run_trial({**base, "train_seed": 6})

@@ -9,8 +9,6 @@ must complete its sample (no stalled step), under ``tune.run`` and ``tune.Tuner`
 from __future__ import annotations
 
 import math
-import sys
-import tempfile
 import time
 
 import numpy as np
@@ -31,16 +29,7 @@ CLASSES = [PPO2Searcher, RandomSearcher]
 T = 2  # steps of the Tune runs below
 
 
-@pytest.fixture(scope="module")
-def local_ray():
-    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    tmp = tempfile.mkdtemp(prefix="rc", dir="/tmp")
-    ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False,
-             configure_logging=False, _temp_dir=tmp)
-    try:
-        yield
-    finally:
-        ray.shutdown()
+RAY_OPTIONS = {"num_cpus": 1}  # the contract holds on one CPU (conftest's local_ray)
 
 
 def _space():

@@ -1,8 +1,8 @@
 """searchers.PPO2Searcher / RandomSearcher: the step protocol (no cluster) and real Ray Tune runs.
 
-The Ray tests share one local cluster (``ray.init(num_cpus=2)``) per module; the kill test runs
-a Tune driver in a subprocess attached to it, SIGKILLs it mid-step and restores the experiment
-with ``Tuner.restore`` in this process.
+The Ray tests share one local cluster (conftest's ``local_ray``, 2 CPUs) per module; the kill
+test runs a Tune driver in a subprocess attached to it, SIGKILLs it mid-step and restores the
+experiment with ``Tuner.restore`` in this process.
 """
 
 from __future__ import annotations
@@ -413,18 +413,6 @@ def _read_log(path) -> list[dict]:
     return [json.loads(line) for line in Path(path).read_text().splitlines()]
 
 
-@pytest.fixture(scope="module")
-def ray_cluster():
-    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    # address="local": a cluster of its own even when a `ray start` one runs on this machine
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
-             configure_logging=False)
-    try:
-        yield ray.get_runtime_context().gcs_address
-    finally:
-        ray.shutdown()
-
-
 def _check_complete(results, log_path, *, errors_expected=0):
     """Exactly T*M trials covering every (step, sample) once; records agree with results."""
     assert len(results) == T * M
@@ -450,7 +438,7 @@ def _check_complete(results, log_path, *, errors_expected=0):
 
 
 @pytest.mark.slow
-def test_tuner_runs_exactly_T_times_M_trials(ray_cluster, tmp_path) -> None:
+def test_tuner_runs_exactly_T_times_M_trials(local_ray, tmp_path) -> None:
     log = tmp_path / "steps.jsonl"
     searcher = PPO2Searcher(Box(), steps=T, samples_per_step=M, seed=0,
                             step_callback=StepLog(str(log)))
@@ -467,7 +455,7 @@ def test_tuner_runs_exactly_T_times_M_trials(ray_cluster, tmp_path) -> None:
 
 
 @pytest.mark.slow
-def test_tune_run_with_concurrency_limiter_below_M(ray_cluster, tmp_path) -> None:
+def test_tune_run_with_concurrency_limiter_below_M(local_ray, tmp_path) -> None:
     log = tmp_path / "steps.jsonl"
     searcher = ConcurrencyLimiter(
         RandomSearcher(Box(), metric="reward", mode="max", steps=T, samples_per_step=M, seed=0,
@@ -486,7 +474,7 @@ def test_tune_run_with_concurrency_limiter_below_M(ray_cluster, tmp_path) -> Non
 
 
 @pytest.mark.slow
-def test_raising_trainable_and_max_concurrent_trials_below_M(ray_cluster, tmp_path) -> None:
+def test_raising_trainable_and_max_concurrent_trials_below_M(local_ray, tmp_path) -> None:
     log = tmp_path / "steps.jsonl"
     searcher = PPO2Searcher(Box(), metric="reward", mode="max", steps=T, samples_per_step=M,
                             seed=1, step_callback=StepLog(str(log)))
@@ -541,13 +529,13 @@ def _torn_experiment_state(exp: Path) -> list[str]:
     return torn
 
 
-def _kill_driver_mid_step(ray_cluster: str, root: Path) -> None:
+def _kill_driver_mid_step(local_ray: str, root: Path) -> None:
     """Run DRIVER in its own process under ``root`` and SIGKILL it once step 0 is done and
     step 1 has some, but not all, results."""
     marks, log = root / "marks", root / "steps.jsonl"
     marks.mkdir(parents=True)
     script = root / "driver.py"
-    script.write_text(DRIVER.format(tests=str(Path(__file__).parent), address=ray_cluster,
+    script.write_text(DRIVER.format(tests=str(Path(__file__).parent), address=local_ray,
                                     log=str(log), marks=str(marks), storage=str(root)))
     env = dict(os.environ, PYTHONPATH=str(REPO))
     proc = subprocess.Popen([sys.executable, str(script)], env=env,
@@ -572,13 +560,13 @@ def _kill_driver_mid_step(ray_cluster: str, root: Path) -> None:
 
 
 @pytest.mark.slow
-def test_restore_after_driver_is_killed_mid_step(ray_cluster, tmp_path) -> None:
+def test_restore_after_driver_is_killed_mid_step(local_ray, tmp_path) -> None:
     # the kill may land while Tune copies its checkpoint into storage (Ray's non-atomic
     # copy; seen once in a full-suite run): that run says nothing about the searcher, so it is run
     # again once, in a fresh folder
     for attempt in range(2):
         root = tmp_path / f"attempt{attempt}"
-        _kill_driver_mid_step(ray_cluster, root)
+        _kill_driver_mid_step(local_ray, root)
         torn = _torn_experiment_state(root / "killed")
         if not torn:
             break

@@ -556,8 +556,7 @@ def test_store_callback_rows_from_fake_trials(tmp_path):
 
 
 @pytest.mark.slow
-def test_store_callback_in_a_real_tune_run(tmp_path):
-    ray = pytest.importorskip("ray")
+def test_store_callback_in_a_real_tune_run(local_ray, tmp_path):
     from ray import tune
 
     from trainables.store_callback import StoreCallback
@@ -568,21 +567,17 @@ def test_store_callback_in_a_real_tune_run(tmp_path):
         tune.report({"reward": 0.1 * config["search_sample"], "miou": 0.1 *
                      config["search_sample"], "status": "ok", "node": "here", "device": "cpu"})
 
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        tuner = tune.Tuner(
-            trainable,
-            param_space={"search_sample": tune.grid_search([0, 1, 2]), "search_step": 0,
-                         "theta": [0.5, 0.5], "metric": "miou"},
-            run_config=tune.RunConfig(
-                storage_path=str(tmp_path / "tune"), name="cbtest", verbose=0,
-                callbacks=[StoreCallback(str(tmp_path / "store"), "real", "miou")],
-            ),
-            tune_config=tune.TuneConfig(reuse_actors=True),
-        )
-        tuner.fit()
-    finally:
-        ray.shutdown()
+    tuner = tune.Tuner(
+        trainable,
+        param_space={"search_sample": tune.grid_search([0, 1, 2]), "search_step": 0,
+                     "theta": [0.5, 0.5], "metric": "miou"},
+        run_config=tune.RunConfig(
+            storage_path=str(tmp_path / "tune"), name="cbtest", verbose=0,
+            callbacks=[StoreCallback(str(tmp_path / "store"), "real", "miou")],
+        ),
+        tune_config=tune.TuneConfig(reuse_actors=True),
+    )
+    tuner.fit()
     df = ExperimentStore(tmp_path / "store").trials("real")
     assert len(df) == 3
     assert list(df["sample"]) == [0, 1, 2]

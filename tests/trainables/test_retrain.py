@@ -11,8 +11,9 @@ import pytest
 from autoloss_app.cli import main as cli_main
 from autoloss_ray.losses import search_space
 from autoloss_ray.store import ExperimentStore
+from tests.tiny import tiny_args
 
-SMALL = ["--iterations", "12", "--image-size", "32", "--train-size", "24", "--batch-size", "4"]
+SMALL = tiny_args(iterations=12, train_size=24)
 
 
 def _searched_store(root: Path, experiment: str = "searched") -> np.ndarray:
@@ -32,69 +33,6 @@ def _searched_store(root: Path, experiment: str = "searched") -> np.ndarray:
     store.write_policy({"experiment": experiment, "step": 0, "mu": mu.tolist(), "sigma": 0.2,
                         "rewards": [0.5, 0.6], "mean_reward": 0.55})
     return mu
-
-
-@pytest.fixture(scope="module")
-def retrained(tmp_path_factory):
-    """One retrain run with four kinds of loss (baseline, preset, experiment, file)."""
-    import ray
-
-    root = tmp_path_factory.mktemp("retrain")
-    store = root / "store"
-    mu = _searched_store(store)
-    loss_file = root / "exported.json"
-    assert cli_main(["export", "--store", str(store), "--experiment", "searched",
-                     "--out", str(loss_file)]) == 0
-    ray.init(address="local", num_cpus=2, include_dashboard=False)
-    try:
-        code = cli_main(["retrain", "--loss", "ce", "--loss", "preset:miou",
-                         "--loss", "experiment:searched", "--loss", f"file:{loss_file}",
-                         "--store", str(store), "--experiment", "rt",
-                         "--checkpoint-dir", str(root / "ckpt"), *SMALL])
-    finally:
-        ray.shutdown()
-    return {"code": code, "store": store, "root": root, "mu": mu, "loss_file": loss_file}
-
-
-@pytest.mark.slow
-def test_retrain_lands_a_row_per_loss_with_all_metrics_and_weights(retrained) -> None:
-    assert retrained["code"] == 0
-    rows = ExperimentStore(retrained["store"]).trials("rt")
-    assert sorted(rows["loss"]) == sorted(
-        ["ce", "preset:miou", "experiment:searched", f"file:{retrained['loss_file']}"]
-    )
-    assert set(rows["kind"]) == {"retrain"} and set(rows["status"]) == {"ok"}
-    assert set(rows["eval_protocol"]) == {"native"}  # labels scored at their own size
-    assert rows[["miou", "fwiou", "biou", "bf1", "macc", "gacc"]].notna().all().all()
-    assert all(Path(p).is_file() for p in rows["checkpoint"])
-    # the experiment's loss and the exported file are the same loss: same seed, same result
-    by_loss = rows.set_index("loss")
-    exp = by_loss.loc["experiment:searched"]
-    fil = by_loss.loc[f"file:{retrained['loss_file']}"]
-    assert exp["miou"] == pytest.approx(fil["miou"])
-    assert json.load(open(retrained["loss_file"]))["theta"] == pytest.approx(
-        retrained["mu"].tolist())
-
-
-@pytest.mark.slow
-def test_evaluate_reproduces_the_retrain_metrics(retrained, capsys) -> None:
-    rows = ExperimentStore(retrained["store"]).trials("rt").set_index("loss")
-    ce = rows.loc["ce"]
-    capsys.readouterr()
-    assert cli_main(["evaluate", "--checkpoint", ce["checkpoint"], "--split", "val",
-                     "--train-size", "24", "--batch-size", "4", "--json"]) == 0
-    metrics = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    for k in ("miou", "fwiou", "biou", "bf1", "macc", "gacc"):
-        assert metrics[k] == pytest.approx(ce[k], abs=1e-9), k
-
-
-@pytest.mark.slow
-def test_evaluate_refuses_a_checkpoint_of_another_class_count(retrained, camvid_root,
-                                                              capsys) -> None:
-    ckpt = ExperimentStore(retrained["store"]).trials("rt")["checkpoint"].iloc[0]
-    assert cli_main(["evaluate", "--checkpoint", ckpt, "--dataset", "camvid",
-                     "--data-root", str(camvid_root), "--split", "val"]) == 2
-    assert "trained for 8 classes" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
@@ -134,43 +72,10 @@ def test_evaluate_refuses_a_file_that_is_not_a_checkpoint(tmp_path: Path, capsys
     assert cli_main(["evaluate", "--checkpoint", str(tmp_path / "missing.pt")]) == 2
 
 
-@pytest.mark.slow
-def test_repeats_run_each_loss_with_successive_seeds(tmp_path: Path, capsys) -> None:
-    import ray
-
-    ray.init(address="local", num_cpus=2, include_dashboard=False)
-    try:
-        code = cli_main(["retrain", "--loss", "ce", "--repeats", "2", "--seed", "3",
-                         "--store", str(tmp_path / "store"), "--experiment", "rep",
-                         "--checkpoint-dir", str(tmp_path / "ckpt"), *SMALL])
-    finally:
-        ray.shutdown()
-    assert code == 0
-    rows = ExperimentStore(tmp_path / "store").trials("rep")
-    assert sorted(rows["seed"]) == [3, 4] and set(rows["loss"]) == {"ce"}
-    assert sorted(Path(p).name for p in rows["checkpoint"]) == ["ce-seed3.pt", "ce-seed4.pt"]
-    assert all(Path(p).is_file() for p in rows["checkpoint"])
-    table = capsys.readouterr().out
-    assert "| ce |" in table.replace("**", "") and "2" in table
-
-
 def test_repeats_must_be_positive(tmp_path: Path, capsys) -> None:
     assert cli_main(["retrain", "--store", str(tmp_path / "s"), "--loss", "ce",
                      "--repeats", "0"]) == 2
     assert "--repeats must be >= 1" in capsys.readouterr().err
-
-
-@pytest.mark.slow
-def test_evaluate_writes_an_evaluate_row_to_the_store(retrained, tmp_path: Path) -> None:
-    ce = ExperimentStore(retrained["store"]).trials("rt").set_index("loss").loc["ce"]
-    store = tmp_path / "evalstore"
-    assert cli_main(["evaluate", "--checkpoint", ce["checkpoint"], "--split", "val",
-                     "--train-size", "24", "--batch-size", "4", "--store", str(store),
-                     "--experiment", "ev"]) == 0
-    rows = ExperimentStore(store).trials("ev")
-    assert len(rows) == 1 and rows["kind"].iloc[0] == "evaluate"
-    assert rows["checkpoint"].iloc[0] == str(Path(ce["checkpoint"]).resolve())
-    assert rows["miou"].iloc[0] == pytest.approx(ce["miou"], abs=1e-9)
 
 
 def test_a_bad_spec_after_good_ones_writes_no_loss_files(tmp_path: Path, capsys) -> None:
@@ -235,3 +140,91 @@ def test_retrain_with_a_store_uri_needs_a_local_checkpoint_dir(tmp_path: Path, m
     err = capsys.readouterr().err
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1
     assert not ray.is_initialized() and not list(tmp_path.iterdir())  # nothing written
+
+
+# ----------------------------------------------------------------- on Ray (after the tests above:
+# they check that nothing started Ray, and the module's one Ray stays up until its end)
+
+
+@pytest.fixture(scope="module")
+def retrained(tmp_path_factory, local_ray):
+    """One retrain run with four kinds of loss (baseline, preset, experiment, file)."""
+    root = tmp_path_factory.mktemp("retrain")
+    store = root / "store"
+    mu = _searched_store(store)
+    loss_file = root / "exported.json"
+    assert cli_main(["export", "--store", str(store), "--experiment", "searched",
+                     "--out", str(loss_file)]) == 0
+    code = cli_main(["retrain", "--loss", "ce", "--loss", "preset:miou",
+                     "--loss", "experiment:searched", "--loss", f"file:{loss_file}",
+                     "--store", str(store), "--experiment", "rt",
+                     "--checkpoint-dir", str(root / "ckpt"), *SMALL])
+    return {"code": code, "store": store, "root": root, "mu": mu, "loss_file": loss_file}
+
+
+@pytest.mark.slow
+def test_retrain_lands_a_row_per_loss_with_all_metrics_and_weights(retrained) -> None:
+    assert retrained["code"] == 0
+    rows = ExperimentStore(retrained["store"]).trials("rt")
+    assert sorted(rows["loss"]) == sorted(
+        ["ce", "preset:miou", "experiment:searched", f"file:{retrained['loss_file']}"]
+    )
+    assert set(rows["kind"]) == {"retrain"} and set(rows["status"]) == {"ok"}
+    assert set(rows["eval_protocol"]) == {"native"}  # labels scored at their own size
+    assert rows[["miou", "fwiou", "biou", "bf1", "macc", "gacc"]].notna().all().all()
+    assert all(Path(p).is_file() for p in rows["checkpoint"])
+    # the experiment's loss and the exported file are the same loss: same seed, same result
+    by_loss = rows.set_index("loss")
+    exp = by_loss.loc["experiment:searched"]
+    fil = by_loss.loc[f"file:{retrained['loss_file']}"]
+    assert exp["miou"] == pytest.approx(fil["miou"])
+    assert json.load(open(retrained["loss_file"]))["theta"] == pytest.approx(
+        retrained["mu"].tolist())
+
+
+@pytest.mark.slow
+def test_evaluate_reproduces_the_retrain_metrics(retrained, capsys) -> None:
+    rows = ExperimentStore(retrained["store"]).trials("rt").set_index("loss")
+    ce = rows.loc["ce"]
+    capsys.readouterr()
+    assert cli_main(["evaluate", "--checkpoint", ce["checkpoint"], "--split", "val",
+                     "--train-size", "24", "--batch-size", "4", "--json"]) == 0
+    metrics = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    for k in ("miou", "fwiou", "biou", "bf1", "macc", "gacc"):
+        assert metrics[k] == pytest.approx(ce[k], abs=1e-9), k
+
+
+@pytest.mark.slow
+def test_evaluate_refuses_a_checkpoint_of_another_class_count(retrained, camvid_root,
+                                                              capsys) -> None:
+    ckpt = ExperimentStore(retrained["store"]).trials("rt")["checkpoint"].iloc[0]
+    assert cli_main(["evaluate", "--checkpoint", ckpt, "--dataset", "camvid",
+                     "--data-root", str(camvid_root), "--split", "val"]) == 2
+    assert "trained for 8 classes" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_repeats_run_each_loss_with_successive_seeds(local_ray, tmp_path: Path, capsys) -> None:
+    code = cli_main(["retrain", "--loss", "ce", "--repeats", "2", "--seed", "3",
+                     "--store", str(tmp_path / "store"), "--experiment", "rep",
+                     "--checkpoint-dir", str(tmp_path / "ckpt"), *SMALL])
+    assert code == 0
+    rows = ExperimentStore(tmp_path / "store").trials("rep")
+    assert sorted(rows["seed"]) == [3, 4] and set(rows["loss"]) == {"ce"}
+    assert sorted(Path(p).name for p in rows["checkpoint"]) == ["ce-seed3.pt", "ce-seed4.pt"]
+    assert all(Path(p).is_file() for p in rows["checkpoint"])
+    table = capsys.readouterr().out
+    assert "| ce |" in table.replace("**", "") and "2" in table
+
+
+@pytest.mark.slow
+def test_evaluate_writes_an_evaluate_row_to_the_store(retrained, tmp_path: Path) -> None:
+    ce = ExperimentStore(retrained["store"]).trials("rt").set_index("loss").loc["ce"]
+    store = tmp_path / "evalstore"
+    assert cli_main(["evaluate", "--checkpoint", ce["checkpoint"], "--split", "val",
+                     "--train-size", "24", "--batch-size", "4", "--store", str(store),
+                     "--experiment", "ev"]) == 0
+    rows = ExperimentStore(store).trials("ev")
+    assert len(rows) == 1 and rows["kind"].iloc[0] == "evaluate"
+    assert rows["checkpoint"].iloc[0] == str(Path(ce["checkpoint"]).resolve())
+    assert rows["miou"].iloc[0] == pytest.approx(ce["miou"], abs=1e-9)

@@ -9,25 +9,17 @@ import pytest
 
 from autoloss_app.cli import main as cli_main
 from autoloss_ray.store import ExperimentStore
+from tests.tiny import tiny_args, tiny_trial
 
-SMALL = ["--iterations", "8", "--image-size", "32", "--train-size", "16", "--batch-size", "4",
-         "--model", "tiny"]
+SMALL = tiny_args(iterations=8, train_size=16, model="tiny")
 METRICS = ("miou", "fwiou", "biou", "bf1", "macc", "gacc")
 
 
-@pytest.fixture(scope="module")
-def ray_local():
-    import ray
-
-    ray.init(address="local", num_cpus=4, include_dashboard=False)
-    try:
-        yield
-    finally:
-        ray.shutdown()
+RAY_OPTIONS = {"num_cpus": 4}  # two workers of 1 CPU and their trainer (conftest's local_ray)
 
 
 @pytest.mark.slow
-def test_retrain_with_two_workers_lands_rows_that_evaluate_reproduces(ray_local, tmp_path,
+def test_retrain_with_two_workers_lands_rows_that_evaluate_reproduces(local_ray, tmp_path,
                                                                        capsys) -> None:
     store = tmp_path / "store"
     code = cli_main(["retrain", "--workers", "2", "--loss", "preset:miou", "--loss-sync", "ddp",
@@ -62,15 +54,13 @@ def test_retrain_with_two_workers_lands_rows_that_evaluate_reproduces(ray_local,
 
 
 @pytest.mark.slow
-def test_a_worker_killed_mid_training_resumes_from_the_last_checkpoint(ray_local,
+def test_a_worker_killed_mid_training_resumes_from_the_last_checkpoint(local_ray,
                                                                         tmp_path) -> None:
     from trainables.retrain_ddp import _trainer, ddp_train_loop
 
     marker = tmp_path / "died"
-    cfg = {"loss": "ce", "metric": "miou", "dataset": "synthetic", "model": "tiny",
-           "iterations": 8, "batch_size": 4, "image_size": 32, "train_size": 16,
-           "eval_split": "val", "seed": 0, "checkpoint_every": 3,
-           "fail_once": [1, 5, str(marker)]}
+    cfg = tiny_trial(loss="ce", metric="miou", iterations=8, train_size=16, eval_split="val",
+                     seed=0, checkpoint_every=3, fail_once=[1, 5, str(marker)])
     result = _trainer(ddp_train_loop, cfg, name="kill", workers=2, gpus_per_worker=0,
                       cpus_per_worker=1, storage=str(tmp_path / "train"),
                       max_failures=2).fit()

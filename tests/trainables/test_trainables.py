@@ -6,31 +6,18 @@ import math
 
 import pytest
 
+from tests.tiny import tiny_trial
+
 ray = pytest.importorskip("ray")
 from ray import tune  # noqa: E402
 
 from trainables import proxy_task, trial_device, with_gpu_resources  # noqa: E402
 
 SIX = ("miou", "fwiou", "biou", "bf1", "macc", "gacc")
-CONFIG = dict(
-    metric="miou",
-    model="tiny",
-    dataset="synthetic",
-    image_size=32,
-    batch_size=4,
-    train_size=24,
-    holdout_fraction=0.25,
-    iterations=8,
-    seed=0,
-)
+CONFIG = tiny_trial(metric="miou", train_size=24, holdout_fraction=0.25, iterations=8, seed=0)
 
 
-@pytest.fixture(scope="module")
-def local_ray():
-    ray.init(address="local", num_cpus=2, num_gpus=2, include_dashboard=False,
-             log_to_driver=False)
-    yield
-    ray.shutdown()
+RAY_OPTIONS = {"num_gpus": 2}  # 2 CPUs and 2 fake GPUs (conftest's local_ray)
 
 
 def _fit(trainable, param_space, tmp_path, name):
@@ -77,6 +64,7 @@ def test_fractional_gpus_pack_trials_and_bad_config_is_recorded(local_ray, tmp_p
     assert math.isnan(bad["reward"])
 
 
+@pytest.mark.slow  # the real (embedded) Ray's resources; the checks without Ray: below
 def test_resources_fall_back_to_cpu_without_gpus(local_ray, monkeypatch):
     from trainables import proxy
 
@@ -84,6 +72,9 @@ def test_resources_fall_back_to_cpu_without_gpus(local_ray, monkeypatch):
     monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 2.0})
     with pytest.warns(UserWarning, match="no GPU"):
         assert proxy._resources(1.0, 1) == {"cpu": 1.0, "gpu": 0.0}
+
+
+def test_bad_gpu_counts_are_refused_without_ray():
     with pytest.raises(ValueError, match="gpus_per_trial"):
         with_gpu_resources(proxy_task, gpus_per_trial=-1)
     with pytest.raises(ValueError, match="whole number"):

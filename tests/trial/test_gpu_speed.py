@@ -10,9 +10,10 @@ import torch
 
 from autoloss_ray.data.device import DeviceBatches, batch_schedule
 from autoloss_ray.train import METRIC_KEYS, TrialConfig, _InfiniteSampler, build_data, run_trial
+from tests.tiny import tiny_trial
 
-SMALL = dict(model="tiny", dataset="synthetic", image_size=32, batch_size=4, train_size=24,
-             holdout_fraction=0.25, iterations=6, lr=0.05, seed=3, device="cpu")
+SMALL = tiny_trial(train_size=24, holdout_fraction=0.25, iterations=6, lr=0.05, seed=3,
+                   device="cpu")
 
 
 def _loader_batches(train_set, cfg):

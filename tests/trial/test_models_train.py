@@ -9,20 +9,11 @@ import torch
 
 from autoloss_ray.models import MODELS, build_model, load_backbone_weights, param_groups
 from autoloss_ray.train import METRIC_KEYS, TrialConfig, run_trial
+from tests.tiny import tiny_trial
 
 # The demo-sized proxy task: tiny model, 64x64, a few dozen iterations (seconds on CPU).
-SMALL = dict(
-    model="tiny",
-    dataset="synthetic",
-    image_size=64,
-    batch_size=8,
-    train_size=96,
-    holdout_fraction=0.25,
-    iterations=40,
-    lr=0.05,
-    seed=0,
-    device="cpu",
-)
+SMALL = tiny_trial(image_size=64, batch_size=8, train_size=96, holdout_fraction=0.25,
+                   iterations=40, lr=0.05, seed=0, device="cpu")
 
 
 # --------------------------------------------------------------------------- models
