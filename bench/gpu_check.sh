@@ -179,8 +179,8 @@ fi
 # numpy >= 2.4 where a kernel loops over a runtime argument ("only 0-dimensional arrays can
 # be converted to Python scalars"), before a single CUDA test would run. No -x: one failure
 # must not hide the others on a machine lent for minutes.
-GPU_TEST_FILES=(tests/test_triton.py tests/test_gpu_speed.py tests/test_metrics.py
-                tests/test_baselines.py tests/test_models_train.py)
+GPU_TEST_FILES=(tests/losses/test_triton.py tests/trial/test_gpu_speed.py tests/metrics/test_metrics.py
+                tests/losses/test_baselines.py tests/trial/test_models_train.py)
 GPU_TESTS="(cuda or triton or gpu) and not interpreter and not sm90"
 if [ $DRY -eq 1 ]; then
   # the same files and selection collect (imports, markers); the CPU side of the dispatch runs

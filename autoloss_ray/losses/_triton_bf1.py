@@ -20,7 +20,7 @@ Kernels, all float32 math whatever the logits' dtype:
    dL/dz_c = p_c (dL/dp_c - sum_k p_k dL/dp_k).
 
 Sums are deterministic (partials per program, one torch sum). With ``TRITON_INTERPRET=1`` the
-kernels run on CPU tensors; ``tests/test_triton.py`` checks them against the eager path.
+kernels run on CPU tensors; ``tests/losses/test_triton.py`` checks them against the eager path.
 """
 
 from __future__ import annotations
