@@ -15,6 +15,7 @@ from typing import Any
 
 from autoloss_app.evaluate import DATASET_HELP, IGNORE_HELP
 from autoloss_app.options import (
+    DEFAULT_ANSWER,
     DEFAULT_FAILURE_REWARD,
     LEGACY_MANIFEST,
     RECIPES,
@@ -154,7 +155,7 @@ def add_search_arguments(p: argparse.ArgumentParser) -> None:
                    help="continue an interrupted search of the same --experiment from the "
                    "store; options not given are the original search's, options given must "
                    "match them (resources, paths and a larger --steps may change)")
-    g.add_argument("--answer", default="best-trial",
+    g.add_argument("--answer", default=DEFAULT_ANSWER,
                    choices=["best-trial", "playoff", "policy-mean"],
                    help="the search's answer (what --export, --report-dir, `autoloss export` "
                    "and `autoloss report` use; recorded in the manifest): 'best-trial' (the "
@@ -289,7 +290,7 @@ def _print_outcome(outcome: dict[str, Any]) -> None:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from autoloss_app.options import check_output_file
+    from autoloss_app.option_checks import check_output_file
     from autoloss_ray.export import export_experiment
     from autoloss_ray.store import ExperimentStore
 
@@ -301,7 +302,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from autoloss_app.options import check_output_dir
+    from autoloss_app.option_checks import check_output_dir
     from autoloss_ray.report import write_search_report
     from autoloss_ray.store import ExperimentStore
 

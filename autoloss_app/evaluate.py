@@ -19,14 +19,14 @@ __all__ = ["add_command", "size_option", "inference_option", "PROTOCOL_HELP",
 def check_evaluate_options(args: argparse.Namespace) -> None:
     """Refuse bad ``evaluate`` options (:class:`OptionsError`) before anything is loaded, Ray
     started or written."""
-    from autoloss_app.options import (
-        OptionsError,
+    from autoloss_app.option_checks import (
         check_data_root,
         check_finite,
         check_folder_options,
         check_output_dir,
         check_seed,
     )
+    from autoloss_app.options import OptionsError
     from autoloss_ray.store import check_name
 
     for name, low in (("batch_size", 1), ("train_size", 0), ("workers", 1)):

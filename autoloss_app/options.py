@@ -2,7 +2,10 @@
 
 The CLI, ``search.py`` and programmatic callers build a :class:`SearchOptions`; ``validate``
 checks everything that can be checked before Ray starts or a file is written, so that bad
-input fails fast with one sentence and leaves nothing behind.
+input fails fast with one sentence and leaves nothing behind. :class:`CommonSearchOptions`
+holds the options it shares with a search of the user's own task
+(:class:`autoloss_app.user_options.UserSearchOptions`). The checks the commands share are in
+:mod:`autoloss_app.option_checks` (re-exported here).
 """
 
 from __future__ import annotations
@@ -14,12 +17,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from autoloss_app.option_checks import (
+    check_data_root,
+    check_finite,
+    check_folder_options,
+    check_max_concurrent,
+    check_output_dir,
+    check_output_file,
+    check_seed,
+    default_tune_dir,
+    folder_num_classes,
+    is_uri,
+)
 from autoloss_ray.search.config import ADVANTAGES, STARTUPS, PPO2Config
 from autoloss_ray.validation import SEARCH_NAME_RE, OptionsError, check_resources
-from autoloss_ray.vocabulary import DEFAULT_PARAMETERIZATION, EVAL_PROTOCOLS, IGNORE_INDEX
+from autoloss_ray.vocabulary import DEFAULT_PARAMETERIZATION, EVAL_PROTOCOLS
 
-__all__ = ["LEGACY_MANIFEST", "RECIPES", "SEARCHERS", "SearchOptions", "OptionsError", "is_uri",
-           "default_tune_dir", "DEFAULT_FAILURE_REWARD", "PPO2_DEFAULTS", "ppo2_config",
+__all__ = ["LEGACY_MANIFEST", "RECIPES", "SEARCHERS", "CommonSearchOptions", "SearchOptions",
+           "OptionsError", "is_uri",
+           "default_tune_dir", "DEFAULT_FAILURE_REWARD", "DEFAULT_ANSWER", "PPO2_DEFAULTS",
+           "ppo2_config",
            "check_finite", "check_resources", "check_max_concurrent",
            "check_output_file", "check_output_dir", "check_folder_options", "check_data_root",
            "folder_num_classes", "SCHEDULERS", "asha_rungs"]
@@ -56,6 +73,8 @@ RECIPES: dict[str, dict[str, Any]] = {
 DEFAULT_FAILURE_REWARD = 0.0
 # PPO2's settings' defaults (the options below that are PPO2Config fields take theirs from it)
 PPO2_DEFAULTS = PPO2Config()
+# the search's answer by default (autoloss_ray.answer): the best trial
+DEFAULT_ANSWER = "best-trial"
 
 # ppo: PPO2 (the paper); random: uniform random search; tpe / cmaes: optuna's samplers through
 # Ray Tune's OptunaSearch (the optional extra autoloss-ray[optuna]).
@@ -66,69 +85,6 @@ SEARCHERS = ("ppo", "random", "tpe", "cmaes")
 LEGACY_MANIFEST: dict[str, Any] = {"eval_protocol": "train_size",
                                    # no --answer yet: the searcher's rule then (resolved())
                                    "answer": None}
-
-
-def default_tune_dir(store: str, tune_dir: str | None) -> str:
-    """Where Ray Tune keeps a search's state: ``tune_dir`` made absolute when given (Ray Tune
-    takes a local storage path only when absolute: a relative one fails after Ray has started,
-    as "URI has empty scheme"); else ``tune`` beside a local store, or ``tune`` under a URI
-    store (``s3://b/x`` -> ``s3://b/x/tune``, its query kept), so that a search on an object
-    store needs no local folder and no extra option."""
-    if tune_dir is not None:
-        return tune_dir if is_uri(tune_dir) else os.path.abspath(tune_dir)
-    if is_uri(store):
-        head, sep, query = store.partition("?")
-        return f"{head.rstrip('/')}/tune{sep}{query}"
-    return str(Path(store).expanduser().resolve().parent / "tune")
-
-
-def is_uri(path: str) -> bool:
-    return "://" in str(path)
-
-
-def check_finite(**values: Any) -> None:
-    """Raise :class:`OptionsError` naming the first float option that is NaN or infinite
-    (NaN passes every ``<``/``>`` range check, so ranges alone do not catch it)."""
-    for name, value in values.items():
-        if isinstance(value, float) and not math.isfinite(value):
-            raise OptionsError(
-                f"--{name.replace('_', '-')} must be a finite number, got {value}"
-            )
-
-
-def check_output_file(path: str | None, option: str) -> None:
-    """An output *file* option: refuse an existing directory or a parent that is a file."""
-    if not path or is_uri(path):
-        return
-    if os.path.isdir(path):
-        raise OptionsError(f"{option} {path!r} is an existing directory; give a file path")
-    parent = os.path.dirname(os.path.abspath(path))
-    while parent and not os.path.exists(parent):
-        parent = os.path.dirname(parent)
-    if parent and not os.path.isdir(parent):
-        raise OptionsError(f"{option} {path!r} is below {parent!r}, which is a file")
-
-
-def check_output_dir(path: str | None, option: str) -> None:
-    """An output *directory* option: refuse an existing file (at it or at a parent)."""
-    if not path or is_uri(path):
-        return
-    probe = os.path.abspath(path)
-    while probe and not os.path.exists(probe):
-        probe = os.path.dirname(probe)
-    if probe and not os.path.isdir(probe):
-        raise OptionsError(f"{option} {path!r}: {probe!r} is an existing file; give a "
-                           "directory path")
-
-
-def folder_num_classes(data_root: str) -> int:
-    """The class count of a folder dataset (its ``classes.txt``), as an OptionsError."""
-    from autoloss_ray.data.folder import read_classes
-
-    try:
-        return len(read_classes(data_root))
-    except (ValueError, FileNotFoundError) as exc:
-        raise OptionsError(str(exc)) from None
 
 
 SCHEDULERS = ("fifo", "asha")
@@ -156,65 +112,42 @@ def asha_rungs(iterations: int, grace_period: int, reduction_factor: float) -> l
     return rungs
 
 
-def check_data_root(dataset: str, data_root: str | None) -> None:
-    """``--data-root`` of a built-in dataset on files (not synthetic, not a user's
-    MODULE:FUNCTION): given, existing, and a directory (each its own one-line error)."""
-    if dataset == "synthetic" or ":" in dataset:
-        return
-    if not data_root:
-        raise OptionsError(f"--dataset {dataset} needs --data-root pointing at its files")
-    if is_uri(data_root):
-        return
-    if not os.path.exists(data_root):
-        raise OptionsError(f"--data-root {data_root!r} does not exist")
-    if not os.path.isdir(data_root):
-        raise OptionsError(f"--data-root {data_root!r} is a file, not a directory; give the "
-                           f"folder of the {dataset} dataset")
-
-
-def check_folder_options(dataset: str, data_root: str | None, ignore_index: int | None,
-                         num_classes: int | None = None) -> None:
-    """``--ignore-index`` only with ``--dataset folder``; for a local folder its layout
-    (:func:`autoloss_ray.data.folder.scan_folder`: classes.txt, pairing, split files; no
-    pixel read), the ignore index against its classes and ``num_classes`` against
-    ``classes.txt``. The masks' sizes and values are checked by ``check_data`` before Ray."""
-    if dataset != "folder":
-        if ignore_index is not None:
-            raise OptionsError(f"--ignore-index is for --dataset folder; dataset {dataset!r} "
-                               "has its own ignore index")
-        return
-    if not data_root or is_uri(data_root):
-        return
-    from autoloss_ray.data.folder import check_ignore, scan_folder
-
-    try:
-        layout = scan_folder(data_root)
-        check_ignore(IGNORE_INDEX if ignore_index is None else ignore_index, layout.num_classes)
-    except (ValueError, TypeError, FileNotFoundError) as exc:
-        raise OptionsError(str(exc)) from None
-    if num_classes is not None and num_classes != layout.num_classes:
-        raise OptionsError(f"num_classes {num_classes} does not match "
-                           f"{layout.root / 'classes.txt'}, which names {layout.num_classes}")
-
-
-def check_max_concurrent(value: int | None) -> None:
-    if value is not None and value < 1:
-        raise OptionsError(f"--max-concurrent must be >= 1 (or left out), got {value}")
-
-
-def check_seed(value: int, flag: str = "--seed") -> None:
-    """A seed is an integer >= 0 (numpy's generators take no negative seed)."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise OptionsError(f"{flag} must be an integer >= 0, got {value!r}")
-
-
 @dataclass(frozen=True, kw_only=True)
-class SearchOptions:
-    """Everything a search needs. ``None`` means "take it from the recipe"."""
+class CommonSearchOptions:
+    """The options of every search of the application, with their defaults: ``autoloss
+    search`` (:class:`SearchOptions`) and ``search_loss``
+    (:class:`autoloss_app.user_options.UserSearchOptions`) add their own."""
 
     metric: str = "miou"
     parameterization: str = DEFAULT_PARAMETERIZATION
     searcher: str = "ppo"
+    # PPO2's settings (autoloss_ray.search.PPO2Config; ppo2_config(options) builds it);
+    # sigma is also random search's and CMA-ES's scale
+    sigma: float = PPO2_DEFAULTS.sigma
+    clip_eps: float = PPO2_DEFAULTS.clip_eps
+    lr: float = PPO2_DEFAULTS.lr
+    update_steps: int = PPO2_DEFAULTS.update_steps
+    baseline: str = PPO2_DEFAULTS.baseline
+    init_preset: str | None = None
+    failure_reward: float = DEFAULT_FAILURE_REWARD
+    gpus_per_trial: float = 1.0
+    cpus_per_trial: float = 1.0
+    max_concurrent: int | None = None
+    store: str = "runs/store"
+    tune_dir: str | None = None
+    experiment: str = "demo"
+    seed: int = 0
+    address: str | None = None
+    resume: bool = False
+    export: str | None = None
+    report_dir: str | None = None
+    verbose: int = 1
+
+
+@dataclass(frozen=True, kw_only=True)
+class SearchOptions(CommonSearchOptions):
+    """Everything a search needs. ``None`` means "take it from the recipe"."""
+
     # common random numbers: every search trial trains with --seed (same init, data order);
     # False: trial (step, sample) trains with a seed of its own (same data and hold-out)
     crn: bool = True
@@ -233,13 +166,6 @@ class SearchOptions:
     holdout_fraction: float | None = None
     steps: int | None = None
     samples: int | None = None
-    # PPO2's settings (autoloss_ray.search.PPO2Config; ppo2_config(options) builds it);
-    # sigma is also random search's and CMA-ES's scale
-    sigma: float = PPO2_DEFAULTS.sigma
-    clip_eps: float = PPO2_DEFAULTS.clip_eps
-    lr: float = PPO2_DEFAULTS.lr
-    update_steps: int = PPO2_DEFAULTS.update_steps
-    baseline: str = PPO2_DEFAULTS.baseline
     # PPO2 options beyond the paper (issue 29.3)
     startup: str = PPO2_DEFAULTS.startup
     advantages: str = PPO2_DEFAULTS.advantages
@@ -248,25 +174,11 @@ class SearchOptions:
     scheduler: str = "fifo"
     grace_period: int | None = None  # None: iterations // 4
     reduction_factor: float | None = None  # None: DEFAULT_REDUCTION_FACTOR
-    init_preset: str | None = None
-    failure_reward: float = DEFAULT_FAILURE_REWARD
-    gpus_per_trial: float = 1.0
-    cpus_per_trial: float = 1.0
-    max_concurrent: int | None = None
-    store: str = "runs/store"
-    tune_dir: str | None = None
-    experiment: str = "demo"
-    seed: int = 0
-    address: str | None = None
-    resume: bool = False
-    export: str | None = None
-    report_dir: str | None = None
     # the search's answer (autoloss_ray.answer): best-trial | playoff | policy-mean; None:
     # the rule of a search from before the option (PPO2: policy-mean, others: best-trial)
-    answer: str | None = "best-trial"
+    answer: str | None = DEFAULT_ANSWER
     playoff_k: int = 3
     playoff_seeds: int = 2
-    verbose: int = 1
     extra_config: dict[str, Any] = field(default_factory=dict)
 
     def resolved(self) -> SearchOptions:

@@ -160,7 +160,8 @@ def retrain_paths(store: str, experiment: str, checkpoint_dir: str | None) -> Re
     weights are written and read (``autoloss evaluate``) as plain files, so a store URI needs
     ``checkpoint_dir``: raises :class:`OptionsError` without it, or when it is a URI itself.
     """
-    from autoloss_app.options import OptionsError, is_uri
+    from autoloss_app.option_checks import is_uri
+    from autoloss_app.options import OptionsError
     from autoloss_ray.store._atomic import sub_uri
 
     if checkpoint_dir is not None and is_uri(checkpoint_dir):
@@ -217,7 +218,7 @@ def _cmd_retrain(args: argparse.Namespace) -> int:
     check_retrain_options(args)
     if not args.loss:
         raise OptionsError("give at least one --loss SPEC (e.g. --loss ce --loss preset:miou)")
-    from autoloss_app.options import check_data_root
+    from autoloss_app.option_checks import check_data_root
 
     check_data_root(args.dataset, args.data_root)
     if os.path.isfile(args.store):
@@ -358,14 +359,13 @@ def _dataset_options(args: argparse.Namespace) -> dict[str, Any]:
 def check_retrain_options(args: argparse.Namespace) -> None:
     """The option checks of ``autoloss retrain`` that need no compute: finiteness, resources,
     and the checks each trial makes on its config (``check_trial_config``, one definition)."""
-    from autoloss_app.options import (
-        OptionsError,
+    from autoloss_app.option_checks import (
         check_finite,
         check_folder_options,
         check_max_concurrent,
-        check_resources,
         check_seed,
     )
+    from autoloss_app.options import OptionsError, check_resources
     from autoloss_ray.train import check_trial_config
 
     check_finite(**vars(args))

@@ -21,7 +21,8 @@ from typing import Any
 import ray
 from ray import tune
 
-from autoloss_app.options import OptionsError, SearchOptions, is_uri, ppo2_config
+from autoloss_app.option_checks import is_uri
+from autoloss_app.options import OptionsError, SearchOptions, ppo2_config
 from autoloss_app.resume import (
     check_not_user_task,
     check_resume_options,

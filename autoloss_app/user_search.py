@@ -21,184 +21,30 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import sys
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from autoloss_app.options import (
-    DEFAULT_FAILURE_REWARD,
-    PPO2_DEFAULTS,
-    SEARCHERS,
-    OptionsError,
-    check_max_concurrent,
-    check_output_dir,
-    check_output_file,
-    default_tune_dir,
-    is_uri,
-)
+from autoloss_app.option_checks import is_uri
+from autoloss_app.options import DEFAULT_ANSWER, CommonSearchOptions, OptionsError
 from autoloss_app.resume import RUNTIME_OPTIONS, previous_results, search_manifest
-from autoloss_ray.answer import ANSWER_RULES
-from autoloss_ray.validation import SEARCH_NAME_RE, check_resources
-from autoloss_ray.vocabulary import (
-    DEFAULT_BOUNDARY_TOLERANCE,
-    DEFAULT_PARAMETERIZATION,
-    IGNORE_INDEX,
-)
+from autoloss_app.user_options import UserSearchOptions, task_name
+from autoloss_ray.vocabulary import DEFAULT_BOUNDARY_TOLERANCE, IGNORE_INDEX
 
 __all__ = ["search_loss", "SearchLossResult", "UserSearchOptions", "TrialsFailedError",
            "task_name"]
 
 
-# the rules of autoloss_ray.answer but the playoff, which re-trains the built-in proxy task
-ANSWERS = tuple(rule for rule in ANSWER_RULES if rule != "playoff")
+# search_loss's defaults are those of every search of the application
+_COMMON = CommonSearchOptions()
 
 
 class TrialsFailedError(RuntimeError):
     """Every trial of a search step failed (the trials' rows and errors are in the store)."""
-
-
-def task_name(train_fn: Callable[..., Any]) -> str:
-    """``module:qualname`` of a training function (what the manifest records)."""
-    module = getattr(train_fn, "__module__", None) or type(train_fn).__module__
-    name = getattr(train_fn, "__qualname__", None) or type(train_fn).__qualname__
-    return f"{module}:{name}"
-
-
-def _int(name: str, value: Any, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise OptionsError(f"{name} must be an int >= {low}, got {value!r}")
-    if value < low:
-        raise OptionsError(f"{name} must be >= {low}, got {value}")
-
-
-@dataclass(frozen=True, kw_only=True)
-class UserSearchOptions:
-    """The options of a search of a user task (what its manifest records; the field names
-    the searcher and the progress callback read are those of ``SearchOptions``)."""
-
-    task: str
-    num_classes: int
-    metric: str = "miou"
-    parameterization: str = DEFAULT_PARAMETERIZATION
-    searcher: str = "ppo"
-    ignore_index: int | None = IGNORE_INDEX
-    boundary_tolerance: int = DEFAULT_BOUNDARY_TOLERANCE
-    config: dict[str, Any] = field(default_factory=dict)
-    steps: int = 4
-    samples: int = 8
-    sigma: float = PPO2_DEFAULTS.sigma
-    clip_eps: float = PPO2_DEFAULTS.clip_eps
-    lr: float = PPO2_DEFAULTS.lr
-    update_steps: int = PPO2_DEFAULTS.update_steps
-    baseline: str = PPO2_DEFAULTS.baseline
-    init_preset: str | None = None
-    failure_reward: float = DEFAULT_FAILURE_REWARD
-    # the search's answer (what the summary, export and report use; see autoloss search
-    # --answer): the best trial, or PPO2's policy mean of its best step
-    answer: str = "best-trial"
-    gpus_per_trial: float = 1.0
-    cpus_per_trial: float = 1.0
-    max_concurrent: int | None = None
-    store: str = "runs/store"
-    tune_dir: str | None = None
-    experiment: str = "demo"
-    seed: int = 0
-    address: str | None = None
-    resume: bool = False
-    export: str | None = None
-    report_dir: str | None = None
-    verbose: int = 1
-
-    def resolved(self) -> UserSearchOptions:
-        """``tune_dir`` as ``autoloss search`` takes it (:func:`default_tune_dir`); validated."""
-        out = dataclasses.replace(self, tune_dir=default_tune_dir(self.store, self.tune_dir))
-        out.validate()
-        return out
-
-    def validate(self) -> None:
-        """Every check that needs no compute; messages name the keyword arguments."""
-        from autoloss_ray.checks import check_ignore_index, check_tolerance
-        from autoloss_ray.losses import search_space
-        from autoloss_ray.vocabulary import parse_metric
-        from trainables.user_task import CONTEXT_KEYS
-
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, float) and not math.isfinite(value):
-                raise OptionsError(f"{f.name} must be a finite number, got {value}")
-        try:
-            parse_metric(self.metric)
-            search_space(self.metric, self.parameterization)
-            check_ignore_index(self.ignore_index)
-            check_tolerance(self.boundary_tolerance)
-        except (TypeError, ValueError) as exc:
-            raise OptionsError(str(exc)) from None
-        _int("num_classes", self.num_classes, 2)
-        if self.ignore_index is not None and 0 <= self.ignore_index < self.num_classes:
-            raise OptionsError(f"ignore_index {self.ignore_index} is one of the "
-                               f"{self.num_classes} class ids; give a value outside "
-                               f"[0, {self.num_classes}) such as 255, or None")
-        if self.searcher not in SEARCHERS:
-            raise OptionsError(f"searcher must be one of {', '.join(SEARCHERS)}, got "
-                               f"{self.searcher!r}")
-        if self.answer not in ANSWERS:
-            raise OptionsError(f"answer must be one of {', '.join(ANSWERS)} (a playoff "
-                               f"re-trains the built-in proxy task), got {self.answer!r}")
-        if self.answer == "policy-mean" and self.searcher != "ppo":
-            raise OptionsError(f"answer='policy-mean' is PPO2's policy mean; searcher "
-                               f"{self.searcher!r} has none: use 'best-trial'")
-        _int("steps", self.steps, 1)
-        _int("samples", self.samples, 2)
-        _int("seed", self.seed, 0)
-        if not self.sigma > 0:
-            raise OptionsError(f"sigma must be > 0, got {self.sigma}")
-        check_resources(self.gpus_per_trial, self.cpus_per_trial, flags=False)
-        if self.max_concurrent is not None:
-            _int("max_concurrent", self.max_concurrent, 1)
-            check_max_concurrent(self.max_concurrent)
-        if not isinstance(self.experiment, str) or not SEARCH_NAME_RE.match(self.experiment):
-            raise OptionsError(f"experiment must be 1-128 letters, digits, '_', '.', '-' "
-                               f"(not starting with '.', '_' or '-'), got {self.experiment!r}")
-        if not isinstance(self.config, Mapping):
-            raise OptionsError(f"config must be a dict of constants for train_fn, got "
-                               f"{type(self.config).__name__}")
-        clash = sorted(set(self.config) & set(CONTEXT_KEYS))
-        if clash:
-            raise OptionsError(f"config may not set {clash}: the search gives train_fn those "
-                               f"keys itself ({', '.join(CONTEXT_KEYS)})")
-        if any(not isinstance(k, str) for k in self.config):
-            raise OptionsError("config keys must be strings")
-        try:
-            json.dumps(self.config, allow_nan=False)
-        except (TypeError, ValueError) as exc:
-            raise OptionsError(f"config must hold JSON values (numbers, strings, lists, dicts; "
-                               f"the store records it): {exc}") from None
-        if not is_uri(self.store) and Path(self.store).exists() and not Path(
-                self.store).is_dir():
-            raise OptionsError(f"store {self.store!r} is an existing file; give a directory")
-        check_output_file(self.export, "export")
-        check_output_dir(self.report_dir, "report_dir")
-        check_output_dir(self.tune_dir, "tune_dir")
-        if self.init_preset is not None:
-            from autoloss_ray.losses.presets import PRESETS
-
-            if self.init_preset not in PRESETS:
-                raise OptionsError(f"init_preset must be one of {sorted(PRESETS)}, got "
-                                   f"{self.init_preset!r}")
-
-    def trial_config(self) -> dict[str, Any]:
-        """The constant part of every trial's config (the searcher adds ``theta``)."""
-        return {
-            "metric": self.metric, "parameterization": self.parameterization,
-            "num_classes": self.num_classes, "ignore_index": self.ignore_index,
-            "boundary_tolerance": self.boundary_tolerance, "seed": self.seed,
-            "task": self.task, "user_config": dict(self.config),
-        }
 
 
 @dataclass(frozen=True, eq=False)
@@ -323,16 +169,16 @@ def search_loss(
     experiment: str,
     steps: int,
     samples: int,
-    metric: str = "miou",
-    store: str | os.PathLike[str] = "runs/store",
-    searcher: str = "ppo",
-    parameterization: str = DEFAULT_PARAMETERIZATION,
-    seed: int = 0,
+    metric: str = _COMMON.metric,
+    store: str | os.PathLike[str] = _COMMON.store,
+    searcher: str = _COMMON.searcher,
+    parameterization: str = _COMMON.parameterization,
+    seed: int = _COMMON.seed,
     config: Mapping[str, Any] | None = None,
     ignore_index: int | None = IGNORE_INDEX,
     boundary_tolerance: int = DEFAULT_BOUNDARY_TOLERANCE,
-    gpus_per_trial: float = 1.0,
-    cpus_per_trial: float = 1.0,
+    gpus_per_trial: float = _COMMON.gpus_per_trial,
+    cpus_per_trial: float = _COMMON.cpus_per_trial,
     max_concurrent: int | None = None,
     resume: bool = False,
     export: str | os.PathLike[str] | None = None,
@@ -340,15 +186,15 @@ def search_loss(
     tune_dir: str | os.PathLike[str] | None = None,
     address: str | None = None,
     runtime_env: Mapping[str, Any] | None = None,
-    sigma: float = PPO2_DEFAULTS.sigma,
-    clip_eps: float = PPO2_DEFAULTS.clip_eps,
-    lr: float = PPO2_DEFAULTS.lr,
-    update_steps: int = PPO2_DEFAULTS.update_steps,
-    baseline: str = PPO2_DEFAULTS.baseline,
+    sigma: float = _COMMON.sigma,
+    clip_eps: float = _COMMON.clip_eps,
+    lr: float = _COMMON.lr,
+    update_steps: int = _COMMON.update_steps,
+    baseline: str = _COMMON.baseline,
     init_preset: str | None = None,
-    failure_reward: float = DEFAULT_FAILURE_REWARD,
-    answer: str = "best-trial",
-    verbose: int = 1,
+    failure_reward: float = _COMMON.failure_reward,
+    answer: str = DEFAULT_ANSWER,
+    verbose: int = _COMMON.verbose,
 ) -> SearchLossResult:
     """Search a ``metric`` surrogate loss for ``train_fn`` on Ray Tune; see the module
     docstring.

@@ -26,6 +26,8 @@ PURE_MODULES = [
     "autoloss_ray.store",
     "autoloss_ray.report",
     "autoloss_app.options",
+    "autoloss_app.option_checks",
+    "autoloss_app.user_options",
     "autoloss_ray.export",
     "autoloss_app.cli",
     "autoloss_app.retrain",
