@@ -1,4 +1,5 @@
-"""Fused CPU kernels for the surrogate losses, compiled on first use (optional, with fallback).
+"""Fused CPU kernels for the surrogate losses (and the evaluator's upsample + argmax),
+compiled on first use (optional, with fallback).
 
 The eager PyTorch path of :mod:`autoloss_ray.losses` spends ~20 elementwise passes per
 (pixel, class) on a curve. ``_native/kernels.cpp`` does softmax, curves, derivatives and sums
@@ -41,16 +42,21 @@ from pathlib import Path
 import torch
 
 __all__ = ["available", "empty", "enabled", "keep_freed_memory", "library", "parallel_ranges",
-           "run_ranges", "unavailable_reason", "FLAGS", "LINK_FLAGS"]
+           "run_ranges", "unavailable_reason", "FLAGS", "LINK_FLAGS", "STRICT_FLAGS"]
 
 SOURCE = Path(__file__).with_name("_native") / "kernels.cpp"
+# The evaluator's upsample + argmax (issue 31): PyTorch's arithmetic to the bit, so it is
+# compiled on its own without fast-math and with no FMA contraction (its FMAs are explicit).
+STRICT_SOURCE = SOURCE.with_name("upsample.cpp")
 # Compile flags. -ffast-math lets the compiler vectorize the tile loops and sums; -mno-recip
 # keeps divisions and square roots exact (otherwise vectorized 1/x is an estimate: 1/1 =
 # 0.99999994, and p = 1 would not be 1). The link step gets no fast-math flag: with one, GCC
 # links crtfastmath.o, whose constructor turns on flush-to-zero for the whole process.
 FLAGS = ("-O3", "-march=native", "-ffast-math", "-mno-recip", "-fPIC", "-std=c++17")
+STRICT_FLAGS = ("-O3", "-march=native", "-fno-fast-math", "-ffp-contract=off", "-fPIC",
+                "-std=c++17")
 LINK_FLAGS = ("-shared",)
-ABI_VERSION = 8
+ABI_VERSION = 9
 _STALE_S = 3600  # temporary build files older than this are debris of a killed build
 
 _lock = threading.Lock()
@@ -143,9 +149,11 @@ def _build() -> ctypes.CDLL:
         raise RuntimeError("no C++ compiler found (set CXX, or install g++)")
     version = subprocess.run([cxx, "--version"], capture_output=True, text=True,
                              timeout=60).stdout
-    src = SOURCE.read_bytes()
+    units = ((SOURCE, FLAGS), (STRICT_SOURCE, STRICT_FLAGS))
     key = hashlib.sha256(b"\0".join([
-        src, " ".join(FLAGS + LINK_FLAGS).encode(), version.encode(), _cpu_key().encode(),
+        *(part for source, flags in units
+          for part in (source.read_bytes(), " ".join(flags).encode())),
+        " ".join(LINK_FLAGS).encode(), version.encode(), _cpu_key().encode(),
         " ".join(platform.libc_ver()).encode()])).hexdigest()[:16]
     folder = _cache_dir()
     target = folder / f"kernels-{key}.so"
@@ -159,16 +167,17 @@ def _build() -> ctypes.CDLL:
         _remove_stale_temporaries(folder)
         fd, tmp = tempfile.mkstemp(prefix="tmp-", suffix=".so", dir=folder)
         os.close(fd)
-        obj = tmp[:-3] + ".o"
+        objs = [f"{tmp[:-3]}-{i}.o" for i in range(len(units))]
         try:
-            for cmd in ([cxx, *FLAGS, "-c", "-o", obj, str(SOURCE)],
-                        [cxx, *LINK_FLAGS, "-o", tmp, obj]):
+            cmds = [[cxx, *flags, "-c", "-o", obj, str(source)]
+                    for (source, flags), obj in zip(units, objs)]
+            for cmd in [*cmds, [cxx, *LINK_FLAGS, "-o", tmp, *objs]]:
                 res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
                 if res.returncode != 0:
                     raise RuntimeError(f"{cxx} failed: {res.stderr.strip()[-500:]}")
             os.replace(tmp, target)  # atomic: concurrent builders (Ray workers) agree
         finally:
-            for f in (tmp, obj):
+            for f in (tmp, *objs):
                 if os.path.exists(f):
                     os.unlink(f)
     lib = ctypes.CDLL(str(target))
@@ -195,6 +204,10 @@ def _build() -> ctypes.CDLL:
     lib.autoloss_target_prep.argtypes = [i32, ptr, i64, i32, i64, i64, i64, i64, i64, i64,
                                          i64, ptr, ptr, ptr, ptr]
     lib.autoloss_target_prep.restype = i32
+    lib.autoloss_upsample_argmax.argtypes = [ptr, i64, i64, i64, i64, i64, i32, i64, i64, ptr]
+    lib.autoloss_upsample_argmax.restype = i32
+    lib.autoloss_upsample_values.argtypes = [ptr, i64, i64, i64, i64, i32, i64, i64, ptr]
+    lib.autoloss_upsample_values.restype = i32
     return lib
 
 

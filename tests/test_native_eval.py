@@ -59,11 +59,11 @@ def _camvid(root: Path, split: str = "val", sizes=SIZES, *, annot: bool = True,
 
 
 def _native_predictions(model: torch.nn.Module, root: Path, split: str,
-                        train_size: tuple[int, int]):
+                        train_size: tuple[int, int], sizes=SIZES):
     """(prediction, label) at each label's native resolution, computed independently (see
     module doc): PIL resize, the model, bilinear upsampling of the logits, argmax."""
     model.eval()
-    for name in sorted(SIZES):
+    for name in sorted(sizes):
         image = Image.open(root / split / name).convert("RGB")
         label = np.asarray(Image.open(root / f"{split}annot" / name)).astype(np.int64)
         label[label == 11] = 255
@@ -78,13 +78,14 @@ def _native_predictions(model: torch.nn.Module, root: Path, split: str,
         yield up.argmax(dim=1)[0].numpy(), label
 
 
-def _reference(model: torch.nn.Module, root: Path, split: str, train_size: tuple[int, int]):
+def _reference(model: torch.nn.Module, root: Path, split: str, train_size: tuple[int, int],
+               sizes=SIZES):
     """Six metrics at native label resolution, computed independently (see module doc)."""
     C, ignore = 11, 255
     conf = np.zeros((C, C), np.int64)
     bconf = np.zeros((C, C), np.int64)
     cnt = np.zeros((4, C), np.int64)
-    for pred, label in _native_predictions(model, root, split, train_size):
+    for pred, label in _native_predictions(model, root, split, train_size, sizes):
         c, b, n = ref_stats(pred, label, C, ignore, 5)
         conf, bconf, cnt = conf + c, bconf + b, cnt + n
     return ref_metrics(conf, bconf, cnt, C, ignore)
@@ -116,16 +117,36 @@ def _evaluate_json(checkpoint: Path, root: Path, capsys, *options: str) -> dict:
     return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("batch_size", ["1", "3"])
+# labels large enough (H + W > 128) for the evaluator's fused upsample + argmax (issue 31)
+LARGE = {"a.png": (90, 132), "b.png": (78, 60), "c.png": (90, 132)}
+
+
+@pytest.mark.parametrize("batch_size,sizes", [("1", SIZES), ("3", SIZES), ("3", LARGE)])
 def test_native_evaluation_equals_an_independent_computation(tmp_path, checkpoint, capsys,
-                                                             batch_size) -> None:
-    root = _camvid(tmp_path / "camvid")
+                                                             batch_size, sizes,
+                                                             monkeypatch) -> None:
+    from autoloss_ray.trial import evaluation as E
+
+    fused = []
+    original = E._fused_upsample_argmax
+
+    def spy(logits, size):
+        out = original(logits, size)
+        fused.append(out is not None)
+        return out
+
+    monkeypatch.setattr(E, "_fused_upsample_argmax", spy)
+    root = _camvid(tmp_path / "camvid", sizes=sizes)
     store = tmp_path / "store"
     got = _evaluate_json(checkpoint, root, capsys, "--batch-size", batch_size,
                          "--store", str(store), "--experiment", "ev")
     model, meta = load_checkpoint(checkpoint)
     assert meta["image_size"] == [16, 24]
-    want = _reference(model, root, "val", (16, 24))
+    if sizes is LARGE:  # every group went through the fused kernel, where there is one
+        from autoloss_ray import native
+
+        assert fused and all(fused) == native.available(), fused
+    want = _reference(model, root, "val", (16, 24), sizes)
     assert 0.0 < want["bf1"] < 1.0 and 0.0 < want["miou"] < 1.0  # a non-trivial prediction
     for k, v in want.items():
         assert got[k] == pytest.approx(v, abs=1e-12), k
@@ -368,38 +389,188 @@ def _reference_classes(logits: torch.Tensor, size) -> torch.Tensor:
     return up.argmax(dim=1)
 
 
+def _logits(kind: str, case: int, n: int, c: int, h: int, w: int, g) -> torch.Tensor:
+    x = torch.randn(n, c, h, w, generator=g)
+    if kind == "smooth":
+        x = F.interpolate(torch.randn(n, c, 2, 2, generator=g) * 3, size=(h, w),
+                          mode="bilinear", align_corners=False)
+    elif kind == "ties":
+        x = torch.randint(-2, 3, (n, c, h, w), generator=g).float()
+    elif kind == "dominant":
+        x[:, case % c] += 2 + case % 5
+        if c > 3:
+            x[:, :3] += 1.5  # three channels near the top: three candidate planes
+    elif kind == "special":
+        u = torch.rand(x.shape, generator=g)
+        x[u < 0.02] = float("nan") if case % 2 else float("inf")
+    elif kind == "scaled":  # large and tiny magnitudes, signed zeros
+        x = x * 10.0 ** (case % 9 - 4)
+        x[:, :, ::3] = -0.0 if case % 2 else 0.0
+    if case % 7 == 0:
+        x = x.to(torch.bfloat16)
+    return x
+
+
+@pytest.mark.parametrize("kernel", ["fused", "torch"])
 @pytest.mark.parametrize("kind", ["noise", "smooth", "ties", "dominant", "special"])
-def test_candidate_channel_upsample_equals_the_full_upsample(kind) -> None:
+def test_candidate_channel_upsample_equals_the_full_upsample(kind, kernel, monkeypatch) -> None:
     """evaluation._upsampled_classes (issue 31) upsamples only the channels that can win
     somewhere; its class map equals the argmax of the full bilinear upsample: random,
     smooth, tied, one-class-dominated and non-finite logits, 1 to 12 classes (3 candidate
-    planes included), up- and downsampling, odd sizes, bf16 input."""
+    planes included), up- and downsampling, odd sizes, bf16 input. With the kernels on
+    (``fused``) and off (``torch``): small outputs like these mostly stay on the torch path
+    either way (the fused kernel's own cases are below)."""
     from autoloss_ray.trial.evaluation import _upsampled_classes
 
+    monkeypatch.setenv("AUTOLOSS_RAY_NATIVE", "1" if kernel == "fused" else "0")
     g = torch.Generator().manual_seed(31)
     for case in range(60):
         n, c = (int(v) for v in torch.randint(1, 5, (1,), generator=g).tolist()
                 + torch.randint(1, 13, (1,), generator=g).tolist())
         h, w, H, W = (int(v) for v in torch.randint(1, 24, (4,), generator=g))
         H, W = H * (1 + case % 3), W * (1 + case % 3)
-        x = torch.randn(n, c, h, w, generator=g)
-        if kind == "smooth":
-            x = F.interpolate(torch.randn(n, c, 2, 2, generator=g) * 3, size=(h, w),
-                              mode="bilinear", align_corners=False)
-        elif kind == "ties":
-            x = torch.randint(-2, 3, (n, c, h, w), generator=g).float()
-        elif kind == "dominant":
-            x[:, case % c] += 2 + case % 5
-            if c > 3:
-                x[:, :3] += 1.5  # three channels near the top: three candidate planes
-        elif kind == "special":
-            u = torch.rand(x.shape, generator=g)
-            x[u < 0.02] = float("nan") if case % 2 else float("inf")
-        if case % 7 == 0:
-            x = x.to(torch.bfloat16)
+        x = _logits(kind, case, n, c, h, w, g)
         got = _upsampled_classes(x, (H, W))
         assert got.dtype == torch.int64 and got.shape == (n, H, W)
         assert torch.equal(got, _reference_classes(x, (H, W))), (kind, case)
+
+
+def _kernels():
+    from autoloss_ray import native
+
+    if not native.available():
+        pytest.skip("no fused CPU kernels on this machine")
+    return native.library()
+
+
+# the CamVid hold-out's (96x128 -> 360x480) and others whose outputs PyTorch upsamples with
+# its generic CPU kernel (H + W > 128): up, down, odd, one row or column of input
+FUSED_GEOMETRIES = [(96, 128, 360, 480), (96, 96, 96, 96), (24, 32, 96, 128),
+                    (96, 128, 361, 479), (30, 40, 100, 480), (7, 5, 133, 61), (2, 3, 150, 9),
+                    (200, 150, 96, 72), (120, 90, 121, 89), (1, 40, 70, 80), (40, 1, 70, 80),
+                    (64, 64, 64, 65)]
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_fused_kernel_values_are_torchs_to_the_bit(threads) -> None:
+    """_native/upsample.cpp in the mode evaluation._fused_mode picks reproduces
+    F.interpolate(bilinear, align_corners=False) exactly (torch.equal of the float values),
+    and that mode is the one of PyTorch's x86-64 wheels, on every geometry above (issue 31);
+    its class map is the full upsample's argmax, on 1 or 2 threads."""
+    import platform
+
+    from autoloss_ray.trial import evaluation as E
+
+    lib = _kernels()
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        g = torch.Generator().manual_seed(5)
+        for h, w, H, W in FUSED_GEOMETRIES:
+            for c in (1, 2, 4, 11):
+                mode = E._fused_mode(lib, c, h, w, H, W)
+                if platform.machine().lower() in ("x86_64", "amd64"):
+                    assert mode == E._FMA_ALL, (c, h, w, H, W)
+                if mode is None:
+                    continue
+                x = torch.randn(c, h, w, generator=g) * 30
+                ref = F.interpolate(x[None], size=(H, W), mode="bilinear",
+                                    align_corners=False)[0]
+                values = torch.empty_like(ref)
+                assert lib.autoloss_upsample_values(x.data_ptr(), h, w, H, W, mode, 0, c * H,
+                                                    values.data_ptr()) == 0
+                assert torch.equal(values, ref), (c, h, w, H, W)
+                got = E._fused_upsample_argmax(x[None].repeat(3, 1, 1, 1), (H, W))
+                assert got is not None and torch.equal(got[1], ref.argmax(dim=0))
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("kind", ["noise", "smooth", "ties", "dominant", "scaled"])
+def test_fused_upsample_argmax_equals_the_full_upsample(kind, threads) -> None:
+    """The evaluator's fused path (issue 31) gives the class map of F.interpolate(...)
+    .argmax(dim=1) to the bit: random, smooth, tied (integer logits: exactly equal upsampled
+    values, the first class wins), dominated, huge/tiny/signed-zero logits; 1 to 12 classes,
+    1 to 5 images, the geometries above, bf16 input, 1 or 2 threads (uneven row ranges)."""
+    from autoloss_ray.trial import evaluation as E
+
+    lib = _kernels()
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        g = torch.Generator().manual_seed(17)
+        used = 0
+        for case in range(3 * len(FUSED_GEOMETRIES)):
+            h, w, H, W = FUSED_GEOMETRIES[case % len(FUSED_GEOMETRIES)]
+            n = 1 + case % 5
+            c = 1 + (7 * case) % 12
+            x = _logits(kind, case, n, c, h, w, g)
+            ref = _reference_classes(x, (H, W))
+            got = E._upsampled_classes(x, (H, W))
+            assert torch.equal(got, ref), (kind, case)
+            if E._fused_mode(lib, c, h, w, H, W) is not None:
+                fused = E._fused_upsample_argmax(x.float(), (H, W))
+                assert fused is not None and torch.equal(fused, ref), (kind, case)
+                used += 1
+        assert used > len(FUSED_GEOMETRIES)
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_fused_path_is_off_where_it_does_not_apply(monkeypatch) -> None:
+    """No fused kernel for logits that are not contiguous float32 (the evaluator upcasts
+    first), or with AUTOLOSS_RAY_NATIVE=0; the evaluator's maps are the same either way."""
+    from autoloss_ray.trial import evaluation as E
+
+    _kernels()
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 11, 96, 128, generator=g) * 4
+    ref = _reference_classes(x, (360, 480))
+    assert E._fused_upsample_argmax(x.to(torch.float64), (360, 480)) is None
+    cl = x.contiguous(memory_format=torch.channels_last)
+    assert E._fused_upsample_argmax(cl, (360, 480)) is None
+    assert torch.equal(E._upsampled_classes(cl, (360, 480)), _reference_classes(cl, (360, 480)))
+    monkeypatch.setenv("AUTOLOSS_RAY_NATIVE", "0")
+    assert E._fused_upsample_argmax(x, (360, 480)) is None
+    assert torch.equal(E._upsampled_classes(x, (360, 480)), ref)
+    monkeypatch.setenv("AUTOLOSS_RAY_NATIVE", "1")
+    assert torch.equal(E._fused_upsample_argmax(x, (360, 480)), ref)
+
+
+CAMVID = REPO.parent / "shared" / "data" / "camvid"
+
+
+@pytest.mark.skipif(not (CAMVID / "val").is_dir(), reason="no CamVid folder beside the repo")
+def test_fused_upsample_argmax_on_camvid_images_equals_the_full_upsample() -> None:
+    """Real images: the first 8 CamVid val images at the native protocol's inference size
+    (96x128) through a tiny net (random init, and after three SGD steps on them), logits
+    upsampled to the labels' 360x480: the fused path's class maps are the full upsample's."""
+    from autoloss_ray.trial import evaluation as E
+
+    _kernels()
+    names = sorted((CAMVID / "val").glob("*.png"))[:8]
+    images = torch.stack([
+        torch.from_numpy(((np.asarray(Image.open(p).convert("RGB").resize(
+            (128, 96), Image.BILINEAR), dtype=np.float64) / 255 - MEAN) / STD)
+            .astype(np.float32)).permute(2, 0, 1) for p in names])
+    torch.manual_seed(0)
+    model = build_model("tiny", num_classes=11)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    target = torch.randint(0, 11, (len(names), 12, 16), generator=torch.Generator()
+                           .manual_seed(0)).repeat_interleave(8, 1).repeat_interleave(8, 2)
+    for trained in (False, True):
+        for _ in range(3 if trained else 0):
+            loss = F.cross_entropy(model.train()(images), target)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        with torch.no_grad():
+            logits = model.eval()(images)
+        ref = _reference_classes(logits, (360, 480))
+        got = E._fused_upsample_argmax(logits, (360, 480))
+        assert got is not None and torch.equal(got, ref), trained
+        assert torch.equal(E._upsampled_classes(logits, (360, 480)), ref)
 
 
 def test_candidate_channel_upsample_equals_the_full_upsample_on_a_trained_net() -> None:
