@@ -87,18 +87,19 @@ def _flag(value) -> bool:
     return bool(value) if value is not None and value == value else False
 
 
-def previous_results(store: ExperimentStore, experiment: str):
+def previous_results(store: ExperimentStore, experiment: str, *, trials=None):
     """The finished search trials of ``experiment`` in the store, one per (step, sample).
 
     Returns ``(rows, results)``: the store rows (a DataFrame) and the mappings
     :meth:`searchers.PPO2Searcher.replay` takes. Should the store hold one sample twice
     (a run of an older version resumed through Tune's own checkpoint, whose restored
     searcher handed a sample out again and was told the new result), the last finished row
-    counts.
+    counts. ``trials``: the experiment's rows when the caller has just read them (else they
+    are read here).
     """
     from autoloss_ray.store import trial_succeeded
 
-    rows = store.trials(experiment)
+    rows = store.trials(experiment) if trials is None else trials
     if len(rows):
         rows = rows[(rows["kind"] == "search") & rows["step"].notna() & rows["sample"].notna()]
         rows = rows.sort_values("finished_at", kind="stable")

@@ -333,6 +333,7 @@ def _run_locked(opts: SearchOptions, store: ExperimentStore, searcher, told: int
         Path(opts.tune_dir).mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
     remaining = opts.steps * opts.samples - told
+    trials = None  # the experiment's rows once the search is done (read below)
     if searcher.is_finished:
         if opts.verbose:
             print(f"[autoloss] experiment {opts.experiment}: all {opts.steps} steps are in the "
@@ -359,7 +360,8 @@ def _run_locked(opts: SearchOptions, store: ExperimentStore, searcher, told: int
         tuner.fit()
         # Tune catches Ctrl-C itself and returns early: a search that stopped short of
         # T x M trials in the store was interrupted, whatever fit() returned
-        done = len(previous_results(store, opts.experiment)[0])
+        trials = store.trials(opts.experiment)  # the summary, export and report read it too
+        done = len(previous_results(store, opts.experiment, trials=trials)[0])
         if done < opts.steps * opts.samples:
             raise SearchInterrupted(
                 f"experiment {opts.experiment!r} stopped after {done} of "
@@ -367,22 +369,30 @@ def _run_locked(opts: SearchOptions, store: ExperimentStore, searcher, told: int
     if opts.answer == "playoff":  # the answer's re-trainings (autoloss_app.playoff)
         from autoloss_app.playoff import run_playoff
 
-        run_playoff(opts, store)
-    outcome = summarize(opts, store)
+        if run_playoff(opts, store):
+            trials = None  # the playoff's rows are in the store now
+    # the finished search, read once for the summary, the export and the report
+    trials = store.trials(opts.experiment) if trials is None else trials
+    policy = store.policy(opts.experiment)
+    outcome = summarize(opts, store, trials=trials, policy=policy)
     outcome["seconds"] = time.monotonic() - start
     if opts.export:
-        export_best(opts, store, opts.export)
+        export_best(opts, store, opts.export, trials=trials, policy=policy)
         outcome["export"] = opts.export
     if opts.report_dir:
         from autoloss_ray.report import write_search_report
 
-        outcome["report"] = write_search_report(store, opts.experiment, opts.report_dir)
+        outcome["report"] = write_search_report(store, opts.experiment, opts.report_dir,
+                                                trials=trials, policy=policy)
     return outcome
 
 
-def summarize(opts: SearchOptions, store: ExperimentStore) -> SearchOutcome:
-    trials = store.trials(opts.experiment)
-    policy = store.policy(opts.experiment)
+def summarize(opts: SearchOptions, store: ExperimentStore, *, trials=None,
+              policy=None) -> SearchOutcome:
+    """The counts and the answer of a search (``trials`` / ``policy``: the experiment's rows
+    when the caller has read them, else read here)."""
+    trials = store.trials(opts.experiment) if trials is None else trials
+    policy = store.policy(opts.experiment) if policy is None else policy
     everything = trials
     if len(trials):  # the playoff's re-trainings (kind "playoff") are not search trials
         trials = trials[trials["kind"] == "search"]
@@ -434,8 +444,10 @@ def first_failed_step(trials) -> tuple[int, str] | None:
     return None
 
 
-def export_best(opts: SearchOptions, store: ExperimentStore, path: str) -> str:
-    """Write the best searched loss of the experiment as a JSON file for ``from_file``."""
+def export_best(opts: SearchOptions, store: ExperimentStore, path: str, *, trials=None,
+                policy=None) -> str:
+    """Write the best searched loss of the experiment as a JSON file for ``from_file``
+    (``trials`` / ``policy``: its rows when the caller has read them)."""
     from autoloss_ray.export import export_experiment
 
-    return export_experiment(store, opts.experiment, path)
+    return export_experiment(store, opts.experiment, path, trials=trials, policy=policy)

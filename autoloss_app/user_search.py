@@ -296,6 +296,7 @@ def _run_locked(train_fn, opts: UserSearchOptions, store, searcher, told: int,
         Path(opts.tune_dir).mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
     total = opts.steps * opts.samples
+    trials = None  # the experiment's rows once the search is done (read below)
     say = (lambda text: print(f"[autoloss] {text}", flush=True)) if opts.verbose else (
         lambda text: None)
     if searcher.is_finished:
@@ -327,11 +328,15 @@ def _run_locked(train_fn, opts: UserSearchOptions, store, searcher, told: int,
         finally:
             if shipped:
                 cloudpickle.unregister_pickle_by_value(ship)
-        done = len(previous_results(store, opts.experiment)[0])
+        trials = store.trials(opts.experiment)  # the summary, export and report read it too
+        done = len(previous_results(store, opts.experiment, trials=trials)[0])
         if done < total:
             raise SearchInterrupted(f"experiment {opts.experiment!r} stopped after {done} of "
                                     f"{total} trials")
-    summary = dict(summarize(_as_search_options(opts), store))
+    # the finished search, read once for the summary, the export, the report and the result
+    trials = store.trials(opts.experiment) if trials is None else trials
+    policy = store.policy(opts.experiment)
+    summary = dict(summarize(_as_search_options(opts), store, trials=trials, policy=policy))
     summary["seconds"] = time.monotonic() - start
     if summary.get("failed_step") is not None:
         raise TrialsFailedError(
@@ -342,11 +347,12 @@ def _run_locked(train_fn, opts: UserSearchOptions, store, searcher, told: int,
         from autoloss_ray.export import export_experiment
 
         exported = export_experiment(store, opts.experiment, opts.export,
-                                     num_classes=opts.num_classes)
+                                     num_classes=opts.num_classes, trials=trials, policy=policy)
     if opts.report_dir:
         from autoloss_ray.report import write_search_report
 
-        report = write_search_report(store, opts.experiment, opts.report_dir)
+        report = write_search_report(store, opts.experiment, opts.report_dir, trials=trials,
+                                     policy=policy)
     if opts.verbose:
         print("[autoloss] done: " + json.dumps(summary, default=str), file=sys.stdout,
               flush=True)
@@ -355,5 +361,5 @@ def _run_locked(train_fn, opts: UserSearchOptions, store, searcher, told: int,
         experiment=opts.experiment, store=opts.store, num_classes=opts.num_classes,
         best_theta=None if theta is None else tuple(float(v) for v in theta),
         best_reward=summary.get("best_trial_reward"), export=exported, report=report,
-        trials=store.trials(opts.experiment), summary=summary,
+        trials=trials, summary=summary,
     )

@@ -53,15 +53,19 @@ def _searches(store: Any) -> list[str]:
     return sorted(set(trials.loc[trials["kind"] == "search", "experiment"].astype(str)))
 
 
-def experiment_loss(store: Any, experiment: str, *, num_classes: int | None = None):
-    """The best searched ``SurrogateLoss`` of ``experiment`` and a dict describing it."""
+def experiment_loss(store: Any, experiment: str, *, num_classes: int | None = None,
+                    trials: Any = None, policy: Any = None):
+    """The best searched ``SurrogateLoss`` of ``experiment`` and a dict describing it.
+
+    ``trials`` / ``policy``: the experiment's store rows when the caller has just read them
+    (:meth:`ExperimentStore.trials` / ``.policy`` of ``experiment``); else they are read."""
     from autoloss_ray.answer import manifest_answer
     from autoloss_ray.losses.surrogate import SurrogateLoss
     from autoloss_ray.report import best_theta
     from autoloss_ray.store import ExperimentStore, ok_mask
 
     store = store if isinstance(store, ExperimentStore) else ExperimentStore(store)
-    trials = store.trials(experiment)
+    trials = store.trials(experiment) if trials is None else trials
     if not len(trials):
         known = ", ".join(store.experiments()) or "none"
         raise ValueError(
@@ -80,7 +84,7 @@ def experiment_loss(store: Any, experiment: str, *, num_classes: int | None = No
             f"experiment {experiment!r} has no successful trial to export (all "
             f"{len(trials)} failed; first error: {trials['error'].dropna().head(1).tolist()})"
         )
-    policy = store.policy(experiment)
+    policy = store.policy(experiment) if policy is None else policy
     answer = manifest_answer(store.read_search(experiment), policy)
     theta = best_theta(trials, policy, answer=answer)
     if theta is None:
@@ -123,10 +127,13 @@ def experiment_loss(store: Any, experiment: str, *, num_classes: int | None = No
 
 
 def export_experiment(
-    store: Any, experiment: str, path: str | os.PathLike[str], *, num_classes: int | None = None
+    store: Any, experiment: str, path: str | os.PathLike[str], *, num_classes: int | None = None,
+    trials: Any = None, policy: Any = None,
 ) -> str:
-    """Write the experiment's best loss to ``path`` (JSON); returns the path."""
-    loss, meta = experiment_loss(store, experiment, num_classes=num_classes)
+    """Write the experiment's best loss to ``path`` (JSON); returns the path. ``trials`` /
+    ``policy``: as :func:`experiment_loss` takes them."""
+    loss, meta = experiment_loss(store, experiment, num_classes=num_classes, trials=trials,
+                                 policy=policy)
     path = os.fspath(path)
     parent = os.path.dirname(os.path.abspath(path))
     os.makedirs(parent, exist_ok=True)

@@ -241,13 +241,16 @@ def write_search_report(
     *,
     compare: Sequence[str] = (),
     get_parameterization: Callable[[str], Any] | None = None,
+    trials: pd.DataFrame | None = None,
+    policy: pd.DataFrame | None = None,
 ) -> dict[str, str]:
     """Write ``report.md``, ``search_curve.png`` and ``curves.png`` for ``experiment``.
 
     ``store``: an :class:`~autoloss_ray.store.ExperimentStore` (or its root). ``compare``:
     other experiments (e.g. the random-search run) drawn in the same search-curve plot. Retrain
-    rows of the experiment (if any) become a Table-2-shaped table. Returns name -> path.
-    Raises ValueError when the experiment is not in the store.
+    rows of the experiment (if any) become a Table-2-shaped table. ``trials`` / ``policy``:
+    the experiment's store rows when the caller has just read them (else they are read).
+    Returns name -> path. Raises ValueError when the experiment is not in the store.
     """
     from autoloss_ray.store import ExperimentStore
 
@@ -263,7 +266,8 @@ def write_search_report(
     out.mkdir(parents=True, exist_ok=True)
     try:
         return _write_search_report(store, experiment, out, compare=compare,
-                                    get_parameterization=get_parameterization)
+                                    get_parameterization=get_parameterization,
+                                    trials=trials, policy=policy)
     except BaseException:
         for d in created:  # a failed report leaves no empty folder behind
             shutil.rmtree(d, ignore_errors=True)
@@ -281,10 +285,11 @@ def _new_dirs(out: Path) -> list[Path]:
 
 
 def _write_search_report(store, experiment: str, out: Path, *, compare: Sequence[str],
-                         get_parameterization: Callable[[str], Any] | None
+                         get_parameterization: Callable[[str], Any] | None,
+                         trials: pd.DataFrame | None, policy: pd.DataFrame | None
                          ) -> dict[str, str]:
-    trials = store.trials(experiment)
-    policy = store.policy(experiment)
+    trials = store.trials(experiment) if trials is None else trials
+    policy = store.policy(experiment) if policy is None else policy
     paths: dict[str, str] = {}
     search = trials[trials["kind"] == "search"]
     metric = _first(search["metric"]) if len(search) else _first(trials["metric"])
