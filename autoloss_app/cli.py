@@ -17,13 +17,12 @@ from autoloss_app.evaluate import DATASET_HELP, IGNORE_HELP
 from autoloss_app.options import (
     DEFAULT_ANSWER,
     DEFAULT_FAILURE_REWARD,
-    LEGACY_MANIFEST,
     RECIPES,
     SEARCHERS,
     OptionsError,
     SearchOptions,
 )
-from autoloss_app.resume import NOT_FROM_MANIFEST, check_not_user_task
+from autoloss_app.resume import options_from_manifest
 from autoloss_ray.search.config import PPO2Config
 from autoloss_ray.vocabulary import EVAL_PROTOCOLS
 
@@ -199,12 +198,7 @@ def search_options_from_args(
     manifest = ExperimentStore(args.store).read_search(args.experiment)
     if manifest is None:
         return opts
-    check_not_user_task(manifest, args.experiment)
-    fields = {f.name for f in dataclasses.fields(SearchOptions)}
-    manifest = {**LEGACY_MANIFEST, **manifest}
-    taken = {k: v for k, v in manifest.items()
-             if k in fields and k not in NOT_FROM_MANIFEST and k not in explicit}
-    return dataclasses.replace(opts, **taken)
+    return options_from_manifest(opts, manifest, explicit)
 
 
 def _options_from_args(args: argparse.Namespace) -> SearchOptions:

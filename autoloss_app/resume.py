@@ -1,5 +1,7 @@
 """Resume of a search: its manifest (the resolved options the store keeps), which options may
-change on resume, and the finished trials the searcher replays.
+change on resume, the options a resume takes from the manifest, the checks that refuse a
+start over an existing search or a resume that would search differently (``autoloss search``
+and ``search_loss``), and the finished trials the searcher replays.
 
 No ray import: the searcher replays :func:`previous_results` before Ray starts.
 """
@@ -15,10 +17,12 @@ from typing import TYPE_CHECKING, Any
 from autoloss_app.options import LEGACY_MANIFEST, OptionsError, SearchOptions
 
 if TYPE_CHECKING:  # the store (pyarrow) loads when a resume reads it, not with the CLI
+    from autoloss_app.user_options import UserSearchOptions
     from autoloss_ray.store import ExperimentStore
 
 __all__ = ["RUNTIME_OPTIONS", "NOT_FROM_MANIFEST", "search_manifest", "check_resume_options",
-           "check_not_user_task", "previous_results"]
+           "check_not_user_task", "options_from_manifest", "check_search_start",
+           "check_same_task", "previous_results"]
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +84,69 @@ def check_resume_options(opts: SearchOptions, manifest: dict[str, Any]) -> None:
             f"--resume of experiment {opts.experiment!r} must search as the original run did; "
             + "; ".join(diffs)
         )
+
+
+def options_from_manifest(opts: SearchOptions, manifest: dict[str, Any],
+                          explicit: set[str]) -> SearchOptions:
+    """``opts`` of ``autoloss search --resume`` with every option the command line does not
+    give (not in ``explicit``) taken from the search's ``manifest``, but the options of
+    :data:`NOT_FROM_MANIFEST`; a manifest of an older version answers for the options it lacks
+    as :data:`autoloss_app.options.LEGACY_MANIFEST` says. Refuses a ``search_loss`` search's
+    manifest (:func:`check_not_user_task`)."""
+    check_not_user_task(manifest, opts.experiment)
+    fields = {f.name for f in dataclasses.fields(SearchOptions)}
+    manifest = {**LEGACY_MANIFEST, **manifest}
+    taken = {k: v for k, v in manifest.items()
+             if k in fields and k not in NOT_FROM_MANIFEST and k not in explicit}
+    return dataclasses.replace(opts, **taken)
+
+
+def check_search_start(opts: SearchOptions, manifest: dict[str, Any] | None, previous) -> None:
+    """The checks of ``autoloss search`` before Ray starts or anything is written, given the
+    experiment's ``manifest`` (None: none) and its finished search trials ``previous``
+    (:func:`previous_results`): without ``--resume`` the experiment has no trials; with it,
+    there is a search to resume, not a ``search_loss`` one, and ``opts`` search as it did
+    (:func:`check_resume_options`; a store without a manifest is resumed with a warning)."""
+    if not opts.resume and len(previous):
+        raise OptionsError(
+            f"experiment {opts.experiment!r} already has trials in {opts.store}; pass --resume "
+            "to continue it or choose another --experiment"
+        )
+    if opts.resume:
+        if manifest is None and not len(previous):
+            raise OptionsError(
+                f"--resume: experiment {opts.experiment!r} has no search in the store "
+                f"{opts.store} to resume; run without --resume to start it"
+            )
+        check_not_user_task(manifest, opts.experiment)
+        if manifest is not None:
+            check_resume_options(opts, manifest)
+        else:
+            logger.warning("experiment %s has no search manifest (a store of an older "
+                           "version): only options that change the draws can be checked; "
+                           "this run's options are recorded as the search's",
+                           opts.experiment)
+
+
+def check_same_task(opts: UserSearchOptions, manifest: dict[str, Any] | None,
+                    previous) -> None:
+    """``search_loss``: refuse to resume (or add to) an experiment that is not this task's
+    search, or to resume it with options that would search differently."""
+    if manifest is None and len(previous):
+        raw = previous["config_json"].dropna()
+        manifest = {"task": json.loads(raw.iloc[0]).get("task") if len(raw) else None}
+    if manifest is None:
+        return
+    if manifest.get("task") is None:
+        raise OptionsError(f"experiment {opts.experiment!r} in {opts.store} is an `autoloss "
+                           "search` of a built-in task; search_loss resumes only its own "
+                           "searches: choose another experiment")
+    diffs = [f"{k} was {manifest[k]!r}, now {v!r}"
+             for k, v in sorted(search_manifest(opts).items())
+             if k not in RUNTIME_OPTIONS and k in manifest and manifest[k] != v]
+    if diffs:
+        raise OptionsError(f"resume of experiment {opts.experiment!r} must search as the "
+                           "original run did; " + "; ".join(diffs))
 
 
 def _flag(value) -> bool:

@@ -11,7 +11,6 @@ library pieces together:
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 import time
@@ -24,8 +23,8 @@ from ray import tune
 from autoloss_app.option_checks import is_uri
 from autoloss_app.options import OptionsError, SearchOptions, ppo2_config
 from autoloss_app.resume import (
-    check_not_user_task,
     check_resume_options,
+    check_search_start,
     previous_results,
     search_manifest,
 )
@@ -37,8 +36,6 @@ __all__ = [
     "check_resume_options", "previous_results", "search_manifest", "first_failed_step",
     "SearchInterrupted", "check_search_data",
 ]
-
-logger = logging.getLogger(__name__)
 
 
 def init_ray(address: str | None, *, verbose: int = 1,
@@ -297,25 +294,7 @@ def run_search(opts: SearchOptions) -> SearchOutcome:
     store = ExperimentStore(opts.store)
     manifest = store.read_search(opts.experiment)
     previous, results = previous_results(store, opts.experiment)
-    if not opts.resume and len(previous):
-        raise OptionsError(
-            f"experiment {opts.experiment!r} already has trials in {opts.store}; pass --resume "
-            "to continue it or choose another --experiment"
-        )
-    if opts.resume:  # checked before Ray starts or anything is written
-        if manifest is None and not len(previous):
-            raise OptionsError(
-                f"--resume: experiment {opts.experiment!r} has no search in the store "
-                f"{opts.store} to resume; run without --resume to start it"
-            )
-        check_not_user_task(manifest, opts.experiment)
-        if manifest is not None:
-            check_resume_options(opts, manifest)
-        else:
-            logger.warning("experiment %s has no search manifest (a store of an older "
-                           "version): only options that change the draws can be checked; "
-                           "this run's options are recorded as the search's",
-                           opts.experiment)
+    check_search_start(opts, manifest, previous)  # before Ray starts or anything is written
     searcher, told = replayed_searcher(opts, store, results)
     with store.search_lock(opts.experiment):
         if not opts.resume and len(previous_results(store, opts.experiment)[0]):

@@ -31,7 +31,7 @@ from typing import Any
 
 from autoloss_app.option_checks import is_uri
 from autoloss_app.options import DEFAULT_ANSWER, CommonSearchOptions, OptionsError
-from autoloss_app.resume import RUNTIME_OPTIONS, previous_results, search_manifest
+from autoloss_app.resume import check_same_task, previous_results, search_manifest
 from autoloss_app.user_options import UserSearchOptions, task_name
 from autoloss_ray.vocabulary import DEFAULT_BOUNDARY_TOLERANCE, IGNORE_INDEX
 
@@ -142,26 +142,6 @@ def _module_to_ship(train_fn: Callable[..., Any]):
     return module
 
 
-def _check_same_task(opts: UserSearchOptions, store, manifest: Mapping | None,
-                     previous) -> None:
-    """Refuse to resume (or add to) an experiment that is not this task's search."""
-    if manifest is None and len(previous):
-        raw = previous["config_json"].dropna()
-        manifest = {"task": json.loads(raw.iloc[0]).get("task") if len(raw) else None}
-    if manifest is None:
-        return
-    if manifest.get("task") is None:
-        raise OptionsError(f"experiment {opts.experiment!r} in {opts.store} is an `autoloss "
-                           "search` of a built-in task; search_loss resumes only its own "
-                           "searches: choose another experiment")
-    diffs = [f"{k} was {manifest[k]!r}, now {v!r}"
-             for k, v in sorted(search_manifest(opts).items())
-             if k not in RUNTIME_OPTIONS and k in manifest and manifest[k] != v]
-    if diffs:
-        raise OptionsError(f"resume of experiment {opts.experiment!r} must search as the "
-                           "original run did; " + "; ".join(diffs))
-
-
 def search_loss(
     train_fn: Callable[..., Mapping[str, Any]],
     *,
@@ -266,7 +246,7 @@ def search_loss(
     if opts.resume and manifest is None and not len(previous):
         raise OptionsError(f"resume=True: experiment {opts.experiment!r} has no search in the "
                            f"store {opts.store} to resume; run without resume to start it")
-    _check_same_task(opts, store_, manifest, previous)
+    check_same_task(opts, manifest, previous)
     searcher_, told = replayed_searcher(_as_search_options(opts), store_, results)
     with store_.search_lock(opts.experiment):
         if not opts.resume and len(previous_results(store_, opts.experiment)[0]):
