@@ -1,5 +1,5 @@
-"""Fused CPU kernels for the surrogate losses (and the evaluator's upsample + argmax),
-compiled on first use (optional, with fallback).
+"""Fused CPU kernels for the surrogate losses (and the evaluator's upsample + argmax and
+metric counts), compiled on first use (optional, with fallback).
 
 The eager PyTorch path of :mod:`autoloss_ray.losses` spends ~20 elementwise passes per
 (pixel, class) on a curve. ``_native/kernels.cpp`` does softmax, curves, derivatives and sums
@@ -45,9 +45,10 @@ __all__ = ["available", "empty", "enabled", "keep_freed_memory", "library", "par
            "run_ranges", "unavailable_reason", "FLAGS", "LINK_FLAGS", "STRICT_FLAGS"]
 
 SOURCE = Path(__file__).with_name("_native") / "kernels.cpp"
-# The evaluator's upsample + argmax (issue 31): PyTorch's arithmetic to the bit, so it is
-# compiled on its own without fast-math and with no FMA contraction (its FMAs are explicit).
-STRICT_SOURCE = SOURCE.with_name("upsample.cpp")
+# The evaluator's kernels (issue 31), compiled on their own without fast-math and with no FMA
+# contraction: the upsample + argmax reproduces PyTorch's arithmetic to the bit (its FMAs are
+# explicit); the metrics' counts are integers.
+STRICT_SOURCES = (SOURCE.with_name("upsample.cpp"), SOURCE.with_name("metrics.cpp"))
 # Compile flags. -ffast-math lets the compiler vectorize the tile loops and sums; -mno-recip
 # keeps divisions and square roots exact (otherwise vectorized 1/x is an estimate: 1/1 =
 # 0.99999994, and p = 1 would not be 1). The link step gets no fast-math flag: with one, GCC
@@ -56,7 +57,7 @@ FLAGS = ("-O3", "-march=native", "-ffast-math", "-mno-recip", "-fPIC", "-std=c++
 STRICT_FLAGS = ("-O3", "-march=native", "-fno-fast-math", "-ffp-contract=off", "-fPIC",
                 "-std=c++17")
 LINK_FLAGS = ("-shared",)
-ABI_VERSION = 9
+ABI_VERSION = 10
 _STALE_S = 3600  # temporary build files older than this are debris of a killed build
 
 _lock = threading.Lock()
@@ -149,7 +150,7 @@ def _build() -> ctypes.CDLL:
         raise RuntimeError("no C++ compiler found (set CXX, or install g++)")
     version = subprocess.run([cxx, "--version"], capture_output=True, text=True,
                              timeout=60).stdout
-    units = ((SOURCE, FLAGS), (STRICT_SOURCE, STRICT_FLAGS))
+    units = ((SOURCE, FLAGS), *((source, STRICT_FLAGS) for source in STRICT_SOURCES))
     key = hashlib.sha256(b"\0".join([
         *(part for source, flags in units
           for part in (source.read_bytes(), " ".join(flags).encode())),
@@ -208,6 +209,9 @@ def _build() -> ctypes.CDLL:
     lib.autoloss_upsample_argmax.restype = i32
     lib.autoloss_upsample_values.argtypes = [ptr, i64, i64, i64, i64, i32, i64, i64, ptr]
     lib.autoloss_upsample_values.restype = i32
+    lib.autoloss_metric_stats.argtypes = [ptr, ptr, i64, i64, i64, i64, i64, i64, i64, i64,
+                                          ptr, ptr]
+    lib.autoloss_metric_stats.restype = i32
     return lib
 
 

@@ -20,6 +20,7 @@ import subprocess
 import sys
 import textwrap
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -556,3 +557,105 @@ def test_keep_freed_memory_reuses_a_large_block_and_can_be_switched_off():
         out[flag] = (kept, int(faults))
     assert out["1"][0] == "True" and out["1"][1] < 1000, out
     assert out["0"][0] == "False" and out["0"][1] > 10000, out
+
+
+def _label_pair(g, n, C, H, W, ignore, blob):
+    t = torch.randint(0, C, (n, -(-H // blob), -(-W // blob)), generator=g)
+    t = t.repeat_interleave(blob, 1).repeat_interleave(blob, 2)[:, :H, :W].contiguous()
+    p = t.clone()
+    flip = torch.rand(p.shape, generator=g) < 0.15
+    p[flip] = torch.randint(0, C, (int(flip.sum()),), generator=g)
+    if ignore is not None:
+        m = torch.rand(t.shape, generator=g) < 0.1
+        t[m] = ignore
+        if not 0 <= ignore < C:  # pred may hold the ignore value where the target does
+            p[m & (torch.rand(t.shape, generator=g) < 0.5)] = ignore
+    return p, t
+
+
+def _stats_both(p, t, C, ignore, tol, bg, monkeypatch):
+    from autoloss_ray.metrics._labels import _check
+    from autoloss_ray.metrics.counts import _all_stats
+
+    out = []
+    for flag in ("1", "0"):
+        monkeypatch.setenv("AUTOLOSS_RAY_NATIVE", flag)
+        p2, t2, all_classes = _check(p, t, C, ignore)
+        out.append(_all_stats(p2, t2, C, ignore, tol, all_classes, bg))
+    return out
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_metric_counts_kernel_equals_the_torch_ops(threads, monkeypatch):
+    """_native/metrics.cpp (issue 31) gives the torch path's confusion, band confusion and BF1
+    counts exactly: 1 to 63 classes (each bit-word width), ignore 255 / None / a class /
+    negative, background None or a class, tolerance 0 to 9 (wider than the image too),
+    images down to 1x1, 1 to 5 images on 1 or 2 threads."""
+    from autoloss_ray.metrics.counts import _native_stats
+
+    assert native.available()
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        g = torch.Generator().manual_seed(11)
+        for case in range(120):
+            C = (1, 2, 8, 9, 11, 16, 17, 32, 33, 63)[case % 10] if case < 60 else \
+                int(torch.randint(1, 64, (1,), generator=g))
+            n = 1 + case % 5
+            H, W = (int(v) for v in torch.randint(1, 40, (2,), generator=g))
+            if case % 13 == 0:
+                H = 1
+            if case % 17 == 0:
+                W = 1
+            ignore = (255, None, C - 1, -1)[case % 4]
+            bg = None if case % 3 else int(torch.randint(0, C, (1,), generator=g))
+            tol = case % 10
+            p, t = _label_pair(g, n, C, H, W, ignore, 1 + case % 4)
+            (got, want) = _stats_both(p, t, C, ignore, tol, bg, monkeypatch)
+            for a, b in zip(got, want):
+                assert a.dtype == b.dtype == torch.int64 and torch.equal(a, b), (case, C, ignore)
+            monkeypatch.setenv("AUTOLOSS_RAY_NATIVE", "1")
+            assert _native_stats(p, t, C, ignore, tol, bg) is not None
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_metric_counts_kernel_is_not_used_where_it_does_not_apply(monkeypatch):
+    """No kernel for more than 63 classes, non-int64 maps or AUTOLOSS_RAY_NATIVE=0 (the torch
+    path then, the same numbers)."""
+    from autoloss_ray.metrics import evaluate
+    from autoloss_ray.metrics.counts import _native_stats
+
+    g = torch.Generator().manual_seed(2)
+    p, t = _label_pair(g, 2, 70, 20, 30, 255, 2)
+    assert _native_stats(p, t, 70, 255, 3, None) is None
+    assert _native_stats(p.int(), t.int(), 11, 255, 3, None) is None
+    monkeypatch.setenv("AUTOLOSS_RAY_NATIVE", "0")
+    assert _native_stats(p % 11, t % 11, 11, 255, 3, None) is None
+    off = evaluate(p % 11, t % 11, 11)
+    monkeypatch.setenv("AUTOLOSS_RAY_NATIVE", "1")
+    assert evaluate(p % 11, t % 11, 11) == off
+
+
+CAMVID = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "camvid"
+
+
+@pytest.mark.skipif(not (CAMVID / "valannot").is_dir(), reason="no CamVid beside the repo")
+def test_metric_counts_kernel_on_camvid_labels(monkeypatch):
+    """Real 360x480 label maps (CamVid val, 11 classes, 255 ignored as the dataset loads it)
+    against predictions made of other images' labels and of shifted, blurred copies: the
+    kernel's counts are the torch path's, both boundary-class settings."""
+    from PIL import Image
+
+    names = sorted((CAMVID / "valannot").glob("*.png"))[:6]
+    t = torch.stack([torch.from_numpy(np.asarray(Image.open(f)).astype(np.int64))
+                     for f in names])
+    t[t == 11] = 255
+    shifted = torch.roll(t, shifts=(3, -5), dims=(1, 2))
+    pred = torch.where(shifted == 255, t.roll(1, 0).clamp(max=10), shifted)
+    blocky = t.clamp(max=10)[:, ::8, ::8].repeat_interleave(8, 1).repeat_interleave(8, 2)
+    for p in (pred, blocky, t.roll(1, 0).clamp(max=10)):
+        for bg in (None, 0):
+            got, want = _stats_both(p, t, 11, 255, 5, bg, monkeypatch)
+            for a, b in zip(got, want):
+                assert torch.equal(a, b)

@@ -34,6 +34,9 @@ def _all_stats(
 
     background: a class whose target boundary is left out of the BIoU band, or None."""
     C = num_classes
+    native = _native_stats(pred, target, C, ignore_index, tolerance, background)
+    if native is not None:
+        return native
     codes = _stack_codes(
         [(pred, _pred_nonclass(C, ignore_index, pred_all_classes)), (target, ignore_index)], C
     )
@@ -67,6 +70,36 @@ def _all_stats(
     n_g = hist[:, :, :, :, 1:].sum((0, 2, 3, 4))
     m_g = hist[:, :, :, :, 2].sum((0, 2, 3))
     return both[0] + both[1], both[1].contiguous(), torch.stack([n_p, n_g, m_p, m_g])
+
+
+def _native_stats(
+    pred: torch.Tensor, target: torch.Tensor, C: int, ignore_index: int | None, tolerance: int,
+    background: int | None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+    """:func:`_all_stats` by the CPU kernel ``_native/metrics.cpp`` (the same integers: issue
+    31, 2-3x faster than the torch ops at CamVid's 360x480 on one thread), images split over
+    ``torch.get_num_threads()`` threads; None where it does not apply (not int64 CPU maps,
+    more than 63 classes, kernels unavailable or ``AUTOLOSS_RAY_NATIVE=0``)."""
+    from autoloss_ray import native
+
+    if (pred.device.type != "cpu" or target.device.type != "cpu" or C > 63
+            or pred.dtype != torch.int64 or target.dtype != torch.int64):
+        return None
+    lib = native.library()
+    if lib is None:
+        return None
+    n, H, W = target.shape
+    p, t = pred.contiguous(), target.contiguous()
+    ranges = native.parallel_ranges(n, align=1)
+    cm = torch.zeros((len(ranges), 2, C, C), dtype=torch.int64)
+    bf = torch.zeros((len(ranges), 4, C), dtype=torch.int64)
+    ignore = -1 if ignore_index is None else int(ignore_index)
+    bg = -1 if background is None else int(background)
+    native.run_ranges(lambda i, n0, n1: lib.autoloss_metric_stats(
+        p.data_ptr(), t.data_ptr(), H, W, C, ignore, tolerance, bg, n0, n1,
+        cm[i].data_ptr(), bf[i].data_ptr()), ranges)
+    cm, bf = cm.sum(0), bf.sum(0)
+    return cm[0] + cm[1], cm[1].contiguous(), bf
 
 
 def _all_stats_words(
