@@ -49,6 +49,7 @@ def test_gpu_check_dry_run_runs_every_stage(tmp_path):
     assert proc.stdout.count("== STAGE") == len(STAGES) + 1
 
 
+@pytest.mark.slow
 def test_gpu_check_only_runs_the_named_stages(tmp_path):
     log = tmp_path / "check.log"
     proc = _run("--dry-run", "--only", "sync", "--log", str(log), tmp_path=tmp_path, timeout=300)

@@ -234,6 +234,7 @@ def two_ranks(tmp_path_factory):
     return res
 
 
+@pytest.mark.slow  # spawns 2 processes (torch + gloo each); the checks without them: below
 def test_two_gloo_ranks_match_one_process(two_ranks):
     want_cases = len(SPECS) * len(PARAMETERIZATIONS) * (2 if native.available() else 1)
     print("max relative gradient error:", [r["max_rel_grad_err"] for r in two_ranks])
