@@ -57,7 +57,7 @@ FLAGS = ("-O3", "-march=native", "-ffast-math", "-mno-recip", "-fPIC", "-std=c++
 STRICT_FLAGS = ("-O3", "-march=native", "-fno-fast-math", "-ffp-contract=off", "-fPIC",
                 "-std=c++17")
 LINK_FLAGS = ("-shared",)
-ABI_VERSION = 10
+ABI_VERSION = 11
 _STALE_S = 3600  # temporary build files older than this are debris of a killed build
 
 _lock = threading.Lock()
@@ -209,8 +209,8 @@ def _build() -> ctypes.CDLL:
     lib.autoloss_upsample_argmax.restype = i32
     lib.autoloss_upsample_values.argtypes = [ptr, i64, i64, i64, i64, i32, i64, i64, ptr]
     lib.autoloss_upsample_values.restype = i32
-    lib.autoloss_metric_stats.argtypes = [ptr, ptr, i64, i64, i64, i64, i64, i64, i64, i64,
-                                          ptr, ptr]
+    lib.autoloss_metric_stats.argtypes = [ptr, ptr, i64, i64, i64, i32, i64, i64, i64, i64,
+                                          i64, ptr, ptr, ptr]
     lib.autoloss_metric_stats.restype = i32
     return lib
 

@@ -659,3 +659,52 @@ def test_metric_counts_kernel_on_camvid_labels(monkeypatch):
             got, want = _stats_both(p, t, 11, 255, 5, bg, monkeypatch)
             for a, b in zip(got, want):
                 assert torch.equal(a, b)
+
+
+def test_metric_counts_kernel_checks_the_labels_as_the_torch_check_does(monkeypatch):
+    """The accumulator's CPU path leaves the label value check to the counts kernel (issue
+    31): for every map pair the kernel refuses exactly what metrics/_labels._check refuses
+    (then the same ValueError, from the torch check), and accepts the rest with the same
+    metrics: bad target and pred values, negative ones, pred's ignore value where the target
+    is not ignored, ignore None / 255 / a class / -1."""
+    from autoloss_ray.metrics import MetricAccumulator
+    from autoloss_ray.metrics._labels import _check
+    from autoloss_ray.metrics.counts import _native_stats
+
+    g = torch.Generator().manual_seed(4)
+    refused = 0
+    for case in range(80):
+        C = (3, 11, 21)[case % 3]
+        ignore = (255, None, 0, -1)[case % 4]
+        p, t = _label_pair(g, 2, C, 9, 13, ignore, 2)
+        k = case % 8
+        if k == 1:
+            t[0, 1, 2] = C + case % 3  # a target value that is no class
+        elif k == 2:
+            t[1, 0, 0] = -2
+        elif k == 3:
+            p[0, 4, 4] = C
+        elif k == 4:
+            p[1, 2, 3] = -1
+        elif k == 5 and ignore is not None:
+            p[0, 0, 0], t[0, 0, 0] = ignore, 1  # pred's ignore value on a labelled pixel
+        try:
+            _check(p, t, C, ignore)
+            ok = True
+        except ValueError:
+            ok = False
+        monkeypatch.setenv("AUTOLOSS_RAY_NATIVE", "1")
+        assert (_native_stats(p, t, C, ignore, 2, None) is not None) == ok, case
+        results = []
+        for flag in ("1", "0"):
+            monkeypatch.setenv("AUTOLOSS_RAY_NATIVE", flag)
+            acc = MetricAccumulator(C, ignore_index=ignore, boundary_tolerance=2)
+            try:
+                acc.update(p, t)
+                results.append(("ok", acc.compute()))
+            except ValueError as exc:
+                results.append(("error", str(exc)))
+        assert results[0][0] == ("ok" if ok else "error")
+        assert str(results[0]) == str(results[1]), case  # nan-safe equality
+        refused += not ok
+    assert refused >= 30

@@ -728,7 +728,7 @@ Curve<F> curve(int nb, const void* bounds, const void* coef) {
 
 extern "C" {
 
-int autoloss_abi_version() { return 10; }
+int autoloss_abi_version() { return 11; }
 
 #define AUTOLOSS_DISPATCH(dtype, ...)        \
   if ((dtype) == 0) {                        \

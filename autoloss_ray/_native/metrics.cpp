@@ -11,9 +11,13 @@
 // boundaries of the other classes) and the counts. Integers only: the same numbers as the
 // torch path, which the tests compare.
 //
+// It also counts the labels that metrics/_labels.py's value check would refuse, so that the
+// accumulator's CPU path reads the maps once for both (the torch check then runs only to raise
+// its error).
+//
 // Layouts: pred, target int64 [N, H, W] contiguous; a range [n0, n1) of images; outputs (added
-// to, not overwritten) cm int64 [2, C, C] (outside the band, inside it) and bf int64 [4, C]
-// (n_p, n_g, m_p, m_g).
+// to, not overwritten) cm int64 [2, C, C] (outside the band, inside it), bf int64 [4, C]
+// (n_p, n_g, m_p, m_g) and bad int64 [2].
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
@@ -82,8 +86,8 @@ struct Buffers {
 
 template <typename T>
 void image_stats(const int64_t* pred, const int64_t* target, int64_t H, int64_t W, int C,
-                 int64_t ignore, int64_t tol, int64_t background, Buffers<T>& b, int64_t* cm,
-                 int64_t* bf) {
+                 bool has_ignore, int64_t ignore, int64_t tol, int64_t background,
+                 Buffers<T>& b, int64_t* cm, int64_t* bf, int64_t* bad) {
   const int64_t P = H * W;
   uint8_t* pc = b.pc.data();
   uint8_t* tc = b.tc.data();
@@ -92,13 +96,21 @@ void image_stats(const int64_t* pred, const int64_t* target, int64_t H, int64_t 
   uint8_t* band = b.band.data();
   T* dp = b.dp.data();
   T* dt = b.dt.data();
+  int64_t bad_t = 0, bad_p = 0;
   for (int64_t i = 0; i < P; ++i) {
     const int64_t p = pred[i], t = target[i];
-    // checked input: pred holds classes and at most a non-class value outside [0, C); the
-    // target classes and its ignore value (no class even when it is in [0, C))
-    pc[i] = static_cast<uint8_t>(p >= 0 && p < C ? p : C);
-    tc[i] = static_cast<uint8_t>(t >= 0 && t < C && t != ignore ? t : C);
+    // metrics/_labels.py's check: a target value is a class or the ignore value (no class,
+    // even when it is in [0, C)); a pred value is a class, or the ignore value where the
+    // target is ignored (no class then)
+    const bool t_class = t >= 0 && t < C, t_ign = has_ignore && t == ignore;
+    const bool p_class = p >= 0 && p < C;
+    bad_t += !(t_class || t_ign);
+    bad_p += !(p_class || (t_ign && p == ignore));
+    pc[i] = static_cast<uint8_t>(p_class ? p : C);
+    tc[i] = static_cast<uint8_t>(t_class && !t_ign ? t : C);
   }
+  bad[0] += bad_t;
+  bad[1] += bad_p;
   boundaries(pc, H, W, C, b.row.data(), bp);
   boundaries(tc, H, W, C, b.row.data(), bt);
   for (int64_t i = 0; i < P; ++i) {
@@ -169,35 +181,41 @@ void image_stats(const int64_t* pred, const int64_t* target, int64_t H, int64_t 
 
 template <typename T>
 void run(const int64_t* pred, const int64_t* target, int64_t H, int64_t W, int64_t C,
-         int64_t ignore, int64_t tol, int64_t background, int64_t n0, int64_t n1, int64_t* cm,
-         int64_t* bf) {
+         bool has_ignore, int64_t ignore, int64_t tol, int64_t background, int64_t n0,
+         int64_t n1, int64_t* cm, int64_t* bf, int64_t* bad) {
   Buffers<T> b(H * W, C);
   for (int64_t n = n0; n < n1; ++n)
-    image_stats<T>(pred + n * H * W, target + n * H * W, H, W, static_cast<int>(C), ignore,
-                   tol, background, b, cm, bf);
+    image_stats<T>(pred + n * H * W, target + n * H * W, H, W, static_cast<int>(C),
+                   has_ignore, ignore, tol, background, b, cm, bf, bad);
 }
 
 }  // namespace
 
 extern "C" {
 
-// Counts of images [n0, n1) added to cm [2, C, C] and bf [4, C]. pred: checked predictions
-// (a value outside [0, C) is no class); ignore: the target's ignore value (-1: none; no class
-// even when it is in [0, C), as in _stack_codes); background: the class left out of the band
-// (-1: none). Returns 0, or 1 for bad arguments (C outside 1..63).
+// Counts of images [n0, n1) added to cm [2, C, C] and bf [4, C], and the labels that fail
+// metrics/_labels.py's check added to bad [2] (target, pred): when they are not 0, the counts
+// mean nothing (the caller raises the check's error). has_ignore / ignore: the ignore value
+// (no class even when it is in [0, C), as in _stack_codes); background: the class left out of
+// the band (-1: none). Returns 0, or 1 for bad arguments (C outside 1..63).
 int autoloss_metric_stats(const int64_t* pred, const int64_t* target, int64_t H, int64_t W,
-                          int64_t C, int64_t ignore, int64_t tolerance, int64_t background,
-                          int64_t n0, int64_t n1, int64_t* cm, int64_t* bf) {
+                          int64_t C, int has_ignore, int64_t ignore, int64_t tolerance,
+                          int64_t background, int64_t n0, int64_t n1, int64_t* cm,
+                          int64_t* bf, int64_t* bad) {
   if (C < 1 || C > 63 || H < 1 || W < 1 || tolerance < 0 || n0 < 0 || n1 < n0) return 1;
   if (n0 == n1) return 0;
+  const bool ign = has_ignore != 0;
   if (C <= 8)
-    run<uint8_t>(pred, target, H, W, C, ignore, tolerance, background, n0, n1, cm, bf);
+    run<uint8_t>(pred, target, H, W, C, ign, ignore, tolerance, background, n0, n1, cm, bf, bad);
   else if (C <= 16)
-    run<uint16_t>(pred, target, H, W, C, ignore, tolerance, background, n0, n1, cm, bf);
+    run<uint16_t>(pred, target, H, W, C, ign, ignore, tolerance, background, n0, n1, cm, bf,
+                  bad);
   else if (C <= 32)
-    run<uint32_t>(pred, target, H, W, C, ignore, tolerance, background, n0, n1, cm, bf);
+    run<uint32_t>(pred, target, H, W, C, ign, ignore, tolerance, background, n0, n1, cm, bf,
+                  bad);
   else
-    run<uint64_t>(pred, target, H, W, C, ignore, tolerance, background, n0, n1, cm, bf);
+    run<uint64_t>(pred, target, H, W, C, ign, ignore, tolerance, background, n0, n1, cm, bf,
+                  bad);
   return 0;
 }
 

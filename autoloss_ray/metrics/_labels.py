@@ -72,10 +72,14 @@ def _check(
     ignore_index: int | None,
     *,
     device: torch.device | str | None = None,
+    values: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor, bool]:
     """:func:`check_labels` (same arguments and errors), returning ``(pred, target,
     pred_all_classes)``: the last is True when every pred value is a class, which spares the
-    metrics a pass over pred."""
+    metrics a pass over pred. ``values=False``: types, devices and shapes only, not the label
+    values (pred_all_classes then False): for a caller that checks them another way
+    (:class:`MetricAccumulator` on CPU, in its counts kernel) and calls this again with
+    ``values=True`` for the error when they fail."""
     num_classes = check_num_classes(num_classes)
     ignore_index = check_ignore_index(ignore_index)
     dev = torch.device(device) if device is not None else None
@@ -107,6 +111,8 @@ def _check(
     if t.numel() == 0:
         raise ValueError(f"label maps must not be empty, got shape {tuple(t.shape)}")
 
+    if not values:
+        return p, t, False
     C = num_classes
     _, bad = labels_outside(t, C, None if ignore_index is None else lambda: t == ignore_index)
     if bad is not None:

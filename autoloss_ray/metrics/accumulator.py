@@ -8,7 +8,7 @@ import torch
 
 from autoloss_ray.checks import check_ignore_index, check_num_classes, check_tolerance
 from autoloss_ray.metrics._labels import _check, check_boundary_classes
-from autoloss_ray.metrics.counts import _all_stats
+from autoloss_ray.metrics.counts import _all_stats, _native_stats
 from autoloss_ray.metrics.scores import scores_from_stats
 
 __all__ = ["MetricAccumulator", "evaluate"]
@@ -78,13 +78,19 @@ class MetricAccumulator:
         if dev is None and self._images > 0:
             dev = self._confusion.device
         p, t, pred_all_classes = _check(
-            pred, target, self.num_classes, self.ignore_index, device=dev
+            pred, target, self.num_classes, self.ignore_index, device=dev, values=False
         )
+        # On CPU the counts kernel checks the label values as it counts (issue 31); the value
+        # check runs where it does not apply (GPU: as before) or found a bad label (to raise).
+        stats = _native_stats(p, t, self.num_classes, self.ignore_index,
+                              self.boundary_tolerance, self._background)
+        if stats is None:
+            p, t, pred_all_classes = _check(p, t, self.num_classes, self.ignore_index)
         if self._confusion.device != t.device:  # first batch decides the device
             self._confusion = self._confusion.to(t.device)
             self._band_confusion = self._band_confusion.to(t.device)
             self._bf1 = self._bf1.to(t.device)
-        cm, bcm, bf = _all_stats(
+        cm, bcm, bf = stats if stats is not None else _all_stats(
             p, t, self.num_classes, self.ignore_index, self.boundary_tolerance, pred_all_classes,
             self._background,
         )

@@ -76,14 +76,18 @@ def _native_stats(
     pred: torch.Tensor, target: torch.Tensor, C: int, ignore_index: int | None, tolerance: int,
     background: int | None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
-    """:func:`_all_stats` by the CPU kernel ``_native/metrics.cpp`` (the same integers: issue
-    31, 2-3x faster than the torch ops at CamVid's 360x480 on one thread), images split over
-    ``torch.get_num_threads()`` threads; None where it does not apply (not int64 CPU maps,
-    more than 63 classes, kernels unavailable or ``AUTOLOSS_RAY_NATIVE=0``)."""
+    """:func:`_all_stats` by the CPU kernel ``_native/metrics.cpp`` (the same integers; issue
+    31: about 3x faster than the torch ops at CamVid's 360x480 on one thread), images split
+    over ``torch.get_num_threads()`` threads. None where it does not apply (not int64 CPU
+    maps, more than 63 classes, kernels unavailable or ``AUTOLOSS_RAY_NATIVE=0``) and when a
+    label fails the value check of :func:`~autoloss_ray.metrics._labels._check`, which the
+    kernel does on the way (so the maps need not have been value-checked: the caller then
+    runs the check for its error)."""
     from autoloss_ray import native
 
     if (pred.device.type != "cpu" or target.device.type != "cpu" or C > 63
-            or pred.dtype != torch.int64 or target.dtype != torch.int64):
+            or pred.dtype != torch.int64 or target.dtype != torch.int64
+            or not (ignore_index is None or -2**63 <= ignore_index < 2**63)):
         return None
     lib = native.library()
     if lib is None:
@@ -93,11 +97,15 @@ def _native_stats(
     ranges = native.parallel_ranges(n, align=1)
     cm = torch.zeros((len(ranges), 2, C, C), dtype=torch.int64)
     bf = torch.zeros((len(ranges), 4, C), dtype=torch.int64)
-    ignore = -1 if ignore_index is None else int(ignore_index)
+    bad = torch.zeros((len(ranges), 2), dtype=torch.int64)
+    has_ignore = ignore_index is not None
+    ignore = int(ignore_index) if has_ignore else 0
     bg = -1 if background is None else int(background)
     native.run_ranges(lambda i, n0, n1: lib.autoloss_metric_stats(
-        p.data_ptr(), t.data_ptr(), H, W, C, ignore, tolerance, bg, n0, n1,
-        cm[i].data_ptr(), bf[i].data_ptr()), ranges)
+        p.data_ptr(), t.data_ptr(), H, W, C, int(has_ignore), ignore, tolerance, bg, n0, n1,
+        cm[i].data_ptr(), bf[i].data_ptr(), bad[i].data_ptr()), ranges)
+    if bool(bad.any()):
+        return None
     cm, bf = cm.sum(0), bf.sum(0)
     return cm[0] + cm[1], cm[1].contiguous(), bf
 
