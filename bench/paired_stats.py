@@ -48,7 +48,11 @@ def detectable_difference(sd: float, n: int, *, alpha: float = ALPHA,
 
     def power_at(delta: float) -> float:
         nc = delta * math.sqrt(n) / sd
-        return float(stats.nct.sf(crit, df, nc) + stats.nct.cdf(-crit, df, nc))
+        # the wrong-sign tail: at most alpha / 2 and falling with nc; scipy's nct.cdf answers
+        # NaN far out in it (df = 1-2, nc ~ 50: seen with 2 seeds), where it is 0 to double
+        # precision
+        lower = float(stats.nct.cdf(-crit, df, nc))
+        return float(stats.nct.sf(crit, df, nc)) + (lower if math.isfinite(lower) else 0.0)
 
     hi = sd
     while power_at(hi) < power:

@@ -36,8 +36,9 @@ def test_paired_summary_matches_scipy_ttest_rel(seed):
     assert s["wins"] == int(np.sum(a > b))
 
 
-def test_detectable_difference_has_the_power_it_claims_by_simulation():
-    n, sd = 5, 0.01
+@pytest.mark.parametrize("n", [2, 3, 5])  # 2 seeds: scipy's far lower tail of nct was NaN
+def test_detectable_difference_has_the_power_it_claims_by_simulation(n):
+    sd = 0.01
     delta = ps.detectable_difference(sd, n)
     rng = np.random.default_rng(0)
     d = rng.normal(delta, sd, size=(40_000, n))
@@ -46,7 +47,8 @@ def test_detectable_difference_has_the_power_it_claims_by_simulation():
     assert power == pytest.approx(0.8, abs=0.01)
     # the textbook approximation (t_{1-a/2} + t_{power}) * sd / sqrt(n) is close to it
     approx = (stats.t.ppf(0.975, n - 1) + stats.t.ppf(0.8, n - 1)) * sd / math.sqrt(n)
-    assert delta == pytest.approx(approx, rel=0.1)
+    if n >= 5:  # the approximation is poor with 1-2 degrees of freedom
+        assert delta == pytest.approx(approx, rel=0.1)
     assert ps.detectable_difference(sd, 20) < delta  # more seeds detect less
     assert math.isnan(ps.detectable_difference(sd, 1)) and ps.detectable_difference(0.0, 5) == 0
 
