@@ -1,6 +1,7 @@
 """The option checks the commands share (no ray import): paths and URIs (:func:`is_uri`,
-:func:`default_tune_dir`, output files and folders), finiteness, seeds, concurrency, and the
-data options (``--data-root``, ``--dataset folder``'s layout and ignore index).
+:func:`default_tune_dir`, output files and folders; the store's default path
+:data:`DEFAULT_STORE`), finiteness, seeds, concurrency, and the data options
+(``--data-root``, ``--dataset folder``'s layout and ignore index).
 
 ``autoloss search`` (:class:`autoloss_app.options.SearchOptions`), ``search_loss``,
 ``retrain`` and ``evaluate`` check their options with these; each raises
@@ -19,7 +20,11 @@ from autoloss_ray.vocabulary import IGNORE_INDEX
 
 __all__ = ["is_uri", "default_tune_dir", "check_finite", "check_output_file", "check_output_dir",
            "folder_num_classes", "check_data_root", "check_folder_options",
-           "check_max_concurrent", "check_seed"]
+           "check_max_concurrent", "check_seed", "DEFAULT_STORE"]
+
+# the Parquet store of a command that is given no --store (search, search_loss, export, report,
+# retrain)
+DEFAULT_STORE = "runs/store"
 
 
 def default_tune_dir(store: str, tune_dir: str | None) -> str:

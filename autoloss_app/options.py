@@ -6,6 +6,10 @@ input fails fast with one sentence and leaves nothing behind. :class:`CommonSear
 holds the options it shares with a search of the user's own task
 (:class:`autoloss_app.user_options.UserSearchOptions`). The checks the commands share are in
 :mod:`autoloss_app.option_checks` (re-exported here).
+
+Each option is defined once, here: its default, and in the field's metadata (:func:`option`)
+what its ``autoloss search`` / ``search.py`` flag says and accepts (help, choices, nargs);
+:mod:`autoloss_app.cli` generates the flags from the fields.
 """
 
 from __future__ import annotations
@@ -17,7 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from autoloss_app.evaluate import DATASET_HELP, IGNORE_HELP
 from autoloss_app.option_checks import (
+    DEFAULT_STORE,
     check_data_root,
     check_finite,
     check_folder_options,
@@ -29,9 +35,16 @@ from autoloss_app.option_checks import (
     folder_num_classes,
     is_uri,
 )
-from autoloss_ray.search.config import ADVANTAGES, STARTUPS, PPO2Config
+from autoloss_ray.answer import ANSWER_RULES
+from autoloss_ray.search.config import (
+    ADVANTAGES,
+    DEFAULT_SAMPLES_PER_STEP,
+    DEFAULT_STEPS,
+    STARTUPS,
+    PPO2Config,
+)
 from autoloss_ray.validation import SEARCH_NAME_RE, OptionsError, check_resources
-from autoloss_ray.vocabulary import DEFAULT_PARAMETERIZATION, EVAL_PROTOCOLS
+from autoloss_ray.vocabulary import DEFAULT_PARAMETERIZATION, EVAL_PROTOCOLS, METRICS
 
 __all__ = ["LEGACY_MANIFEST", "RECIPES", "SEARCHERS", "CommonSearchOptions", "SearchOptions",
            "OptionsError", "is_uri",
@@ -39,7 +52,7 @@ __all__ = ["LEGACY_MANIFEST", "RECIPES", "SEARCHERS", "CommonSearchOptions", "Se
            "ppo2_config",
            "check_finite", "check_resources", "check_max_concurrent",
            "check_output_file", "check_output_dir", "check_folder_options", "check_data_root",
-           "folder_num_classes", "SCHEDULERS", "asha_rungs"]
+           "folder_num_classes", "SCHEDULERS", "asha_rungs", "option", "DEFAULT_STORE"]
 
 # Proxy-task recipes. "demo" finishes on 2 CPU cores in a few minutes (the main job of
 # docs/getting-started.md); "paper" is the paper's proxy task (docs/paper.md).
@@ -61,8 +74,8 @@ RECIPES: dict[str, dict[str, Any]] = {
         "iterations": 1000,
         "batch_size": 32,
         "eval_protocol": "native",
-        "steps": 12,
-        "samples": 32,
+        "steps": DEFAULT_STEPS,
+        "samples": DEFAULT_SAMPLES_PER_STEP,
         "train_size": 0,
         "holdout_fraction": 0.1,
     },
@@ -73,6 +86,7 @@ RECIPES: dict[str, dict[str, Any]] = {
 DEFAULT_FAILURE_REWARD = 0.0
 # PPO2's settings' defaults (the options below that are PPO2Config fields take theirs from it)
 PPO2_DEFAULTS = PPO2Config()
+_PPO2_FIELDS = {f.name: f for f in dataclasses.fields(PPO2Config)}
 # the search's answer by default (autoloss_ray.answer): the best trial
 DEFAULT_ANSWER = "best-trial"
 
@@ -112,36 +126,67 @@ def asha_rungs(iterations: int, grace_period: int, reduction_factor: float) -> l
     return rungs
 
 
+def option(default: Any, help: str | None = None, **argparse_keywords: Any) -> Any:
+    """A field of the options with its command-line flag's description as the field's metadata
+    (what :mod:`autoloss_app.cli` generates the flag from): ``help`` (``%(default)s`` in it
+    stands for the default, as in argparse) and the argparse keywords the default's type does
+    not give (``choices``, ``nargs``, ``metavar``, ``action``)."""
+    return field(default=default, metadata={"help": help, **argparse_keywords})
+
+
+def _ppo2(name: str) -> Any:
+    """The option of PPO2's setting ``name``: the :class:`PPO2Config` field's default and
+    metadata (help, choices)."""
+    return field(default=getattr(PPO2_DEFAULTS, name), metadata=_PPO2_FIELDS[name].metadata)
+
+
 @dataclass(frozen=True, kw_only=True)
 class CommonSearchOptions:
     """The options of every search of the application, with their defaults: ``autoloss
     search`` (:class:`SearchOptions`) and ``search_loss``
     (:class:`autoloss_app.user_options.UserSearchOptions`) add their own."""
 
-    metric: str = "miou"
-    parameterization: str = DEFAULT_PARAMETERIZATION
-    searcher: str = "ppo"
+    metric: str = option("miou", f"target metric: {', '.join(METRICS)}, or a sum such as "
+                         "miou+biou (default: %(default)s)")
+    parameterization: str = option(
+        DEFAULT_PARAMETERIZATION, "curve family h(x) (default: %(default)s, 2 quadratic "
+        "segments)", choices=("bezier", "bezier1", "linear", "identity"))
+    searcher: str = option(
+        "ppo", "ppo: PPO2 (the paper); random: uniform random search; tpe, cmaes: optuna's "
+        "TPE / CMA-ES through Ray Tune's OptunaSearch (pip install 'autoloss-ray[optuna]'); "
+        "every searcher runs --steps x --samples trials (default: %(default)s)",
+        choices=SEARCHERS)
     # PPO2's settings (autoloss_ray.search.PPO2Config; ppo2_config(options) builds it);
     # sigma is also random search's and CMA-ES's scale
-    sigma: float = PPO2_DEFAULTS.sigma
-    clip_eps: float = PPO2_DEFAULTS.clip_eps
-    lr: float = PPO2_DEFAULTS.lr
-    update_steps: int = PPO2_DEFAULTS.update_steps
-    baseline: str = PPO2_DEFAULTS.baseline
-    init_preset: str | None = None
-    failure_reward: float = DEFAULT_FAILURE_REWARD
-    gpus_per_trial: float = 1.0
-    cpus_per_trial: float = 1.0
-    max_concurrent: int | None = None
-    store: str = "runs/store"
-    tune_dir: str | None = None
-    experiment: str = "demo"
-    seed: int = 0
-    address: str | None = None
-    resume: bool = False
-    export: str | None = None
-    report_dir: str | None = None
-    verbose: int = 1
+    sigma: float = _ppo2("sigma")
+    clip_eps: float = _ppo2("clip_eps")
+    lr: float = _ppo2("lr")
+    update_steps: int = _ppo2("update_steps")
+    baseline: str = _ppo2("baseline")
+    init_preset: str | None = option(None, "start mu at a paper preset (e.g. miou)")
+    failure_reward: float = option(DEFAULT_FAILURE_REWARD, "reward given to a failed or "
+                                   "diverged trial (default %(default)g)")
+    gpus_per_trial: float = option(
+        1.0, "GPUs per trial; fractions pack trials on one GPU; an embedded local Ray without "
+        "GPU runs them on CPU; on a cluster they wait for GPU nodes (default %(default)g)")
+    cpus_per_trial: float = option(1.0)
+    max_concurrent: int | None = option(None, "trials running at once (default: M)")
+    store: str = option(DEFAULT_STORE, "Parquet store: path or URI")
+    tune_dir: str | None = option(
+        None, "Ray Tune's working directory for trial logs (default: <store>/../tune); resume "
+        "reads the store, not this")
+    experiment: str = option("demo", "experiment name in the store")
+    seed: int = option(0)
+    address: str | None = option(
+        None, "Ray cluster address ('auto' = the running one); default: the cluster of `ray "
+        "job submit`, else an embedded local Ray")
+    resume: bool = option(
+        False, "continue an interrupted search of the same --experiment from the store; "
+        "options not given are the original search's, options given must match them "
+        "(resources, paths and a larger --steps may change)", action="store_true")
+    export: str | None = option(None, "write the best loss to this JSON file")
+    report_dir: str | None = option(None, "write a report (Markdown + PNG) here")
+    verbose: int = 1  # the CLI's -q/--quiet: 0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -150,35 +195,79 @@ class SearchOptions(CommonSearchOptions):
 
     # common random numbers: every search trial trains with --seed (same init, data order);
     # False: trial (step, sample) trains with a seed of its own (same data and hold-out)
-    crn: bool = True
-    recipe: str = "demo"
-    dataset: str = "synthetic"
-    data_root: str | None = None
-    num_classes: int | None = None  # folder dataset: filled from its classes.txt
-    ignore_index: int | None = None  # folder dataset: the mask value that is ignored (255)
-    model: str | None = None
-    backbone_weights: str | None = None
-    iterations: int | None = None
-    batch_size: int | None = None
-    image_size: int | tuple[int, int] | None = None  # training crops: S or (H, W)
-    eval_protocol: str | None = None  # hold-out reward: one of EVAL_PROTOCOLS
-    train_size: int | None = None
-    holdout_fraction: float | None = None
-    steps: int | None = None
-    samples: int | None = None
+    crn: bool = option(
+        True, "common random numbers: every trial trains with --seed (same weight init and "
+        "data order), so rewards differ by the loss alone; --no-crn gives each trial (step, "
+        "sample) a training seed of its own, on the same data (default: --crn)")
+    recipe: str = option(
+        "demo", "defaults for the proxy task: 'demo' (tiny net, 2 CPU cores, minutes) or "
+        "'paper' (DeepLabV3-R50, 128px, 1000 it, M=32, T=12); flags below override it",
+        choices=tuple(sorted(RECIPES)))
+    dataset: str = option("synthetic", DATASET_HELP)
+    data_root: str | None = option(None, "dataset directory (not for synthetic)")
+    # folder dataset: filled from its classes.txt
+    num_classes: int | None = option(
+        None, "the class count, for a --dataset MODULE:FUNCTION whose dataset has no "
+        "num_classes attribute")
+    # folder dataset: the mask value that is ignored (None: IGNORE_INDEX)
+    ignore_index: int | None = option(None, IGNORE_HELP)
+    model: str | None = option(
+        None, "tiny, lraspp_mobilenet_v3_large, deeplabv3_resnet50, deeplabv3_resnet101, "
+        "fcn_resnet50, or your own network as MODULE:FUNCTION (e.g. mymodels:build, "
+        "mymodels.py in the working folder: called as FUNCTION(num_classes=C), returns an "
+        "nn.Module giving logits [N, C, h, w] or a dict with 'out'; the folder is shipped to "
+        "every Ray worker)")
+    backbone_weights: str | None = option(
+        None, "local .pth file with backbone weights (never downloaded)")
+    iterations: int | None = option(None, "SGD iterations per trial")
+    batch_size: int | None = option(None)
+    # training crops: S or (H, W) (the CLI's tokens: autoloss_ray.data.transforms.parse_image_size)
+    image_size: int | tuple[int, int] | None = option(
+        None, "training crop size: S (square), HxW or H W", nargs="+", metavar="SIZE")
+    # hold-out reward: one of EVAL_PROTOCOLS
+    eval_protocol: str | None = option(
+        None, "how the hold-out reward is scored: 'native' (labels at their own resolution, "
+        "logits upsampled to them) or 'train_size' (image and label resized to --image-size; "
+        "cheaper); default: the recipe's", choices=EVAL_PROTOCOLS)
+    train_size: int | None = option(
+        None, "images the proxy task draws from: the synthetic dataset's length, or a seeded "
+        "subset of a real dataset's training split (0 = all; the demo recipe: "
+        f"{RECIPES['demo']['train_size']})")
+    holdout_fraction: float | None = option(
+        None, "share of the training split held out for the reward")
+    steps: int | None = option(None, "T, PPO steps")
+    samples: int | None = option(None, "M, trials per step (>= 2)")
     # PPO2 options beyond the paper (issue 29.3)
-    startup: str = PPO2_DEFAULTS.startup
-    advantages: str = PPO2_DEFAULTS.advantages
-    mirrored: bool = PPO2_DEFAULTS.mirrored
+    startup: str = _ppo2("startup")
+    advantages: str = _ppo2("advantages")
+    mirrored: bool = _ppo2("mirrored")
     # multi-fidelity (issue 29.4): "asha" = Ray's ASHAScheduler stops poor trials at rungs
-    scheduler: str = "fifo"
-    grace_period: int | None = None  # None: iterations // 4
-    reduction_factor: float | None = None  # None: DEFAULT_REDUCTION_FACTOR
+    scheduler: str = option(
+        "fifo", "'fifo' (every trial trains to the end; default) or 'asha' (trials report the "
+        "hold-out reward, scored at the training size, at ASHA's rungs and Ray's "
+        "ASHAScheduler stops the poor ones; a stopped trial ranks below every finished trial "
+        "of its step)", choices=SCHEDULERS)
+    # None: iterations // 4
+    grace_period: int | None = option(
+        None, "--scheduler asha: the first rung, in iterations (default: a quarter of "
+        "--iterations)")
+    # None: DEFAULT_REDUCTION_FACTOR
+    reduction_factor: float | None = option(
+        None, "--scheduler asha: rungs at grace x factor^k iterations, and the top 1/factor of "
+        f"a rung go on (default {DEFAULT_REDUCTION_FACTOR:g})")
     # the search's answer (autoloss_ray.answer): best-trial | playoff | policy-mean; None:
     # the rule of a search from before the option (PPO2: policy-mean, others: best-trial)
-    answer: str | None = DEFAULT_ANSWER
-    playoff_k: int = 3
-    playoff_seeds: int = 2
+    answer: str | None = option(
+        DEFAULT_ANSWER, "the search's answer (what --export, --report-dir, `autoloss export` "
+        "and `autoloss report` use; recorded in the manifest): 'best-trial' (the "
+        "highest-reward trial; default), 'playoff' (the --playoff-k best trials, plus PPO2's "
+        "last mu, re-trained with --playoff-seeds fresh training seeds after the search; the "
+        "best mean wins) or 'policy-mean' (PPO2 only: the mean mu of its best step, the "
+        "paper's)", choices=ANSWER_RULES)
+    playoff_k: int = option(
+        3, "--answer playoff: how many of the best trials re-train (default %(default)s)")
+    playoff_seeds: int = option(
+        2, "--answer playoff: fresh training seeds per candidate (default %(default)s)")
     extra_config: dict[str, Any] = field(default_factory=dict)
 
     def resolved(self) -> SearchOptions:

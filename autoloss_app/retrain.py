@@ -25,6 +25,7 @@ from autoloss_app.evaluate import (
     inference_option,
     size_option,
 )
+from autoloss_app.option_checks import DEFAULT_STORE
 from autoloss_ray.vocabulary import EVAL_PROTOCOLS
 
 MODEL_HELP = (
@@ -424,7 +425,7 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--gpus-per-trial", type=float, default=1.0)
     p.add_argument("--cpus-per-trial", type=float, default=1.0)
     p.add_argument("--max-concurrent", type=int, default=None)
-    p.add_argument("--store", default="runs/store")
+    p.add_argument("--store", default=DEFAULT_STORE)
     p.add_argument("--experiment", default="retrain")
     p.add_argument("--checkpoint-dir", default=None,
                    help="where weights go (default <store>/../retrain/<experiment>; "

@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from autoloss_ray.search.config import DEFAULT_SIGMA
 from searchers.space import BoxSpace
 from searchers.step_searcher import StepSearcher
 from searchers.step_settings import StepSettings, with_step_keywords
@@ -172,7 +173,8 @@ class _OptunaStepSearcher(StepSearcher):
     _kind = ""
 
     @with_step_keywords(seed="int | None")
-    def __init__(self, space: Any = None, *, sigma: float = 0.2, **keywords: Any) -> None:
+    def __init__(self, space: Any = None, *, sigma: float = DEFAULT_SIGMA,
+                 **keywords: Any) -> None:
         s = StepSettings.of(type(self).__name__, keywords)
         points_to_evaluate, seed = s.points_to_evaluate, s.seed
         require_optuna(self._kind)

@@ -51,7 +51,7 @@ from typing import Any
 
 import numpy as np
 
-from autoloss_ray.search.config import PPO2Config
+from autoloss_ray.search.config import DEFAULT_SIGMA, PPO2Config
 from autoloss_ray.search.ppo import PPO2
 from autoloss_ray.search.random_search import RandomSearch
 from autoloss_ray.search.step_protocol import SAMPLE_KEY, STEP_KEY
@@ -128,7 +128,8 @@ class RandomSearcher(StepSearcher):
     """
 
     @with_step_keywords()
-    def __init__(self, space: Any = None, *, sigma: float = 0.2, **keywords: Any) -> None:
+    def __init__(self, space: Any = None, *, sigma: float = DEFAULT_SIGMA,
+                 **keywords: Any) -> None:
         StepSettings.of(type(self).__name__, keywords)  # an unknown keyword first, as before
         if not (isinstance(sigma, (int, float)) and math.isfinite(sigma) and sigma > 0):
             raise ValueError(f"sigma must be a finite number > 0; got {sigma!r}")

@@ -16,6 +16,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from autoloss_ray.search.config import DEFAULT_SAMPLES_PER_STEP, DEFAULT_STEPS
+
 __all__ = ["StepSettings", "STEP_SETTINGS", "with_step_keywords"]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -37,8 +39,8 @@ class StepSettings:
 
     metric: str | None = None
     mode: str | None = None
-    steps: int = 12
-    samples_per_step: int = 32
+    steps: int = DEFAULT_STEPS
+    samples_per_step: int = DEFAULT_SAMPLES_PER_STEP
     failure_reward: float | None = None
     points_to_evaluate: Sequence[Any] | None = None
     seed: Any = None

@@ -2,7 +2,10 @@
 
 :class:`~autoloss_ray.search.ppo.PPO2`, :class:`searchers.PPO2Searcher`, the application's
 ``SearchOptions`` and the ``autoloss search`` CLI all take their PPO2 settings, defaults and
-choices from here; the fields' ``help`` metadata is the CLI's help text.
+choices from here; the fields' ``help`` metadata is the CLI's help text (``%(default)s``
+in it stands for the default, as in argparse). The search's size and scale defaults are here
+too: :data:`DEFAULT_STEPS` (T), :data:`DEFAULT_SAMPLES_PER_STEP` (M) and
+:data:`DEFAULT_SIGMA`, the defaults of ``PPO2``, ``RandomSearch`` and the step searchers.
 """
 
 from __future__ import annotations
@@ -14,7 +17,15 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["PPO2Config", "STARTUPS", "ADVANTAGES", "BASELINES"]
+__all__ = ["PPO2Config", "STARTUPS", "ADVANTAGES", "BASELINES", "DEFAULT_STEPS",
+           "DEFAULT_SAMPLES_PER_STEP", "DEFAULT_SIGMA"]
+
+# The paper's search, the library's defaults: T steps (the step searchers' ``steps``) of M
+# samples each (``samples_per_step`` of PPO2, RandomSearch and the step searchers), drawn at
+# the policy scale sigma (PPO2Config.sigma; random search's, TPE's and CMA-ES's ``sigma``)
+DEFAULT_STEPS = 12
+DEFAULT_SAMPLES_PER_STEP = 32
+DEFAULT_SIGMA = 0.2
 
 # PPO2's options beyond the paper's defaults (the first of each is the default)
 STARTUPS = ("policy", "uniform")
@@ -49,7 +60,8 @@ class PPO2Config:
         mirrored: antithetic draws.
     """
 
-    sigma: float = field(default=0.2, metadata={"help": "sampling std (default 0.2)"})
+    sigma: float = field(default=DEFAULT_SIGMA,
+                         metadata={"help": "sampling std (default %(default)s)"})
     clip_eps: float = field(default=0.2, metadata={"help": None})
     lr: float = field(default=0.2, metadata={"help": "Adam learning rate on mu"})
     update_steps: int = field(default=60, metadata={"help": None})

@@ -37,7 +37,12 @@ import numpy as np
 
 from autoloss_ray.search._ask_tell import AskTell
 from autoloss_ray.search._mean_param import MeanParameterization
-from autoloss_ray.search.config import ADVANTAGES, STARTUPS, PPO2Config
+from autoloss_ray.search.config import (
+    ADVANTAGES,
+    DEFAULT_SAMPLES_PER_STEP,
+    STARTUPS,
+    PPO2Config,
+)
 from autoloss_ray.search.truncnorm import TruncatedNormal, log_prob_and_grad
 
 __all__ = ["PPO2", "PPO2Config", "PPOUpdate", "ppo_update", "adam_step", "centred_ranks",
@@ -197,7 +202,7 @@ class PPO2(AskTell):
         low: Any,
         high: Any,
         mu0: Any,
-        samples_per_step: int = 32,
+        samples_per_step: int = DEFAULT_SAMPLES_PER_STEP,
         seed: Any = None,
         config: PPO2Config | None = None,
         **settings: Any,

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from autoloss_ray.search._ask_tell import AskTell
+from autoloss_ray.search.config import DEFAULT_SAMPLES_PER_STEP, DEFAULT_SIGMA
 from autoloss_ray.search.truncnorm import TruncatedNormal
 
 __all__ = ["RandomSearch"]
@@ -28,10 +29,10 @@ class RandomSearch(AskTell):
         *,
         low: Any,
         high: Any,
-        samples_per_step: int = 32,
+        samples_per_step: int = DEFAULT_SAMPLES_PER_STEP,
         seed: Any = None,
         mu0: Any = None,
-        sigma: float = 0.2,
+        sigma: float = DEFAULT_SIGMA,
     ) -> None:
         self._init_common(low, high, samples_per_step, seed)
         if not (isinstance(sigma, (int, float, np.floating)) and math.isfinite(sigma)) or (
