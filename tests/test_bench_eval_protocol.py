@@ -20,6 +20,10 @@ def test_eval_protocol_bench_prints_both_protocols_the_phases_and_the_ratio(tmp_
         assert re.search(rf"phases \({protocol}\): data [\d.]+ s .* metrics [\d.]+ s",
                          out.stdout), out.stdout
     assert re.search(r"^  native/train_size: \d+\.\d\dx$", out.stdout, re.M), out.stdout
+    assert re.search(r"^  native/train_size in CPU time: \d+\.\d\dx$", out.stdout,
+                     re.M), out.stdout
+    assert re.search(r"^\| native \| [\d.]+ \| [\d., ]+ \| [\d.]+ \| [\d.]+ \| [\d.]+ \|$",
+                     out.stdout, re.M), out.stdout  # wall, runs, CPU, mIoU, BF1
     assert "the goal, <= 1.5x on the CamVid hold-out, not measured" in out.stdout
 
 
