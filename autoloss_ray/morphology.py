@@ -1,6 +1,6 @@
 """Binary and soft morphology on [N, C, H, W] maps, shared by the exact metrics and the surrogates.
 
-Conventions (DESIGN section 2):
+Conventions (the boundary of docs/paper.md#the-exact-metrics):
 - erosion treats everything outside the image as *inside* the mask, so the image border is
   never a boundary;
 - dilation treats everything outside the image as 0.

@@ -1,4 +1,4 @@
-"""The metric surrogate losses (DESIGN section 3) and the baseline losses.
+"""The metric surrogate losses (docs/paper.md#the-surrogate-losses) and the baseline losses.
 
 - :mod:`.parameterizations`: the monotone curves h (Bezier, linear, identity) and their
   evaluation;

@@ -1,4 +1,5 @@
-"""Monotone curves h: [0, 1] -> [0, 1] with h(0) = 0 and h(1) = 1 (DESIGN section 3).
+"""Monotone curves h: [0, 1] -> [0, 1] with h(0) = 0 and h(1) = 1 (the curves of
+docs/paper.md#the-surrogate-losses).
 
 Each :class:`Parameterization` maps a parameter vector ``theta`` (one curve) in its box to a
 curve. Names (:func:`get_parameterization`):

@@ -1,4 +1,5 @@
-"""The paper's searched surrogate parameters (DESIGN section 7) and their conversion to theta.
+"""The paper's searched surrogate parameters and their conversion to theta (the table:
+docs/paper.md#the-papers-released-curves-presets).
 
 :data:`PRESETS` holds the released *control points* per curve ((0, 0) and (1, 1) implied),
 laid out ``(x1, y1, x2, y2, x3, y3)`` for the 2-segment Bezier curves and ``(x1, y1)`` for the
@@ -19,11 +20,11 @@ __all__ = ["PRESETS", "PRESET_PARAMETERIZATION", "preset_theta", "control_points
 _MACC = (2.1453928e-02, 7.3905742e-01, 4.1163361e-01, 7.9865617e-01, 9.1986191e-01,
          9.5041156e-01)
 
-# Full precision, exactly as released (DESIGN section 7): rounding would move a Bezier segment
-# junction, and a probability between the old and the new junction would get the other
-# segment's slope. Sources: the retrain configs of the official release
-# (ASL_configs/retrain/<metric>_bezier_10k.py), except FWIoU, whose released config repeats the
-# BIoU theta: its preset is the theta printed in that run's training log
+# Full precision, exactly as released (docs/paper.md#the-papers-released-curves-presets):
+# rounding would move a Bezier segment junction, and a probability between the old and the
+# new junction would get the other segment's slope. Sources: the retrain configs of the
+# official release (ASL_configs/retrain/<metric>_bezier_10k.py), except FWIoU, whose released
+# config repeats the BIoU theta: its preset is the theta printed in that run's training log
 # (fwiou_bezier_10k.log), which produced the reported FWIoU.
 PRESETS: dict[str, dict[str, tuple[float, ...]]] = {
     "miou": {

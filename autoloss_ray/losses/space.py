@@ -1,5 +1,6 @@
 """The search space of a metric surrogate: which curves each metric has (:data:`CURVES`), the
-parameter box (:class:`SearchSpace`) and :func:`search_space` (DESIGN section 3)."""
+parameter box (:class:`SearchSpace`) and :func:`search_space` (curves per metric:
+docs/paper.md#the-surrogate-losses)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Differentiable metric surrogates (DESIGN section 3): :class:`SurrogateLoss`.
+"""Differentiable metric surrogates (docs/paper.md#the-surrogate-losses): :class:`SurrogateLoss`.
 
 p = softmax(logits) (bilinearly resized to the label size if needed), y = one-hot target (zero
 at ignored pixels), v = valid mask. Each logical operation is replaced by a parameterized
@@ -491,7 +491,8 @@ class SurrogateLoss(nn.Module):
 
     @classmethod
     def from_preset(cls, name: str, *, num_classes: int, **kwargs: Any) -> SurrogateLoss:
-        """The paper's searched loss for metric ``name`` (DESIGN section 7)."""
+        """The paper's searched loss for metric ``name``
+        (docs/paper.md#the-papers-released-curves-presets)."""
         parameterization, theta = preset_theta(name)
         return cls(name, num_classes=num_classes, parameterization=parameterization,
                    theta=theta, **kwargs)

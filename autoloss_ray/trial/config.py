@@ -1,4 +1,5 @@
-"""The configuration of one proxy trial: :class:`TrialConfig` (DESIGN section 5),
+"""The configuration of one proxy trial: :class:`TrialConfig` (its training defaults: the
+paper's proxy task, docs/paper.md#the-search-ppo2-over-truncated-normals),
 :func:`check_trial_config` and the training seed of a search trial."""
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ _META_PREFIX = "__"
 
 @dataclass(kw_only=True)
 class TrialConfig:
-    """Every key a trial's config may hold, with its default (DESIGN section 5)."""
+    """Every key a trial's config may hold, with its default (the training defaults are the
+    paper's proxy task: docs/paper.md#the-search-ppo2-over-truncated-normals)."""
 
     # what to search / train with
     metric: str = "miou"
