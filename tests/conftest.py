@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -55,6 +56,8 @@ def local_ray(request: pytest.FixtureRequest):
     its own (the sockets' paths must stay short), removed afterwards."""
     import ray
 
+    if ray.is_initialized():  # an in-process CLI run of an earlier test left its Ray up
+        ray.shutdown()
     options = {**RAY_DEFAULTS, **getattr(request.module, "RAY_OPTIONS", {})}
     ray.cloudpickle.register_pickle_by_value(request.module)
     temp_dir = tempfile.mkdtemp(prefix="rt", dir="/tmp")
@@ -65,6 +68,18 @@ def local_ray(request: pytest.FixtureRequest):
         ray.shutdown()
         ray.cloudpickle.unregister_pickle_by_value(request.module)
         shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _no_ray_left_behind():
+    """An in-process ``autoloss search``/``retrain`` starts an embedded Ray and leaves it up
+    for the process; after each module it is shut down, so that the next module a pytest-xdist
+    worker takes starts without a Ray of someone else's (its checks that nothing started Ray,
+    its own local_ray)."""
+    yield
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        ray.shutdown()
 
 
 # The modules that take longest in one process (sums of `pytest --durations=60` on the 2-core
