@@ -82,21 +82,29 @@ def _no_ray_left_behind():
         ray.shutdown()
 
 
-# The modules that take longest in one process (sums of `pytest --durations=60` on the 2-core
-# machine: 153, 117, 76, 70, 69, 56, 55, 51, 48 s), longest first. In two pytest-xdist workers
-# (`--dist loadfile`: a worker takes the next whole module when it is free) a long module that
-# started last ran alone at the end; starting them first lets the short ones fill the gaps.
-# Only the order changes; a module missing from this list runs after these, as collected.
-LONGEST_FIRST = ("app/test_examples.py",  # ~225 s under load: subprocesses importing frameworks
-                 "app/test_service.py", "trainables/test_retrain_ddp.py",
-                 "app/test_reliability.py", "searchers/test_searcher_contract.py",
-                 "bench/test_gpu_check.py", "store/test_s3_store.py",
-                 "cluster/test_fake_cluster.py", "cluster/test_jobs.py",
-                 "searchers/test_searchers.py")
+# The modules that take longest, longest first: the sums of their tests over 5 s in the whole
+# suite's `--durations=80` (2 workers, the 2-core machine under a background benchmark, load
+# 5-15): 268, 227, 157, 156, 129, 125, 110, 100, 98, 91, 89, 86, 85, 83, 82, 81, 74 s. In
+# pytest-xdist workers (`--dist loadfile`: a worker takes the next whole module when it is
+# free) a long module that started last ran alone at the end; starting them first lets the
+# short ones fill the gaps. Only the order changes; a module missing from this list runs after
+# these, as collected. Paths relative to tests/.
+LONGEST_FIRST = ("app/test_service.py", "trainables/test_retrain_ddp.py",
+                 "trainables/test_user_plugins.py",
+                 "app/test_examples.py",  # subprocesses importing Lightning, smp, mmengine
+                 "trainables/test_user_train_fn.py", "app/test_reliability.py",
+                 "bench/test_gpu_check.py", "test_native.py", "store/test_s3_store.py",
+                 "trainables/test_retrain_failures.py", "trainables/test_trainables.py",
+                 "bench/test_bench_search_quality.py", "searchers/test_searchers.py",
+                 "cluster/test_jobs.py", "trainables/test_retrain.py", "app/test_docs.py",
+                 "searchers/test_searcher_contract.py")
 TESTS = Path(__file__).resolve().parent
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    stale = [name for name in LONGEST_FIRST if not (TESTS / name).is_file()]
+    if stale:  # a moved or renamed module would silently lose its place
+        raise pytest.UsageError(f"tests/conftest.py LONGEST_FIRST names no file: {stale}")
     rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
 
     def key(item: pytest.Item) -> int:

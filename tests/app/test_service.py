@@ -97,7 +97,7 @@ def test_every_command_has_help() -> None:
 
 # --------------------------------------------------------------------------- main job
 @pytest.mark.slow
-def test_main_job_runs_end_to_end_and_the_exported_loss_trains(tmp_path: Path) -> None:
+def test_main_job_runs_end_to_end_and_the_exported_loss_trains(tmp_path: Path, capsys) -> None:
     import torch
 
     from autoloss_ray import SurrogateLoss
@@ -143,8 +143,8 @@ def test_main_job_runs_end_to_end_and_the_exported_loss_trains(tmp_path: Path) -
     assert loss.item() < first - 0.1
 
     # a second run of the same experiment without --resume is refused and changes nothing
-    again = _autoloss("search", "--experiment", "demo", "--store", str(store), *SMALL,
-                      timeout=200)
+    # (before Ray starts: in this process, as the refusals of the resume test below)
+    again = _in_process(capsys, "search", "--experiment", "demo", "--store", str(store), *SMALL)
     assert again.returncode == 2 and "--resume" in again.stderr
     assert len(ExperimentStore(store).trials("demo")) == steps * samples
 

@@ -33,7 +33,8 @@ def build(num_classes):
 
 
 @pytest.mark.slow
-def test_a_retrain_whose_every_trial_fails_prints_the_error_and_frees_the_name(tmp_path):
+def test_a_retrain_whose_every_trial_fails_prints_the_error_and_frees_the_name(tmp_path, capsys,
+                                                                            monkeypatch):
     (tmp_path / "failing.py").write_text(FAILING_PY)
     common = ["--iterations", "2", "--batch-size", "2", "--image-size", "16",
               "--train-size", "8", "--gpus-per-trial", "0", "--experiment", "r"]
@@ -57,5 +58,10 @@ def test_a_retrain_whose_every_trial_fails_prints_the_error_and_frees_the_name(t
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert "removed 1 row(s) of an earlier retrain" in again.stdout
     assert list(store.trials("r")["status"]) == ["ok"]
-    taken = retrain("tiny")  # now it holds a result: refused
-    assert taken.returncode == 2 and "already has rows" in taken.stderr
+    # now it holds a result: refused before Ray starts (so in this process, argparse included)
+    from autoloss_app.cli import main as cli_main
+
+    monkeypatch.chdir(tmp_path)
+    capsys.readouterr()
+    assert cli_main(["retrain", "--loss", "ce", "--model", "tiny", *common]) == 2
+    assert "already has rows" in capsys.readouterr().err
