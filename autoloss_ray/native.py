@@ -3,10 +3,11 @@ metric counts), compiled on first use (optional, with fallback).
 
 The eager PyTorch path of :mod:`autoloss_ray.losses` spends ~20 elementwise passes per
 (pixel, class) on a curve. ``_native/kernels.cpp`` does softmax, curves, derivatives and sums
-in one pass over cache-sized tiles. It is plain C++ with a C ABI (no torch headers, about two
-seconds to compile), built with the system C++ compiler the first time a loss runs on CPU, and
-cached per source, flags, compiler, CPU and C library in a private directory; ranges of pixels
-run on ``torch.get_num_threads()`` threads (ctypes releases the GIL).
+in one pass over cache-sized tiles. It is plain C++ with a C ABI (no torch headers; with the
+evaluator's ``upsample.cpp`` and ``metrics.cpp`` it compiles side by side in a few seconds),
+built with the system C++ compiler the first time a loss or a CPU evaluation runs, and cached
+per source, flags, compiler, CPU and C library in a private directory; ranges of pixels run
+on ``torch.get_num_threads()`` threads (ctypes releases the GIL).
 
 When there is no compiler, the build fails, or ``AUTOLOSS_RAY_NATIVE=0`` is set, everything
 runs on the eager path (same math; a one-line warning says why). Environment:
@@ -170,12 +171,29 @@ def _build() -> ctypes.CDLL:
         os.close(fd)
         objs = [f"{tmp[:-3]}-{i}.o" for i in range(len(units))]
         try:
-            cmds = [[cxx, *flags, "-c", "-o", obj, str(source)]
-                    for (source, flags), obj in zip(units, objs)]
-            for cmd in [*cmds, [cxx, *LINK_FLAGS, "-o", tmp, *objs]]:
-                res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+            # the units compile side by side (the first build of a machine waits on them)
+            procs = [subprocess.Popen([cxx, *flags, "-c", "-o", obj, str(source)],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                      text=True)
+                     for (source, flags), obj in zip(units, objs)]
+            errors = []
+            for proc in procs:
+                try:
+                    _, err = proc.communicate(timeout=300)
+                except subprocess.TimeoutExpired:
+                    for other in procs:
+                        other.kill()
+                        other.communicate()
+                    raise RuntimeError(f"{cxx} took more than 300 s") from None
+                if proc.returncode != 0:
+                    errors.append(err)
+            if not errors:
+                res = subprocess.run([cxx, *LINK_FLAGS, "-o", tmp, *objs],
+                                     capture_output=True, text=True, timeout=300)
                 if res.returncode != 0:
-                    raise RuntimeError(f"{cxx} failed: {res.stderr.strip()[-500:]}")
+                    errors.append(res.stderr)
+            if errors:
+                raise RuntimeError(f"{cxx} failed: {errors[0].strip()[-500:]}")
             os.replace(tmp, target)  # atomic: concurrent builders (Ray workers) agree
         finally:
             for f in (tmp, *objs):

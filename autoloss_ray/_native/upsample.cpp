@@ -89,10 +89,18 @@ void horizontal(const float* __restrict plane, int64_t w, int64_t r0, int64_t r1
   }
 }
 
+using Horizontal = void (*)(const float*, int64_t, int64_t, int64_t, const Axis&, int64_t,
+                           float*);
+
+Horizontal horizontal_for(int mh) {
+  return mh == 0 ? horizontal<0> : mh == 1 ? horizontal<1> : horizontal<2>;
+}
+
 // One range of output rows of the argmax over C classes, hrow [C, h, W] per image.
-template <int MH, int MV>
-void argmax_rows(const float* x, int64_t C, int64_t h, int64_t w, int64_t H, int64_t W,
-                 const Axis& ay, const Axis& ax, int64_t g0, int64_t g1, int64_t* out) {
+template <int MV>
+void argmax_rows(Horizontal hpass, const float* x, int64_t C, int64_t h, int64_t w, int64_t H,
+                 int64_t W, const Axis& ay, const Axis& ax, int64_t g0, int64_t g1,
+                 int64_t* out) {
   std::vector<float> hrow(static_cast<size_t>(C * h * W));
   std::vector<float> best(static_cast<size_t>(W));
   std::vector<int64_t> arg(static_cast<size_t>(W));
@@ -106,7 +114,7 @@ void argmax_rows(const float* x, int64_t C, int64_t h, int64_t w, int64_t H, int
     const int64_t r0 = ay.i0[y0];
     const int64_t r1 = ay.i1[y1 - 1] + 1;
     for (int64_t c = 0; c < C; ++c)
-      horizontal<MH>(x + (n * C + c) * h * w, w, r0, r1, ax, W, hrow.data() + c * h * W);
+      hpass(x + (n * C + c) * h * w, w, r0, r1, ax, W, hrow.data() + c * h * W);
     for (int64_t y = y0; y < y1; ++y) {
       const float* __restrict a0 = hrow.data() + ay.i0[y] * W;
       const float* __restrict a1 = hrow.data() + ay.i1[y] * W;
@@ -132,15 +140,15 @@ void argmax_rows(const float* x, int64_t C, int64_t h, int64_t w, int64_t H, int
   }
 }
 
-template <int MH, int MV>
-void value_rows(const float* x, int64_t h, int64_t w, int64_t H, int64_t W, const Axis& ay,
-                const Axis& ax, int64_t g0, int64_t g1, float* out) {
+template <int MV>
+void value_rows(Horizontal hpass, const float* x, int64_t h, int64_t w, int64_t H, int64_t W,
+                const Axis& ay, const Axis& ax, int64_t g0, int64_t g1, float* out) {
   std::vector<float> hrow(static_cast<size_t>(h * W));
   for (int64_t g = g0; g < g1;) {
     const int64_t p = g / H;
     const int64_t y0 = g % H;
     const int64_t y1 = std::min(H, y0 + (g1 - g));
-    horizontal<MH>(x + p * h * w, w, ay.i0[y0], ay.i1[y1 - 1] + 1, ax, W, hrow.data());
+    hpass(x + p * h * w, w, ay.i0[y0], ay.i1[y1 - 1] + 1, ax, W, hrow.data());
     for (int64_t y = y0; y < y1; ++y) {
       const float* __restrict a0 = hrow.data() + ay.i0[y] * W;
       const float* __restrict a1 = hrow.data() + ay.i1[y] * W;
@@ -152,34 +160,31 @@ void value_rows(const float* x, int64_t h, int64_t w, int64_t H, int64_t W, cons
   }
 }
 
-template <template <int, int> class Run, typename... A>
+// the horizontal step by a function pointer (once per class and range), the vertical one,
+// the hot loop, compiled per mode
+template <template <int> class Run, typename... A>
 int dispatch(int mode, A&&... args) {
   const int mh = (mode >> 1) & 3, mv = (mode >> 3) & 3;
   if (mh > 2 || mv > 2) return 1;
-  switch (mh * 3 + mv) {
-    case 0: Run<0, 0>::go(args...); break;
-    case 1: Run<0, 1>::go(args...); break;
-    case 2: Run<0, 2>::go(args...); break;
-    case 3: Run<1, 0>::go(args...); break;
-    case 4: Run<1, 1>::go(args...); break;
-    case 5: Run<1, 2>::go(args...); break;
-    case 6: Run<2, 0>::go(args...); break;
-    case 7: Run<2, 1>::go(args...); break;
-    default: Run<2, 2>::go(args...); break;
+  const Horizontal hpass = horizontal_for(mh);
+  switch (mv) {
+    case 0: Run<0>::go(hpass, args...); break;
+    case 1: Run<1>::go(hpass, args...); break;
+    default: Run<2>::go(hpass, args...); break;
   }
   return 0;
 }
 
-template <int MH, int MV>
+template <int MV>
 struct ArgmaxRun {
   template <typename... A>
-  static void go(A&&... args) { argmax_rows<MH, MV>(args...); }
+  static void go(A&&... args) { argmax_rows<MV>(args...); }
 };
 
-template <int MH, int MV>
+template <int MV>
 struct ValueRun {
   template <typename... A>
-  static void go(A&&... args) { value_rows<MH, MV>(args...); }
+  static void go(A&&... args) { value_rows<MV>(args...); }
 };
 
 bool bad_sizes(int64_t C, int64_t h, int64_t w, int64_t H, int64_t W) {
