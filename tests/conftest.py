@@ -93,7 +93,7 @@ LONGEST_FIRST = ("app/test_service.py", "trainables/test_retrain_ddp.py",
                  "trainables/test_user_plugins.py",
                  "app/test_examples.py",  # subprocesses importing Lightning, smp, mmengine
                  "trainables/test_user_train_fn.py", "app/test_reliability.py",
-                 "bench/test_gpu_check.py", "test_native.py", "store/test_s3_store.py",
+                 "bench/test_gpu_check.py", "losses/test_native.py", "store/test_s3_store.py",
                  "trainables/test_retrain_failures.py", "trainables/test_trainables.py",
                  "bench/test_bench_search_quality.py", "searchers/test_searchers.py",
                  "cluster/test_jobs.py", "trainables/test_retrain.py", "app/test_docs.py",

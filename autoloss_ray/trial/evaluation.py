@@ -107,7 +107,7 @@ class _Uint8Labels(torch.utils.data.Dataset):
 def _argmax_classes(logits: torch.Tensor) -> torch.Tensor:
     """``logits.argmax(dim=1)``, computed as ``logits.max(dim=1).indices``: the same int64
     map (both return the first maximal index; NaN counts as the maximum in both; tested on
-    ties, NaN and infinities in ``tests/test_native_eval.py``), several times faster on CPU,
+    ties, NaN and infinities in ``tests/trial/test_native_eval.py``), several times faster on CPU,
     where ``argmax`` over the channel dimension of an NCHW tensor reduces across strided
     memory (0.18 s vs 0.03 s for [8, 11, 360, 480] float32 on one thread). Other devices
     keep ``argmax`` (not measured there)."""

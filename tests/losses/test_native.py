@@ -20,7 +20,6 @@ import subprocess
 import sys
 import textwrap
 import zlib
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -31,6 +30,7 @@ from autoloss_ray.losses import SurrogateLoss, search_space
 from autoloss_ray.losses import surrogate as S
 from autoloss_ray.losses.parameterizations import curve_table
 from autoloss_ray.metrics import METRICS
+from tests import REPO
 
 HAS_CXX = any(shutil.which(c) for c in (os.environ.get("CXX") or "c++", "g++", "clang++"))
 pytestmark = pytest.mark.skipif(not HAS_CXX, reason="no C++ compiler on this machine")
@@ -248,6 +248,7 @@ def _value(out):
     return float(next(line for line in out.splitlines() if line.startswith("VALUE")).split()[1])
 
 
+@pytest.mark.slow  # fresh kernel builds in child processes (~10-60 s each)
 def test_failed_build_warns_and_falls_back(tmp_path):
     bad = _child({"CXX": "false"}, tmp_path / "bad")
     assert bad.returncode == 0, bad.stderr
@@ -260,6 +261,7 @@ def test_failed_build_warns_and_falls_back(tmp_path):
     assert _value(bad.stdout) == _value(eager.stdout)
 
 
+@pytest.mark.slow  # fresh kernel builds in child processes (~10-60 s each)
 def test_concurrent_first_builds_share_one_library(tmp_path):
     """Ray workers starting together on a fresh machine build at the same time."""
     env = dict(os.environ, AUTOLOSS_RAY_CACHE=str(tmp_path))
@@ -411,6 +413,7 @@ def test_a_cache_or_library_of_another_user_is_not_trusted(tmp_path, monkeypatch
     assert not native._trusted_file(so)
 
 
+@pytest.mark.slow  # fresh kernel builds in child processes (~10-60 s each)
 def test_untrusted_cache_falls_back_to_a_fresh_private_build(tmp_path, monkeypatch):
     """Neither a group-writable cache nor a library file others can write is used: the
     kernels are built (and loaded) from a fresh private directory instead, with a warning."""
@@ -435,6 +438,7 @@ def test_untrusted_cache_falls_back_to_a_fresh_private_build(tmp_path, monkeypat
     assert not native._trusted_file(tmp_path / "missing.so")
 
 
+@pytest.mark.slow  # fresh kernel builds in child processes (~10-60 s each)
 def test_untrusted_cache_dir_is_refused_in_a_child(tmp_path):
     """End to end: a group-writable AUTOLOSS_RAY_CACHE gets nothing written into it."""
     cache = tmp_path / "groupw"
@@ -637,7 +641,7 @@ def test_metric_counts_kernel_is_not_used_where_it_does_not_apply(monkeypatch):
     assert evaluate(p % 11, t % 11, 11) == off
 
 
-CAMVID = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "camvid"
+CAMVID = REPO.parent / "shared" / "data" / "camvid"
 
 
 @pytest.mark.skipif(not (CAMVID / "valannot").is_dir(), reason="no CamVid beside the repo")

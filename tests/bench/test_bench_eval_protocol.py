@@ -5,9 +5,10 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "eval_protocol.py"
+from tests import REPO
+
+SCRIPT = REPO / "bench" / "eval_protocol.py"
 
 
 def test_eval_protocol_bench_prints_both_protocols_the_phases_and_the_ratio(tmp_path):

@@ -27,9 +27,9 @@ from autoloss_ray.data import build_dataset, check_data
 from autoloss_ray.data.transforms import inference_shape, parse_image_size
 from autoloss_ray.models import build_model
 from autoloss_ray.store import ExperimentStore, StoreError
+from tests import REPO
 from tests.metrics.test_metrics import ref_metrics, ref_stats
 
-REPO = Path(__file__).resolve().parents[1]
 MEAN = np.array([0.485, 0.456, 0.406])
 STD = np.array([0.229, 0.224, 0.225])
 # two non-square label sizes (one landscape, one portrait), three images
@@ -455,13 +455,16 @@ FUSED_GEOMETRIES = [(96, 128, 360, 480), (96, 96, 96, 96), (24, 32, 96, 128),
 def test_fused_kernel_values_are_torchs_to_the_bit(threads) -> None:
     """_native/upsample.cpp in the mode evaluation._fused_mode picks reproduces
     F.interpolate(bilinear, align_corners=False) exactly (torch.equal of the float values),
-    and that mode is the one of PyTorch's x86-64 wheels, on every geometry above (issue 31);
+    and on PyTorch's vectorized x86-64 builds some mode applies on every geometry above
+    (issue 31; which FMAs a build fuses is the compiler's choice);
     its class map is the full upsample's argmax, on 1 or 2 threads."""
     import platform
 
     from autoloss_ray.trial import evaluation as E
 
     lib = _kernels()
+    vectorized_x86 = (platform.machine().lower() in ("x86_64", "amd64")
+                      and torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512"))
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -469,8 +472,8 @@ def test_fused_kernel_values_are_torchs_to_the_bit(threads) -> None:
         for h, w, H, W in FUSED_GEOMETRIES:
             for c in (1, 2, 4, 11):
                 mode = E._fused_mode(lib, c, h, w, H, W)
-                if platform.machine().lower() in ("x86_64", "amd64"):
-                    assert mode == E._FMA_ALL, (c, h, w, H, W)
+                if vectorized_x86:  # PyTorch's AVX2/AVX512 builds: the kernel must apply
+                    assert mode is not None, (c, h, w, H, W)
                 if mode is None:
                     continue
                 x = torch.randn(c, h, w, generator=g) * 30
