@@ -1,6 +1,6 @@
 """Exact (non-differentiable) segmentation metrics, accumulated over a whole dataset.
 
-DESIGN section 2. Six metrics (:data:`METRICS`): mIoU, FWIoU, boundary IoU (trimap IoU),
+The definitions: docs/paper.md#the-exact-metrics. Six metrics (:data:`METRICS`): mIoU, FWIoU, boundary IoU (trimap IoU),
 boundary F1, mean accuracy and global accuracy. Everything is summed over the dataset first
 (confusion matrices and boundary counts) and turned into ratios last; nothing is averaged per
 image. A class whose denominator is 0 is left out of a mean; a mean over an empty class set

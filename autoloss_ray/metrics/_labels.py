@@ -14,7 +14,7 @@ from autoloss_ray.checks import (
     describe_values,
     labels_outside,
 )
-from autoloss_ray.vocabulary import BOUNDARY_CLASSES
+from autoloss_ray.vocabulary import BOUNDARY_CLASSES, IGNORE_INDEX
 
 __all__ = ["check_boundary_classes", "check_labels"]
 
@@ -137,7 +137,7 @@ def check_labels(
     pred: Any,
     target: Any,
     num_classes: int,
-    ignore_index: int | None = 255,
+    ignore_index: int | None = IGNORE_INDEX,
     *,
     device: torch.device | str | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:

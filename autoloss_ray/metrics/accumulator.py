@@ -10,6 +10,7 @@ from autoloss_ray.checks import check_ignore_index, check_num_classes, check_tol
 from autoloss_ray.metrics._labels import _check, check_boundary_classes
 from autoloss_ray.metrics.counts import _all_stats, _native_stats
 from autoloss_ray.metrics.scores import scores_from_stats
+from autoloss_ray.vocabulary import DEFAULT_BOUNDARY_TOLERANCE, IGNORE_INDEX
 
 __all__ = ["MetricAccumulator", "evaluate"]
 
@@ -27,8 +28,8 @@ class MetricAccumulator:
         self,
         num_classes: int,
         *,
-        ignore_index: int | None = 255,
-        boundary_tolerance: int = 5,
+        ignore_index: int | None = IGNORE_INDEX,
+        boundary_tolerance: int = DEFAULT_BOUNDARY_TOLERANCE,
         device: torch.device | str | None = None,
         boundary_classes: str = "all",
         background_index: int = 0,
@@ -153,8 +154,8 @@ def evaluate(
     target: Any,
     num_classes: int,
     *,
-    ignore_index: int | None = 255,
-    boundary_tolerance: int = 5,
+    ignore_index: int | None = IGNORE_INDEX,
+    boundary_tolerance: int = DEFAULT_BOUNDARY_TOLERANCE,
     boundary_classes: str = "all",
     background_index: int = 0,
 ) -> dict[str, float]:

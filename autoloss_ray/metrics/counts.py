@@ -17,6 +17,7 @@ from autoloss_ray.metrics._boundary import (
     _stack_codes,
 )
 from autoloss_ray.metrics._labels import check_boundary_classes, check_labels
+from autoloss_ray.vocabulary import DEFAULT_BOUNDARY_TOLERANCE, IGNORE_INDEX
 
 __all__ = ["confusion_matrix", "boundary_band", "bf1_counts"]
 
@@ -139,7 +140,7 @@ def confusion_matrix(
     target: Any,
     num_classes: int,
     *,
-    ignore_index: int | None = 255,
+    ignore_index: int | None = IGNORE_INDEX,
     mask: Any = None,
 ) -> torch.Tensor:
     """Confusion matrix M[g, p] over valid pixels (target != ignore_index), one bincount.
@@ -173,8 +174,8 @@ def boundary_band(
     target: Any,
     num_classes: int,
     *,
-    ignore_index: int | None = 255,
-    tolerance: int = 5,
+    ignore_index: int | None = IGNORE_INDEX,
+    tolerance: int = DEFAULT_BOUNDARY_TOLERANCE,
     boundary_classes: str = "all",
     background_index: int = 0,
 ) -> torch.Tensor:
@@ -210,8 +211,8 @@ def bf1_counts(
     target: Any,
     num_classes: int,
     *,
-    ignore_index: int | None = 255,
-    tolerance: int = 5,
+    ignore_index: int | None = IGNORE_INDEX,
+    tolerance: int = DEFAULT_BOUNDARY_TOLERANCE,
 ) -> torch.Tensor:
     """Boundary-F1 counts per class, int64 [4, C], rows (n_p, n_g, m_p, m_g).
 

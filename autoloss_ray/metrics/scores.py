@@ -1,4 +1,4 @@
-"""The six metrics from dataset-level sums (DESIGN section 2)."""
+"""The six metrics from dataset-level sums (docs/paper.md#the-exact-metrics)."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ def scores_from_stats(
     ignore_index: int | None = None,
     bf1_background: int | None = None,
 ) -> dict[str, float]:
-    """The six metrics from dataset-level sums (DESIGN section 2).
+    """The six metrics from dataset-level sums (docs/paper.md#the-exact-metrics).
 
     confusion, band_confusion: [C, C] counts M[g, p]; bf1_counts: [4, C] rows
     (n_p, n_g, m_p, m_g). A class with a zero denominator is left out of a mean; an empty mean

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from autoloss_ray.trial.loop import _autocast
+from autoloss_ray.vocabulary import DEFAULT_BOUNDARY_TOLERANCE
 
 __all__ = ["evaluate_model"]
 
@@ -15,7 +16,7 @@ def evaluate_model(
     *,
     num_classes: int,
     ignore_index: int,
-    boundary_tolerance: int = 5,
+    boundary_tolerance: int = DEFAULT_BOUNDARY_TOLERANCE,
     device: torch.device | str = "cpu",
     batch_size: int = 8,
     num_workers: int = 0,
