@@ -9,6 +9,7 @@ must complete its sample (no stalled step), under ``tune.run`` and ``tune.Tuner`
 from __future__ import annotations
 
 import math
+import sys
 import time
 
 import numpy as np
@@ -23,6 +24,7 @@ from ray.tune.stopper import ExperimentPlateauStopper  # noqa: E402
 from autoloss_ray.search import PPO2, RandomSearch  # noqa: E402
 from autoloss_ray.store import ExperimentStore  # noqa: E402
 from searchers import Box, PPO2Searcher, RandomSearcher  # noqa: E402
+from tests import REPO  # noqa: E402
 from trainables.store_callback import StoreCallback, trial_row  # noqa: E402
 
 CLASSES = [PPO2Searcher, RandomSearcher]
@@ -408,21 +410,14 @@ def sleepy_trainable(config):
 
 # --------------------------------------------------------------------------- convergence
 def _plateau_run(searcher, dim, budget=100):
-    """Ray's convergence protocol without Ray: one trial at a time, the stopper sees every
-    result; returns (trials run, stopped by plateau, best point)."""
-    stopper = ExperimentPlateauStopper("loss", top=3, patience=20, mode="min")
-    best = (math.inf, None)
-    for n in range(budget):
-        c = searcher.suggest(f"t{n}")
-        if c is None or c == Searcher.FINISHED:
-            return n, False, best[1]
-        x = np.array([c[f"x{i}"] for i in range(dim)])
-        loss = float(np.sum(x**2))
-        best = min(best, (loss, x), key=lambda b: b[0])
-        searcher.on_trial_complete(f"t{n}", {"loss": loss, "done": True})
-        if stopper(f"t{n}", {"loss": loss}):
-            return n + 1, True, best[1]
-    return budget, False, best[1]
+    """Ray's convergence protocol without Ray (bench/searcher_convergence.py's plateau_run,
+    the one the bench reports with): (trials run, stopped by plateau, best point)."""
+    sys.path.insert(0, str(REPO / "bench"))
+    try:
+        from searcher_convergence import plateau_run
+    finally:
+        sys.path.remove(str(REPO / "bench"))
+    return plateau_run(searcher, dim, budget)
 
 
 def test_convergence_measured_fixed_sigma_vs_schedule():
