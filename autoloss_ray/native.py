@@ -253,10 +253,14 @@ def library() -> ctypes.CDLL | None:
     return _lib
 
 
+def _switched_on(name: str) -> bool:
+    """False when the environment variable ``name`` is 0/false/no/off; on by default."""
+    return os.environ.get(name, "1").strip().lower() not in ("0", "false", "no", "off")
+
+
 def enabled() -> bool:
     """False when ``AUTOLOSS_RAY_NATIVE`` is 0/false/no/off (read on every call)."""
-    flag = os.environ.get("AUTOLOSS_RAY_NATIVE", "1").strip().lower()
-    return flag not in ("0", "false", "no", "off")
+    return _switched_on("AUTOLOSS_RAY_NATIVE")
 
 
 def unavailable_reason() -> str:
@@ -315,8 +319,7 @@ def _madvise():
     global _libc_madvise
     if _libc_madvise is None:
         fn = False
-        if sys.platform.startswith("linux") and os.environ.get("AUTOLOSS_RAY_HUGEPAGES",
-                                                               "1") != "0":
+        if sys.platform.startswith("linux") and _switched_on("AUTOLOSS_RAY_HUGEPAGES"):
             try:
                 fn = ctypes.CDLL(None, use_errno=True).madvise
                 fn.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
@@ -384,8 +387,7 @@ def keep_freed_memory() -> bool:
 
 
 def _set_malloc_thresholds() -> bool:
-    if os.environ.get("AUTOLOSS_RAY_MALLOC", "1").strip().lower() in ("0", "false", "no",
-                                                                       "off"):
+    if not _switched_on("AUTOLOSS_RAY_MALLOC"):
         return False
     if not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc":
         return False
