@@ -1,17 +1,21 @@
 """The option checks the commands share (no ray import): paths and URIs (:func:`is_uri`,
 :func:`default_tune_dir`, output files and folders; the store's default path
-:data:`DEFAULT_STORE`), finiteness, seeds, concurrency, and the data options
+:data:`DEFAULT_STORE`), finiteness, choices, seeds, concurrency, and the data options
 (``--data-root``, ``--dataset folder``'s layout and ignore index).
 
 ``autoloss search`` (:class:`autoloss_app.options.SearchOptions`), ``search_loss``,
 ``retrain`` and ``evaluate`` check their options with these; each raises
-:class:`~autoloss_ray.validation.OptionsError` with one sentence.
+:class:`~autoloss_ray.validation.OptionsError` with one sentence. A message names the option
+as its user gave it: the command line's ``--flag-name`` or the Python API's
+``keyword_name`` (:class:`Spelling`: :data:`FLAGS`, :data:`KEYWORDS`).
 """
 
 from __future__ import annotations
 
 import math
 import os
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +24,28 @@ from autoloss_ray.vocabulary import IGNORE_INDEX
 
 __all__ = ["is_uri", "default_tune_dir", "check_finite", "check_output_file", "check_output_dir",
            "folder_num_classes", "check_data_root", "check_folder_options",
-           "check_max_concurrent", "check_seed", "DEFAULT_STORE"]
+           "check_max_concurrent", "check_seed", "check_choice", "DEFAULT_STORE", "Spelling",
+           "FLAGS", "KEYWORDS"]
 
 # the Parquet store of a command that is given no --store (search, search_loss, export, report,
 # retrain)
 DEFAULT_STORE = "runs/store"
+
+
+@dataclass(frozen=True)
+class Spelling:
+    """How a message names an option (a field name such as ``report_dir``): as a flag of the
+    command line, ``--report-dir`` (``flags=True``, :data:`FLAGS`), or as a keyword argument
+    of the Python API, ``report_dir`` (:data:`KEYWORDS`)."""
+
+    flags: bool
+
+    def __call__(self, name: str) -> str:
+        return "--" + name.replace("_", "-") if self.flags else name
+
+
+FLAGS = Spelling(flags=True)
+KEYWORDS = Spelling(flags=False)
 
 
 def default_tune_dir(store: str, tune_dir: str | None) -> str:
@@ -45,14 +66,21 @@ def is_uri(path: str) -> bool:
     return "://" in str(path)
 
 
-def check_finite(**values: Any) -> None:
-    """Raise :class:`OptionsError` naming the first float option that is NaN or infinite
-    (NaN passes every ``<``/``>`` range check, so ranges alone do not catch it)."""
+def check_finite(spelling: Spelling = FLAGS, /, **values: Any) -> None:
+    """Raise :class:`OptionsError` naming (as ``spelling`` does) the first float option of
+    ``values`` (name -> value) that is NaN or infinite (NaN passes every ``<``/``>`` range
+    check, so ranges alone do not catch it)."""
     for name, value in values.items():
         if isinstance(value, float) and not math.isfinite(value):
-            raise OptionsError(
-                f"--{name.replace('_', '-')} must be a finite number, got {value}"
-            )
+            raise OptionsError(f"{spelling(name)} must be a finite number, got {value}")
+
+
+def check_choice(value: Any, choices: Iterable[str], option: str, note: str = "") -> None:
+    """``value`` is one of ``choices``; else "``option`` must be one of a, b``note``, got
+    'x'" (``note``: why the choices are these, e.g. " (a playoff re-trains ...)")."""
+    choices = tuple(choices)
+    if value not in choices:
+        raise OptionsError(f"{option} must be one of {', '.join(choices)}{note}, got {value!r}")
 
 
 def check_output_file(path: str | None, option: str) -> None:
@@ -131,9 +159,14 @@ def check_folder_options(dataset: str, data_root: str | None, ignore_index: int 
                            f"{layout.root / 'classes.txt'}, which names {layout.num_classes}")
 
 
-def check_max_concurrent(value: int | None) -> None:
-    if value is not None and value < 1:
-        raise OptionsError(f"--max-concurrent must be >= 1 (or left out), got {value}")
+def check_max_concurrent(value: int | None, option: str = "--max-concurrent") -> None:
+    """The trials running at once: None (as many as the cluster fits) or an int >= 1."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise OptionsError(f"{option} must be an int >= 1, got {value!r}")
+    if value < 1:
+        raise OptionsError(f"{option} must be >= 1 (or left out), got {value}")
 
 
 def check_seed(value: int, flag: str = "--seed") -> None:

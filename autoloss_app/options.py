@@ -2,14 +2,15 @@
 
 The CLI, ``search.py`` and programmatic callers build a :class:`SearchOptions`; ``validate``
 checks everything that can be checked before Ray starts or a file is written, so that bad
-input fails fast with one sentence and leaves nothing behind. :class:`CommonSearchOptions`
-holds the options it shares with a search of the user's own task
-(:class:`autoloss_app.user_options.UserSearchOptions`). The checks the commands share are in
-:mod:`autoloss_app.option_checks` (re-exported here).
+input fails fast with one sentence and leaves nothing behind. The options it shares with a
+search of the user's own task (:class:`autoloss_app.user_options.UserSearchOptions`), and
+their checks, are :class:`~autoloss_app.common_options.CommonSearchOptions`'s; the checks the
+commands share are in :mod:`autoloss_app.option_checks` (both re-exported here).
 
-Each option is defined once, here: its default, and in the field's metadata (:func:`option`)
-what its ``autoloss search`` / ``search.py`` flag says and accepts (help, choices, nargs);
-:mod:`autoloss_app.cli` generates the flags from the fields.
+Each option is defined once, here or in :mod:`autoloss_app.common_options`: its default, and
+in the field's metadata (:func:`option`) what its ``autoloss search`` / ``search.py`` flag
+says and accepts (help, choices, nargs); :mod:`autoloss_app.cli` generates the flags from the
+fields; ``recipe`` fills the proxy task's options left ``None`` (:data:`RECIPES`).
 """
 
 from __future__ import annotations
@@ -21,16 +22,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from autoloss_app.common_options import (
+    DEFAULT_ANSWER,
+    DEFAULT_FAILURE_REWARD,
+    PPO2_DEFAULTS,
+    SEARCHERS,
+    CommonSearchOptions,
+    option,
+    ppo2_config,
+    ppo2_option,
+)
 from autoloss_app.evaluate import DATASET_HELP, IGNORE_HELP
 from autoloss_app.option_checks import (
     DEFAULT_STORE,
+    FLAGS,
+    check_choice,
     check_data_root,
     check_finite,
     check_folder_options,
     check_max_concurrent,
     check_output_dir,
     check_output_file,
-    check_seed,
     default_tune_dir,
     folder_num_classes,
     is_uri,
@@ -41,10 +53,9 @@ from autoloss_ray.search.config import (
     DEFAULT_SAMPLES_PER_STEP,
     DEFAULT_STEPS,
     STARTUPS,
-    PPO2Config,
 )
-from autoloss_ray.validation import SEARCH_NAME_RE, OptionsError, check_resources
-from autoloss_ray.vocabulary import DEFAULT_PARAMETERIZATION, EVAL_PROTOCOLS, METRICS
+from autoloss_ray.validation import OptionsError, check_resources
+from autoloss_ray.vocabulary import EVAL_PROTOCOLS
 
 __all__ = ["LEGACY_MANIFEST", "RECIPES", "SEARCHERS", "CommonSearchOptions", "SearchOptions",
            "OptionsError", "is_uri",
@@ -81,19 +92,6 @@ RECIPES: dict[str, dict[str, Any]] = {
     },
 }
 
-# the reward a failed or diverged trial gets in a search of the application (autoloss search,
-# search_loss; the searchers' own default, None, is the worst valid value seen so far)
-DEFAULT_FAILURE_REWARD = 0.0
-# PPO2's settings' defaults (the options below that are PPO2Config fields take theirs from it)
-PPO2_DEFAULTS = PPO2Config()
-_PPO2_FIELDS = {f.name: f for f in dataclasses.fields(PPO2Config)}
-# the search's answer by default (autoloss_ray.answer): the best trial
-DEFAULT_ANSWER = "best-trial"
-
-# ppo: PPO2 (the paper); random: uniform random search; tpe / cmaes: optuna's samplers through
-# Ray Tune's OptunaSearch (the optional extra autoloss-ray[optuna]).
-SEARCHERS = ("ppo", "random", "tpe", "cmaes")
-
 # Options a search manifest of an older version lacks, with the value that search ran with
 # (before eval_protocol existed, the hold-out reward was scored at the training size).
 LEGACY_MANIFEST: dict[str, Any] = {"eval_protocol": "train_size",
@@ -124,69 +122,6 @@ def asha_rungs(iterations: int, grace_period: int, reduction_factor: float) -> l
             rungs.append(r)
         k += 1
     return rungs
-
-
-def option(default: Any, help: str | None = None, **argparse_keywords: Any) -> Any:
-    """A field of the options with its command-line flag's description as the field's metadata
-    (what :mod:`autoloss_app.cli` generates the flag from): ``help`` (``%(default)s`` in it
-    stands for the default, as in argparse) and the argparse keywords the default's type does
-    not give (``choices``, ``nargs``, ``metavar``, ``action``)."""
-    return field(default=default, metadata={"help": help, **argparse_keywords})
-
-
-def _ppo2(name: str) -> Any:
-    """The option of PPO2's setting ``name``: the :class:`PPO2Config` field's default and
-    metadata (help, choices)."""
-    return field(default=getattr(PPO2_DEFAULTS, name), metadata=_PPO2_FIELDS[name].metadata)
-
-
-@dataclass(frozen=True, kw_only=True)
-class CommonSearchOptions:
-    """The options of every search of the application, with their defaults: ``autoloss
-    search`` (:class:`SearchOptions`) and ``search_loss``
-    (:class:`autoloss_app.user_options.UserSearchOptions`) add their own."""
-
-    metric: str = option("miou", f"target metric: {', '.join(METRICS)}, or a sum such as "
-                         "miou+biou (default: %(default)s)")
-    parameterization: str = option(
-        DEFAULT_PARAMETERIZATION, "curve family h(x) (default: %(default)s, 2 quadratic "
-        "segments)", choices=("bezier", "bezier1", "linear", "identity"))
-    searcher: str = option(
-        "ppo", "ppo: PPO2 (the paper); random: uniform random search; tpe, cmaes: optuna's "
-        "TPE / CMA-ES through Ray Tune's OptunaSearch (pip install 'autoloss-ray[optuna]'); "
-        "every searcher runs --steps x --samples trials (default: %(default)s)",
-        choices=SEARCHERS)
-    # PPO2's settings (autoloss_ray.search.PPO2Config; ppo2_config(options) builds it);
-    # sigma is also random search's and CMA-ES's scale
-    sigma: float = _ppo2("sigma")
-    clip_eps: float = _ppo2("clip_eps")
-    lr: float = _ppo2("lr")
-    update_steps: int = _ppo2("update_steps")
-    baseline: str = _ppo2("baseline")
-    init_preset: str | None = option(None, "start mu at a paper preset (e.g. miou)")
-    failure_reward: float = option(DEFAULT_FAILURE_REWARD, "reward given to a failed or "
-                                   "diverged trial (default %(default)g)")
-    gpus_per_trial: float = option(
-        1.0, "GPUs per trial; fractions pack trials on one GPU; an embedded local Ray without "
-        "GPU runs them on CPU; on a cluster they wait for GPU nodes (default %(default)g)")
-    cpus_per_trial: float = option(1.0)
-    max_concurrent: int | None = option(None, "trials running at once (default: M)")
-    store: str = option(DEFAULT_STORE, "Parquet store: path or URI")
-    tune_dir: str | None = option(
-        None, "Ray Tune's working directory for trial logs (default: <store>/../tune); resume "
-        "reads the store, not this")
-    experiment: str = option("demo", "experiment name in the store")
-    seed: int = option(0)
-    address: str | None = option(
-        None, "Ray cluster address ('auto' = the running one); default: the cluster of `ray "
-        "job submit`, else an embedded local Ray")
-    resume: bool = option(
-        False, "continue an interrupted search of the same --experiment from the store; "
-        "options not given are the original search's, options given must match them "
-        "(resources, paths and a larger --steps may change)", action="store_true")
-    export: str | None = option(None, "write the best loss to this JSON file")
-    report_dir: str | None = option(None, "write a report (Markdown + PNG) here")
-    verbose: int = 1  # the CLI's -q/--quiet: 0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -238,9 +173,9 @@ class SearchOptions(CommonSearchOptions):
     steps: int | None = option(None, "T, PPO steps")
     samples: int | None = option(None, "M, trials per step (>= 2)")
     # PPO2 options beyond the paper (issue 29.3)
-    startup: str = _ppo2("startup")
-    advantages: str = _ppo2("advantages")
-    mirrored: bool = _ppo2("mirrored")
+    startup: str = ppo2_option("startup")
+    advantages: str = ppo2_option("advantages")
+    mirrored: bool = ppo2_option("mirrored")
     # multi-fidelity (issue 29.4): "asha" = Ray's ASHAScheduler stops poor trials at rungs
     scheduler: str = option(
         "fifo", "'fifo' (every trial trains to the end; default) or 'asha' (trials report the "
@@ -299,21 +234,12 @@ class SearchOptions(CommonSearchOptions):
         return out
 
     def validate(self) -> None:
-        """Every check that needs no compute: option ranges, finiteness, resources, and the
-        very checks a trial makes on its config (:func:`autoloss_ray.train.check_trial_config`),
-        so a search whose trials would all fail is refused before Ray starts."""
-        from autoloss_ray.metrics import parse_metric
-
-        check_finite(**{f.name: getattr(self, f.name) for f in dataclasses.fields(self)})
-
-        parse_metric(self.metric)  # raises ValueError naming the allowed metrics
-        from autoloss_ray.losses import search_space
-
-        search_space(self.metric, self.parameterization)
-        if self.searcher not in SEARCHERS:
-            raise OptionsError(
-                f"--searcher must be one of {', '.join(SEARCHERS)}, got {self.searcher!r}"
-            )
+        """Every check that needs no compute: the shared options'
+        (:meth:`~autoloss_app.common_options.CommonSearchOptions.validate_common`, messages
+        naming the flags), this command's option ranges, and the very checks a trial makes on
+        its config (:func:`autoloss_ray.train.check_trial_config`), so a search whose trials
+        would all fail is refused before Ray starts."""
+        self.validate_common(FLAGS)
         if self.steps is not None and self.steps < 1:
             raise OptionsError(f"--steps must be >= 1, got {self.steps}")
         if self.samples is not None and self.samples < 2:
@@ -321,8 +247,6 @@ class SearchOptions(CommonSearchOptions):
                 f"--samples (M) must be >= 2 so that PPO has an advantage to follow, "
                 f"got {self.samples}"
             )
-        if not self.sigma > 0:
-            raise OptionsError(f"--sigma must be > 0, got {self.sigma}")
         self._validate_answer_and_ppo_options()
         for name in ("iterations", "batch_size"):
             value = getattr(self, name)
@@ -341,14 +265,6 @@ class SearchOptions(CommonSearchOptions):
                 f"got {self.eval_protocol!r}"
             )
         self._validate_scheduler()
-        check_resources(self.gpus_per_trial, self.cpus_per_trial)
-        check_max_concurrent(self.max_concurrent)
-        check_seed(self.seed)
-        if not SEARCH_NAME_RE.match(self.experiment):
-            raise OptionsError(
-                f"--experiment must be 1-128 letters, digits, '_', '.', '-', got "
-                f"{self.experiment!r}"
-            )
         from autoloss_ray.train import check_trial_config
 
         try:
@@ -371,15 +287,6 @@ class SearchOptions(CommonSearchOptions):
             if not is_uri(self.data_root) and not Path(self.data_root).is_dir():
                 raise OptionsError(f"--data-root {self.data_root!r} is not a directory")
         check_folder_options(self.dataset, self.data_root, self.ignore_index, self.num_classes)
-        if not is_uri(self.store):
-            store = Path(self.store)
-            if store.exists() and not store.is_dir():
-                raise OptionsError(
-                    f"--store {self.store!r} is an existing file; give a directory path"
-                )
-        check_output_file(self.export, "--export")
-        check_output_dir(self.report_dir, "--report-dir")
-        check_output_dir(self.tune_dir, "--tune-dir")
         if self.backbone_weights and os.path.isdir(self.backbone_weights):
             raise OptionsError(f"--backbone-weights {self.backbone_weights!r} is a directory; "
                                "give the weights file")
@@ -394,13 +301,6 @@ class SearchOptions(CommonSearchOptions):
                       splits=[extra.get("split", "train"), extra.get("eval_split")],
                       dataset_options=extra.get("dataset_options"),
                       backbone_weights=self.backbone_weights)
-        if self.init_preset is not None:
-            from autoloss_ray.losses.presets import PRESETS
-
-            if self.init_preset not in PRESETS:
-                raise OptionsError(
-                    f"--init-preset must be one of {sorted(PRESETS)}, got {self.init_preset!r}"
-                )
 
     def _validate_answer_and_ppo_options(self) -> None:
         """--answer, --playoff-k/-seeds and PPO2's --startup/--advantages/--mirrored."""
@@ -415,12 +315,8 @@ class SearchOptions(CommonSearchOptions):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise OptionsError(f"--{name.replace('_', '-')} must be an int >= 1, "
                                    f"got {value!r}")
-        if self.startup not in STARTUPS:
-            raise OptionsError(f"--startup must be one of {', '.join(STARTUPS)}, "
-                               f"got {self.startup!r}")
-        if self.advantages not in ADVANTAGES:
-            raise OptionsError(f"--advantages must be one of {', '.join(ADVANTAGES)}, "
-                               f"got {self.advantages!r}")
+        check_choice(self.startup, STARTUPS, "--startup")
+        check_choice(self.advantages, ADVANTAGES, "--advantages")
         changed = [f"--{k}" for k in ("startup", "advantages", "mirrored")
                    if getattr(self, k) != getattr(PPO2_DEFAULTS, k)]
         if changed and self.searcher != "ppo":
@@ -429,9 +325,7 @@ class SearchOptions(CommonSearchOptions):
 
     def _validate_scheduler(self) -> None:
         """--scheduler, --grace-period, --reduction-factor."""
-        if self.scheduler not in SCHEDULERS:
-            raise OptionsError(f"--scheduler must be one of {', '.join(SCHEDULERS)}, got "
-                               f"{self.scheduler!r}")
+        check_choice(self.scheduler, SCHEDULERS, "--scheduler")
         if self.scheduler == "fifo" and (self.grace_period is not None
                                          or self.reduction_factor is not None):
             raise OptionsError("--grace-period and --reduction-factor are options of "
@@ -491,12 +385,3 @@ class SearchOptions(CommonSearchOptions):
         config.update(self.extra_config)
         return config
 
-
-def ppo2_config(opts: Any) -> PPO2Config:
-    """PPO2's settings of a search: the :class:`PPO2Config` fields ``opts`` has (a
-    :class:`SearchOptions`, or what a user task's search reads as one), with the official
-    setting of baseline ``"mu"``: sample 0 of every step is mu itself (``include_mean``)."""
-    values = {f.name: getattr(opts, f.name) for f in dataclasses.fields(PPO2Config)
-              if hasattr(opts, f.name)}
-    values["include_mean"] = opts.baseline == "mu"
-    return PPO2Config(**values)

@@ -1,28 +1,22 @@
 """The options of a search of the user's own training function (``search_loss``):
 :class:`UserSearchOptions` (validated before Ray starts; what the search manifest records) and
-:func:`task_name` (the function's ``module:qualname``). No ray import.
+:func:`task_name` (the function's ``module:qualname``). The options it shares with ``autoloss
+search`` are checked by :class:`~autoloss_app.common_options.CommonSearchOptions`, with
+messages naming the keyword arguments. No ray import.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from autoloss_app.option_checks import (
-    check_max_concurrent,
-    check_output_dir,
-    check_output_file,
-    default_tune_dir,
-    is_uri,
-)
-from autoloss_app.options import DEFAULT_ANSWER, SEARCHERS, CommonSearchOptions
+from autoloss_app.common_options import DEFAULT_ANSWER, CommonSearchOptions
+from autoloss_app.option_checks import KEYWORDS, check_choice, default_tune_dir
 from autoloss_ray.answer import ANSWER_RULES
-from autoloss_ray.validation import SEARCH_NAME_RE, OptionsError, check_resources
+from autoloss_ray.validation import OptionsError
 from autoloss_ray.vocabulary import DEFAULT_BOUNDARY_TOLERANCE, IGNORE_INDEX
 
 __all__ = ["UserSearchOptions", "task_name", "ANSWERS"]
@@ -49,7 +43,7 @@ def _int(name: str, value: Any, low: int) -> None:
 @dataclass(frozen=True, kw_only=True)
 class UserSearchOptions(CommonSearchOptions):
     """The options of a search of a user task (what its manifest records): the options of
-    every search (:class:`~autoloss_app.options.CommonSearchOptions`, the field names the
+    every search (:class:`~autoloss_app.common_options.CommonSearchOptions`, the field names the
     searcher and the progress callback read) and the task's own."""
 
     task: str
@@ -70,19 +64,14 @@ class UserSearchOptions(CommonSearchOptions):
         return out
 
     def validate(self) -> None:
-        """Every check that needs no compute; messages name the keyword arguments."""
+        """Every check that needs no compute (the shared options':
+        :meth:`~autoloss_app.common_options.CommonSearchOptions.validate_common`); messages
+        name the keyword arguments."""
         from autoloss_ray.checks import check_ignore_index, check_tolerance
-        from autoloss_ray.losses import search_space
-        from autoloss_ray.vocabulary import parse_metric
         from trainables.user_task import CONTEXT_KEYS
 
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, float) and not math.isfinite(value):
-                raise OptionsError(f"{f.name} must be a finite number, got {value}")
+        self.validate_common(KEYWORDS)
         try:
-            parse_metric(self.metric)
-            search_space(self.metric, self.parameterization)
             check_ignore_index(self.ignore_index)
             check_tolerance(self.boundary_tolerance)
         except (TypeError, ValueError) as exc:
@@ -92,27 +81,13 @@ class UserSearchOptions(CommonSearchOptions):
             raise OptionsError(f"ignore_index {self.ignore_index} is one of the "
                                f"{self.num_classes} class ids; give a value outside "
                                f"[0, {self.num_classes}) such as 255, or None")
-        if self.searcher not in SEARCHERS:
-            raise OptionsError(f"searcher must be one of {', '.join(SEARCHERS)}, got "
-                               f"{self.searcher!r}")
-        if self.answer not in ANSWERS:
-            raise OptionsError(f"answer must be one of {', '.join(ANSWERS)} (a playoff "
-                               f"re-trains the built-in proxy task), got {self.answer!r}")
+        check_choice(self.answer, ANSWERS, "answer",
+                     " (a playoff re-trains the built-in proxy task)")
         if self.answer == "policy-mean" and self.searcher != "ppo":
             raise OptionsError(f"answer='policy-mean' is PPO2's policy mean; searcher "
                                f"{self.searcher!r} has none: use 'best-trial'")
         _int("steps", self.steps, 1)
         _int("samples", self.samples, 2)
-        _int("seed", self.seed, 0)
-        if not self.sigma > 0:
-            raise OptionsError(f"sigma must be > 0, got {self.sigma}")
-        check_resources(self.gpus_per_trial, self.cpus_per_trial, flags=False)
-        if self.max_concurrent is not None:
-            _int("max_concurrent", self.max_concurrent, 1)
-            check_max_concurrent(self.max_concurrent)
-        if not isinstance(self.experiment, str) or not SEARCH_NAME_RE.match(self.experiment):
-            raise OptionsError(f"experiment must be 1-128 letters, digits, '_', '.', '-' "
-                               f"(not starting with '.', '_' or '-'), got {self.experiment!r}")
         if not isinstance(self.config, Mapping):
             raise OptionsError(f"config must be a dict of constants for train_fn, got "
                                f"{type(self.config).__name__}")
@@ -127,18 +102,6 @@ class UserSearchOptions(CommonSearchOptions):
         except (TypeError, ValueError) as exc:
             raise OptionsError(f"config must hold JSON values (numbers, strings, lists, dicts; "
                                f"the store records it): {exc}") from None
-        if not is_uri(self.store) and Path(self.store).exists() and not Path(
-                self.store).is_dir():
-            raise OptionsError(f"store {self.store!r} is an existing file; give a directory")
-        check_output_file(self.export, "export")
-        check_output_dir(self.report_dir, "report_dir")
-        check_output_dir(self.tune_dir, "tune_dir")
-        if self.init_preset is not None:
-            from autoloss_ray.losses.presets import PRESETS
-
-            if self.init_preset not in PRESETS:
-                raise OptionsError(f"init_preset must be one of {sorted(PRESETS)}, got "
-                                   f"{self.init_preset!r}")
 
     def trial_config(self) -> dict[str, Any]:
         """The constant part of every trial's config (the searcher adds ``theta``)."""

@@ -29,10 +29,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from autoloss_app.common_options import DEFAULT_ANSWER, CommonSearchOptions
 from autoloss_app.option_checks import is_uri
-from autoloss_app.options import DEFAULT_ANSWER, CommonSearchOptions, OptionsError
 from autoloss_app.resume import check_same_task, previous_results, search_manifest
 from autoloss_app.user_options import UserSearchOptions, task_name
+from autoloss_ray.validation import OptionsError
 from autoloss_ray.vocabulary import DEFAULT_BOUNDARY_TOLERANCE, IGNORE_INDEX
 
 __all__ = ["search_loss", "SearchLossResult", "UserSearchOptions", "TrialsFailedError",

@@ -27,6 +27,7 @@ PURE_MODULES = [
     "autoloss_ray.report",
     "autoloss_app.options",
     "autoloss_app.option_checks",
+    "autoloss_app.common_options",
     "autoloss_app.user_options",
     "autoloss_ray.export",
     "autoloss_app.cli",

@@ -184,7 +184,7 @@ BAD = [
     ({"metric": "iou"}, "unknown metric 'iou'"),
     ({"steps": 0}, "steps must be >= 1, got 0"),
     ({"samples": 1}, "samples must be >= 2, got 1"),
-    ({"seed": 1.5}, "seed must be an int >= 0, got 1.5"),
+    ({"seed": 1.5}, "seed must be an integer >= 0, got 1.5"),
     ({"searcher": "ppo2"}, "searcher must be one of ppo, random, tpe, cmaes, got 'ppo2'"),
     ({"experiment": "../up"}, "experiment must be 1-128 letters"),
     ({"config": {"seed": 1}}, "config may not set ['seed']"),
