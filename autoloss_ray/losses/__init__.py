@@ -7,7 +7,8 @@
 - :mod:`.loss_file`: the loss file format (``FILE_FORMAT``);
 - :mod:`.presets`: the paper's searched curves (:func:`preset_theta`);
 - :mod:`.baselines`: cross entropy, Dice, Lovasz, ... for comparison;
-- private: :mod:`._eager` (fused torch autograd Functions), :mod:`._native` (bridges to the
+- private: :mod:`._term_scores` (the soft score of each metric term of the loss),
+  :mod:`._eager` (fused torch autograd Functions), :mod:`._native` (bridges to the
   C++ kernels of :mod:`autoloss_ray.native`), :mod:`._triton` (CUDA kernels), :mod:`._boundary`
   (boolean morphology and window reads for BF1).
 

@@ -1,6 +1,6 @@
 """BF1's soft predicted boundary and its two soft counts on CUDA by fused Triton kernels
 (issue 17): the GPU counterpart of ``losses._eager._SoftBoundary`` followed by the ``n_p`` and
-``m_p`` sums of ``SurrogateLoss._bf1_counts``.
+``m_p`` sums of ``losses._term_scores.bf1_counts``.
 
 Kernels, all float32 math whatever the logits' dtype:
 

@@ -32,8 +32,10 @@ fallback, and both are tested against each other. On CUDA the region statistics 
 Triton kernels of :mod:`._triton` and BF1's soft boundary and counts those of
 :mod:`._triton_bf1` when available.
 
-This module holds the loss itself; the search space is :mod:`.space`, the file format
-:mod:`.loss_file`, the paper's searched curves :mod:`.presets`.
+This module holds the loss itself (its arguments, checks, curve tables and the dispatch of a
+call); the score of each metric term (the region statistics, BF1's counts) is
+:mod:`._term_scores`, the search space :mod:`.space`, the file format :mod:`.loss_file`, the
+paper's searched curves :mod:`.presets`.
 
 Class sets (which classes a mean runs over) follow the exact metrics and are computed without
 gradient from argmax(logits) and the target, so with one-hot logits every ``score`` equals
@@ -63,19 +65,15 @@ from autoloss_ray.checks import (
     check_tolerance,
     resize_to_labels,
 )
-from autoloss_ray.distributed import all_reduce_sum, check_sync
-from autoloss_ray.losses import _triton, _triton_bf1
-from autoloss_ray.losses._boundary import _argmax1, _window_max_at
-from autoloss_ray.losses._eager import _compute_dtype, _RegionStats, _SoftBoundary
+from autoloss_ray.distributed import check_sync
+from autoloss_ray.losses._eager import _compute_dtype
 from autoloss_ray.losses._native import (
-    _BF1Native,
-    _label_sites,
     _native_capable,
     _NonFiniteLogits,
-    _RegionStatsNative,
     _target_prep,
     _use_native,
 )
+from autoloss_ray.losses._term_scores import bf1_score, region_score
 from autoloss_ray.losses.loss_file import (
     FILE_FORMAT,
     FILE_VERSION,
@@ -88,8 +86,6 @@ from autoloss_ray.losses.parameterizations import IDENTITY_TABLE, CurveTable, ge
 from autoloss_ray.losses.presets import preset_theta
 from autoloss_ray.losses.space import CURVES, SearchSpace, search_space
 from autoloss_ray.metrics import check_boundary_classes, parse_metric
-from autoloss_ray.metrics.counts import checked_boundary_band
-from autoloss_ray.morphology import boundaries, dilate
 from autoloss_ray.vocabulary import (
     DEFAULT_BOUNDARY_TOLERANCE,
     DEFAULT_PARAMETERIZATION,
@@ -98,22 +94,6 @@ from autoloss_ray.vocabulary import (
 
 __all__ = ["CURVES", "SearchSpace", "search_space", "SurrogateLoss", "FILE_FORMAT",
            "FILE_VERSION"]
-
-_EPS = 1e-6
-
-
-def _mean_over(values: torch.Tensor, sel: torch.Tensor) -> torch.Tensor:
-    """Mean of ``values`` [C] over the classes ``sel`` [C] (bool); 0 (zero gradient, graph
-    kept) when ``sel`` is empty. No host read: nothing waits for the device."""
-    k = sel.sum()
-    picked = torch.where(sel, values, 0.0).sum()
-    return torch.where(k > 0, picked / k.clamp(min=1), picked * 0.0)
-
-
-def _ratio_or_zero(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
-    """``num / den`` for a count ``den`` (a sum of 0/1 weights), 0 when it is 0; no host
-    read."""
-    return torch.where(den > 0, num / den.clamp(min=1), num * 0.0)
 
 
 class SurrogateLoss(nn.Module):
@@ -213,14 +193,6 @@ class SurrogateLoss(nn.Module):
         return (f"metric={self.metric!r}, num_classes={self.num_classes}, "
                 f"parameterization={self.parameterization!r}, ignore_index={self.ignore_index}"
                 + (f", sync={self.sync!r}" if self.sync != "none" else ""))
-
-    def _synced(self, cd: torch.dtype, *sums: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """The per-class sums [C] summed over the ranks when ``sync="ddp"`` (one all-reduce of
-        their stack, in the compute dtype; the gradient flows to the differentiable ones), else
-        unchanged."""
-        if self.sync == "none":
-            return sums
-        return tuple(all_reduce_sum(torch.stack([x.to(cd) for x in sums])).unbind(0))
 
     def curve_tables(self) -> dict[tuple[str, str], CurveTable]:
         """(metric, curve) -> CurveTable (float64, CPU), rebuilt when theta changes."""
@@ -348,123 +320,15 @@ class SurrogateLoss(nn.Module):
         total = None
         for term in self.terms:
             if term == "bf1":
-                s = self._bf1(logits, target, valid, classes, tables, cd, fused)
+                s = bf1_score(self, logits, target, valid, classes, tables, cd, fused)
             else:
-                s = self._region(term, logits, target, tgt, valid, classes, tables, cd,
+                s = region_score(self, term, logits, target, tgt, valid, classes, tables, cd,
                                  fused, prep if fused else None)
             total = s if total is None else total + s
         return total
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return len(self.terms) - self.score(logits, target)
-
-    def _region(self, term, logits, target, tgt, valid, classes, tables, cd, fused, prep=None):
-        C = self.num_classes
-        if prep is not None:  # the fused CPU path: target and weights from _target_prep
-            tgt, w = prep[0], (prep[2] if term == "biou" else prep[1])
-        elif term == "biou":
-            band = checked_boundary_band(target, C, ignore_index=self.ignore_index,
-                                         tolerance=self.boundary_tolerance,
-                                         background=self._background)
-            w = (valid & band).to(cd)
-        else:
-            w = valid.to(cd)
-        and_table = tables[(term, "and")]
-        or_table = tables[(term, "or")] if "or" in CURVES[term] else None
-        if fused:
-            # the kernels take the compute dtype; other dtypes (bf16 under autocast) convert;
-            # n (target pixels per class) comes from the same pass
-            z = logits.to(cd).contiguous()
-            I, O, npred, n = _RegionStatsNative.apply(z, tgt.contiguous(), w.contiguous(),
-                                                      and_table, or_table)
-        else:
-            with torch.no_grad():  # target pixels per class
-                n = torch.zeros(C, dtype=cd, device=w.device).index_add_(0, tgt.reshape(-1),
-                                                                         w.reshape(-1))
-            if _triton.usable(logits, cd):  # CUDA: the Triton kernels of ._triton
-                I, O, npred = _triton.RegionStats.apply(logits.contiguous(), tgt.contiguous(),
-                                                        w.contiguous(), and_table, or_table)
-            else:
-                z = logits if logits.is_contiguous() else logits.contiguous()
-                I, O, npred = _RegionStats.apply(z, tgt.contiguous(), w, and_table, or_table)
-        I, O, n, npred = self._synced(cd, I, O, n, npred)
-        if term == "gacc":
-            return _ratio_or_zero(I.sum(), n.sum())
-        if term == "macc":
-            return _mean_over(I / n.clamp(min=1), (n > 0) & classes)
-        iou = I / (O + n).clamp(min=_EPS)
-        if term == "fwiou":
-            return _ratio_or_zero((iou * n * classes).sum(), n.sum())
-        return _mean_over(iou, ((n > 0) | (npred > 0)) & classes)
-
-    def _bf1(self, logits, target, valid, classes, tables, cd, fused) -> torch.Tensor:
-        counts = self._bf1_counts_native if fused else self._bf1_counts
-        n_p, m_p, m_g, n_g, n_p_hard = self._synced(cd, *counts(logits, target, valid, tables,
-                                                                 cd))
-        sel = ((n_p_hard > 0) | (n_g > 0)) & classes
-        if self._background is not None:  # boundary_classes="foreground"
-            sel[self._background] = False
-        prec = m_p / n_p.clamp(min=_EPS)
-        rec = m_g / n_g.clamp(min=_EPS)
-        f1 = 2.0 * prec * rec / (prec + rec).clamp(min=_EPS)
-        return _mean_over(f1, sel)
-
-    def _bf1_counts(self, logits, target, valid, tables, cd):
-        """BF1's soft counts [C] (n_p, m_p, m_g, n_g) and the predicted boundary pixels per
-        class n_p_hard without the fused CPU kernels: b, n_p and m_p by the Triton kernels of
-        :mod:`._triton_bf1` on CUDA, by torch ops otherwise (the CPU fallback)."""
-        C = self.num_classes
-        r = self.boundary_tolerance
-        with torch.no_grad():
-            # exact target boundary; the ignore value is not a class (no boundary of its own)
-            tmap = torch.where(valid, target, -1) if self.ignore_index is not None else target
-            tclass = tmap.unsqueeze(1) == torch.arange(C, device=target.device).view(1, C, 1, 1)
-            bg = boundaries(tclass)
-            dbg = dilate(bg, r)
-            bgv = bg & valid.unsqueeze(1)
-            n_g = bgv.sum((0, 2, 3)).to(cd)
-            del tclass, bg
-        curves = [tables[("bf1", k)] for k in CURVES["bf1"]]
-        if _triton.usable(logits, cd):  # CUDA: b, n_p and m_p in fused Triton kernels
-            b, n_p, m_p, pred = _triton_bf1.BF1Counts.apply(
-                logits.contiguous(), valid.to(cd).contiguous(),
-                dbg.contiguous().view(torch.uint8), *curves)
-        else:
-            with torch.no_grad():
-                pred = _argmax1(logits)
-            z = logits if logits.is_contiguous() else logits.contiguous()
-            b = _SoftBoundary.apply(z, cd, *curves)
-            bv = b * valid.unsqueeze(1).to(cd)
-            n_p = bv.sum((0, 2, 3))
-            m_p = (bv * dbg.to(cd)).sum((0, 2, 3))
-        with torch.no_grad():
-            pclass = pred.unsqueeze(1) == torch.arange(C, device=pred.device).view(1, C, 1, 1)
-            n_p_hard = (boundaries(pclass) & valid.unsqueeze(1)).sum((0, 2, 3))
-            del pclass
-        # m_g = sum(dilate(b, r) * bgv): read the dilation at the target-boundary sites only
-        vals, cls = _window_max_at(b, bgv, r)
-        m_g = torch.zeros(C, dtype=b.dtype, device=b.device).index_add(0, cls, vals)
-        return n_p, m_p, m_g, n_g, n_p_hard
-
-    def _bf1_counts_native(self, logits, target, valid, tables, cd):
-        """:meth:`_bf1_counts` by the fused CPU kernels (same values; boundaries from label
-        maps)."""
-        C = self.num_classes
-        z = logits.to(cd).contiguous()
-        N, _, H, W = z.shape
-        with torch.no_grad():
-            # the ignore value is no class: a neighbour holding it differs from every class
-            # already, unless it lies in [0, C), where -1 stands in for it
-            ign = self.ignore_index
-            tmap = torch.where(valid, target, -1) if ign is not None and 0 <= ign < C else target
-            site = _label_sites(tmap, valid)
-            v = valid.to(cd).contiguous()
-        pred = torch.empty((N, H, W), dtype=torch.int64)
-        # n_p_hard: the predicted boundary pixels per class, counted by the forward kernel
-        n_p, m_p, m_g, n_g, n_p_hard = _BF1Native.apply(
-            z, pred, v, site, self.boundary_tolerance,
-            *(tables[("bf1", k)] for k in CURVES["bf1"]))
-        return n_p, m_p, m_g, n_g, n_p_hard
 
     # -- persistence (the format: autoloss_ray.losses.loss_file) ---------------------------
     def to_dict(self, meta: dict | None = None) -> dict[str, Any]:

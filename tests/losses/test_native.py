@@ -28,6 +28,10 @@ import torch
 from autoloss_ray import native
 from autoloss_ray.losses import SurrogateLoss, search_space
 from autoloss_ray.losses import surrogate as S
+from autoloss_ray.losses._boundary import _argmax1
+from autoloss_ray.losses._eager import _RegionStats
+from autoloss_ray.losses._native import _label_sites, _RegionStatsNative
+from autoloss_ray.losses._term_scores import bf1_counts_native
 from autoloss_ray.losses.parameterizations import curve_table
 from autoloss_ray.metrics import METRICS
 from tests import REPO
@@ -140,7 +144,7 @@ def test_native_generic_curve_shape_equals_eager():
     tgt = torch.randint(0, 4, (2, 9, 11), generator=g)
     w = (torch.rand(2, 9, 11, generator=g) > 0.2).double()
     outs = []
-    for fn in (S._RegionStatsNative, S._RegionStats):
+    for fn in (_RegionStatsNative, _RegionStats):
         x = z.clone().requires_grad_(True)
         I, O, npred = fn.apply(x, tgt, w, table, table)[:3]
         (gr,) = torch.autograd.grad((I * torch.arange(1., 5.)).sum() + (O ** 2).sum(), x)
@@ -148,7 +152,7 @@ def test_native_generic_curve_shape_equals_eager():
     for a, b in zip(*outs):
         torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-10)
     # the native pass also sums the target pixels per class (the eager path's index_add)
-    n = S._RegionStatsNative.apply(z, tgt, w, table, table)[3]
+    n = _RegionStatsNative.apply(z, tgt, w, table, table)[3]
     assert torch.equal(n, torch.zeros(4, dtype=w.dtype).index_add_(0, tgt.view(-1), w.view(-1)))
 
 
@@ -159,9 +163,9 @@ def test_native_bf1_counts_predicted_boundaries_as_label_sites():
         z, t = _inputs(seed, n, c, h, w, torch.float32, ties=True)
         loss = SurrogateLoss.from_preset("bf1", num_classes=c)
         valid = t != 255
-        counts = loss._bf1_counts_native(z, t, valid, loss._tables_on(z.device, z.dtype),
-                                         torch.float32)
-        site = S._label_sites(S._argmax1(z), valid)
+        counts = bf1_counts_native(loss, z, t, valid, loss._tables_on(z.device, z.dtype),
+                                   torch.float32)
+        site = _label_sites(_argmax1(z), valid)
         expect = torch.bincount(site[site >= 0].long(), minlength=c)
         assert torch.equal(counts[4].long(), expect)
 
@@ -510,12 +514,12 @@ def test_kernels_report_non_finite_logits(bad, dtype):
         t = torch.randint(0, 3, (2, 7, 9), generator=g)
         w = torch.ones(2, 7, 9, dtype=dtype)
         z[pos] = torch.finfo(dtype).max
-        S._RegionStatsNative.apply(z, t, w, tables[("bf1", "h1")], None)
+        _RegionStatsNative.apply(z, t, w, tables[("bf1", "h1")], None)
         z[pos] = bad
         with pytest.raises(_NonFiniteLogits):
-            S._RegionStatsNative.apply(z, t, w, tables[("bf1", "h1")], None)
+            _RegionStatsNative.apply(z, t, w, tables[("bf1", "h1")], None)
         with pytest.raises(_NonFiniteLogits):
-            loss._bf1_counts_native(z, t, t >= 0, tables, dtype)
+            bf1_counts_native(loss, z, t, t >= 0, tables, dtype)
 
 
 def test_kernel_buffers_are_plain_tensors():
