@@ -21,11 +21,11 @@ The last line printed is ``RESULT {json}``: the registry check and the first and
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
 
+import _common as common  # what the three examples share (examples/_common.py)
 import torch
 import torch.nn.functional as F
 from mmengine.config import Config
@@ -36,7 +36,6 @@ from torch.utils.data import DataLoader
 
 from autoloss_ray import SurrogateLoss
 from autoloss_ray.data import build_dataset, subset
-from autoloss_ray.models import MODELS as NETWORKS
 from autoloss_ray.models import build_model
 
 CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "autoseg_loss.py")
@@ -68,8 +67,7 @@ class SegmentorWithLoss(BaseModel):
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = common.new_parser(__doc__)
     p.add_argument("--config", default=CONFIG,
                    help="mmengine config with custom_imports and a loss_decode dict")
     p.add_argument("--loss", default=None,
@@ -77,23 +75,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "by autoloss search --export / autoloss export)")
     p.add_argument("--loss-weight", type=float, default=None,
                    help="replace the config's loss_weight")
-    p.add_argument("--model", default="tiny",
-                   help=f"network: one of {', '.join(sorted(NETWORKS))} (random init; nothing "
-                        "downloads) or your own MODULE:FUNCTION, called as "
-                        "FUNCTION(num_classes=C), e.g. smp_model:build")
-    p.add_argument("--image-size", type=int, default=64, help="training crop side (px)")
-    p.add_argument("--train-size", type=int, default=64, help="number of training images")
-    p.add_argument("--batch-size", type=int, default=8, help="images per batch")
-    p.add_argument("--max-steps", type=int, default=100, help="training iterations")
-    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
-    p.add_argument("--seed", type=int, default=0, help="seed of the data and the weights")
+    common.add_model_arg(p)
+    common.add_training_args(p, splits=False, steps_help="training iterations")
     p.add_argument("--work-dir", default=None,
                    help="mmengine's work_dir (logs); default: a temporary folder")
-    args = p.parse_args(argv)
-    for name in ("image_size", "batch_size", "max_steps", "train_size"):
-        if getattr(args, name) < 1:
-            p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    return args
+    return common.parse_checked(p, argv, at_least_one=(*common.AT_LEAST_ONE, "train_size"))
 
 
 def loss_config(cfg: Config, args: argparse.Namespace) -> dict:
@@ -163,12 +149,9 @@ def main(argv: list[str] | None = None) -> dict:
               "metric": built.loss.metric, "registry_loss": via_registry,
               "direct_loss": direct, "steps": len(model.losses),
               "first_loss": model.losses[0], "last_loss": model.losses[-1]}
-    print("RESULT " + json.dumps(result), flush=True)
+    common.print_result(result)
     return result
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (ValueError, TypeError, FileNotFoundError) as exc:
-        sys.exit(f"error: {exc}")
+    common.run_script(main)

@@ -160,3 +160,72 @@ def test_smp_unet_is_searched_through_model_option(tmp_path: Path) -> None:
     out = result_of(run_example("smp_train.py", *TINY, "--max-steps", "8", "--val-size", "4",
                                 "--loss", f"file:{export}"))
     assert out["steps"] == 8 and out["last_loss"] < out["first_loss"], out
+
+
+def _examples_common():
+    """examples/_common.py (the three examples' shared flags, data and result), loaded under
+    a name of its own: the examples import it as the script's sibling ``_common``."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("examples_common", EXAMPLES / "_common.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_examples_common_loads_a_preset_or_a_file_for_the_dataset(searched_file: Path,
+                                                                  tmp_path: Path) -> None:
+    common = _examples_common()
+    preset = common.load_loss("preset:bf1", num_classes=8, ignore_index=255)
+    assert preset.metric == "bf1" and preset.num_classes == 8
+    for spec in (f"file:{searched_file}", str(searched_file)):  # file:PATH or PATH.json
+        loss = common.load_loss(spec, num_classes=8, ignore_index=255)
+        assert loss.metric == "miou" and loss.num_classes == 8  # the file's 21 replaced
+    with pytest.raises(ValueError, match="preset:NAME, file:PATH or PATH.json"):
+        common.load_loss("miou", num_classes=8, ignore_index=255)
+    with pytest.raises(ValueError, match="missing.json.*does not exist"):
+        common.load_loss(f"file:{tmp_path / 'missing.json'}", num_classes=8, ignore_index=255)
+
+
+def test_examples_common_flags_and_their_checks(capsys) -> None:
+    common = _examples_common()
+    p = common.new_parser("What it does.\n\nMore.")
+    common.add_loss_and_data_args(p)
+    common.add_training_args(p)
+    args = common.parse_checked(p, ["--train-size", "0"])  # 0: all
+    assert (args.loss, args.dataset, args.train_size, args.val_size) == ("preset:miou",
+                                                                          "synthetic", 0, 16)
+    assert p.description == "What it does."
+    with pytest.raises(SystemExit) as exc:
+        common.parse_checked(p, ["--batch-size", "0"])
+    assert exc.value.code == 2
+    assert "--batch-size must be >= 1, got 0" in capsys.readouterr().err
+    # a training set only: no --val-size, and --train-size is checked when asked
+    q = common.new_parser("Train only.")
+    common.add_training_args(q, splits=False, steps_help="training iterations")
+    assert "--val-size" not in q.format_help() and "(0: all)" not in q.format_help()
+    with pytest.raises(SystemExit):
+        common.parse_checked(q, ["--train-size", "0"],
+                             at_least_one=(*common.AT_LEAST_ONE, "train_size"))
+    assert "--train-size must be >= 1, got 0" in capsys.readouterr().err
+
+
+def test_examples_common_sets_and_loss(searched_file: Path) -> None:
+    common = _examples_common()
+    kw = dict(dataset="synthetic", data_root=None, val_split="val", image_size=32, seed=0)
+    train, val = common.train_val_sets(train_size=8, val_size=4, **kw)
+    assert (len(train), len(val)) == (8, 4)
+    assert train.train and not val.train  # only the training set is augmented
+    assert train.num_classes == val.num_classes == 8
+    train, val = common.train_val_sets(train_size=0, val_size=5, **kw)  # 0: all
+    assert (len(train), len(val)) == (5, 5)
+    train, val, loss = common.sets_and_loss(loss=f"file:{searched_file}", train_size=8,
+                                            val_size=4, **kw)
+    assert (len(train), len(val)) == (8, 4)
+    assert (loss.metric, loss.num_classes) == ("miou", 8)  # the dataset's classes
+    assert loss.ignore_index == train.ignore_index
+    result = common.training_result(loss_fn=common.load_loss("preset:miou", num_classes=8,
+                                                             ignore_index=255),
+                                    num_classes=8, losses=[0.9, 0.5, 0.4], val={"miou": 0.5})
+    assert result == {"loss": "miou", "num_classes": 8, "steps": 3, "first_loss": 0.9,
+                      "last_loss": 0.4, "val": {"miou": 0.5}}
