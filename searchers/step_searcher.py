@@ -7,14 +7,14 @@ its config; a trial id is told at most once), Tune's results -> a value or a fai
 ``on_trial_complete``), Tune's Searcher API (``set_search_properties``, ``set_max_concurrency``
 returning True as Ray's HEBO searcher does, ``suggest``, ``add_evaluated_point``) and
 ``save``/``restore`` (the state pickled, format version :data:`_STATE_VERSION`). The restore
-semantics are in :mod:`searchers.ppo2`.
+semantics are in :mod:`searchers.ppo2`; the bookkeeping of the trials (which trial carries
+which sample, which were told, what an ending means) is :mod:`searchers.trial_ledger`.
 """
 
 from __future__ import annotations
 
 import copy
 import logging
-import math
 import pickle
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any
@@ -22,22 +22,16 @@ from typing import Any
 import numpy as np
 from ray.tune.search import Searcher
 
-from autoloss_ray.search.step_protocol import SAMPLE_KEY, STEP_KEY, StepProtocol
+from autoloss_ray.search.step_protocol import StepProtocol
 from searchers.space import BoxSpace, has_domains
 from searchers.step_settings import StepSettings, with_step_keywords
+from searchers.trial_ledger import TrialLedger, _as_float, trial_outcome
 
 __all__ = ["StepSearcher"]
 
 logger = logging.getLogger(__name__)
 
 _STATE_VERSION = 1
-
-
-def _as_float(value: Any) -> float:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return math.nan
 
 
 class StepSearcher(Searcher):
@@ -67,10 +61,7 @@ class StepSearcher(Searcher):
         self._raw_points = list(s.points_to_evaluate) if s.points_to_evaluate else []
         self._max_concurrent = 0  # 0 = no limit of our own
         self._warned: set[str] = set()
-        self._trial_sample: dict[str, tuple[int, int]] = {}  # in-flight trial id -> (step, i)
-        self._told_trials: set[str] = set()
-        self._last_value: dict[str, float] = {}  # trial id -> last reported metric value
-        self._finished_trials: set[str] = set()  # trial ids whose done=True result we saw
+        self._trials = TrialLedger()
         if space is not None:
             self._set_space(BoxSpace(space, key=s.key))
 
@@ -182,41 +173,12 @@ class StepSearcher(Searcher):
         i = p.hand_out(trial_id, max_in_flight=self._max_concurrent)
         if i is None:
             return None  # the step waits for its in-flight trials
-        self._trial_sample[trial_id] = (p.step, i)
+        self._trials.hand_out(trial_id, p.step, i)
         return p.config(p.step, i)
 
     # ------------------------------------------------------------------ results
-    def _locate(self, trial_id: str, result: Mapping | None) -> int | None:
-        """Sample index of the current step this trial carries, or None to ignore it."""
-        if trial_id in self._told_trials:
-            return None
-        key = self._trial_sample.get(trial_id)
-        if key is None and result:
-            # A trial Tune restarted under a new id (same config): map it through its config.
-            step = result.get(f"config/{STEP_KEY}", (result.get("config") or {}).get(STEP_KEY))
-            sample = result.get(
-                f"config/{SAMPLE_KEY}", (result.get("config") or {}).get(SAMPLE_KEY)
-            )
-            if step is not None and sample is not None:
-                key = (int(step), int(sample))
-        return None if key is None else self._protocol.open_sample(key[0], key[1])
-
     def on_trial_result(self, trial_id: str, result: dict) -> None:
-        # Learn the sample of a restarted trial early, so that an error later maps too.
-        if trial_id not in self._trial_sample:
-            i = self._locate(trial_id, result)
-            if i is not None:
-                self._trial_sample[trial_id] = (self._protocol.step, i)
-        # Remember the last reported value: a trial a scheduler stops while it is paused
-        # completes without a result, and then this value is what the searcher is told.
-        if trial_id in self._trial_sample and self._metric and result and (
-            self._metric in result
-        ):
-            self._last_value[trial_id] = _as_float(result[self._metric])
-        if trial_id in self._trial_sample and result and result.get("done"):
-            # Tune hands a trial's natural final result (done=True) to on_trial_result, but
-            # not the one on which a scheduler or stopper decides STOP
-            self._finished_trials.add(trial_id)
+        self._trials.see_result(self._protocol, trial_id, result, self._metric)
 
     def on_trial_complete(
         self, trial_id: str, result: dict | None = None, error: bool = False
@@ -234,23 +196,12 @@ class StepSearcher(Searcher):
         * no result (stopped while pending/paused): the last value the trial reported
           (``stopped_early``), or failed (reason ``"no result"``) if it reported none.
         """
-        i = self._locate(trial_id, result)
-        self._trial_sample.pop(trial_id, None)
-        last = self._last_value.pop(trial_id, None)
-        ended_itself = trial_id in self._finished_trials
-        self._finished_trials.discard(trial_id)
+        i, last, ended_itself = self._trials.end(self._protocol, trial_id, result)
         if i is None:
             return
-        value, reason, early = math.nan, None, False
-        if error:
-            reason = "error"
-        elif result is None:
-            if last is None:
-                reason = "no result"
-            else:
-                value, early = last, True
-        elif self._metric not in result:
-            reason = "metric missing"
+        value, reason, early = trial_outcome(result, self._metric, error=error, last=last,
+                                             ended_itself=ended_itself)
+        if reason == "metric missing":
             self._warn_once(
                 reason,
                 f"trial {trial_id} ended without the metric {self._metric!r} in its result "
@@ -258,30 +209,12 @@ class StepSearcher(Searcher):
                 "counts as a failed sample (failure_reward); further such trials are not "
                 "logged",
             )
-        else:
-            value = _as_float(result[self._metric])
-            # Tune puts done=False in every intermediate result; a result without the key
-            # (e.g. Repeater's averaged one) is a finished trial.
-            # Stopped early: Tune showed us earlier results of this trial but not its natural
-            # final one (a STOP decision sets done=True without telling on_trial_result), or
-            # the result says done=False. A trial stopped on its very first result cannot be
-            # told from one that finished (Tune passes nothing else).
-            early = ("done" in result and not bool(result["done"])) or (
-                last is not None and not ended_itself
-            )
-            if "rung_iteration" in result:  # the proxy trial's rung report: stopped at a rung
-                early = True
-            elif "rung_reward" in result:  # a trial with rungs reports its end without one
-                early = False
-        if reason is None and not math.isfinite(value):
-            reason = "not finite"
         self._tell(i, trial_id, value, reason=reason, early=early)
 
     def _tell(self, i: int, trial_id: str | None, value: float, **kw: Any) -> None:
-        if trial_id is not None:
-            self._told_trials.add(trial_id)
+        self._trials.mark_told(trial_id)
         if self._protocol.tell(i, trial_id, value, **kw) is not None:
-            self._trial_sample = {}  # the step is complete
+            self._trials.forget_in_flight()  # the step is complete
 
     def on_pause(self, trial_id: str) -> None:
         """A paused trial (HyperBand, PBT, HyperBandForBOHB) keeps its sample in flight; its
@@ -324,7 +257,7 @@ class StepSearcher(Searcher):
     def requeue_in_flight(self) -> list[int]:
         """Hand out the current step's in-flight samples again (after a restore in which Tune
         does not re-run unfinished trials). Returns the re-queued sample indices."""
-        self._trial_sample = {}
+        self._trials.forget_in_flight()
         return self._protocol.requeue()
 
     # ------------------------------------------------------------------ evaluated points
@@ -380,9 +313,9 @@ class StepSearcher(Searcher):
             self._check_ready()
         results = list(results)
         told = self._protocol.replay(results, quiet_steps=quiet_steps)
-        self._told_trials.update(r["trial_id"] for r in results
+        self._trials.told.update(r["trial_id"] for r in results
                                  if r.get("trial_id") is not None)
-        self._trial_sample = {}
+        self._trials.forget_in_flight()
         return told
 
     # ------------------------------------------------------------------ state
@@ -402,10 +335,7 @@ class StepSearcher(Searcher):
             "max_concurrent": self._max_concurrent,
             "space": self.space,
             "opt": None if opt is None else opt.state_dict(),
-            "trial_sample": self._trial_sample,
-            "told_trials": self._told_trials,
-            "last_value": self._last_value,
-            "finished_trials": self._finished_trials,
+            **self._trials.state(),
             **self._protocol.state(),
         }
 
@@ -434,11 +364,7 @@ class StepSearcher(Searcher):
         if state["opt"] is not None:
             p.optimizer = self._optimizer_from_state(state["opt"])
         p.load_state(state)
-        self._trial_sample = state["trial_sample"]
-        self._told_trials = state["told_trials"]
-        # keys added later: states saved before them load with the defaults
-        self._last_value = state.get("last_value", {})
-        self._finished_trials = state.get("finished_trials", set())
+        self._trials = TrialLedger.from_state(state)
         self.__dict__.setdefault("_warned", set())
 
     def save(self, checkpoint_path: str) -> None:
