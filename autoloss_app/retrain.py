@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import shutil
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +24,7 @@ from autoloss_app.evaluate import (
     inference_option,
     size_option,
 )
+from autoloss_app.loss_specs import place_losses, safe_name, stage_losses
 from autoloss_app.option_checks import DEFAULT_STORE
 from autoloss_ray.vocabulary import EVAL_PROTOCOLS
 
@@ -35,110 +35,7 @@ MODEL_HELP = (
     "is logits [N, C, h, w] or a dict with 'out'"
 )
 
-__all__ = ["LossSpec", "RetrainPaths", "resolve_loss_spec", "retrain_paths", "add_commands"]
-
-_SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
-
-
-@dataclass(frozen=True)
-class LossSpec:
-    label: str  # as given on the command line; the row's `loss` column
-    loss: str  # what TrialConfig.loss takes: a baseline name or a loss JSON path
-
-
-def resolve_loss_spec(spec: str, *, metric: str, store: str, loss_dir: str) -> LossSpec:
-    """Turn a SPEC into a baseline name or a loss file (written under ``loss_dir``)."""
-    from autoloss_ray.losses.baselines import BASELINES
-
-    spec = spec.strip()
-    if spec in BASELINES:
-        return LossSpec(spec, spec)
-    kind, _, value = spec.partition(":")
-    if not _ and spec.endswith(".json"):
-        kind, value = "file", spec
-    safe = _SAFE.sub("_", spec)
-    os.makedirs(loss_dir, exist_ok=True)
-    if kind == "preset":
-        from autoloss_ray.losses import SurrogateLoss
-        from autoloss_ray.losses.presets import PRESETS
-
-        if value not in PRESETS:
-            raise ValueError(f"unknown preset {value!r} in {spec!r}; presets: {sorted(PRESETS)}")
-        path = os.path.join(loss_dir, f"{safe}.json")
-        SurrogateLoss.from_preset(value, num_classes=1).to_file(path, meta={"preset": value})
-        return LossSpec(spec, path)
-    if kind == "experiment":
-        from autoloss_ray.export import export_experiment
-
-        path = os.path.join(loss_dir, f"{safe}.json")
-        export_experiment(store, value, path, num_classes=1)
-        _check_file_metric(path, metric, spec)
-        return LossSpec(spec, path)
-    if kind == "file":
-        path = os.path.abspath(value)
-        if os.path.isdir(path):
-            raise IsADirectoryError(f"loss file {value!r} (from {spec!r}) is a directory; give "
-                                    "the .json file `autoloss export` wrote")
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"loss file {value!r} (from {spec!r}) does not exist")
-        _check_file_metric(path, metric, spec)
-        return LossSpec(spec, path)
-    raise ValueError(
-        f"unknown loss {spec!r}; expected a baseline {sorted(BASELINES)}, preset:NAME, "
-        "experiment:NAME or file:PATH.json"
-    )
-
-
-def _check_file_metric(path: str, metric: str, spec: str) -> None:
-    from autoloss_ray.losses import SurrogateLoss
-
-    loss = SurrogateLoss.from_file(path, num_classes=1)  # validates the whole file
-    if loss.metric != metric:
-        raise ValueError(
-            f"loss {spec!r} is a {loss.metric} surrogate but --metric is {metric}; pass "
-            f"--metric {loss.metric} or another loss"
-        )
-
-
-def _resolve_all(specs: list[str], *, metric: str, store: str, loss_dir: str) -> list[LossSpec]:
-    """Resolve every SPEC in a staging folder; only when all are valid do the loss files move
-    to ``loss_dir``, so a bad SPEC leaves nothing behind."""
-    staging, staged = _stage_losses(specs, metric=metric, store=store)
-    try:
-        return _place_losses(staging, staged, loss_dir)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
-
-def _stage_losses(specs: list[str], *, metric: str, store: str) -> tuple[str, list[LossSpec]]:
-    """Resolve every SPEC into a new temporary staging folder: ``(folder, specs)``; the caller
-    removes the folder. A bad SPEC raises and leaves nothing behind."""
-    import tempfile
-
-    from autoloss_app.options import OptionsError
-
-    if len(set(specs)) != len(specs):
-        raise OptionsError("each --loss may be given once")
-    staging = tempfile.mkdtemp(prefix="autoloss-losses-")
-    try:
-        return staging, [resolve_loss_spec(s, metric=metric, store=store, loss_dir=staging)
-                         for s in specs]
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-
-
-def _place_losses(staging: str, staged: list[LossSpec], loss_dir: str) -> list[LossSpec]:
-    """Move the staged loss files into ``loss_dir``; the specs with their final paths."""
-    os.makedirs(loss_dir, exist_ok=True)
-    out = []
-    for spec in staged:
-        if spec.loss.startswith(staging + os.sep):
-            target = os.path.join(loss_dir, os.path.basename(spec.loss))
-            shutil.move(spec.loss, target)
-            spec = LossSpec(spec.label, target)
-        out.append(spec)
-    return out
+__all__ = ["RetrainPaths", "retrain_paths", "add_commands"]
 
 
 @dataclass(frozen=True)
@@ -203,7 +100,7 @@ class _CheckpointPath:
         self.out_dir, self.labels, self.with_seed = out_dir, labels, with_seed
 
     def __call__(self, config: Any) -> str:
-        name = _SAFE.sub("_", self.labels[config["loss"]])
+        name = safe_name(self.labels[config["loss"]])
         if self.with_seed:
             name += f"-seed{int(config['seed'])}"
         return os.path.join(self.out_dir, f"{name}.pt")
@@ -243,7 +140,7 @@ def _cmd_retrain(args: argparse.Namespace) -> int:
         raise OptionsError("--gpus-per-worker, --max-failures and --checkpoint-every must be "
                            ">= 0")
     # every --loss read and checked before the store is touched: a bad one changes nothing
-    staging, staged = _stage_losses(args.loss, metric=args.metric, store=args.store)
+    staging, staged = stage_losses(args.loss, metric=args.metric, store=args.store)
     try:
         store = ExperimentStore(args.store)
         store.check_writable()  # before anything trains: a refused row is a lost retrain
@@ -258,7 +155,7 @@ def _cmd_retrain(args: argparse.Namespace) -> int:
                 store.filesystem.delete_file(store.trial_path(args.experiment, str(trial_id)))
             print(f"[autoloss] experiment {args.experiment!r}: removed {len(earlier)} row(s) "
                   "of an earlier retrain in which no loss trained without failing", flush=True)
-        specs = _place_losses(staging, staged, os.path.join(out_dir, "losses"))
+        specs = place_losses(staging, staged, os.path.join(out_dir, "losses"))
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
