@@ -102,7 +102,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
                 "background_index": args.background_index}
     if args.workers > 1:  # sharded over a Ray Train TorchTrainer, counts all-reduced
         from autoloss_app.plugins import plugin_runtime_env
-        from autoloss_app.search_job import init_ray
+        from autoloss_app.ray_start import init_ray
         from trainables.retrain_ddp import evaluate_with_workers
 
         init_ray(args.address, runtime_env=plugin_runtime_env(

@@ -2,7 +2,7 @@
 
 A Ray Tune trial or a Ray Train worker group that asks for more CPUs or GPUs than the cluster
 has waits without end: Ray logs "infeasible resource request" only to its own files. After
-:func:`autoloss_app.search_job.init_ray` the jobs call :func:`check_placeable` with what one
+:func:`autoloss_app.ray_start.init_ray` the jobs call :func:`check_placeable` with what one
 unit of work needs at once. On the embedded Ray (this machine only, nothing can be added)
 that is a one-line :class:`OptionsError`; on a cluster joined with ``--address`` or from
 ``ray job submit`` an autoscaler may still add nodes, so it is a warning and the job goes on.

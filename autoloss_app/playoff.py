@@ -71,7 +71,8 @@ def run_playoff(opts: SearchOptions, store) -> int:
     afterwards (Ctrl-C: ``--resume`` runs them)."""
     from ray import tune
 
-    from autoloss_app.search_job import SearchInterrupted, _plugin_env, init_ray
+    from autoloss_app.ray_start import init_ray
+    from autoloss_app.search_job import SearchInterrupted, _plugin_env
     from trainables import StoreCallback, playoff_task, with_gpu_resources
 
     configs = playoff_configs(opts, store.trials(opts.experiment),

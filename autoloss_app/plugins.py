@@ -2,7 +2,7 @@
 the checks before Ray starts (:func:`check_plugins`, used by the options of ``search``,
 ``retrain`` and ``evaluate``) and the Ray runtime environment that ships the working folder to
 every worker (:func:`plugin_runtime_env`, given to ``ray.init`` by
-:func:`autoloss_app.search_job.init_ray`). Built-in names cost nothing here: no import, no
+:func:`autoloss_app.ray_start.init_ray`). Built-in names cost nothing here: no import, no
 runtime environment."""
 
 from __future__ import annotations

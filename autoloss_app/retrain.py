@@ -162,7 +162,7 @@ def _cmd_retrain(args: argparse.Namespace) -> int:
     from ray import tune
 
     from autoloss_app.plugins import plugin_runtime_env
-    from autoloss_app.search_job import init_ray
+    from autoloss_app.ray_start import init_ray
     from trainables import StoreCallback, retrain_task, with_gpu_resources
 
     # a --model/--dataset module of the working folder: shipped to every worker

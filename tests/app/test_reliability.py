@@ -484,28 +484,28 @@ def test_joining_a_cluster_keeps_its_own_network_settings(monkeypatch) -> None:
     same after the embedded start as before it."""
     import ray
 
-    from autoloss_app import search_job
+    from autoloss_app import ray_start
 
     calls: list[dict] = []
     seen_env: list[str | None] = []
 
     def fake_init(**kwargs):
         calls.append(kwargs)
-        seen_env.append(os.environ.get(search_job._LOOPBACK_ENV))
+        seen_env.append(os.environ.get(ray_start._LOOPBACK_ENV))
 
     monkeypatch.setattr(ray, "is_initialized", lambda: False)
     monkeypatch.setattr(ray, "init", fake_init)
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    monkeypatch.delenv(search_job._LOOPBACK_ENV, raising=False)
-    search_job.init_ray("10.1.2.3:6379")
+    monkeypatch.delenv(ray_start._LOOPBACK_ENV, raising=False)
+    ray_start.init_ray("10.1.2.3:6379")
     monkeypatch.setenv("RAY_ADDRESS", "10.1.2.3:6379")
-    search_job.init_ray(None)
+    ray_start.init_ray(None)
     monkeypatch.delenv("RAY_ADDRESS")
-    search_job.init_ray(None)  # embedded
+    ray_start.init_ray(None)  # embedded
     assert [c.get("_node_ip_address") for c in calls] == [None, None, "127.0.0.1"]
     assert calls[0]["address"] == "10.1.2.3:6379" and "address" not in calls[1]
     assert seen_env == [None, None, "0"]
-    assert search_job._LOOPBACK_ENV not in os.environ  # restored after the embedded start
+    assert ray_start._LOOPBACK_ENV not in os.environ  # restored after the embedded start
 
 
 def test_socket_reader_sees_a_wildcard_listener() -> None:
