@@ -83,16 +83,6 @@ def _check_file_metric(path: str, metric: str, spec: str) -> None:
         )
 
 
-def _resolve_all(specs: list[str], *, metric: str, store: str, loss_dir: str) -> list[LossSpec]:
-    """Resolve every SPEC in a staging folder; only when all are valid do the loss files move
-    to ``loss_dir``, so a bad SPEC leaves nothing behind."""
-    staging, staged = stage_losses(specs, metric=metric, store=store)
-    try:
-        return place_losses(staging, staged, loss_dir)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
-
 def stage_losses(specs: list[str], *, metric: str, store: str) -> tuple[str, list[LossSpec]]:
     """Resolve every SPEC into a new temporary staging folder: ``(folder, specs)``; the caller
     removes the folder. A bad SPEC raises and leaves nothing behind."""
