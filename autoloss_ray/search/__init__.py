@@ -2,8 +2,9 @@
 
 - :mod:`.truncnorm`: :class:`TruncatedNormal` (the policy's distribution) and its log-mass
   helpers;
-- :mod:`.ppo`: :class:`PPO2` (ask/tell) and :func:`ppo_update` (the paper's update, with
-  CleanRL's diagnostics);
+- :mod:`.ppo`: :class:`PPO2` (ask/tell: settings, sampling, history, state);
+- :mod:`.ppo_math`: :func:`ppo_update` (the paper's update, with CleanRL's diagnostics) and
+  the centred ranks;
 - :mod:`.config`: :class:`PPO2Config`, PPO2's settings (what ``PPO2``, the Tune searcher,
   the application's options and the CLI share);
 - :mod:`.random_search`: :class:`RandomSearch` (the paper's Fig. 3 baseline);
@@ -24,8 +25,8 @@ _EXPORTS = {
     "TruncatedNormal": "autoloss_ray.search.truncnorm",
     "PPO2": "autoloss_ray.search.ppo",
     "PPO2Config": "autoloss_ray.search.config",
-    "PPOUpdate": "autoloss_ray.search.ppo",
-    "ppo_update": "autoloss_ray.search.ppo",
+    "PPOUpdate": "autoloss_ray.search.ppo_math",
+    "ppo_update": "autoloss_ray.search.ppo_math",
     "RandomSearch": "autoloss_ray.search.random_search",
     "StepProtocol": "autoloss_ray.search.step_protocol",
     "STEP_KEY": "autoloss_ray.search.step_protocol",
