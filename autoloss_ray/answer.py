@@ -30,7 +30,7 @@ import numpy as np
 __all__ = ["ANSWER_RULES", "PLAYOFF_KIND", "PLAYOFF_STREAM", "check_answer", "legacy_answer",
            "manifest_answer", "best_trial_theta", "policy_mean_theta", "playoff_candidates",
            "playoff_train_seed", "playoff_results", "playoff_theta", "answer_theta",
-           "is_ppo"]
+           "answer_origin", "is_ppo"]
 
 ANSWER_RULES = ("best-trial", "playoff", "policy-mean")
 PLAYOFF_KIND = "playoff"
@@ -217,4 +217,39 @@ def answer_theta(trials, policy, answer: str) -> np.ndarray | None:
                              "the store yet; run `autoloss search --resume` of this "
                              "experiment to finish it")
         return theta
+    raise ValueError(f"answer must be one of {', '.join(ANSWER_RULES)}, got {answer!r}")
+
+
+def answer_origin(trials, policy, answer: str) -> dict[str, Any]:
+    """Where the answer of ``answer`` comes from, for a loss file's ``meta``: ``best-trial``
+    ``{trial_id, step, reward}`` of that trial; ``policy-mean`` ``{step, mean_reward}`` of
+    the step whose mu it is; ``playoff`` ``{candidate, seeds, mean_reward}`` of the winning
+    candidate (its label, its successful re-trainings). Empty when there is no such row;
+    ValueError for an unknown rule."""
+    if answer == "best-trial":
+        ok = _ok_search(trials)
+        if ok is None or not len(ok):
+            return {}
+        row = ok.loc[ok["reward"].idxmax()]
+        out: dict[str, Any] = {"trial_id": str(row["trial_id"])} if "trial_id" in ok else {}
+        if "step" in ok and row["step"] == row["step"]:  # not NaN
+            out["step"] = int(row["step"])
+        return {**out, "reward": float(row["reward"])}
+    if answer == "policy-mean":
+        if policy is None or not len(policy):
+            return {}
+        import pandas as pd
+
+        mr = pd.to_numeric(policy["mean_reward"], errors="coerce")
+        if not mr.notna().any():
+            return {}
+        best = policy.loc[mr.idxmax()]
+        return {"step": int(best["step"]), "mean_reward": float(best["mean_reward"])}
+    if answer == "playoff":
+        res = playoff_results(trials)
+        if not len(res) or not np.isfinite(res["mean_reward"].iloc[0]):
+            return {}
+        win = res.iloc[0]
+        return {"candidate": str(win["label"]), "seeds": int(win["n"]),
+                "mean_reward": float(win["mean_reward"])}
     raise ValueError(f"answer must be one of {', '.join(ANSWER_RULES)}, got {answer!r}")

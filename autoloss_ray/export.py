@@ -59,9 +59,9 @@ def experiment_loss(store: Any, experiment: str, *, num_classes: int | None = No
 
     ``trials`` / ``policy``: the experiment's store rows when the caller has just read them
     (:meth:`ExperimentStore.trials` / ``.policy`` of ``experiment``); else they are read."""
-    from autoloss_ray.answer import manifest_answer
+    from autoloss_ray.answer import answer_origin, manifest_answer
     from autoloss_ray.losses.surrogate import SurrogateLoss
-    from autoloss_ray.report import best_theta
+    from autoloss_ray.report import best_theta, unrecorded_answer
     from autoloss_ray.store import ExperimentStore, ok_mask
 
     store = store if isinstance(store, ExperimentStore) else ExperimentStore(store)
@@ -117,9 +117,8 @@ def experiment_loss(store: Any, experiment: str, *, num_classes: int | None = No
     meta: dict[str, Any] = {"experiment": experiment, "store": str(store.root)}
     if answer is not None:
         meta["answer"] = answer
-    if len(policy):
-        best = policy.loc[policy["mean_reward"].astype(float).idxmax()]
-        meta.update(step=int(best["step"]), mean_reward=float(best["mean_reward"]))
+    # where the exported theta comes from: the trial, the policy step or the playoff winner
+    meta.update(answer_origin(trials, policy, answer or unrecorded_answer(policy)))
     meta.update(dataset=config.get("dataset"), model=config.get("model"))
     if config.get("task") is not None:  # a search_loss search of the user's own function
         meta["task"] = config["task"]

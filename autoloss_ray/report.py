@@ -38,6 +38,7 @@ __all__ = [
     "curve_groups",
     "plot_curves",
     "best_theta",
+    "unrecorded_answer",
     "answers_with_best_trial",
     "BEST_TRIAL_SEARCHERS",
     "write_search_report",
@@ -193,6 +194,18 @@ def answers_with_best_trial(searcher: object) -> bool:
     return name in BEST_TRIAL_SEARCHERS
 
 
+def unrecorded_answer(policy: pd.DataFrame | None) -> str:
+    """The rule :func:`best_theta` applies to a store without a manifest (``answer`` None):
+    ``"policy-mean"`` when it has policy rows with a mean reward whose searcher is not one
+    that answers with its best trial (PPO2), else ``"best-trial"``."""
+    if policy is not None and len(policy):
+        searcher = policy["searcher"].dropna() if "searcher" in policy.columns else []
+        best_trial = len(searcher) and all(answers_with_best_trial(s) for s in searcher)
+        if not best_trial and pd.to_numeric(policy["mean_reward"], errors="coerce").notna().any():
+            return "policy-mean"
+    return "best-trial"
+
+
 def best_theta(trials: pd.DataFrame, policy: pd.DataFrame | None = None, *,
                answer: str | None = None) -> np.ndarray | None:
     """The search's answer [D], the one rule of ``autoloss report``, ``autoloss export`` and
@@ -209,13 +222,9 @@ def best_theta(trials: pd.DataFrame, policy: pd.DataFrame | None = None, *,
         from autoloss_ray.answer import answer_theta
 
         return answer_theta(trials, policy, answer)
-    if policy is not None and len(policy):
-        searcher = policy["searcher"].dropna() if "searcher" in policy.columns else []
-        best_trial = len(searcher) and all(answers_with_best_trial(s) for s in searcher)
-        if not best_trial:
-            mr = pd.to_numeric(policy["mean_reward"], errors="coerce")
-            if mr.notna().any():
-                return np.asarray(policy.loc[mr.idxmax(), "mu"], dtype=np.float64)
+    if unrecorded_answer(policy) == "policy-mean":
+        mr = pd.to_numeric(policy["mean_reward"], errors="coerce")
+        return np.asarray(policy.loc[mr.idxmax(), "mu"], dtype=np.float64)
     if trials is not None and len(trials):
         if "kind" in trials.columns and (trials["kind"] == "search").any():
             trials = trials[trials["kind"] == "search"]

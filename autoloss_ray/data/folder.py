@@ -1,7 +1,7 @@
 """The user's own dataset as a folder (``--dataset folder --data-root DIR``), the layout of
 mmsegmentation's custom dataset and of most Kaggle sets::
 
-    DIR/classes.txt              one class name per line (line i names class id i)
+    DIR/classes.txt              one class name per line (line 1 names class id 0, line 2 id 1, ...)
     DIR/images/<stem>.jpg        RGB or grayscale (.jpg, .jpeg, .png; any size; sizes may differ)
     DIR/masks/<stem>.png         one class id per pixel (L, P or I mode; palette PNGs read as
                                  their indices); ``ignore_index`` (default 255) is ignored
@@ -47,7 +47,7 @@ def read_classes(root: str | Path) -> tuple[str, ...]:
     if not path.is_file():
         raise FileNotFoundError(
             f"folder dataset: {path} is missing; it lists the class names, one per line "
-            "(line i names the class with id i in the masks)"
+            "(line 1 names class id 0 of the masks, line 2 id 1, ...)"
         )
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
@@ -60,7 +60,7 @@ def read_classes(root: str | Path) -> tuple[str, ...]:
         name = line.strip()
         if not name:
             raise ValueError(f"folder dataset: {path} line {number} is blank; give one class "
-                             "name per line, without gaps (line i names class id i-1)")
+                             "name per line, without gaps (line 1 names class id 0, line 2 id 1, ...)")
         if name in names:
             raise ValueError(f"folder dataset: {path} line {number} repeats the class name "
                              f"{name!r} (line {names.index(name) + 1})")

@@ -88,13 +88,20 @@ def test_best_trial_is_the_default_and_export_report_follow_it(tmp_path) -> None
     # s2-1 (0.60): not the diverged trial (nan status), not the retrain row, not the best mu
     assert out["theta"] == pytest.approx(_theta(2, 1))
     assert out["meta"]["answer"] == "best-trial"
+    # the meta names that trial, not the step with the best mean reward (step 1)
+    assert {k: out["meta"].get(k) for k in ("trial_id", "step", "reward")} == {
+        "trial_id": "s2-1", "step": 2, "reward": 0.60}
+    assert "mean_reward" not in out["meta"]
     md = Path(write_search_report(store, "s", tmp_path / "rep")["markdown"]).read_text()
     assert "answer: best-trial; theta: `" + ", ".join(f"{v:.4f}" for v in _theta(2, 1)) in md
 
 
 def test_policy_mean_answers_the_best_steps_mu(tmp_path) -> None:
     store = write_search(tmp_path / "store", manifest={"answer": "policy-mean"})
-    assert _exported(store, tmp_path)["theta"] == pytest.approx(_mu(1))  # step 1: mean 0.51
+    out = _exported(store, tmp_path)
+    assert out["theta"] == pytest.approx(_mu(1))  # step 1: mean 0.51
+    assert out["meta"]["step"] == 1 and out["meta"]["mean_reward"] == pytest.approx(0.51)
+    assert "trial_id" not in out["meta"]
     for searcher in ("random", "tpe", "cmaes"):  # the library refuses it without PPO2 rows
         other = write_search(tmp_path / searcher, searcher=searcher)
         with pytest.raises(ValueError, match="needs PPO2's policy rows"):
@@ -137,11 +144,15 @@ def test_manifests_before_the_option_answer_as_they_did(tmp_path) -> None:
     for searcher in ("random", "tpe", "cmaes"):
         st = write_search(tmp_path / searcher, searcher=searcher, manifest={})
         assert legacy_answer(searcher) == "best-trial"
-        assert _exported(st, tmp_path)["theta"] == pytest.approx(_theta(2, 1))
+        out = _exported(st, tmp_path)
+        assert out["theta"] == pytest.approx(_theta(2, 1))
+        assert (out["meta"]["trial_id"], out["meta"]["step"]) == ("s2-1", 2)
     # a store without any manifest keeps the per-searcher rule as well
     bare = write_search(tmp_path / "bare")
     assert manifest_answer(bare.read_search("s")) is None
-    assert _exported(bare, tmp_path)["theta"] == pytest.approx(_mu(1))
+    out = _exported(bare, tmp_path)
+    assert out["theta"] == pytest.approx(_mu(1))
+    assert (out["meta"]["step"], out["meta"]["mean_reward"]) == (1, pytest.approx(0.51))
     # resolving old options: answer None is the searcher's old rule
     assert SearchOptions(answer=None, model="tiny").resolved().answer == "policy-mean"
     assert SearchOptions(answer=None, searcher="random",
@@ -210,6 +221,9 @@ def test_playoff_answers_the_best_mean_of_its_retrainings(tmp_path) -> None:
     assert res["mean_reward"].tolist() == pytest.approx([0.47, 0.455, 0.42])
     out = _exported(store, tmp_path)
     assert out["theta"] == pytest.approx(_theta(1, 1)) and out["meta"]["answer"] == "playoff"
+    assert {k: out["meta"][k] for k in ("candidate", "seeds")} == {"candidate": "trial s1-1",
+                                                                     "seeds": 1}
+    assert out["meta"]["mean_reward"] == pytest.approx(0.47)
     md = Path(write_search_report(store, "s", tmp_path / "rep")["markdown"]).read_text()
     assert "## Playoff" in md and "| trial s1-1 | 1 | 1 | 0.4700 |" in md
     # the search's own tables still count search trials only
