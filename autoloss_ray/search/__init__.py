@@ -9,10 +9,11 @@
   the application's options and the CLI share);
 - :mod:`.random_search`: :class:`RandomSearch` (the paper's Fig. 3 baseline);
 - :mod:`.step_protocol`: :class:`StepProtocol`, steps of M samples handed out, collected and
-  told, failure rewards, replay-based resume and the step (policy) record;
+  told, failure rewards, the step (policy) record and the protocol's saved state;
+- :mod:`.multifidelity`: :func:`stopped_below`, where a sample a scheduler stopped is told;
+- :mod:`.replay`: the replay-based resume (recorded results checked and told again);
 - private: :mod:`._ask_tell` (what PPO2 and random search share, the state format),
-  :mod:`._mean_param` (mu <-> unconstrained parameters); :mod:`.replay` checks recorded
-  results before a replay.
+  :mod:`._mean_param` (mu <-> unconstrained parameters).
 
 Ray Tune adapters over these live in ``searchers``. Names here load lazily.
 """

@@ -228,7 +228,7 @@ class PPO2(AskTell):
 
         ``stopped`` (optional bool [M]): samples a scheduler stopped early. Their rewards must
         already rank them below every survivor (``StepProtocol`` places them with
-        :func:`autoloss_ray.search.step_protocol.stopped_below`); a step with any is learnt
+        :func:`autoloss_ray.search.multifidelity.stopped_below`); a step with any is learnt
         from by rank (centred ranks, whatever ``advantages``), as rung and final rewards have
         no common scale. The history entry records the mask as ``stopped``."""
         x, r = self._check_tell(thetas, rewards)

@@ -1,20 +1,73 @@
-"""Checks of recorded results before a step protocol replays them (resume from the store).
+"""Replay: a fresh step protocol fast-forwarded through recorded results (resume from the store).
 
 A recorded result is a mapping with ``step``, ``sample`` (ints), ``config`` (the trial's
 config, or at least its searched keys), ``value`` (the metric; NaN or None when the trial
-failed) and optionally ``trial_id``. :meth:`autoloss_ray.search.step_protocol.StepProtocol.replay`
-groups them by step (:func:`group_recorded`) and checks each against what it draws
-(:func:`check_recorded`). Pure.
+failed) and optionally ``trial_id`` and ``stopped_early``. :func:`replay_results` (what
+:meth:`autoloss_ray.search.step_protocol.StepProtocol.replay` runs) groups them by step
+(:func:`group_recorded`), re-draws every step with the protocol's seed, checks each recorded
+config against its draw (:func:`check_recorded`) and tells the recorded values again, so a
+killed search resumes exactly. Pure: the protocol is all it changes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import math
+from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
 import numpy as np
 
-__all__ = ["group_recorded", "check_recorded"]
+__all__ = ["replay_results", "group_recorded", "check_recorded"]
+
+
+def replay_results(
+    protocol: Any, results: Iterable[Mapping[str, Any]], *, quiet_steps: Collection[int] = ()
+) -> int:
+    """Fast-forward a fresh protocol through results recorded by an earlier run of it.
+
+    Args:
+        protocol: a fresh :class:`~autoloss_ray.search.step_protocol.StepProtocol` (its
+            ``space`` and ``optimizer`` set).
+        results: one mapping per finished trial with ``step``, ``sample`` (ints),
+            ``config`` (the trial's config, or at least its searched keys), ``value``
+            (the metric; NaN or None for a failed trial) and optionally ``trial_id``
+            and ``stopped_early`` (a scheduler stopped it: told as such again).
+            Each ``(step, sample)`` at most once.
+        quiet_steps: steps whose ``step_callback`` already ran; it is not called again
+            for them.
+
+    Returns:
+        The number of results told.
+
+    Raises:
+        ValueError: the protocol is not fresh, a result is out of range or repeated, a
+            step is missing results before a later step has some, or a recorded config
+            is not what this protocol draws (the options differ from the original run).
+    """
+    if not protocol.fresh:
+        raise ValueError("replay needs a fresh searcher (no step started yet)")
+    by_step = group_recorded(results, steps=protocol.steps,
+                             samples_per_step=protocol.samples_per_step)
+    if not by_step:
+        return 0
+    last = max(by_step)
+    quiet = {int(s) for s in quiet_steps}
+    callback, told = protocol.step_callback, 0
+    try:
+        for step in range(last + 1):
+            protocol.step_callback = None if step in quiet else callback
+            protocol.start_step()
+            assert protocol.space is not None and protocol.thetas is not None
+            for i, r in sorted(by_step[step].items()):
+                check_recorded(protocol.space, protocol.thetas[i], r, step=step, sample=i)
+                value = r.get("value")
+                value = math.nan if value is None else float(value)
+                protocol.tell(i, r.get("trial_id"), value,
+                              early=bool(r.get("stopped_early") or False))
+                told += 1
+    finally:
+        protocol.step_callback = callback
+    return told
 
 
 def group_recorded(

@@ -15,14 +15,15 @@ any). Rewards are the values in ``max`` mode and their negatives in ``min`` mode
 
 Stopped samples (multi-fidelity: a scheduler such as ASHA stopped the trial at a rung, its
 value is that rung's reward, on another scale than a finished trial's): the optimizer is told
-them *below every survivor* of their step (:func:`stopped_below`; survivors: neither stopped
-nor failed), in the order of their rung values; optimizers that say ``ranks_stopped`` (PPO2)
-also get the mask and learn from the step by rank. The record's ``mean_reward`` is the
-survivors' mean.
+them *below every survivor* of their step (:func:`stopped_below`, in
+:mod:`autoloss_ray.search.multifidelity`; survivors: neither stopped nor failed), in the order
+of their rung values; optimizers that say ``ranks_stopped`` (PPO2) also get the mask and learn
+from the step by rank. The record's ``mean_reward`` is the survivors' mean.
 
-Replay (:meth:`StepProtocol.replay`): a fresh protocol fast-forwards through recorded results
-(the store's rows), re-drawing every step with the same seed and checking each recorded config
-against its draw, so a killed search resumes exactly.
+Replay (:meth:`StepProtocol.replay`, run by :mod:`autoloss_ray.search.replay`): a fresh
+protocol fast-forwards through recorded results (the store's rows), re-drawing every step with
+the same seed and checking each recorded config against its draw, so a killed search resumes
+exactly.
 
 Shapes: thetas [M, D] (D = the space's dimension), per-sample arrays [M].
 """
@@ -38,7 +39,8 @@ from typing import Any
 import numpy as np
 
 from autoloss_ray.search._ask_tell import check_samples_per_step
-from autoloss_ray.search.replay import check_recorded, group_recorded
+from autoloss_ray.search.multifidelity import stopped_below
+from autoloss_ray.search.replay import replay_results
 
 __all__ = ["StepProtocol", "stopped_below", "STEP_KEY", "SAMPLE_KEY", "FAIL_REASONS", "RECORD_KEYS",
            "UNASSIGNED", "IN_FLIGHT", "TOLD"]
@@ -71,43 +73,6 @@ _STATE_ATTRS = {
     "worst_value": "worst_value", "points": "points", "reasons": "reasons", "early": "early",
     "evaluated": "evaluated",
 }
-
-
-def stopped_below(rewards: np.ndarray, stopped: np.ndarray, failed: np.ndarray | None = None,
-                  *, floor: float | None = None) -> np.ndarray:
-    """Rewards [M] (higher is better) with the ``stopped`` [M] samples moved below every
-    survivor (neither stopped nor ``failed`` [M]), keeping their order among themselves.
-
-    With S stopped samples and survivors' rewards spanning ``[lo, hi]`` (d = hi - lo, or 1.0
-    when they are equal), the j-th worst stopped sample (j = 0..S-1, ties by sample index) gets
-    ``lo - d * (S - j) / S``: the best stopped one sits d / S below the worst survivor.
-    Without survivors, ``floor`` (e.g. the worst finished value seen) takes ``lo``'s place
-    (d = 1.0); without either the rewards are returned unchanged. Failed samples keep their
-    reward. Pure; returns a new array [M].
-    """
-    r = np.asarray(rewards, dtype=np.float64).copy()
-    stop = np.asarray(stopped, dtype=bool)
-    if r.shape != stop.shape or r.ndim != 1:
-        raise ValueError(f"rewards and stopped must be arrays of the same shape (M,); got "
-                         f"{r.shape} and {stop.shape}")
-    bad = np.zeros_like(stop) if failed is None else np.asarray(failed, dtype=bool)
-    stop = stop & ~bad
-    if not stop.any():
-        return r
-    survivors = r[~stop & ~bad]
-    if survivors.size:
-        lo, d = float(survivors.min()), float(survivors.max() - survivors.min())
-    elif floor is not None and math.isfinite(floor):
-        lo, d = float(floor), 0.0
-    else:
-        return r
-    d = d if d > 0 else 1.0
-    idx = np.flatnonzero(stop)
-    order = idx[np.lexsort((idx, r[idx]))]  # worst first; ties by sample index
-    n = idx.size
-    for j, i in enumerate(order):
-        r[i] = lo - d * (n - j) / n
-    return r
 
 
 class StepProtocol:
@@ -385,49 +350,10 @@ class StepProtocol:
     def replay(
         self, results: Iterable[Mapping[str, Any]], *, quiet_steps: Collection[int] = ()
     ) -> int:
-        """Fast-forward a fresh protocol through results recorded by an earlier run of it.
-
-        Args:
-            results: one mapping per finished trial with ``step``, ``sample`` (ints),
-                ``config`` (the trial's config, or at least its searched keys), ``value``
-                (the metric; NaN or None for a failed trial) and optionally ``trial_id``
-                and ``stopped_early`` (a scheduler stopped it: told as such again).
-                Each ``(step, sample)`` at most once.
-            quiet_steps: steps whose ``step_callback`` already ran; it is not called again
-                for them.
-
-        Returns:
-            The number of results told.
-
-        Raises:
-            ValueError: the protocol is not fresh, a result is out of range or repeated, a
-                step is missing results before a later step has some, or a recorded config
-                is not what this protocol draws (the options differ from the original run).
-        """
-        if not self.fresh:
-            raise ValueError("replay needs a fresh searcher (no step started yet)")
-        by_step = group_recorded(results, steps=self.steps,
-                                 samples_per_step=self.samples_per_step)
-        if not by_step:
-            return 0
-        last = max(by_step)
-        quiet = {int(s) for s in quiet_steps}
-        callback, told = self.step_callback, 0
-        try:
-            for step in range(last + 1):
-                self.step_callback = None if step in quiet else callback
-                self.start_step()
-                assert self.space is not None and self.thetas is not None
-                for i, r in sorted(by_step[step].items()):
-                    check_recorded(self.space, self.thetas[i], r, step=step, sample=i)
-                    value = r.get("value")
-                    value = math.nan if value is None else float(value)
-                    self.tell(i, r.get("trial_id"), value,
-                              early=bool(r.get("stopped_early") or False))
-                    told += 1
-        finally:
-            self.step_callback = callback
-        return told
+        """Fast-forward this fresh protocol through results recorded by an earlier run of it;
+        returns the number of results told (:func:`autoloss_ray.search.replay.replay_results`:
+        what a result holds, ``quiet_steps``, the errors)."""
+        return replay_results(self, results, quiet_steps=quiet_steps)
 
     # ------------------------------------------------------------------ state
     def state(self) -> dict[str, Any]:
