@@ -10,8 +10,10 @@ One concept per module:
   result (the store callback's pure part);
 - :mod:`~autoloss_ray.store._atomic`: store roots (paths, ``s3://...?endpoint_override=``
   URIs) and atomic writes;
-- :mod:`~autoloss_ray.store.experiment_store`: :class:`ExperimentStore`, the layout, reading
-  (skipping bad or foreign files) and writing;
+- :mod:`~autoloss_ray.store.experiment_store`: :class:`ExperimentStore`, the layout, writing,
+  the manifests and the search lock, and the queries (trials, policy steps, experiments);
+- :mod:`~autoloss_ray.store._reading`: how a table's files are read (found, checked, skipping
+  bad or foreign files, read, a copied trial counted once);
 - :mod:`~autoloss_ray.store.policy_writer`: :class:`PolicyWriter`, the searchers' step hook.
 
 Every name is importable from ``autoloss_ray.store``. Nothing here imports ray.

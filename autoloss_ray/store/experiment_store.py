@@ -18,7 +18,8 @@ mid-write leaves at most a hidden temp file, which readers never see and
 :meth:`ExperimentStore.cleanup_temp` removes. Rewriting a trial id (or a policy step) replaces
 its file: writes are idempotent, so a resumed search that reports a trial twice still holds
 one row for it. Reading skips, with a :class:`StoreWarning`, files that are unreadable or of
-another schema. Nothing here imports ray.
+another schema (:mod:`autoloss_ray.store._reading`: how a table's files are found, checked,
+read and counted once). Nothing here imports ray.
 """
 
 from __future__ import annotations
@@ -27,14 +28,11 @@ import contextlib
 import json
 import os
 import time
-import warnings
 from collections.abc import Mapping
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.dataset as ds
 import pyarrow.fs as pafs
-import pyarrow.parquet as pq
 
 from autoloss_ray.store._atomic import (
     is_temp_name,
@@ -42,6 +40,13 @@ from autoloss_ray.store._atomic import (
     sub_uri,
     write_bytes_atomic,
     write_table_atomic,
+)
+from autoloss_ray.store._reading import (
+    INT_MAPPER,
+    empty_frame,
+    read_files,
+    readable_files,
+    without_copies,
 )
 from autoloss_ray.store.records import normalize_policy_row, normalize_trial_row, row_table
 from autoloss_ray.store.schema import (
@@ -52,35 +57,10 @@ from autoloss_ray.store.schema import (
     TRIAL_FILE_SCHEMA,
     TRIAL_SCHEMA,
     StoreError,
-    StoreWarning,
     check_name,
 )
 
 __all__ = ["ExperimentStore"]
-
-
-def _skip(path: str, why: str) -> None:
-    warnings.warn(f"store: skipping {path}: {why}", StoreWarning, stacklevel=4)
-
-
-def _int_mapper() -> dict:
-    import pandas as pd
-
-    return {pa.int64(): pd.Int64Dtype()}
-
-
-class _LazyMapper:
-    """pyarrow int64 -> pandas nullable Int64 (so a missing step stays <NA>, not a float)."""
-
-    def get(self, t: pa.DataType):
-        return _int_mapper().get(t)
-
-
-_INT_MAPPER = _LazyMapper()
-
-
-def _empty(schema: pa.Schema):
-    return schema.empty_table().to_pandas(types_mapper=_INT_MAPPER.get)
 
 
 class ExperimentStore:
@@ -263,115 +243,21 @@ class ExperimentStore:
         base = self._dir(table, None if experiment is None else check_name(experiment,
                                                                             "experiment"))
         if self._fs.get_file_info(base).type != pafs.FileType.Directory:
-            return _empty(schema)
-        files = self._readable_files(base, file_schema)
+            return empty_frame(schema)
+        files = readable_files(self._fs, base, file_schema)
         if experiment is None:
-            tbl = self._read_files(files, base, schema, partitioning=PARTITIONING)
+            tbl = read_files(self._fs, files, base, schema, partitioning=PARTITIONING)
         else:
-            tbl = self._read_files(files, base, file_schema, partitioning=None)
+            tbl = read_files(self._fs, files, base, file_schema, partitioning=None)
             tbl = tbl.add_column(0, schema.field(PARTITION),
                                  pa.array([experiment] * tbl.num_rows, pa.string()))
         tbl = tbl.select(schema.names)
         if tbl.num_rows:
             tbl = tbl.sort_by([(c, "ascending") for c in sort])
-        df = tbl.to_pandas(types_mapper=_INT_MAPPER.get)
+        df = tbl.to_pandas(types_mapper=INT_MAPPER.get)
         if table == "trials":
-            df = self._without_copies(df, files)
+            df = without_copies(self._fs, df, files)
         return df
-
-    def _without_copies(self, df, files: list[str]):
-        """``df`` with one row per (experiment, trial_id): a trial file copied under another
-        name holds the same trial again, which must not count twice. The row finished last
-        is kept, and a :class:`StoreWarning` names the files that hold the same trial."""
-        dup = df.duplicated(["experiment", "trial_id"], keep=False)
-        if not dup.any():
-            return df
-        wanted = set(zip(df.loc[dup, "experiment"].astype(str),
-                         df.loc[dup, "trial_id"].astype(str)))
-        holders: dict[tuple[str, str], list[str]] = {}
-        for path in files:
-            folder = path.rstrip("/").rsplit("/", 2)[-2]
-            experiment = folder[len(PARTITION) + 1:] if folder.startswith(PARTITION + "=") \
-                else None
-            if not any(e == experiment for e, _ in wanted):
-                continue
-            try:
-                with self._fs.open_input_file(path) as f:
-                    ids = pq.read_table(f, columns=["trial_id"]).column(0).to_pylist()
-            except Exception:  # noqa: BLE001 - it was read a moment ago; name it anyway
-                ids = []
-            for trial_id in ids:
-                if (experiment, str(trial_id)) in wanted:
-                    holders.setdefault((experiment, str(trial_id)), []).append(path)
-        for (experiment, trial_id), paths in sorted(holders.items()):
-            warnings.warn(
-                f"store: trial {trial_id!r} of experiment {experiment!r} is in "
-                f"{len(paths)} files ({', '.join(sorted(paths))}); counted once (the row "
-                "finished last); remove the copies", StoreWarning, stacklevel=4)
-        if not holders:
-            warnings.warn(f"store: trials {sorted(wanted)} appear more than once; each counted "
-                          "once (the row finished last)", StoreWarning, stacklevel=4)
-        order = df.sort_values("finished_at", kind="stable").index
-        keep = ~df.loc[order].duplicated(["experiment", "trial_id"], keep="last")
-        return df.loc[sorted(order[keep.to_numpy()])].reset_index(drop=True)
-
-    def _readable_files(self, base: str, file_schema: pa.Schema) -> list[str]:
-        """The data files under ``base`` (as pyarrow's dataset discovery finds them: no
-        leading ``.`` or ``_``) whose footer reads and whose schema is this table's: every
-        required column present and no column of another type. Others are skipped with a
-        :class:`StoreWarning` naming them (a corrupted, truncated or foreign file must not
-        block the experiment; a resume re-runs a trial whose file is skipped)."""
-        infos = self._fs.get_file_info(pafs.FileSelector(base, recursive=True))
-        files = sorted(
-            i.path for i in infos
-            if i.type == pafs.FileType.File
-            and not any(part.startswith((".", "_"))
-                        for part in i.path[len(base):].strip("/").split("/"))
-        )
-        good = []
-        for path in files:
-            try:
-                with self._fs.open_input_file(path) as f:
-                    found = pq.ParquetFile(f).schema_arrow
-            except Exception as exc:  # noqa: BLE001 - any unreadable footer: skip the file
-                _skip(path, f"unreadable ({type(exc).__name__}: {exc})")
-                continue
-            missing = [fl.name for fl in file_schema
-                       if not fl.nullable and fl.name not in found.names]
-            wrong = [f"{fl.name} ({found.field(fl.name).type}, expected {fl.type})"
-                     for fl in file_schema
-                     if fl.name in found.names and found.field(fl.name).type != fl.type]
-            if missing or wrong:
-                _skip(path, "not a file of this table ("
-                      + "; ".join(([f"missing {missing}"] if missing else [])
-                                  + ([f"wrong types {wrong}"] if wrong else [])) + ")")
-                continue
-            good.append(path)
-        return good
-
-    def _read_files(self, files: list[str], base: str, schema: pa.Schema,
-                    partitioning) -> pa.Table:
-        """One table of ``files``; should the whole read fail (a data page corrupted behind a
-        sound footer), each file is read on its own and the failing ones are skipped."""
-        def read(paths: list[str]) -> pa.Table:
-            return ds.dataset(paths, schema=schema, format="parquet", filesystem=self._fs,
-                              partitioning=partitioning, partition_base_dir=base).to_table()
-
-        if not files:
-            return schema.empty_table()
-        try:
-            return read(files)
-        except (OSError, pa.ArrowException) as exc:
-            if len(files) == 1:
-                _skip(files[0], f"unreadable ({type(exc).__name__}: {exc})")
-                return schema.empty_table()
-        parts = []
-        for path in files:
-            try:
-                parts.append(read([path]))
-            except (OSError, pa.ArrowException) as exc:
-                _skip(path, f"unreadable ({type(exc).__name__}: {exc})")
-        return pa.concat_tables(parts) if parts else schema.empty_table()
 
     def trials(self, experiment: str | None = None):
         """All trial rows (or one experiment's) as a pandas DataFrame with the columns of
