@@ -20,6 +20,10 @@ runs on the eager path (same math; a one-line warning says why). Environment:
   transparent huge pages (:func:`empty`; default: advised, on Linux).
 - ``AUTOLOSS_RAY_MALLOC``: ``0`` leaves glibc's malloc thresholds as they are
   (:func:`keep_freed_memory`; default: set once by a CPU evaluation, on glibc).
+
+This module builds, caches and loads the kernels and runs them over ranges of pixels on
+threads; the memory settings (:func:`empty`, :func:`keep_freed_memory`, exported here too) and
+the reading of the on/off switches are :mod:`autoloss_ray.native_memory`.
 """
 
 from __future__ import annotations
@@ -31,7 +35,6 @@ import platform
 import shutil
 import stat
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -41,6 +44,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
+
+from autoloss_ray.native_memory import empty, keep_freed_memory, switched_on
 
 __all__ = ["available", "empty", "enabled", "keep_freed_memory", "library", "parallel_ranges",
            "run_ranges", "unavailable_reason", "FLAGS", "LINK_FLAGS", "STRICT_FLAGS"]
@@ -253,14 +258,9 @@ def library() -> ctypes.CDLL | None:
     return _lib
 
 
-def _switched_on(name: str) -> bool:
-    """False when the environment variable ``name`` is 0/false/no/off; on by default."""
-    return os.environ.get(name, "1").strip().lower() not in ("0", "false", "no", "off")
-
-
 def enabled() -> bool:
     """False when ``AUTOLOSS_RAY_NATIVE`` is 0/false/no/off (read on every call)."""
-    return _switched_on("AUTOLOSS_RAY_NATIVE")
+    return switched_on("AUTOLOSS_RAY_NATIVE")
 
 
 def unavailable_reason() -> str:
@@ -310,92 +310,6 @@ def run_ranges(fn: Callable[[int, int, int], int], ranges: Sequence[tuple[int, i
         raise RuntimeError(f"native kernel failed with codes {codes}")
 
 
-_MADV_HUGEPAGE = 14  # linux/mman.h
-_HUGE_MIN = 8 << 20  # buffers from this size on ask for transparent huge pages
-_libc_madvise = None
-
-
-def _madvise():
-    global _libc_madvise
-    if _libc_madvise is None:
-        fn = False
-        if sys.platform.startswith("linux") and _switched_on("AUTOLOSS_RAY_HUGEPAGES"):
-            try:
-                fn = ctypes.CDLL(None, use_errno=True).madvise
-                fn.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-                fn.restype = ctypes.c_int
-            except (OSError, AttributeError):
-                fn = False
-        _libc_madvise = fn
-    return _libc_madvise
-
-
-def empty(shape: Sequence[int], dtype: torch.dtype) -> torch.Tensor:
-    """``torch.empty(shape, dtype=dtype)`` on CPU for a kernel's output; a large one (8 MiB
-    or more) is marked MADV_HUGEPAGE before anything touches it, so that its first write
-    faults in 2 MiB pages rather than 4 KiB ones. (Such buffers are fresh memory from the OS
-    on every call: the allocator returns large blocks when they are freed, and with the
-    kernel's ``transparent_hugepage`` in its default ``madvise`` mode, page faults were a
-    fifth of a surrogate's time.) Only advice: where it is refused, nothing changes;
-    ``AUTOLOSS_RAY_HUGEPAGES=0`` turns it off."""
-    t = torch.empty(shape, dtype=dtype)
-    nbytes = t.numel() * t.element_size()
-    if nbytes >= _HUGE_MIN:
-        fn = _madvise()
-        if fn:
-            start = (t.data_ptr() + 4095) & ~4095
-            length = (t.data_ptr() + nbytes - start) & ~4095
-            fn(start, length, _MADV_HUGEPAGE)
-    return t
-
-
 def ptr(t: torch.Tensor | None) -> int | None:
     """data_ptr of a tensor (None for None)."""
     return None if t is None else t.data_ptr()
-
-
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # malloc.h
-MALLOC_MMAP_THRESHOLD = 128 << 20
-MALLOC_TRIM_THRESHOLD = 256 << 20
-_malloc_kept: bool | None = None
-
-
-def keep_freed_memory() -> bool:
-    """Once per process, on glibc: serve allocations up to 128 MiB from the heap and keep up
-    to 256 MiB of freed memory at its top for reuse (``mallopt`` ``M_MMAP_THRESHOLD`` /
-    ``M_TRIM_THRESHOLD``), so that a loop that allocates and frees the same large tensors
-    reuses their pages instead of faulting fresh, zeroed ones in every time. Returns True
-    when the thresholds are (now) set.
-
-    Why (issue 31): glibc serves a block of 32 MiB or more (its dynamic threshold's ceiling)
-    with its own ``mmap`` and unmaps it when freed, and hands free memory above twice its
-    threshold at the heap's top back to the kernel. A native-resolution evaluation of the
-    CamVid proxy (8 images of 96x128 through the tiny net, logits upsampled to 360x480)
-    crosses both every batch: ~250,000 minor page faults (about 1 GB of zeroed pages) per
-    pass over the 92 hold-out images, which made its forward pass cost twice the train-size
-    one (whose smaller tensors stayed under the thresholds) instead of 1.33x. The cost: the
-    process keeps up to 256 MiB it no longer uses instead of returning it; memory in use is
-    unchanged. Setting either threshold turns glibc's dynamic adjustment off for the rest
-    of the process (there is no way back; the values set are above its ceiling).
-    ``AUTOLOSS_RAY_MALLOC=0``: do nothing (returns False); other C libraries: False."""
-    global _malloc_kept
-    if _malloc_kept is None:
-        with _lock:
-            if _malloc_kept is None:
-                _malloc_kept = _set_malloc_thresholds()
-    return _malloc_kept
-
-
-def _set_malloc_thresholds() -> bool:
-    if not _switched_on("AUTOLOSS_RAY_MALLOC"):
-        return False
-    if not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc":
-        return False
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
-        return False
-    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    mallopt.restype = ctypes.c_int
-    return bool(mallopt(_M_MMAP_THRESHOLD, MALLOC_MMAP_THRESHOLD)
-                and mallopt(_M_TRIM_THRESHOLD, MALLOC_TRIM_THRESHOLD))
