@@ -218,7 +218,9 @@ class SearchInterrupted(KeyboardInterrupt):
 
 
 class SearchOutcome(dict):
-    """Summary of a finished search: best mu, its step's mean reward, paths written."""
+    """Summary of a finished search: counts, the answer (``best_theta`` by the ``answer``
+    rule, ``answer_origin``), the best step by mean reward, the best trial's reward, paths
+    written."""
 
 
 def run_search(opts: SearchOptions) -> SearchOutcome:
@@ -347,7 +349,14 @@ def summarize(opts: SearchOptions, store: ExperimentStore, *, trials=None,
             from autoloss_app.playoff import playoff_summary
 
             out["playoff"] = playoff_summary(everything)
-        out["best_trial_reward"] = float(trials["reward"].max())
+        from autoloss_ray.answer import answer_origin
+
+        # the answer's source (as the loss file's meta), and the best search trial that
+        # succeeded and ran to the end (not a diverged one, not a rung's reward)
+        out["answer_origin"] = answer_origin(everything, policy, opts.answer)
+        best_trial = answer_origin(everything, policy, "best-trial")
+        if best_trial:
+            out["best_trial_reward"] = best_trial["reward"]
     return out
 
 

@@ -17,6 +17,7 @@ from autoloss_app.cli import build_parser, explicit_search_options, search_optio
 from autoloss_app.cli import main as cli_main
 from autoloss_app.options import OptionsError, SearchOptions
 from autoloss_app.playoff import playoff_configs
+from autoloss_app.search_job import summarize
 from autoloss_ray.answer import (
     ANSWER_RULES,
     answer_theta,
@@ -92,6 +93,13 @@ def test_best_trial_is_the_default_and_export_report_follow_it(tmp_path) -> None
     assert {k: out["meta"].get(k) for k in ("trial_id", "step", "reward")} == {
         "trial_id": "s2-1", "step": 2, "reward": 0.60}
     assert "mean_reward" not in out["meta"]
+    # the summary line names the same trial; its best reward is not the diverged trial's
+    opts = SearchOptions(model="tiny", store=str(tmp_path / "store"), experiment="s")
+    summary = summarize(opts.resolved(), store)
+    assert summary["best_theta"] == pytest.approx(_theta(2, 1))
+    assert summary["answer_origin"] == {"trial_id": "s2-1", "step": 2, "reward": 0.60}
+    assert summary["best_trial_reward"] == 0.60  # not 0.95 (status nan) nor 0.99 (a retrain)
+    assert (summary["best_step"], summary["best_mean_reward"]) == (1, pytest.approx(0.51))
     md = Path(write_search_report(store, "s", tmp_path / "rep")["markdown"]).read_text()
     assert "answer: best-trial; theta: `" + ", ".join(f"{v:.4f}" for v in _theta(2, 1)) in md
 
