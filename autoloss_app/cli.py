@@ -222,8 +222,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", help="write the best searched loss of an experiment as JSON",
                        description="Write the searched loss of an experiment as a loss file that "
-                       "SurrogateLoss.from_file loads: the mean mu of the best PPO2 step, or "
-                       "the best trial's theta for random, TPE and CMA-ES.")
+                       "SurrogateLoss.from_file loads: the search's answer under the --answer "
+                       "rule its manifest records (default: the best trial's theta; searches "
+                       "from before that option: PPO2's best-step mean, the others' best "
+                       "trial).")
     p.add_argument("--store", default=DEFAULT_STORE)
     p.add_argument("--experiment", required=True)
     p.add_argument("--out", required=True, help="output .json path")

@@ -52,8 +52,8 @@ class TrialsFailedError(RuntimeError):
 class SearchLossResult:
     """What :func:`search_loss` returns.
 
-    ``best_theta``: the search's answer (PPO2: the best step's policy mean; random, TPE,
-    CMA-ES: the best trial's theta); ``trials``: the experiment's store rows (a pandas
+    ``best_theta``: the search's answer under its ``answer`` rule (default ``"best-trial"``:
+    the best trial's theta, whatever the searcher); ``trials``: the experiment's store rows (a pandas
     DataFrame, one row per trial); ``export`` / ``report``: the paths written (or None);
     ``summary``: the counts ``autoloss search`` prints (trials, failed, steps, best step...).
     """
