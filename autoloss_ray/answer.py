@@ -99,24 +99,34 @@ def _ok_search(trials):
         subset=["reward"])
 
 
-def best_trial_theta(trials) -> np.ndarray | None:
-    """theta [D] of the successful search trial with the highest reward (None: none)."""
+def _best_trial_row(trials):
+    """The successful search trial with the highest reward (a row; None: none)."""
     ok = _ok_search(trials)
     if ok is None or not len(ok):
         return None
-    return np.asarray(ok.loc[ok["reward"].idxmax(), "theta"], dtype=np.float64)
+    return ok.loc[ok["reward"].idxmax()]
 
 
-def policy_mean_theta(policy) -> np.ndarray | None:
-    """mu [D] of the policy step with the best mean reward (None without policy rows)."""
+def _best_policy_row(policy):
+    """The policy step with the best mean reward (a row; None without one)."""
     if policy is None or not len(policy):
         return None
     import pandas as pd
 
     mr = pd.to_numeric(policy["mean_reward"], errors="coerce")
-    if not mr.notna().any():
-        return None
-    return np.asarray(policy.loc[mr.idxmax(), "mu"], dtype=np.float64)
+    return policy.loc[mr.idxmax()] if mr.notna().any() else None
+
+
+def best_trial_theta(trials) -> np.ndarray | None:
+    """theta [D] of the successful search trial with the highest reward (None: none)."""
+    row = _best_trial_row(trials)
+    return None if row is None else np.asarray(row["theta"], dtype=np.float64)
+
+
+def policy_mean_theta(policy) -> np.ndarray | None:
+    """mu [D] of the policy step with the best mean reward (None without policy rows)."""
+    row = _best_policy_row(policy)
+    return None if row is None else np.asarray(row["mu"], dtype=np.float64)
 
 
 def playoff_candidates(trials, policy, *, k: int, atol: float = 1e-9
@@ -187,13 +197,20 @@ def playoff_results(trials):
                            na_position="last", kind="stable").reset_index(drop=True)
 
 
-def playoff_theta(trials) -> np.ndarray | None:
-    """theta [D] of the playoff candidate with the best mean reward (None: no playoff row
-    succeeded)."""
+def _playoff_winner(trials):
+    """The playoff candidate with the best mean reward (a :func:`playoff_results` row;
+    None: no playoff row succeeded)."""
     res = playoff_results(trials)
     if not len(res) or not np.isfinite(res["mean_reward"].iloc[0]):
         return None
-    return np.asarray(res["theta"].iloc[0], dtype=np.float64)
+    return res.iloc[0]
+
+
+def playoff_theta(trials) -> np.ndarray | None:
+    """theta [D] of the playoff candidate with the best mean reward (None: no playoff row
+    succeeded)."""
+    win = _playoff_winner(trials)
+    return None if win is None else np.asarray(win["theta"], dtype=np.float64)
 
 
 def answer_theta(trials, policy, answer: str) -> np.ndarray | None:
@@ -227,29 +244,19 @@ def answer_origin(trials, policy, answer: str) -> dict[str, Any]:
     candidate (its label, its successful re-trainings). Empty when there is no such row;
     ValueError for an unknown rule."""
     if answer == "best-trial":
-        ok = _ok_search(trials)
-        if ok is None or not len(ok):
+        row = _best_trial_row(trials)
+        if row is None:
             return {}
-        row = ok.loc[ok["reward"].idxmax()]
-        out: dict[str, Any] = {"trial_id": str(row["trial_id"])} if "trial_id" in ok else {}
-        if "step" in ok and row["step"] == row["step"]:  # not NaN
+        out: dict[str, Any] = {"trial_id": str(row["trial_id"])} if "trial_id" in row else {}
+        if "step" in row and row["step"] == row["step"]:  # not NaN
             out["step"] = int(row["step"])
         return {**out, "reward": float(row["reward"])}
     if answer == "policy-mean":
-        if policy is None or not len(policy):
-            return {}
-        import pandas as pd
-
-        mr = pd.to_numeric(policy["mean_reward"], errors="coerce")
-        if not mr.notna().any():
-            return {}
-        best = policy.loc[mr.idxmax()]
-        return {"step": int(best["step"]), "mean_reward": float(best["mean_reward"])}
+        row = _best_policy_row(policy)
+        return {} if row is None else {"step": int(row["step"]),
+                                       "mean_reward": float(row["mean_reward"])}
     if answer == "playoff":
-        res = playoff_results(trials)
-        if not len(res) or not np.isfinite(res["mean_reward"].iloc[0]):
-            return {}
-        win = res.iloc[0]
-        return {"candidate": str(win["label"]), "seeds": int(win["n"]),
-                "mean_reward": float(win["mean_reward"])}
+        win = _playoff_winner(trials)
+        return {} if win is None else {"candidate": str(win["label"]), "seeds": int(win["n"]),
+                                       "mean_reward": float(win["mean_reward"])}
     raise ValueError(f"answer must be one of {', '.join(ANSWER_RULES)}, got {answer!r}")

@@ -223,8 +223,9 @@ def best_theta(trials: pd.DataFrame, policy: pd.DataFrame | None = None, *,
 
         return answer_theta(trials, policy, answer)
     if unrecorded_answer(policy) == "policy-mean":
-        mr = pd.to_numeric(policy["mean_reward"], errors="coerce")
-        return np.asarray(policy.loc[mr.idxmax(), "mu"], dtype=np.float64)
+        from autoloss_ray.answer import policy_mean_theta
+
+        return policy_mean_theta(policy)
     if trials is not None and len(trials):
         if "kind" in trials.columns and (trials["kind"] == "search").any():
             trials = trials[trials["kind"] == "search"]
