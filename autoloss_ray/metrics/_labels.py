@@ -78,8 +78,8 @@ def _check(
     pred_all_classes)``: the last is True when every pred value is a class, which spares the
     metrics a pass over pred. ``values=False``: types, devices and shapes only, not the label
     values (pred_all_classes then False): for a caller that checks them another way
-    (:class:`MetricAccumulator` on CPU, in its counts kernel) and calls this again with
-    ``values=True`` for the error when they fail."""
+    (:class:`MetricAccumulator` on CPU, in its counts kernel) and runs :func:`_check_values`
+    where that does not apply or found a bad label (for the error)."""
     num_classes = check_num_classes(num_classes)
     ignore_index = check_ignore_index(ignore_index)
     dev = torch.device(device) if device is not None else None
@@ -113,6 +113,13 @@ def _check(
 
     if not values:
         return p, t, False
+    return p, t, _check_values(p, t, num_classes, ignore_index)
+
+
+def _check_values(p: torch.Tensor, t: torch.Tensor, num_classes: int,
+                  ignore_index: int | None) -> bool:
+    """The label-value half of :func:`_check` on its checked maps (``num_classes`` and
+    ``ignore_index`` checked too): raises its errors, else returns ``pred_all_classes``."""
     C = num_classes
     _, bad = labels_outside(t, C, None if ignore_index is None else lambda: t == ignore_index)
     if bad is not None:
@@ -130,7 +137,7 @@ def _check(
             f"pred has {kind}: values {describe_values(bad)} (expected 0..{C - 1}; "
             f"ignore_index={ignore_index} is allowed only where the target is ignored)"
         )
-    return p, t, pred_all_classes
+    return pred_all_classes
 
 
 def check_labels(

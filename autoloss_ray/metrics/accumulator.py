@@ -7,7 +7,7 @@ from typing import Any
 import torch
 
 from autoloss_ray.checks import check_ignore_index, check_num_classes, check_tolerance
-from autoloss_ray.metrics._labels import _check, check_boundary_classes
+from autoloss_ray.metrics._labels import _check, _check_values, check_boundary_classes
 from autoloss_ray.metrics.counts import _all_stats, _native_stats
 from autoloss_ray.metrics.scores import scores_from_stats
 from autoloss_ray.vocabulary import DEFAULT_BOUNDARY_TOLERANCE, IGNORE_INDEX
@@ -86,7 +86,7 @@ class MetricAccumulator:
         stats = _native_stats(p, t, self.num_classes, self.ignore_index,
                               self.boundary_tolerance, self._background)
         if stats is None:
-            p, t, pred_all_classes = _check(p, t, self.num_classes, self.ignore_index)
+            pred_all_classes = _check_values(p, t, self.num_classes, self.ignore_index)
         if self._confusion.device != t.device:  # first batch decides the device
             self._confusion = self._confusion.to(t.device)
             self._band_confusion = self._band_confusion.to(t.device)
