@@ -262,12 +262,8 @@ def _run_locked(train_fn, opts: UserSearchOptions, store, searcher, told: int,
     import ray
     from ray import cloudpickle
 
-    from autoloss_app.search_job import (
-        SearchInterrupted,
-        build_tuner,
-        init_ray,
-        summarize,
-    )
+    from autoloss_app.ray_start import init_ray
+    from autoloss_app.search_job import SearchInterrupted, build_tuner, summarize
     from trainables import with_gpu_resources
     from trainables.user_task import user_trainable
 
