@@ -34,7 +34,6 @@ from autoloss_app.common_options import (
 )
 from autoloss_app.evaluate import DATASET_HELP, IGNORE_HELP
 from autoloss_app.option_checks import (
-    DEFAULT_STORE,
     FLAGS,
     check_choice,
     check_data_root,
@@ -63,7 +62,7 @@ __all__ = ["LEGACY_MANIFEST", "RECIPES", "SEARCHERS", "CommonSearchOptions", "Se
            "ppo2_config",
            "check_finite", "check_resources", "check_max_concurrent",
            "check_output_file", "check_output_dir", "check_folder_options", "check_data_root",
-           "folder_num_classes", "SCHEDULERS", "asha_rungs", "option", "DEFAULT_STORE"]
+           "folder_num_classes", "SCHEDULERS", "asha_rungs", "option"]
 
 # Proxy-task recipes. "demo" finishes on 2 CPU cores in a few minutes (the main job of
 # docs/getting-started.md); "paper" is the paper's proxy task (docs/paper.md).
