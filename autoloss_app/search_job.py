@@ -350,10 +350,13 @@ def summarize(opts: SearchOptions, store: ExperimentStore, *, trials=None,
 
             out["playoff"] = playoff_summary(everything)
         from autoloss_ray.answer import answer_origin
+        from autoloss_ray.report import unrecorded_answer
 
-        # the answer's source (as the loss file's meta), and the best search trial that
-        # succeeded and ran to the end (not a diverged one, not a rung's reward)
-        out["answer_origin"] = answer_origin(everything, policy, opts.answer)
+        # the answer's source (as the loss file's meta; options not resolved: the legacy
+        # rule, as best_theta), and the best search trial that succeeded and ran to the end
+        # (not a diverged one, not a rung's reward)
+        out["answer_origin"] = answer_origin(everything, policy,
+                                             opts.answer or unrecorded_answer(policy))
         best_trial = answer_origin(everything, policy, "best-trial")
         if best_trial:
             out["best_trial_reward"] = best_trial["reward"]

@@ -100,6 +100,11 @@ def test_best_trial_is_the_default_and_export_report_follow_it(tmp_path) -> None
     assert summary["answer_origin"] == {"trial_id": "s2-1", "step": 2, "reward": 0.60}
     assert summary["best_trial_reward"] == 0.60  # not 0.95 (status nan) nor 0.99 (a retrain)
     assert (summary["best_step"], summary["best_mean_reward"]) == (1, pytest.approx(0.51))
+    # options not resolved (answer None): the legacy rule of a PPO2 store, the policy mean
+    legacy = summarize(SearchOptions(model="tiny", store=str(tmp_path / "store"),
+                                     experiment="s", answer=None), store)
+    assert legacy["answer_origin"] == {"step": 1, "mean_reward": pytest.approx(0.51)}
+    assert legacy["best_theta"] == pytest.approx(_mu(1))
     md = Path(write_search_report(store, "s", tmp_path / "rep")["markdown"]).read_text()
     assert "answer: best-trial; theta: `" + ", ".join(f"{v:.4f}" for v in _theta(2, 1)) in md
 
